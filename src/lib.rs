@@ -1,1 +1,8 @@
+//! ianvs: benchmark cloud-edge collaborative AI. The library behind the `ianvs` binary: config
+//! (parse → resolve → validate), the test-case controller, metrics and the story manager.
 
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod metrics;
+pub mod story;

@@ -1,1 +1,17 @@
-pub fn _placeholder() {}
+//! ianvs paradigms: the `Paradigm` trait, the module traits each paradigm calls, typed records,
+//! datasets, and one file per collaboration flow.
+
+pub mod data;
+pub mod hp;
+pub mod modules;
+pub mod paradigm;
+pub mod records;
+pub mod registry;
+pub mod single_task;
+
+pub use paradigm::{CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, ResolvedModule};
+
+/// Every paradigm this build knows, in the order `ianvs list paradigms` shows them.
+pub fn paradigms() -> Vec<Box<dyn Paradigm>> {
+    vec![Box::new(single_task::SingleTaskLearning)]
+}

@@ -1,0 +1,797 @@
+//! The decoder-only transformer (Llama / Qwen2) with an every-position forward pass.
+//!
+//! One code path serves prefill, decode and speculative verification: `forward` takes any
+//! number of new tokens, places them after the `cache.len()` cached positions (RoPE offset and
+//! causal mask both start there) and returns logits for every new position.
+//!
+//! Batch invariance. Greedy speculative decoding must reproduce target-only greedy decoding,
+//! which holds exactly when the logits of a position do not depend on how many tokens were fed
+//! together. On CPU every step of the pass is arranged to be row-wise identical:
+//! - matmuls run through candle's quantized kernels, which compute each output as one dot
+//!   product (float weights are stored as F32 `QTensor`s; see `weights.rs`), with kernels that
+//!   switch paths by row count detected at load time and run row by row;
+//! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise in candle;
+//! - RoPE and attention are computed here in plain Rust ("host attention"): one query row at a
+//!   time, with a fixed summation order over keys, against a position-major cache.
+//!
+//! On other devices (CUDA), attention uses candle tensor ops (matmul, mask, softmax) and dense
+//! matmuls; results then agree to float tolerance but are not guaranteed bit-identical across
+//! chunk sizes. `AttentionBackend::Tensor` selects that path on CPU too (tests compare both).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::cache::{KvCache, LayerKv};
+use super::config::{Arch, LlmConfig, RopeStyle};
+use super::error::{LlmError, Result};
+use super::weights::{Embedding, InvarianceProbe, Linear, RawTensor, RmsNorm, TensorSource};
+use super::{gguf, hf};
+
+/// Hands out a distinct id per loaded model so a cache cannot be fed to another model.
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Which attention implementation `forward` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionBackend {
+    /// Host attention on CPU, tensor ops elsewhere.
+    #[default]
+    Auto,
+    /// Plain-Rust, batch-invariant attention; CPU only.
+    Host,
+    /// candle tensor ops (matmul, mask, softmax); any device.
+    Tensor,
+}
+
+/// Options for [`LlmModel::load_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub attention: AttentionBackend,
+}
+
+/// Tensor names of one file format, for the format-neutral builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Naming {
+    /// llama.cpp names: `token_embd.weight`, `blk.N.attn_q.weight`, ...
+    Gguf,
+    /// Hugging Face names: `model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`, ...
+    Hf,
+}
+
+/// The logical tensors of the architecture.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Embed,
+    FinalNorm,
+    Output,
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    QBias,
+    KBias,
+    VBias,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Naming {
+    fn name(self, part: Part, layer: usize) -> String {
+        match self {
+            Self::Gguf => {
+                let suffix = match part {
+                    Part::Embed => return "token_embd.weight".into(),
+                    Part::FinalNorm => return "output_norm.weight".into(),
+                    Part::Output => return "output.weight".into(),
+                    Part::AttnNorm => "attn_norm.weight",
+                    Part::Q => "attn_q.weight",
+                    Part::K => "attn_k.weight",
+                    Part::V => "attn_v.weight",
+                    Part::O => "attn_output.weight",
+                    Part::QBias => "attn_q.bias",
+                    Part::KBias => "attn_k.bias",
+                    Part::VBias => "attn_v.bias",
+                    Part::FfnNorm => "ffn_norm.weight",
+                    Part::Gate => "ffn_gate.weight",
+                    Part::Up => "ffn_up.weight",
+                    Part::Down => "ffn_down.weight",
+                };
+                format!("blk.{layer}.{suffix}")
+            }
+            Self::Hf => {
+                let suffix = match part {
+                    Part::Embed => return "model.embed_tokens.weight".into(),
+                    Part::FinalNorm => return "model.norm.weight".into(),
+                    Part::Output => return "lm_head.weight".into(),
+                    Part::AttnNorm => "input_layernorm.weight",
+                    Part::Q => "self_attn.q_proj.weight",
+                    Part::K => "self_attn.k_proj.weight",
+                    Part::V => "self_attn.v_proj.weight",
+                    Part::O => "self_attn.o_proj.weight",
+                    Part::QBias => "self_attn.q_proj.bias",
+                    Part::KBias => "self_attn.k_proj.bias",
+                    Part::VBias => "self_attn.v_proj.bias",
+                    Part::FfnNorm => "post_attention_layernorm.weight",
+                    Part::Gate => "mlp.gate_proj.weight",
+                    Part::Up => "mlp.up_proj.weight",
+                    Part::Down => "mlp.down_proj.weight",
+                };
+                format!("model.layers.{layer}.{suffix}")
+            }
+        }
+    }
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Block {
+    fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+}
+
+/// A loaded Llama- or Qwen2-family model. Immutable after loading (`Send + Sync`): share it
+/// with `Arc` and give each sequence its own [`KvCache`].
+pub struct LlmModel {
+    config: LlmConfig,
+    device: Device,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    inv_freq: Vec<f32>,
+    host_attention: bool,
+    id: u64,
+    source: PathBuf,
+    weight_bytes: usize,
+    num_parameters: usize,
+}
+
+impl std::fmt::Debug for LlmModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmModel")
+            .field("source", &self.source)
+            .field("config", &self.config)
+            .field("device", &self.device)
+            .field("host_attention", &self.host_attention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmModel {
+    /// Loads a GGUF file (weights stay quantized) or a Hugging Face folder with `config.json`
+    /// and safetensors weights (f32/f16/bf16, computed in f32).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(path, device, &LoadOptions::default())
+    }
+
+    /// [`LlmModel::load`] with explicit options.
+    pub fn load_with(path: &Path, device: &Device, options: &LoadOptions) -> Result<Self> {
+        let host_attention = match options.attention {
+            AttentionBackend::Auto => device.is_cpu(),
+            AttentionBackend::Host if !device.is_cpu() => {
+                return Err(LlmError::Unsupported(format!(
+                    "host attention runs on the CPU only, but the model device is {device:?}"
+                )))
+            }
+            AttentionBackend::Host => true,
+            AttentionBackend::Tensor => false,
+        };
+        if !path.exists() {
+            return Err(LlmError::MissingFile {
+                what: "model",
+                path: path.to_path_buf(),
+                hint: "; pass a GGUF file or a Hugging Face folder with config.json".into(),
+            });
+        }
+        if path.is_dir() {
+            let (config, mut source) = hf::open(path, device)?;
+            Self::build(config, &mut source, Naming::Hf, device, host_attention)
+        } else if gguf::is_gguf(path)? {
+            let (config, mut source) = gguf::open(path, device)?;
+            Self::build(config, &mut source, Naming::Gguf, device, host_attention)
+        } else {
+            Err(LlmError::UnknownFormat {
+                path: path.to_path_buf(),
+            })
+        }
+    }
+
+    fn build(
+        config: LlmConfig,
+        src: &mut dyn TensorSource,
+        naming: Naming,
+        device: &Device,
+        host_attention: bool,
+    ) -> Result<Self> {
+        config.check().map_err(|reason| LlmError::InvalidFile {
+            what: "model configuration in",
+            path: src.path().to_path_buf(),
+            reason,
+        })?;
+        let c = &config;
+        let mut probe = InvarianceProbe::default();
+        let q_dim = c.n_heads * c.head_dim;
+        let kv_dim = c.n_kv_heads * c.head_dim;
+
+        let embed_raw = src.take_shaped(&naming.name(Part::Embed, 0), &[c.vocab_size, c.hidden_size])?;
+        // GGUF drops `output.weight` when the head is tied; HF says so in config.json.
+        let output_name = naming.name(Part::Output, 0);
+        let tied = c.tie_word_embeddings || !src.contains(&output_name);
+        let (embed, lm_head) = if device.is_cpu() {
+            let qt = std::sync::Arc::new(cpu_qtensor(embed_raw)?);
+            let lm_head = if tied {
+                Linear::from_cpu_qtensor(qt.clone(), None, &mut probe)?
+            } else {
+                let raw = src.take_shaped(&output_name, &[c.vocab_size, c.hidden_size])?;
+                Linear::new(raw, None, device, &mut probe)?
+            };
+            (Embedding::Quantized(qt), lm_head)
+        } else {
+            let table = embed_raw.to_f32(device)?;
+            let lm_head = if tied {
+                Linear::new(RawTensor::Dense(table.clone()), None, device, &mut probe)?
+            } else {
+                let raw = src.take_shaped(&output_name, &[c.vocab_size, c.hidden_size])?;
+                Linear::new(raw, None, device, &mut probe)?
+            };
+            (Embedding::Dense(table), lm_head)
+        };
+
+        let mut blocks = Vec::with_capacity(c.n_layers);
+        for i in 0..c.n_layers {
+            let mut vector = |part: Part, len: usize| -> Result<Tensor> {
+                src.take_shaped(&naming.name(part, i), &[len])?.to_f32(device)
+            };
+            let attn_norm = RmsNorm::new(vector(Part::AttnNorm, c.hidden_size)?, c.rms_norm_eps);
+            let ffn_norm = RmsNorm::new(vector(Part::FfnNorm, c.hidden_size)?, c.rms_norm_eps);
+            let (qb, kb, vb) = if c.attention_bias {
+                (
+                    Some(vector(Part::QBias, q_dim)?),
+                    Some(vector(Part::KBias, kv_dim)?),
+                    Some(vector(Part::VBias, kv_dim)?),
+                )
+            } else {
+                (None, None, None)
+            };
+            let mut linear = |part: Part, out: usize, inp: usize, bias: Option<Tensor>| {
+                let raw = src.take_shaped(&naming.name(part, i), &[out, inp])?;
+                Linear::new(raw, bias, device, &mut probe)
+            };
+            blocks.push(Block {
+                attn_norm,
+                q: linear(Part::Q, q_dim, c.hidden_size, qb)?,
+                k: linear(Part::K, kv_dim, c.hidden_size, kb)?,
+                v: linear(Part::V, kv_dim, c.hidden_size, vb)?,
+                o: linear(Part::O, c.hidden_size, q_dim, None)?,
+                ffn_norm,
+                gate: linear(Part::Gate, c.intermediate_size, c.hidden_size, None)?,
+                up: linear(Part::Up, c.intermediate_size, c.hidden_size, None)?,
+                down: linear(Part::Down, c.hidden_size, c.intermediate_size, None)?,
+            });
+        }
+        let norm = RmsNorm::new(
+            src.take_shaped(&naming.name(Part::FinalNorm, 0), &[c.hidden_size])?
+                .to_f32(device)?,
+            c.rms_norm_eps,
+        );
+
+        let norm_bytes = |n: &RmsNorm| n.num_parameters() * 4;
+        let weight_bytes = blocks
+            .iter()
+            .map(|b| {
+                b.linears().iter().map(|l| l.weight_bytes()).sum::<usize>()
+                    + norm_bytes(&b.attn_norm)
+                    + norm_bytes(&b.ffn_norm)
+            })
+            .sum::<usize>()
+            + norm_bytes(&norm)
+            + lm_head.weight_bytes()
+            + embed.row_bytes()?;
+        let num_parameters = blocks
+            .iter()
+            .map(|b| {
+                b.linears().iter().map(|l| l.num_parameters()).sum::<usize>()
+                    + b.attn_norm.num_parameters()
+                    + b.ffn_norm.num_parameters()
+            })
+            .sum::<usize>()
+            + norm.num_parameters()
+            + embed.num_parameters()
+            + if tied { 0 } else { lm_head.num_parameters() };
+
+        let inv_freq = config.rope_inv_freq();
+        Ok(Self {
+            config,
+            device: device.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+            host_attention,
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
+            source: src.path().to_path_buf(),
+            weight_bytes,
+            num_parameters,
+        })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The file or folder the model was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Whether `forward` runs the batch-invariant host attention (see the module docs).
+    pub fn is_batch_invariant(&self) -> bool {
+        self.host_attention
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(
+            self.config.n_layers,
+            self.config.n_kv_heads * self.config.head_dim,
+            self.host_attention,
+            self.id,
+        )
+    }
+
+    /// Bytes of weights read to produce one token: every layer matrix, norm and bias, the
+    /// output head, and one embedding row. Dividing memory bandwidth by this gives the decode
+    /// speed ceiling.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Number of parameters (a tied output head is counted once).
+    pub fn num_parameters(&self) -> usize {
+        self.num_parameters
+    }
+
+    /// Feeds `new_tokens` after the cached positions and returns their logits:
+    /// shape `[new_tokens.len(), vocab_size]`, f32, on the model device.
+    ///
+    /// On success the cache grows by `new_tokens.len()`; on error it is left as it was.
+    pub fn forward(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if cache.owner != self.id {
+            return Err(LlmError::Cache(
+                "this cache was created by another model; use this model's new_cache()".into(),
+            ));
+        }
+        if new_tokens.is_empty() {
+            return Err(LlmError::EmptyInput);
+        }
+        if let Some(&id) = new_tokens
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(LlmError::TokenOutOfRange {
+                id,
+                vocab_size: self.config.vocab_size,
+            });
+        }
+        let needed = cache.len() + new_tokens.len();
+        if needed > self.config.max_seq_len {
+            return Err(LlmError::ContextOverflow {
+                needed,
+                max: self.config.max_seq_len,
+            });
+        }
+        match self.forward_inner(new_tokens, cache) {
+            Ok(logits) => {
+                cache.commit(new_tokens.len());
+                Ok(logits)
+            }
+            Err(e) => {
+                cache.rollback()?;
+                Err(e)
+            }
+        }
+    }
+
+    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let start = cache.len();
+        let n = tokens.len();
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.forward(&ids)?;
+        let (cos, sin) = self.rope_tables(start, n);
+        for (block, layer_kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = block.attn_norm.forward(&x)?;
+            let q = block.q.forward(&h)?;
+            let k = block.k.forward(&h)?;
+            let v = block.v.forward(&h)?;
+            let attn = match layer_kv {
+                LayerKv::Host { k: kc, v: vc } => {
+                    self.attention_host(&q, &k, &v, kc, vc, start, &cos, &sin)?
+                }
+                LayerKv::Tensor { k: kc, v: vc } => {
+                    self.attention_tensor(&q, &k, &v, kc, vc, start, &cos, &sin)?
+                }
+            };
+            x = (x + block.o.forward(&attn)?)?;
+            let h = block.ffn_norm.forward(&x)?;
+            let act = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+            x = (x + block.down.forward(&act)?)?;
+        }
+        let x = self.norm.forward(&x)?;
+        self.lm_head.forward(&x)?.to_dtype(DType::F32).map_err(Into::into)
+    }
+
+    /// cos/sin of every (new position, frequency) pair, `[n][head_dim / 2]` row-major.
+    fn rope_tables(&self, start: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for pos in start..start + n {
+            for &f in &self.inv_freq {
+                // f32 like transformers (`t.float() * inv_freq`), so HF checkpoints see the
+                // angles they were trained with.
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Batch-invariant attention on CPU (see the module docs). `q`: `[n, heads * hd]`,
+    /// `k`, `v`: `[n, kv_heads * hd]`; returns `[n, heads * hd]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_host(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        k_cache: &mut Vec<f32>,
+        v_cache: &mut Vec<f32>,
+        start: usize,
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (n, hd, heads, kv_heads) = (q.dim(0)?, c.head_dim, c.n_heads, c.n_kv_heads);
+        let mut q = q.flatten_all()?.to_vec1::<f32>()?;
+        let mut k = k.flatten_all()?.to_vec1::<f32>()?;
+        let v = v.flatten_all()?.to_vec1::<f32>()?;
+        apply_rope(&mut q, heads, hd, cos, sin, c.rope_style);
+        apply_rope(&mut k, kv_heads, hd, cos, sin, c.rope_style);
+        k_cache.extend_from_slice(&k);
+        v_cache.extend_from_slice(&v);
+        let shape = AttnShape {
+            n,
+            start,
+            heads,
+            kv_heads,
+            hd,
+        };
+        let out = host_attention(&q, k_cache, v_cache, shape);
+        Ok(Tensor::from_vec(out, (n, heads * hd), &Device::Cpu)?)
+    }
+
+    /// Attention with candle tensor ops, for any device.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_tensor(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        k_cache: &mut Option<Tensor>,
+        v_cache: &mut Option<Tensor>,
+        start: usize,
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (n, hd, heads, kv_heads) = (q.dim(0)?, c.head_dim, c.n_heads, c.n_kv_heads);
+        let cos = Tensor::from_slice(cos, (n, hd / 2), &self.device)?;
+        let sin = Tensor::from_slice(sin, (n, hd / 2), &self.device)?;
+        let rope = |x: &Tensor, h: usize| -> Result<Tensor> {
+            let x = x.reshape((1, n, h, hd))?.transpose(1, 2)?.contiguous()?;
+            Ok(match c.rope_style {
+                RopeStyle::Neox => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
+            })
+        };
+        let q = rope(q, heads)?;
+        let k = rope(k, kv_heads)?;
+        let v = v.reshape((1, n, kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = match k_cache.as_ref() {
+            Some(prev) => Tensor::cat(&[prev, &k], 2)?,
+            None => k,
+        };
+        let v = match v_cache.as_ref() {
+            Some(prev) => Tensor::cat(&[prev, &v], 2)?,
+            None => v,
+        };
+        *k_cache = Some(k.clone());
+        *v_cache = Some(v.clone());
+        let total = start + n;
+        let rep = heads / kv_heads;
+        let repeat = |x: Tensor| -> Result<Tensor> {
+            if rep == 1 {
+                return Ok(x);
+            }
+            Ok(x
+                .unsqueeze(2)?
+                .expand((1, kv_heads, rep, total, hd))?
+                .reshape((1, heads, total, hd))?)
+        };
+        let k = repeat(k)?;
+        let v = repeat(v)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let mask: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (n, total), &self.device)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        let out = probs.matmul(&v)?; // [1, heads, n, hd]
+        Ok(out.transpose(1, 2)?.reshape((n, heads * hd))?)
+    }
+
+    /// Logits of the last row of a `forward` result as a host vector (a convenience for
+    /// samplers).
+    pub fn last_logits(logits: &Tensor) -> Result<Vec<f32>> {
+        let rows = logits.dim(0)?;
+        if rows == 0 {
+            return Err(LlmError::EmptyInput);
+        }
+        Ok(logits
+            .get(rows - 1)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .to_vec1::<f32>()?)
+    }
+
+    /// Arch of the model (shortcut for `config().arch`).
+    pub fn arch(&self) -> Arch {
+        self.config.arch
+    }
+}
+
+/// `cpu_qtensor` for the embedding: the batch-invariant CPU representation (see weights.rs).
+fn cpu_qtensor(raw: RawTensor) -> Result<candle_core::quantized::QTensor> {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    match raw {
+        RawTensor::Quant(q) if !matches!(q.dtype(), GgmlDType::F16 | GgmlDType::BF16) => Ok(q),
+        other => Ok(QTensor::quantize(&other.to_f32(&Device::Cpu)?, GgmlDType::F32)?),
+    }
+}
+
+/// Rotates `x` (`[n][heads][hd]` row-major) in place: row `i` gets angle row `i` of cos/sin.
+fn apply_rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
+    let half = hd / 2;
+    for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
+        let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
+        for head in row.chunks_exact_mut(hd) {
+            for f in 0..half {
+                let (a, b) = match style {
+                    RopeStyle::Interleaved => (2 * f, 2 * f + 1),
+                    RopeStyle::Neox => (f, f + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c[f] - x1 * s[f];
+                head[b] = x0 * s[f] + x1 * c[f];
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AttnShape {
+    /// New query rows.
+    n: usize,
+    /// Cached positions before them.
+    start: usize,
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+}
+
+/// Below this many multiply-adds a layer's attention runs on the calling thread: spawning
+/// costs more than it saves for single-token decode.
+const PARALLEL_ATTENTION_WORK: usize = 1 << 20;
+
+/// Causal attention of `n` new rows over `start + n` cached keys/values (position-major,
+/// `[pos][kv_head][hd]`). Each output row is computed alone with a fixed summation order, so
+/// it does not depend on `n`. Heads are split over threads for long prompts; that only changes
+/// which thread computes a head, not how.
+fn host_attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+    let AttnShape {
+        n,
+        start,
+        heads,
+        hd,
+        ..
+    } = s;
+    let mut out = vec![0f32; n * heads * hd];
+    let work = n * (start + n) * heads * hd;
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    if threads <= 1 || work < PARALLEL_ATTENTION_WORK {
+        let mut scratch = Vec::new();
+        for h in 0..heads {
+            attend_head(q, k, v, s, h, &mut out, &mut scratch);
+        }
+        return out;
+    }
+    // Each thread gets whole heads and returns (head, [n][hd]) blocks to scatter.
+    let per_thread = heads.div_ceil(threads);
+    let blocks: Vec<(usize, Vec<f32>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..heads)
+            .step_by(per_thread)
+            .map(|h0| {
+                scope.spawn(move || {
+                    let mut scratch = Vec::new();
+                    let mut local = vec![0f32; n * heads * hd];
+                    let hs = h0..(h0 + per_thread).min(heads);
+                    for h in hs.clone() {
+                        attend_head(q, k, v, s, h, &mut local, &mut scratch);
+                    }
+                    hs.map(|h| {
+                        let mut block = Vec::with_capacity(n * hd);
+                        for i in 0..n {
+                            let at = (i * heads + h) * hd;
+                            block.extend_from_slice(&local[at..at + hd]);
+                        }
+                        (h, block)
+                    })
+                    .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for (h, block) in blocks {
+        for i in 0..n {
+            let at = (i * heads + h) * hd;
+            out[at..at + hd].copy_from_slice(&block[i * hd..(i + 1) * hd]);
+        }
+    }
+    out
+}
+
+/// One head of [`host_attention`], writing rows `[i][h]` of `out`.
+fn attend_head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttnShape,
+    h: usize,
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+) {
+    let AttnShape {
+        n,
+        start,
+        heads,
+        kv_heads,
+        hd,
+    } = s;
+    let g = h / (heads / kv_heads);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let kv_row = |pos: usize| (pos * kv_heads + g) * hd;
+    for i in 0..n {
+        let qi = &q[(i * heads + h) * hd..][..hd];
+        let visible = start + i + 1;
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for pos in 0..visible {
+            let sc = dot(qi, &k[kv_row(pos)..][..hd]) * scale;
+            max = max.max(sc);
+            scores.push(sc);
+        }
+        let mut sum = 0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            sum += *sc;
+        }
+        let o = &mut out[(i * heads + h) * hd..][..hd];
+        o.fill(0.0);
+        for (pos, &w) in scores.iter().enumerate() {
+            for (acc, &val) in o.iter_mut().zip(&v[kv_row(pos)..][..hd]) {
+                *acc += w * val;
+            }
+        }
+        let inv = 1.0 / sum;
+        for acc in o.iter_mut() {
+            *acc *= inv;
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorizes well; the order is fixed).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn model_and_cache_are_send_sync() {
+        assert_send_sync::<LlmModel>();
+        assert_send_sync::<KvCache>();
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-4);
+    }
+
+    #[test]
+    fn rope_styles_rotate_the_right_pairs() {
+        // One row, one head of 4 dims, angle 90° for the first pair and 0 for the second.
+        let cos = [0.0, 1.0];
+        let sin = [1.0, 0.0];
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        apply_rope(&mut x, 1, 4, &cos, &sin, RopeStyle::Interleaved);
+        assert_eq!(x, vec![-2.0, 1.0, 3.0, 4.0]);
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        apply_rope(&mut x, 1, 4, &cos, &sin, RopeStyle::Neox);
+        assert_eq!(x, vec![-3.0, 2.0, 1.0, 4.0]);
+    }
+
+    #[test]
+    fn host_attention_single_key_returns_value() {
+        // With one visible key the softmax weight is 1: output = value.
+        let s = AttnShape {
+            n: 1,
+            start: 0,
+            heads: 2,
+            kv_heads: 1,
+            hd: 2,
+        };
+        let q = vec![0.3, -0.2, 1.0, 2.0];
+        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s);
+        assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
+    }
+}

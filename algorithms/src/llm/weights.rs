@@ -1,0 +1,351 @@
+//! Weight containers (linear, embedding, RMSNorm) and the format-neutral tensor source the
+//! GGUF and safetensors loaders implement.
+//!
+//! Why linear layers are `QTensor`s even for float weights on CPU: candle's dense f32 matmul
+//! goes through `gemm`, whose blocking (and so the rounding of each output) depends on how many
+//! rows are multiplied at once. The quantized CPU kernels instead compute every output element
+//! as one dot product whose summation order depends only on `k`, so a row's result does not
+//! depend on the batch it came in. Storing float weights as an F32 `QTensor` routes them through
+//! those kernels, which makes prefill/verify chunks and single-token decode produce
+//! bit-identical logits. Some quantized kernels (x86/ARM repacked tiles) switch code paths
+//! with the row count; [`InvarianceProbe`] detects those once per weight shape at load time and
+//! the affected layers then run small chunks one row at a time.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::error::{LlmError, Result};
+
+/// Chunks of at most this many rows are guaranteed batch invariant (larger chunks are prompt
+/// prefills, which target-only and speculative decoding run identically anyway).
+pub(crate) const MAX_INVARIANT_ROWS: usize = 33;
+
+/// Row counts probed for batch invariance: both sides of the thresholds the candle kernels use
+/// (`m == 1`, multiples of 4, the 16-row tiles, the 32-row AMX path).
+const PROBE_ROWS: [usize; 10] = [2, 3, 4, 5, 8, 9, 16, 17, 32, 33];
+
+/// A tensor as a loader found it: quantized (GGUF) or dense (safetensors, any float dtype).
+pub(crate) enum RawTensor {
+    Quant(QTensor),
+    Dense(Tensor),
+}
+
+impl RawTensor {
+    pub(crate) fn dims(&self) -> Vec<usize> {
+        match self {
+            Self::Quant(q) => q.shape().dims().to_vec(),
+            Self::Dense(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// The tensor as dense f32 on `device` (for norms and biases, which are tiny).
+    pub(crate) fn to_f32(&self, device: &Device) -> Result<Tensor> {
+        Ok(match self {
+            Self::Quant(q) => q.dequantize(device)?,
+            Self::Dense(t) => t.to_dtype(DType::F32)?.to_device(device)?,
+        })
+    }
+
+    /// A `QTensor` suitable for the batch-invariant CPU kernels: quantized types are kept,
+    /// float types become F32 (the F16 kernel would round activations to f16).
+    fn into_cpu_qtensor(self) -> Result<QTensor> {
+        match self {
+            Self::Quant(q) => match q.dtype() {
+                GgmlDType::F16 | GgmlDType::BF16 => {
+                    let t = q.dequantize(&Device::Cpu)?;
+                    Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+                }
+                _ => Ok(q),
+            },
+            Self::Dense(t) => {
+                let t = t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+            }
+        }
+    }
+}
+
+/// Where the model builder gets its tensors from (one implementation per file format).
+pub(crate) trait TensorSource {
+    /// The file or folder, for error messages.
+    fn path(&self) -> &Path;
+    /// Whether the source holds a tensor of that name.
+    fn contains(&self, name: &str) -> bool;
+    /// Takes a tensor out of the source; `Ok(None)` when it is absent.
+    fn take(&mut self, name: &str) -> Result<Option<RawTensor>>;
+
+    /// Takes a tensor that must exist and have the given shape.
+    fn take_shaped(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor> {
+        let raw = self
+            .take(name)?
+            .ok_or_else(|| LlmError::MissingTensor {
+                path: self.path().to_path_buf(),
+                name: name.to_string(),
+            })?;
+        let actual = raw.dims();
+        if actual != expected {
+            return Err(LlmError::TensorShape {
+                path: self.path().to_path_buf(),
+                name: name.to_string(),
+                actual,
+                expected: expected.to_vec(),
+            });
+        }
+        Ok(raw)
+    }
+}
+
+/// Remembers, per `(dtype, out, in)`, whether the CPU kernel is batch invariant.
+#[derive(Default)]
+pub(crate) struct InvarianceProbe {
+    known: HashMap<(GgmlDType, usize, usize), bool>,
+}
+
+impl InvarianceProbe {
+    /// Whether multiplying several rows at once gives other bits than one row at a time.
+    fn needs_row_split(&mut self, qt: &Arc<QTensor>) -> Result<bool> {
+        let (n, k) = qt.shape().dims2()?;
+        let key = (qt.dtype(), n, k);
+        if let Some(&split) = self.known.get(&key) {
+            return Ok(split);
+        }
+        let mm = QMatMul::QTensor(qt.clone());
+        let rows = MAX_INVARIANT_ROWS;
+        // Deterministic pseudo-random activations in [-1, 1) (xorshift; no RNG dependency).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<f32> = (0..rows * k)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        let lhs = Tensor::from_vec(data, (rows, k), &Device::Cpu)?;
+        let singles = (0..rows)
+            .map(|r| Ok(mm.forward(&lhs.narrow(0, r, 1)?)?.flatten_all()?.to_vec1::<f32>()?))
+            .collect::<Result<Vec<_>>>()?;
+        let mut split = false;
+        'probe: for m in PROBE_ROWS {
+            let batched = mm.forward(&lhs.narrow(0, 0, m)?)?.to_vec2::<f32>()?;
+            for (row, single) in batched.iter().zip(&singles) {
+                if row.iter().zip(single).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                    split = true;
+                    break 'probe;
+                }
+            }
+        }
+        self.known.insert(key, split);
+        Ok(split)
+    }
+}
+
+/// `y = x Wᵀ (+ b)` with `W` stored `[out, in]`, quantized or float.
+pub(crate) struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+    /// Run chunks of `2..=MAX_INVARIANT_ROWS` rows one row at a time (see module docs).
+    split_rows: bool,
+    bytes: usize,
+    params: usize,
+}
+
+impl Linear {
+    /// Builds a linear layer on `device`. On CPU every weight becomes a `QTensor` (see the
+    /// module docs); elsewhere float weights are dequantized to dense f32 tensors.
+    pub(crate) fn new(
+        raw: RawTensor,
+        bias: Option<Tensor>,
+        device: &Device,
+        probe: &mut InvarianceProbe,
+    ) -> Result<Self> {
+        let dims = raw.dims();
+        let params = dims.iter().product::<usize>() + bias.as_ref().map_or(0, |b| b.elem_count());
+        let bias_bytes = bias.as_ref().map_or(0, |b| b.elem_count() * 4);
+        if device.is_cpu() {
+            let qt = Arc::new(raw.into_cpu_qtensor()?);
+            Self::from_cpu_qtensor(qt, bias, probe)
+        } else {
+            let weight = match raw {
+                RawTensor::Quant(q) => QMatMul::from_qtensor(q)?,
+                RawTensor::Dense(t) => QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(device)?),
+            };
+            let bytes = match &weight {
+                QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            } + bias_bytes;
+            Ok(Self {
+                weight,
+                bias,
+                split_rows: false,
+                bytes,
+                params,
+            })
+        }
+    }
+
+    /// A CPU linear layer over an existing `QTensor` (shared with a tied embedding).
+    pub(crate) fn from_cpu_qtensor(
+        qt: Arc<QTensor>,
+        bias: Option<Tensor>,
+        probe: &mut InvarianceProbe,
+    ) -> Result<Self> {
+        let params = qt.shape().elem_count() + bias.as_ref().map_or(0, |b| b.elem_count());
+        let bytes = qt.storage_size_in_bytes() + bias.as_ref().map_or(0, |b| b.elem_count() * 4);
+        let split_rows = probe.needs_row_split(&qt)?;
+        Ok(Self {
+            weight: QMatMul::QTensor(qt),
+            bias,
+            split_rows,
+            bytes,
+            params,
+        })
+    }
+
+    /// `x`: `[n, in]` → `[n, out]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let n = x.dim(0)?;
+        let y = if self.split_rows && n > 1 && n <= MAX_INVARIANT_ROWS {
+            let rows = (0..n)
+                .map(|i| Ok(self.weight.forward(&x.narrow(0, i, 1)?)?))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&rows, 0)?
+        } else {
+            self.weight.forward(&x)?
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    pub(crate) fn weight_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn num_parameters(&self) -> usize {
+        self.params
+    }
+
+    #[cfg(test)]
+    pub(crate) fn splits_rows(&self) -> bool {
+        self.split_rows
+    }
+}
+
+/// Token embedding table: quantized rows are dequantized on lookup (CPU), or a dense table.
+pub(crate) enum Embedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    /// `ids`: `[n]` u32 on the model device → `[n, hidden]` f32.
+    pub(crate) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Quantized(q) => q.embedding(ids)?,
+            Self::Dense(t) => t.index_select(ids, 0)?,
+        })
+    }
+
+    pub(crate) fn num_parameters(&self) -> usize {
+        match self {
+            Self::Quantized(q) => q.shape().elem_count(),
+            Self::Dense(t) => t.elem_count(),
+        }
+    }
+
+    /// Bytes of one row, which is all a token reads from the table.
+    pub(crate) fn row_bytes(&self) -> Result<usize> {
+        Ok(match self {
+            Self::Quantized(q) => {
+                let (rows, _) = q.shape().dims2()?;
+                q.storage_size_in_bytes() / rows.max(1)
+            }
+            Self::Dense(t) => t.dim(1)? * t.dtype().size_in_bytes(),
+        })
+    }
+}
+
+/// Root-mean-square layer norm with a learned scale.
+pub(crate) struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub(crate) fn new(weight: Tensor, eps: f64) -> Self {
+        Self {
+            weight,
+            eps: eps as f32,
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+
+    pub(crate) fn num_parameters(&self) -> usize {
+        self.weight.elem_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Result<Tensor> {
+        let mut s = seed | 1;
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        Ok(Tensor::from_vec(v, (rows, cols), &Device::Cpu)?)
+    }
+
+    /// Every weight type must give bit-identical rows whether multiplied alone or in a chunk,
+    /// either natively or through the row split the probe switched on.
+    #[test]
+    fn linear_is_batch_invariant_for_all_types() -> Result<()> {
+        let types = [
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::BF16,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q2K,
+            GgmlDType::Q3K,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+        ];
+        let w = random(64, 512, 7)?;
+        let x = random(9, 512, 11)?;
+        let mut probe = InvarianceProbe::default();
+        for dtype in types {
+            let q = QTensor::quantize(&w, dtype)?;
+            let lin = Linear::new(RawTensor::Quant(q), None, &Device::Cpu, &mut probe)?;
+            let all = lin.forward(&x)?.to_vec2::<f32>()?;
+            for (i, row) in all.iter().enumerate() {
+                let one = lin.forward(&x.narrow(0, i, 1)?)?.to_vec2::<f32>()?;
+                assert_eq!(
+                    row.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    one[0].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{dtype:?} row {i} (split_rows = {})",
+                    lin.splits_rows()
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,516 @@
+//! Datasets: loading Ianvs index files, CSV (optionally gzipped) and JSONL into one in-memory
+//! form, and splitting them reproducibly.
+//!
+//! Every malformed input is reported with the file and the 1-based line number, because the
+//! person who has to fix it opens that file in an editor.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Malformed { path: PathBuf, line: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Which column holds the label in a CSV file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum LabelColumn {
+    /// The last column (Ianvs / scikit-learn convention).
+    #[default]
+    Last,
+    First,
+    /// A 0-based column index.
+    Index(usize),
+    /// A header name; the file must have a header row.
+    Name(String),
+}
+
+impl LabelColumn {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "last" | "" => LabelColumn::Last,
+            "first" => LabelColumn::First,
+            _ => match s.parse::<usize>() {
+                Ok(i) => LabelColumn::Index(i),
+                Err(_) => LabelColumn::Name(s.to_string()),
+            },
+        }
+    }
+}
+
+/// How to read a data file.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub label: LabelColumn,
+    /// Every feature is divided by this (255 for 8-bit pixels).
+    pub feature_scale: f32,
+    /// Field holding the text in JSONL rows (`prompt`, `text`, `question`, `query` are tried when unset).
+    pub text_field: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { label: LabelColumn::Last, feature_scale: 1.0, text_field: None }
+    }
+}
+
+/// An in-memory dataset: dense f32 features (row-major), integer labels, and for text data the
+/// texts plus each JSONL row as written.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub source: PathBuf,
+    /// Features per sample (0 for text-only data).
+    pub dim: usize,
+    pub features: Vec<f32>,
+    /// Class ids; empty for unlabeled text data.
+    pub labels: Vec<u32>,
+    pub texts: Vec<String>,
+    /// The raw JSONL rows (only for JSONL data), for modules that need extra fields.
+    pub rows: Vec<Value>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        if self.dim > 0 {
+            self.features.len() / self.dim
+        } else if !self.texts.is_empty() {
+            self.texts.len()
+        } else {
+            self.labels.len()
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Features of sample `i`.
+    pub fn x(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+    /// Number of classes: one more than the largest label.
+    pub fn num_classes(&self) -> usize {
+        self.labels.iter().max().map_or(0, |m| *m as usize + 1)
+    }
+    /// A new dataset holding the samples at `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
+        let mut out = Dataset { source: self.source.clone(), dim: self.dim, ..Default::default() };
+        for &i in idx {
+            if self.dim > 0 {
+                out.features.extend_from_slice(self.x(i));
+            }
+            if !self.labels.is_empty() {
+                out.labels.push(self.labels[i]);
+            }
+            if !self.texts.is_empty() {
+                out.texts.push(self.texts[i].clone());
+            }
+            if !self.rows.is_empty() {
+                out.rows.push(self.rows[i].clone());
+            }
+        }
+        out
+    }
+}
+
+/// How to split one file into train and test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SplitMethod {
+    /// Every k-th sample goes to test (k = round(1 / test_fraction)); keeps label-sorted files balanced.
+    Interleaved,
+    /// Per class, a seeded shuffle, then the first `test_fraction` go to test.
+    Stratified,
+    /// A seeded shuffle of all samples.
+    Random,
+}
+
+impl SplitMethod {
+    pub const NAMES: &'static [&'static str] = &["interleaved", "stratified", "random"];
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "interleaved" => Some(Self::Interleaved),
+            "stratified" => Some(Self::Stratified),
+            "random" => Some(Self::Random),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `data` into (train, test). Deterministic for a given seed.
+pub fn split(data: &Dataset, method: SplitMethod, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+    let n = data.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    match method {
+        SplitMethod::Interleaved => {
+            let k = (1.0 / test_fraction).round().max(1.0) as usize;
+            for i in 0..n {
+                if i % k == k - 1 {
+                    test.push(i)
+                } else {
+                    train.push(i)
+                }
+            }
+        }
+        SplitMethod::Random => {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.shuffle(&mut rng);
+            let n_test = (n as f64 * test_fraction).round() as usize;
+            test = idx[..n_test].to_vec();
+            train = idx[n_test..].to_vec();
+            test.sort_unstable();
+            train.sort_unstable();
+        }
+        SplitMethod::Stratified => {
+            let classes = data.num_classes().max(1);
+            let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+            for i in 0..n {
+                by_class[data.labels.get(i).copied().unwrap_or(0) as usize].push(i);
+            }
+            for mut members in by_class {
+                members.shuffle(&mut rng);
+                let n_test = (members.len() as f64 * test_fraction).round() as usize;
+                test.extend_from_slice(&members[..n_test]);
+                train.extend_from_slice(&members[n_test..]);
+            }
+            test.sort_unstable();
+            train.sort_unstable();
+        }
+    }
+    (data.subset(&train), data.subset(&test))
+}
+
+fn open(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file))))
+    } else {
+        Ok(Box::new(BufReader::new(file)))
+    }
+}
+
+/// The format implied by a file name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Csv,
+    Jsonl,
+    /// Ianvs index file: each line `<sample path> <label>`.
+    Index,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_string_lossy().to_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".csv") {
+            Some(Format::Csv)
+        } else if name.ends_with(".jsonl") || name.ends_with(".json") {
+            Some(Format::Jsonl)
+        } else if name.ends_with(".txt") {
+            Some(Format::Index)
+        } else {
+            None
+        }
+    }
+}
+
+/// Loads a data file in the format its name implies.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let mut ds = match Format::of(path) {
+        Some(Format::Csv) => load_csv(path, opts)?,
+        Some(Format::Jsonl) => load_jsonl(path, opts)?,
+        Some(Format::Index) => load_index(path, opts)?,
+        None => {
+            return Err(DataError::Invalid {
+                path: path.into(),
+                message: "unknown data format: expected .csv, .csv.gz, .jsonl, .jsonl.gz or an Ianvs index .txt".into(),
+            })
+        }
+    };
+    if ds.is_empty() {
+        return Err(DataError::Invalid { path: path.into(), message: "holds no samples".into() });
+    }
+    if opts.feature_scale != 1.0 {
+        let s = opts.feature_scale;
+        ds.features.iter_mut().for_each(|v| *v /= s);
+    }
+    ds.source = path.to_path_buf();
+    Ok(ds)
+}
+
+fn parse_label(raw: &str, path: &Path, line: usize) -> Result<u32, DataError> {
+    let t = raw.trim();
+    t.parse::<u32>().or_else(|_| match t.parse::<f64>() {
+        Ok(f) if f >= 0.0 && f.fract() == 0.0 && f < u32::MAX as f64 => Ok(f as u32),
+        _ => Err(DataError::Malformed {
+            path: path.into(),
+            line,
+            message: format!("label \"{t}\" is not a non-negative integer class id"),
+        }),
+    })
+}
+
+fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let reader = open(path)?;
+    let mut ds = Dataset::default();
+    let mut label_col: Option<usize> = None;
+    let mut width = 0;
+    for (i, line) in reader.lines().enumerate() {
+        let lineno = i + 1;
+        let line = line.map_err(|source| DataError::Io { path: path.into(), source })?;
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        if width == 0 {
+            width = fields.len();
+            if width < 2 {
+                return Err(DataError::Malformed { path: path.into(), line: lineno, message: "a CSV row needs at least one feature and a label".into() });
+            }
+            let header = fields.iter().any(|f| f.trim().parse::<f64>().is_err());
+            let col = match &opts.label {
+                LabelColumn::Last => width - 1,
+                LabelColumn::First => 0,
+                LabelColumn::Index(k) if *k < width => *k,
+                LabelColumn::Index(k) => {
+                    return Err(DataError::Invalid { path: path.into(), message: format!("label column {k} does not exist: rows have {width} columns") })
+                }
+                LabelColumn::Name(name) => {
+                    if !header {
+                        return Err(DataError::Invalid { path: path.into(), message: format!("label column \"{name}\" given by name, but the file has no header row") });
+                    }
+                    fields.iter().position(|f| f.trim() == name).ok_or_else(|| DataError::Invalid {
+                        path: path.into(),
+                        message: format!("no column named \"{name}\"; columns are: {}", fields.join(", ")),
+                    })?
+                }
+            };
+            label_col = Some(col);
+            ds.dim = width - 1;
+            if header {
+                continue;
+            }
+        }
+        if fields.len() != width {
+            return Err(DataError::Malformed { path: path.into(), line: lineno, message: format!("expected {width} columns, found {}", fields.len()) });
+        }
+        let col = label_col.unwrap_or(width - 1);
+        for (j, f) in fields.iter().enumerate() {
+            if j == col {
+                ds.labels.push(parse_label(f, path, lineno)?);
+            } else {
+                let v: f32 = f.trim().parse().map_err(|_| DataError::Malformed {
+                    path: path.into(),
+                    line: lineno,
+                    message: format!("column {} holds \"{}\", not a number", j + 1, f.trim()),
+                })?;
+                ds.features.push(v);
+            }
+        }
+    }
+    Ok(ds)
+}
+
+const TEXT_FIELDS: &[&str] = &["prompt", "text", "question", "query", "input"];
+
+fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let reader = open(path)?;
+    let mut ds = Dataset::default();
+    for (i, line) in reader.lines().enumerate() {
+        let lineno = i + 1;
+        let line = line.map_err(|source| DataError::Io { path: path.into(), source })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: String| DataError::Malformed { path: path.into(), line: lineno, message };
+        let row: Value = serde_json::from_str(&line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let obj = row.as_object().ok_or_else(|| bad("each line must be a JSON object".into()))?;
+        if let Some(feats) = obj.get("features") {
+            let arr = feats.as_array().ok_or_else(|| bad("\"features\" must be a list of numbers".into()))?;
+            if ds.dim == 0 && ds.is_empty() {
+                ds.dim = arr.len();
+            } else if arr.len() != ds.dim {
+                return Err(bad(format!("\"features\" has {} values, earlier rows have {}", arr.len(), ds.dim)));
+            }
+            for v in arr {
+                ds.features.push(v.as_f64().ok_or_else(|| bad(format!("feature {v} is not a number")))? as f32);
+            }
+        }
+        let text_key = match &opts.text_field {
+            Some(k) => Some(k.as_str()),
+            None => TEXT_FIELDS.iter().copied().find(|k| obj.contains_key(*k)),
+        };
+        if let Some(k) = text_key {
+            let t = obj.get(k).and_then(Value::as_str).ok_or_else(|| bad(format!("field \"{k}\" is missing or not text")))?;
+            ds.texts.push(t.to_string());
+        }
+        if let Some(label) = obj.get("label") {
+            let l = match label {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => return Err(bad("\"label\" must be an integer class id".into())),
+            };
+            ds.labels.push(parse_label(&l, path, lineno)?);
+        }
+        if ds.dim == 0 && text_key.is_none() {
+            return Err(bad(format!("row has neither \"features\" nor a text field ({})", TEXT_FIELDS.join(", "))));
+        }
+        ds.rows.push(row);
+    }
+    let n = ds.rows.len();
+    if !ds.labels.is_empty() && ds.labels.len() != n {
+        return Err(DataError::Invalid { path: path.into(), message: "some rows have a \"label\" and others do not".into() });
+    }
+    Ok(ds)
+}
+
+/// Ianvs index file: each line is `<sample path> <label>`, the path relative to the index file.
+/// A sample is a numeric text file (comma or whitespace separated) or a PGM image.
+fn load_index(path: &Path, _opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let reader = open(path)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut ds = Dataset::default();
+    for (i, line) in reader.lines().enumerate() {
+        let lineno = i + 1;
+        let line = line.map_err(|source| DataError::Io { path: path.into(), source })?;
+        let bad = |message: String| DataError::Malformed { path: path.into(), line: lineno, message };
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.len() {
+            0 => continue,
+            2 => {}
+            k => return Err(bad(format!("expected \"<sample path> <label>\", found {k} fields"))),
+        }
+        let sample = base.join(parts[0]);
+        let feats = read_sample(&sample).map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
+        if ds.is_empty() {
+            ds.dim = feats.len();
+        } else if feats.len() != ds.dim {
+            return Err(bad(format!("sample has {} values, earlier samples have {}", feats.len(), ds.dim)));
+        }
+        ds.features.extend(feats);
+        ds.labels.push(parse_label(parts[1], path, lineno)?);
+    }
+    Ok(ds)
+}
+
+fn read_sample(path: &Path) -> Result<Vec<f32>, String> {
+    let mut bytes = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+    if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
+        return read_pgm(&bytes);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not a text file or PGM image".to_string())?;
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<f32>().map_err(|_| format!("\"{t}\" is not a number")))
+        .collect()
+}
+
+/// Minimal PGM reader (P2 ASCII, P5 binary 8-bit), enough for image datasets given as index files.
+fn read_pgm(bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let binary = bytes.starts_with(b"P5");
+    let mut pos = 2;
+    let mut header = Vec::new();
+    while header.len() < 3 {
+        while pos < bytes.len() && (bytes[pos].is_ascii_whitespace() || bytes[pos] == b'#') {
+            if bytes[pos] == b'#' {
+                while pos < bytes.len() && bytes[pos] != b'\n' {
+                    pos += 1;
+                }
+            }
+            pos += 1;
+        }
+        let start = pos;
+        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
+            pos += 1;
+        }
+        let v: usize = std::str::from_utf8(&bytes[start..pos]).ok().and_then(|s| s.parse().ok()).ok_or("bad PGM header")?;
+        header.push(v);
+    }
+    let (w, h, max) = (header[0], header[1], header[2]);
+    if max > 255 {
+        return Err("16-bit PGM is not supported".into());
+    }
+    if binary {
+        let data = bytes.get(pos + 1..pos + 1 + w * h).ok_or("PGM pixel data is truncated")?;
+        Ok(data.iter().map(|&b| b as f32).collect())
+    } else {
+        let text = std::str::from_utf8(&bytes[pos..]).map_err(|_| "bad PGM body")?;
+        let px: Vec<f32> = text.split_whitespace().map(|t| t.parse::<f32>().map_err(|_| "bad PGM pixel".to_string())).collect::<Result<_, _>>()?;
+        if px.len() != w * h {
+            return Err(format!("PGM has {} pixels, header says {}", px.len(), w * h));
+        }
+        Ok(px)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+        p
+    }
+
+    #[test]
+    fn csv_with_header_and_named_label() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "a.csv", "y,a,b\n1,0.5,2\n0,1,3\n");
+        let ds = load(&p, &LoadOptions { label: LabelColumn::Name("y".into()), ..Default::default() }).unwrap();
+        assert_eq!((ds.len(), ds.dim), (2, 2));
+        assert_eq!(ds.labels, vec![1, 0]);
+        assert_eq!(ds.x(1), &[1.0, 3.0]);
+    }
+
+    #[test]
+    fn malformed_lines_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "a.csv", "1,2,0\n1,x,1\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.ends_with("a.csv:2: column 2 holds \"x\", not a number"), "{e}");
+        let p = write(d.path(), "b.jsonl", "{\"prompt\": \"hi\"}\n{bad\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("b.jsonl:2: not valid JSON"), "{e}");
+        let p = write(d.path(), "i.txt", "s1.csv 3 extra\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("i.txt:1: expected"), "{e}");
+    }
+
+    #[test]
+    fn index_files_resolve_relative_samples() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "s1.csv", "1,2,3");
+        write(d.path(), "s2.pgm", "P2\n3 1\n255\n4 5 6\n");
+        let p = write(d.path(), "index.txt", "s1.csv 0\ns2.pgm 1\n");
+        let ds = load(&p, &LoadOptions::default()).unwrap();
+        assert_eq!(ds.features, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(ds.labels, vec![0, 1]);
+    }
+
+    #[test]
+    fn splits_are_balanced_and_deterministic() {
+        let ds = Dataset { dim: 1, features: (0..100).map(|i| i as f32).collect(), labels: (0..100).map(|i| (i / 10) as u32).collect(), ..Default::default() };
+        let (tr, te) = split(&ds, SplitMethod::Interleaved, 0.2, 0);
+        assert_eq!((tr.len(), te.len()), (80, 20));
+        let (_, te1) = split(&ds, SplitMethod::Stratified, 0.2, 7);
+        let (_, te2) = split(&ds, SplitMethod::Stratified, 0.2, 7);
+        assert_eq!(te1.features, te2.features);
+        for c in 0..10 {
+            assert_eq!(te1.labels.iter().filter(|&&l| l == c).count(), 2);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Typed hyperparameters: the spec a module declares (name, kind, range, default) and the
+//! resolved values a test case hands to the module.
+//!
+//! Specs are the single source of truth for `ianvs list modules`, config validation (type,
+//! range and "did you mean" messages) and defaults, so none of these lists is kept by hand.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+/// What values a hyperparameter accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HpKind {
+    /// An integer in `[min, max]`.
+    Int { min: i64, max: i64 },
+    /// A float in `[min, max]` (integers are accepted and widened).
+    Float { min: f64, max: f64 },
+    Bool,
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+    /// A list of integers, each in `[min, max]`; a single integer is accepted as a one-item list.
+    IntList { min: i64, max: i64 },
+    /// Free text (a model name, a path relative to the YAML file that names it, ...).
+    Text,
+    /// A file or folder path; resolved relative to the YAML file that names it.
+    Path,
+}
+
+impl fmt::Display for HpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HpKind::Int { min, max } => write!(f, "integer in [{min}, {max}]"),
+            HpKind::Float { min, max } => write!(f, "number in [{min}, {max}]"),
+            HpKind::Bool => write!(f, "true | false"),
+            HpKind::Choice(c) => write!(f, "one of {}", c.join(" | ")),
+            HpKind::IntList { min, max } => write!(f, "list of integers in [{min}, {max}]"),
+            HpKind::Text => write!(f, "text"),
+            HpKind::Path => write!(f, "path"),
+        }
+    }
+}
+
+/// One hyperparameter a module (or a paradigm's test-environment setting) accepts.
+#[derive(Debug, Clone)]
+pub struct HpSpec {
+    pub name: &'static str,
+    pub kind: HpKind,
+    /// `None` means the value is required.
+    pub default: Option<Value>,
+    pub help: &'static str,
+}
+
+impl HpSpec {
+    pub fn new(name: &'static str, kind: HpKind, default: impl Into<Option<Value>>, help: &'static str) -> Self {
+        Self { name, kind, default: default.into(), help }
+    }
+
+    /// Checks `value` against the kind and returns it in canonical form (ints widened to
+    /// floats for float specs, a scalar int wrapped for int lists), or a one-line reason.
+    pub fn check(&self, value: &Value) -> Result<Value, String> {
+        match (&self.kind, value) {
+            (HpKind::Int { min, max }, Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                let v = n.as_i64().ok_or_else(|| format!("{n} is too large"))?;
+                if v < *min || v > *max {
+                    return Err(format!("{v} is out of range: expected an {}", self.kind));
+                }
+                Ok(value.clone())
+            }
+            (HpKind::Float { min, max }, Value::Number(n)) => {
+                let v = n.as_f64().unwrap_or(f64::NAN);
+                if !(v >= *min && v <= *max) {
+                    return Err(format!("{v} is out of range: expected a {}", self.kind));
+                }
+                Ok(serde_json::json!(v))
+            }
+            (HpKind::Bool, Value::Bool(_)) => Ok(value.clone()),
+            (HpKind::Choice(choices), Value::String(s)) => {
+                if choices.contains(&s.as_str()) {
+                    Ok(value.clone())
+                } else {
+                    Err(format!("\"{s}\" is not one of {}", choices.join(", ")))
+                }
+            }
+            (HpKind::IntList { .. }, Value::Number(_)) => self.check(&Value::Array(vec![value.clone()])),
+            (HpKind::IntList { min, max }, Value::Array(items)) => {
+                for item in items {
+                    match item.as_i64() {
+                        Some(v) if v >= *min && v <= *max => {}
+                        _ => return Err(format!("{item} is not an integer in [{min}, {max}]")),
+                    }
+                }
+                Ok(value.clone())
+            }
+            (HpKind::Text | HpKind::Path, Value::String(_)) => Ok(value.clone()),
+            (kind, other) => Err(format!("expected {kind}, found {}", describe(other))),
+        }
+    }
+}
+
+/// A short description of a JSON value's type for error messages.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("text \"{s}\""),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+/// Resolved hyperparameter values of one module in one test case, defaults filled in.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hyperparameters(pub BTreeMap<String, Value>);
+
+/// Asking for a hyperparameter that validation should have guaranteed; a bug, not bad input.
+#[derive(Debug, thiserror::Error)]
+#[error("hyperparameter `{name}`: {reason}")]
+pub struct HpError {
+    pub name: String,
+    pub reason: String,
+}
+
+impl Hyperparameters {
+    fn get(&self, name: &str) -> Result<&Value, HpError> {
+        self.0.get(name).ok_or_else(|| HpError { name: name.into(), reason: "missing".into() })
+    }
+    fn bad(name: &str, want: &str, v: &Value) -> HpError {
+        HpError { name: name.into(), reason: format!("expected {want}, found {}", describe(v)) }
+    }
+    pub fn int(&self, name: &str) -> Result<i64, HpError> {
+        let v = self.get(name)?;
+        v.as_i64().ok_or_else(|| Self::bad(name, "an integer", v))
+    }
+    pub fn usize(&self, name: &str) -> Result<usize, HpError> {
+        let v = self.int(name)?;
+        usize::try_from(v).map_err(|_| HpError { name: name.into(), reason: format!("{v} is negative") })
+    }
+    pub fn u64(&self, name: &str) -> Result<u64, HpError> {
+        let v = self.int(name)?;
+        u64::try_from(v).map_err(|_| HpError { name: name.into(), reason: format!("{v} is negative") })
+    }
+    pub fn float(&self, name: &str) -> Result<f64, HpError> {
+        let v = self.get(name)?;
+        v.as_f64().ok_or_else(|| Self::bad(name, "a number", v))
+    }
+    pub fn bool(&self, name: &str) -> Result<bool, HpError> {
+        let v = self.get(name)?;
+        v.as_bool().ok_or_else(|| Self::bad(name, "true or false", v))
+    }
+    pub fn str(&self, name: &str) -> Result<&str, HpError> {
+        let v = self.get(name)?;
+        v.as_str().ok_or_else(|| Self::bad(name, "text", v))
+    }
+    pub fn int_list(&self, name: &str) -> Result<Vec<i64>, HpError> {
+        let v = self.get(name)?;
+        match v {
+            Value::Number(_) => Ok(vec![self.int(name)?]),
+            Value::Array(items) => items.iter().map(|i| i.as_i64().ok_or_else(|| Self::bad(name, "integers", i))).collect(),
+            _ => Err(Self::bad(name, "a list of integers", v)),
+        }
+    }
+    pub fn is_set(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|v| !v.is_null())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn check_ranges_and_kinds() {
+        let s = HpSpec::new("threshold", HpKind::Float { min: 0.0, max: 1.0 }, json!(0.5), "");
+        assert_eq!(s.check(&json!(1)).unwrap(), json!(1.0));
+        assert!(s.check(&json!(1.5)).unwrap_err().contains("out of range"));
+        assert!(s.check(&json!("x")).unwrap_err().contains("expected number"));
+        let c = HpSpec::new("opt", HpKind::Choice(&["sgd", "adam"]), None, "");
+        assert!(c.check(&json!("adamw")).is_err());
+        let l = HpSpec::new("hidden", HpKind::IntList { min: 1, max: 10 }, None, "");
+        assert_eq!(l.check(&json!(4)).unwrap(), json!([4]));
+        assert!(l.check(&json!([4, 11])).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The `Paradigm` trait: one collaboration flow (single-task learning, joint inference, ...)
+//! that turns a resolved test case into typed records.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::hp::{HpSpec, Hyperparameters};
+use crate::modules::WorkContext;
+use crate::records::{CaseOutput, RecordKind};
+use crate::registry::Registry;
+
+/// A module type a paradigm expects in an algorithm's `modules` list.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleSlot {
+    pub module_type: &'static str,
+    pub required: bool,
+    pub help: &'static str,
+}
+
+/// One module of a resolved test case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedModule {
+    #[serde(rename = "type")]
+    pub module_type: String,
+    pub name: String,
+    pub hyperparameters: Hyperparameters,
+}
+
+/// Everything a paradigm needs to know about one test case.
+#[derive(Debug, Clone)]
+pub struct CaseSpec {
+    pub id: String,
+    pub algorithm: String,
+    pub modules: Vec<ResolvedModule>,
+    /// The paradigm's test-environment settings, defaults filled in.
+    pub settings: Hyperparameters,
+    /// The job-level seed.
+    pub seed: u64,
+}
+
+impl CaseSpec {
+    pub fn module(&self, module_type: &str) -> Option<&ResolvedModule> {
+        self.modules.iter().find(|m| m.module_type == module_type)
+    }
+    pub fn require(&self, module_type: &str) -> anyhow::Result<&ResolvedModule> {
+        self.module(module_type).ok_or_else(|| anyhow::anyhow!("the algorithm has no `{module_type}` module"))
+    }
+}
+
+/// The test environment's data, loaded once per job and shared by its cases.
+#[derive(Debug, Clone)]
+pub struct DataSplits {
+    pub train: Option<Arc<Dataset>>,
+    pub test: Arc<Dataset>,
+    /// (channels, height, width) of one sample.
+    pub input_shape: (usize, usize, usize),
+    pub num_classes: usize,
+}
+
+/// Values shared by the cases of one job (trained models, loaded LLMs), built once on first
+/// use. Concurrent cases asking for the same key wait for the one that builds it.
+#[derive(Default)]
+pub struct JobCache {
+    cells: Mutex<HashMap<String, Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>>>,
+}
+
+impl JobCache {
+    pub fn get_or_try_insert<T: Any + Send + Sync>(&self, key: &str, build: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<Arc<T>> {
+        let cell = {
+            let mut cells = self.cells.lock().map_err(|_| anyhow::anyhow!("job cache poisoned"))?;
+            cells.entry(key.to_string()).or_default().clone()
+        };
+        let mut slot = cell.lock().map_err(|_| anyhow::anyhow!("job cache entry `{key}` poisoned"))?;
+        if let Some(v) = slot.as_ref() {
+            return v.clone().downcast::<T>().map_err(|_| anyhow::anyhow!("job cache entry `{key}` has another type"));
+        }
+        let v: Arc<T> = Arc::new(build()?);
+        *slot = Some(v.clone());
+        Ok(v)
+    }
+}
+
+/// What a paradigm gets to run one case.
+pub struct CaseContext<'a> {
+    pub data: &'a DataSplits,
+    pub registry: &'a Registry,
+    pub cache: &'a JobCache,
+    pub progress: &'a ProgressBar,
+    pub cancel: &'a AtomicBool,
+}
+
+impl CaseContext<'_> {
+    pub fn work(&self) -> WorkContext<'_> {
+        WorkContext { progress: self.progress, cancel: self.cancel }
+    }
+}
+
+/// One collaboration flow.
+pub trait Paradigm: Send + Sync {
+    /// The `paradigm_type` value in algorithm YAML.
+    fn name(&self) -> &'static str;
+    fn summary(&self) -> &'static str;
+    fn slots(&self) -> &'static [ModuleSlot];
+    /// Settings this paradigm reads from the test environment, with defaults.
+    fn settings(&self) -> Vec<HpSpec>;
+    fn record_kind(&self) -> RecordKind;
+    fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput>;
+}

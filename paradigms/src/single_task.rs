@@ -1,0 +1,77 @@
+//! Single-task learning: train one base model on the train split, evaluate on the test split,
+//! timing each test sample's forward pass on its own.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::hp::{HpKind, HpSpec};
+use crate::modules::BuildContext;
+use crate::paradigm::{CaseContext, CaseSpec, ModuleSlot, Paradigm};
+use crate::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
+
+pub struct SingleTaskLearning;
+
+const SLOTS: &[ModuleSlot] = &[ModuleSlot { module_type: "basemodel", required: true, help: "the model to train and evaluate" }];
+
+impl Paradigm for SingleTaskLearning {
+    fn name(&self) -> &'static str {
+        "singletasklearning"
+    }
+    fn summary(&self) -> &'static str {
+        "train one base model on the train split, evaluate it on the test split"
+    }
+    fn slots(&self) -> &'static [ModuleSlot] {
+        SLOTS
+    }
+    fn settings(&self) -> Vec<HpSpec> {
+        vec![HpSpec::new(
+            "warmup_samples",
+            HpKind::Int { min: 0, max: 1_000_000 },
+            json!(10),
+            "test samples at the start whose latency is recorded but left out of latency metrics",
+        )]
+    }
+    fn record_kind(&self) -> RecordKind {
+        RecordKind::Classification
+    }
+
+    fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
+        let module = case.require("basemodel")?;
+        let train = ctx.data.train.as_ref().ok_or_else(|| anyhow::anyhow!("single-task learning needs a train split in the test environment"))?;
+        let build = BuildContext { input_shape: ctx.data.input_shape, num_classes: ctx.data.num_classes, seed: case.seed };
+        let mut model = ctx.registry.build_basemodel(&module.name, &module.hyperparameters, &build)?;
+
+        let report = model.train(train, &ctx.work())?;
+
+        let test = &ctx.data.test;
+        let warmup = case.settings.usize("warmup_samples")?;
+        ctx.progress.set_length(test.len() as u64);
+        ctx.progress.set_position(0);
+        ctx.progress.set_message("evaluating");
+        let mut records = Vec::with_capacity(test.len());
+        for i in 0..test.len() {
+            if i % 64 == 0 {
+                ctx.work().check_cancelled()?;
+            }
+            // One sample per forward pass so the latency is a per-sample figure; the model
+            // returns host memory, which syncs any device before the clock is read.
+            let t0 = Instant::now();
+            let probs = model.predict_proba(test.x(i))?;
+            let latency_s = t0.elapsed().as_secs_f64();
+            let (prediction, confidence) = argmax(&probs);
+            records.push(ClassificationRecord { index: i, label: test.labels[i], prediction: prediction as u32, confidence, latency_s, warmup: i < warmup });
+            ctx.progress.inc(1);
+        }
+        let mut out = CaseOutput::new(Records::Classification(records));
+        out.measurements.insert("training_time_s".into(), report.seconds);
+        out.measurements.insert("num_parameters".into(), model.num_parameters() as f64);
+        out.measurements.insert("final_train_loss".into(), report.final_loss);
+        Ok(out)
+    }
+}
+
+/// Index and value of the largest probability (lowest index on ties).
+pub fn argmax(p: &[f32]) -> (usize, f32) {
+    p.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+}

@@ -1,0 +1,313 @@
+//! The command line: parse arguments with clap, dispatch, map outcomes to exit codes
+//! (0 success, 1 a case failed, 2 bad configuration or usage, 130 interrupted).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use ianvs_paradigms::registry::Registry;
+use ianvs_paradigms::Paradigm;
+use serde_json::json;
+
+use crate::config::{self, Overrides};
+use crate::controller::{self, RunOptions};
+use crate::metrics;
+use crate::story::{self, JobMeta};
+
+pub const EXIT_FAILED_CASE: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+static PARADIGMS: LazyLock<Vec<Box<dyn Paradigm>>> = LazyLock::new(ianvs_paradigms::paradigms);
+
+#[derive(Parser)]
+#[command(name = "ianvs", version, about = "Benchmark cloud-edge collaborative AI: single-task learning, joint inference, speculative decoding, lifelong learning", long_about = None, after_help = "Examples:\n  ianvs run -f testenvs/mnist-single-task/benchmark.yaml\n  ianvs run -f benchmark.yaml --dry-run\n  ianvs validate -f benchmark.yaml\n  ianvs list modules\n  ianvs leaderboard workspace/mnist-single-task")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a benchmarking job: expand the grid, run every case, rank the results.
+    Run(RunArgs),
+    /// Check a benchmarking job (YAML, files, data, registry names) without running anything.
+    Validate {
+        /// The benchmark YAML (`benchmarkingjob: ...`).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Print the planned cases as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in paradigms, modules (with their hyperparameters) or metrics.
+    List {
+        what: ListWhat,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-render a job's leaderboard from its stored results (`<workspace>/<job>`).
+    Leaderboard {
+        /// The job folder, e.g. `workspace/mnist-single-task`.
+        dir: PathBuf,
+        /// Print the leaderboard as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The benchmark YAML (`benchmarkingjob: ...`).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: PathBuf,
+    /// Output folder; overrides the YAML's `workspace`.
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Run up to N independent cases in parallel.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: u32,
+    /// List the test cases with their ids and hyperparameters; run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Skip cases whose results are already complete in the workspace.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bars and no table; errors still go to stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Job-wide seed: the `seed` of every module that does not set one in YAML.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Print the final leaderboard (or, with --dry-run, the cases) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListWhat {
+    Paradigms,
+    Modules,
+    Metrics,
+}
+
+/// Entry point: runs the CLI and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // A closed pipe (`ianvs list modules | head`) is not an error.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED_CASE)
+        }
+    }
+}
+
+fn registry() -> Registry {
+    ianvs_algorithms::registry()
+}
+
+fn out(text: &str) -> Result<()> {
+    let mut so = std::io::stdout().lock();
+    so.write_all(text.as_bytes())?;
+    so.flush()?;
+    Ok(())
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Run(args) => cmd_run(args),
+        Command::Validate { file, json } => {
+            let reg = registry();
+            let job = match config::load_job(&file, &reg, &PARADIGMS, &Overrides::default()) {
+                Ok(j) => j,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return Ok(EXIT_CONFIG);
+                }
+            };
+            let cases = controller::plan(&job);
+            if json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&cases_json(&job, &cases))?))?;
+            } else {
+                let d = &job.testenv.data;
+                out(&format!(
+                    "ok: job \"{}\" is valid: {} algorithm(s), {} case(s); data: {} train / {} test samples, {} features, {} classes\n",
+                    job.name,
+                    job.algorithms.len(),
+                    cases.len(),
+                    d.train.as_ref().map_or(0, |t| t.len()),
+                    d.test.len(),
+                    d.test.dim,
+                    d.num_classes
+                ))?;
+            }
+            Ok(0)
+        }
+        Command::List { what, json } => cmd_list(what, json),
+        Command::Leaderboard { dir, json } => {
+            let meta = story::read_meta(&dir)?;
+            let (all, selected) = story::write_rank(&dir, &meta)?;
+            if json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&all.to_json())?))?;
+            } else {
+                out(&selected.to_markdown())?;
+                eprintln!("leaderboard files written to {}", dir.join("rank").display());
+            }
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ianvs", &mut buf);
+            out(&String::from_utf8_lossy(&buf))?;
+            Ok(0)
+        }
+    }
+}
+
+fn cases_json(job: &config::Job, cases: &[controller::PlannedCase]) -> serde_json::Value {
+    json!({
+        "job": job.name,
+        "cases": cases.iter().map(|c| json!({
+            "case_id": c.spec.id,
+            "algorithm": c.spec.algorithm,
+            "paradigm": job.algorithms[c.algorithm_index].paradigm.name(),
+            "grid": c.grid_values.iter().cloned().collect::<serde_json::Map<_, _>>(),
+            "modules": c.spec.modules,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn cmd_run(args: RunArgs) -> Result<u8> {
+    let reg = registry();
+    let ov = Overrides { workspace: args.workspace.clone(), seed: args.seed };
+    let job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
+        Ok(j) => j,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let cases = controller::plan(&job);
+    if args.dry_run {
+        if args.json {
+            out(&format!("{}\n", serde_json::to_string_pretty(&cases_json(&job, &cases))?))?;
+        } else {
+            let mut s = format!("{} case(s) in job \"{}\" (nothing run):\n", cases.len(), job.name);
+            for c in &cases {
+                let grid: Vec<String> = c.grid_values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                s.push_str(&format!("  {}  {:<24} {}\n", c.spec.id, c.spec.algorithm, grid.join(" ")));
+            }
+            out(&s)?;
+        }
+        return Ok(0);
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // First Ctrl-C: finish writing what is done and stop; second: leave at once.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(EXIT_INTERRUPTED as i32);
+            }
+            eprintln!("\ninterrupted: stopping after the current step; finished cases are kept (press Ctrl-C again to quit now)");
+        });
+    }
+    let job_dir = controller::job_dir(&job);
+    let meta = JobMeta::of(&job);
+    story::write_meta(&job_dir, &meta)?;
+    if !args.quiet {
+        eprintln!("running job \"{}\": {} case(s), {} at a time; results in {}", job.name, cases.len(), args.jobs, job_dir.display());
+    }
+    let summary = controller::run(&job, &cases, &reg, &RunOptions { jobs: args.jobs as usize, resume: args.resume, quiet: args.quiet }, &cancel)?;
+    let (all, selected) = story::write_rank(&job_dir, &meta).context("writing the leaderboard")?;
+    if args.json {
+        out(&format!("{}\n", serde_json::to_string_pretty(&all.to_json())?))?;
+    } else if !args.quiet && job.rank.visualization_mode != "none" {
+        let table = if job.rank.visualization_mode == "all" { &all } else { &selected };
+        out(&table.to_markdown())?;
+    }
+    if !args.quiet {
+        eprintln!(
+            "{} case(s) run, {} failed, {} skipped as complete; leaderboard in {}",
+            summary.ran,
+            summary.failed,
+            summary.skipped,
+            job_dir.join("rank").display()
+        );
+    }
+    Ok(if summary.cancelled {
+        EXIT_INTERRUPTED
+    } else if summary.failed > 0 {
+        EXIT_FAILED_CASE
+    } else {
+        0
+    })
+}
+
+fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {
+    let reg = registry();
+    let bold = |s: &str| if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() { console::style(s).bold().to_string() } else { s.to_string() };
+    match what {
+        ListWhat::Paradigms => {
+            if as_json {
+                let v: Vec<_> = PARADIGMS.iter().map(|p| json!({"name": p.name(), "summary": p.summary(), "modules": p.slots().iter().map(|s| json!({"type": s.module_type, "required": s.required, "help": s.help})).collect::<Vec<_>>(), "settings": p.settings().iter().map(|h| json!({"name": h.name, "kind": h.kind.to_string(), "default": h.default, "help": h.help})).collect::<Vec<_>>(), "metrics": metrics::ids_for(p.record_kind())})).collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                let mut s = String::new();
+                for p in PARADIGMS.iter() {
+                    s.push_str(&format!("{}  {}\n", bold(p.name()), p.summary()));
+                    for slot in p.slots() {
+                        s.push_str(&format!("    module {:<22} {}{}\n", slot.module_type, if slot.required { "" } else { "(optional) " }, slot.help));
+                    }
+                    for h in p.settings() {
+                        s.push_str(&format!("    testenv.{:<20} {} (default {}) {}\n", h.name, h.kind, h.default.as_ref().map_or("required".into(), |d| d.to_string()), h.help));
+                    }
+                    s.push_str(&format!("    metrics: {}\n", metrics::ids_for(p.record_kind()).join(", ")));
+                }
+                out(&s)?;
+            }
+        }
+        ListWhat::Modules => {
+            if as_json {
+                let v: Vec<_> = reg.entries().iter().map(|e| json!({"type": e.module_type, "name": e.name, "summary": e.summary, "hyperparameters": e.hyperparameters.iter().map(|h| json!({"name": h.name, "kind": h.kind.to_string(), "default": h.default, "help": h.help})).collect::<Vec<_>>()})).collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                let mut s = String::new();
+                for e in reg.entries() {
+                    s.push_str(&format!("{} {}  {}\n", e.module_type, bold(e.name), e.summary));
+                    for h in &e.hyperparameters {
+                        s.push_str(&format!("    {:<18} {:<36} default {:<10} {}\n", h.name, h.kind.to_string(), h.default.as_ref().map_or("(required)".into(), |d| d.to_string()), h.help));
+                    }
+                }
+                out(&s)?;
+            }
+        }
+        ListWhat::Metrics => {
+            if as_json {
+                let v: Vec<_> = metrics::METRICS.iter().map(|m| json!({"id": m.id, "aliases": m.aliases, "unit": m.unit, "higher_is_better": m.higher_is_better, "records": m.kinds, "help": m.help})).collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+            } else {
+                let mut s = String::new();
+                for m in metrics::METRICS {
+                    s.push_str(&format!("{:<16} {:<10} {:<6} {}  (aliases: {})\n", bold(m.id), if m.unit.is_empty() { "-" } else { m.unit }, if m.higher_is_better { "higher" } else { "lower" }, m.help, m.aliases.join(", ")));
+                }
+                out(&s)?;
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,327 @@
+//! The test-case controller: expands each algorithm's hyperparameter grid into test cases with
+//! stable ids, runs them (in parallel with `--jobs`), and persists each case atomically the
+//! moment it ends, so a later failure or Ctrl-C loses nothing.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ianvs_paradigms::hp::Hyperparameters;
+use ianvs_paradigms::records::CaseOutput;
+use ianvs_paradigms::registry::Registry;
+use ianvs_paradigms::{CaseContext, CaseSpec, JobCache, ResolvedModule};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::Job;
+use crate::metrics;
+
+/// One test case to run.
+#[derive(Debug, Clone)]
+pub struct PlannedCase {
+    pub algorithm_index: usize,
+    pub spec: CaseSpec,
+    /// Hyperparameters that were on a grid axis, as `(<module type>-<name>, value)`, for
+    /// `--dry-run` and the leaderboard.
+    pub grid_values: Vec<(String, Value)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+}
+
+/// What `metrics.json` holds for one case: enough to rebuild the leaderboard without rerunning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub case_id: String,
+    pub algorithm: String,
+    pub paradigm: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Metric id → value (null where the metric could not be computed), in YAML order.
+    pub metrics: serde_json::Map<String, Value>,
+    /// Metric id → why it could not be computed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metric_errors: BTreeMap<String, String>,
+    pub measurements: BTreeMap<String, f64>,
+    pub modules: Vec<ResolvedModule>,
+    /// `<module type>-<hyperparameter>` → value, for the hyperparameters on grid axes.
+    pub grid: serde_json::Map<String, Value>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub wall_time_s: f64,
+    /// The algorithm YAML file.
+    pub url: String,
+    pub ianvs_version: String,
+}
+
+/// Short stable hash of everything that determines a case's result.
+pub fn case_id(algorithm: &str, paradigm: &str, modules: &[ResolvedModule], settings: &Hyperparameters, data_fingerprint: &str) -> String {
+    let canon = serde_json::json!({
+        "algorithm": algorithm, "paradigm": paradigm, "modules": modules,
+        "settings": settings, "data": data_fingerprint,
+    });
+    let digest = Sha256::digest(canon.to_string().as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A content hash of the job's data, so a case id changes when the data does.
+pub fn data_fingerprint(job: &Job) -> String {
+    let mut h = Sha256::new();
+    let d = &job.testenv.data;
+    for ds in d.train.iter().chain(std::iter::once(&d.test)) {
+        h.update((ds.len() as u64).to_le_bytes());
+        h.update((ds.dim as u64).to_le_bytes());
+        for v in &ds.features {
+            h.update(v.to_le_bytes());
+        }
+        for l in &ds.labels {
+            h.update(l.to_le_bytes());
+        }
+        for t in &ds.texts {
+            h.update(t.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Expands every algorithm's grid: the Cartesian product of all axes of all modules, in YAML
+/// order (the first axis varies slowest).
+pub fn plan(job: &Job) -> Vec<PlannedCase> {
+    let fp = data_fingerprint(job);
+    let mut out = Vec::new();
+    for (ai, alg) in job.algorithms.iter().enumerate() {
+        // Flatten axes across modules, remembering which module each belongs to.
+        let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg.modules.iter().enumerate().flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a))).collect();
+        let total: usize = axes.iter().map(|(_, a)| a.len()).product();
+        for n in 0..total {
+            let mut hps: Vec<BTreeMap<String, Value>> = alg.modules.iter().map(|m| m.fixed.clone()).collect();
+            let mut grid_values = Vec::new();
+            let mut rem = n;
+            let mut picks = vec![0; axes.len()];
+            for (k, (_, axis)) in axes.iter().enumerate().rev() {
+                picks[k] = rem % axis.len();
+                rem /= axis.len();
+            }
+            for (k, (mi, axis)) in axes.iter().enumerate() {
+                for (name, v) in &axis[picks[k]] {
+                    hps[*mi].insert(name.clone(), v.clone());
+                    grid_values.push((format!("{}-{}", alg.modules[*mi].module_type, name), v.clone()));
+                }
+            }
+            let modules: Vec<ResolvedModule> = alg.modules.iter().zip(hps).map(|(m, h)| ResolvedModule { module_type: m.module_type.clone(), name: m.name.clone(), hyperparameters: Hyperparameters(h) }).collect();
+            let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
+            out.push(PlannedCase { algorithm_index: ai, spec: CaseSpec { id, algorithm: alg.name.clone(), modules, settings: alg.settings.clone(), seed: job.seed }, grid_values });
+        }
+    }
+    out
+}
+
+pub struct RunOptions {
+    pub jobs: usize,
+    pub resume: bool,
+    pub quiet: bool,
+}
+
+pub struct RunSummary {
+    pub ran: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub cancelled: bool,
+}
+
+pub fn job_dir(job: &Job) -> PathBuf {
+    job.workspace.join(&job.name)
+}
+
+pub fn case_dir(job: &Job, case: &PlannedCase) -> PathBuf {
+    job_dir(job).join(&case.spec.algorithm).join(&case.spec.id)
+}
+
+/// True when the case folder holds a finished, successful result.
+pub fn is_complete(dir: &Path) -> bool {
+    std::fs::read(dir.join("metrics.json")).ok().and_then(|b| serde_json::from_slice::<CaseResult>(&b).ok()).is_some_and(|r| r.status == Status::Ok)
+}
+
+fn bar_style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+}
+
+/// Runs the planned cases and persists each as it ends. Returns once all are done or Ctrl-C.
+pub fn run(job: &Job, cases: &[PlannedCase], registry: &Registry, opts: &RunOptions, cancel: &AtomicBool) -> Result<RunSummary> {
+    let show = !opts.quiet && std::io::stderr().is_terminal();
+    let multi = MultiProgress::with_draw_target(if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let todo: Vec<&PlannedCase> = cases.iter().filter(|c| !(opts.resume && is_complete(&case_dir(job, c)))).collect();
+    let skipped = cases.len() - todo.len();
+    if skipped > 0 && !opts.quiet {
+        eprintln!("resume: {skipped} of {} cases already complete, skipping them", cases.len());
+    }
+    let overall = multi.add(ProgressBar::new(todo.len() as u64));
+    overall.set_style(bar_style("{prefix:>8} [{bar:30}] {pos}/{len} cases  {elapsed_precise} (eta {eta})"));
+    overall.set_prefix("cases");
+    let cache = JobCache::default();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let ran = AtomicUsize::new(0);
+    let first_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let workers = opts.jobs.clamp(1, todo.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(bar_style("{prefix:>8} [{bar:30}] {pos}/{len} {msg}"));
+                loop {
+                    if cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(case) = todo.get(i) else { break };
+                    bar.set_prefix(case.spec.id.clone());
+                    bar.reset();
+                    match run_one(job, case, registry, &cache, &bar, cancel) {
+                        Ok(None) => break, // cancelled: nothing written for this case
+                        Ok(Some(r)) => {
+                            ran.fetch_add(1, Ordering::Relaxed);
+                            if r.status == Status::Failed {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                let msg = format!("case {} ({}) failed: {}", r.case_id, r.algorithm, r.error.as_deref().unwrap_or("?"));
+                                if show {
+                                    multi.println(msg).ok();
+                                } else if !opts.quiet {
+                                    eprintln!("{msg}");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            // Could not persist: stop, this is an environment problem (disk full, permissions).
+                            cancel.store(true, Ordering::Relaxed);
+                            if let Ok(mut g) = first_err.lock() {
+                                g.get_or_insert(e);
+                            }
+                            break;
+                        }
+                    }
+                    overall.inc(1);
+                }
+                bar.finish_and_clear();
+            });
+        }
+    });
+    overall.finish_and_clear();
+    if let Some(e) = first_err.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    Ok(RunSummary { ran: ran.into_inner(), skipped, failed: failed.into_inner(), cancelled: cancel.load(Ordering::Relaxed) })
+}
+
+/// Runs one case and writes its folder. `Ok(None)` when cancelled before it finished.
+fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache, bar: &ProgressBar, cancel: &AtomicBool) -> Result<Option<CaseResult>> {
+    let alg = &job.algorithms[case.algorithm_index];
+    let started = chrono::Local::now();
+    let t0 = Instant::now();
+    let ctx = CaseContext { data: &job.testenv.data, registry, cache, progress: bar, cancel };
+    // A panic inside a module is a bug, but it must not take the other cases down with it.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alg.paradigm.run(&case.spec, &ctx)))
+        .unwrap_or_else(|p| Err(anyhow::anyhow!("panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())));
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let mut result = CaseResult {
+        case_id: case.spec.id.clone(),
+        algorithm: alg.name.clone(),
+        paradigm: alg.paradigm.name().to_string(),
+        status: Status::Ok,
+        error: None,
+        metrics: serde_json::Map::new(),
+        metric_errors: BTreeMap::new(),
+        measurements: BTreeMap::new(),
+        modules: case.spec.modules.clone(),
+        grid: case.grid_values.iter().cloned().collect(),
+        started_at: started.to_rfc3339(),
+        finished_at: chrono::Local::now().to_rfc3339(),
+        wall_time_s: wall,
+        url: alg.file.to_string_lossy().into_owned(),
+        ianvs_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let output: Option<CaseOutput> = match outcome {
+        Ok(out) => {
+            for (id, v) in metrics::compute_all(&job.testenv.metrics, &out) {
+                match v {
+                    Ok(x) if x.is_finite() => {
+                        result.metrics.insert(id.to_string(), serde_json::json!(x));
+                    }
+                    Ok(x) => {
+                        result.metrics.insert(id.to_string(), Value::Null);
+                        result.metric_errors.insert(id.to_string(), format!("not a finite number ({x})"));
+                    }
+                    Err(e) => {
+                        result.metrics.insert(id.to_string(), Value::Null);
+                        result.metric_errors.insert(id.to_string(), format!("{e:#}"));
+                    }
+                }
+            }
+            result.measurements = out.measurements.clone();
+            Some(out)
+        }
+        Err(e) => {
+            result.status = Status::Failed;
+            result.error = Some(format!("{e:#}"));
+            for m in &job.testenv.metrics {
+                result.metrics.insert(m.id.to_string(), Value::Null);
+            }
+            None
+        }
+    };
+    persist(job, case, &result, output.as_ref())?;
+    Ok(Some(result))
+}
+
+/// Writes the case folder atomically: everything goes into a hidden sibling folder that is
+/// renamed into place last, so a case folder is either complete or absent.
+fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, output: Option<&CaseOutput>) -> Result<()> {
+    let dir = case_dir(job, case);
+    let parent = dir.parent().context("case folder has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".{}.partial", case.spec.id));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let alg = &job.algorithms[case.algorithm_index];
+    let resolved = serde_json::json!({
+        "case_id": case.spec.id,
+        "algorithm": alg.name,
+        "paradigm": alg.paradigm.name(),
+        "algorithm_file": alg.file,
+        "testenv_file": job.testenv.file,
+        "settings": case.spec.settings,
+        "seed": case.spec.seed,
+        "modules": case.spec.modules,
+    });
+    let write = |name: &str, bytes: &[u8]| std::fs::write(tmp.join(name), bytes).with_context(|| format!("cannot write {}", tmp.join(name).display()));
+    write("resolved.yaml", serde_yaml_ng::to_string(&resolved)?.as_bytes())?;
+    let mut jsonl = Vec::new();
+    if let Some(out) = output {
+        out.records.write_jsonl(&mut jsonl)?;
+        for (name, bytes) in &out.artifacts {
+            write(name, bytes)?;
+        }
+    }
+    write("records.jsonl", &jsonl)?;
+    write("metrics.json", serde_json::to_string_pretty(result)?.as_bytes())?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Metrics: one table of definitions (id, Ianvs aliases, unit, direction, which records they
+//! read) and the functions that compute them from a case's typed records.
+//!
+//! Definitions follow the references named in DESIGN §5: accuracy and macro F1 agree with
+//! scikit-learn (`accuracy_score`, `f1_score(average="macro")` with `zero_division=0`);
+//! percentiles interpolate linearly between order statistics like numpy's default.
+
+use anyhow::{bail, Result};
+use ianvs_paradigms::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
+
+pub struct MetricDef {
+    /// kebab-case id used in YAML, leaderboards and JSON.
+    pub id: &'static str,
+    /// Other accepted spellings (Ianvs display names, snake_case).
+    pub aliases: &'static [&'static str],
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+    pub kinds: &'static [RecordKind],
+    pub help: &'static str,
+    pub compute: fn(&CaseOutput) -> Result<f64>,
+}
+
+const CLS: &[RecordKind] = &[RecordKind::Classification];
+
+pub static METRICS: &[MetricDef] = &[
+    MetricDef { id: "accuracy", aliases: &["Accuracy", "acc"], unit: "", higher_is_better: true, kinds: CLS, help: "share of test samples predicted correctly", compute: |o| Ok(accuracy_of(cls(o)?)) },
+    MetricDef { id: "macro-f1", aliases: &["f1_score", "F1", "f1", "macro_f1", "Macro F1"], unit: "", higher_is_better: true, kinds: CLS, help: "unweighted mean of per-class F1 over classes seen in labels or predictions (scikit-learn average=\"macro\")", compute: |o| Ok(macro_f1_of(cls(o)?)) },
+    MetricDef { id: "training-time", aliases: &["training_time", "Training Time"], unit: "s", higher_is_better: false, kinds: CLS, help: "wall time spent training the model", compute: |o| measurement(o, "training_time_s") },
+    MetricDef { id: "latency-mean", aliases: &["latency", "Latency", "inference_latency", "latency_mean"], unit: "ms", higher_is_better: false, kinds: CLS, help: "mean per-sample inference latency, warm-up excluded", compute: |o| Ok(mean(&latencies_ms(o)?)) },
+    MetricDef { id: "latency-p50", aliases: &["latency_p50"], unit: "ms", higher_is_better: false, kinds: CLS, help: "median per-sample inference latency, warm-up excluded", compute: |o| Ok(percentile(&latencies_ms(o)?, 50.0)) },
+    MetricDef { id: "latency-p95", aliases: &["latency_p95"], unit: "ms", higher_is_better: false, kinds: CLS, help: "95th-percentile per-sample inference latency, warm-up excluded", compute: |o| Ok(percentile(&latencies_ms(o)?, 95.0)) },
+    MetricDef { id: "throughput", aliases: &["Throughput"], unit: "samples/s", higher_is_better: true, kinds: CLS, help: "measured samples divided by their summed inference time, warm-up excluded", compute: |o| {
+        let l = latencies_ms(o)?;
+        Ok(l.len() as f64 / (l.iter().sum::<f64>() / 1e3))
+    } },
+    MetricDef { id: "num-parameters", aliases: &["num_parameters", "parameters"], unit: "", higher_is_better: false, kinds: CLS, help: "trainable parameters of the model", compute: |o| measurement(o, "num_parameters") },
+];
+
+/// Looks a metric up by id or alias (case-insensitive, `_`/`-`/space-insensitive).
+pub fn canonical(name: &str) -> Option<&'static MetricDef> {
+    let norm = |s: &str| s.to_lowercase().replace(['-', '_', ' '], "");
+    let n = norm(name);
+    METRICS.iter().find(|m| norm(m.id) == n || m.aliases.iter().any(|a| norm(a) == n))
+}
+
+pub fn all_ids() -> Vec<&'static str> {
+    METRICS.iter().map(|m| m.id).collect()
+}
+
+pub fn ids_for(kind: RecordKind) -> Vec<&'static str> {
+    METRICS.iter().filter(|m| m.kinds.contains(&kind)).map(|m| m.id).collect()
+}
+
+fn cls(o: &CaseOutput) -> Result<&[ClassificationRecord]> {
+    match &o.records {
+        Records::Classification(r) if !r.is_empty() => Ok(r),
+        Records::Classification(_) => bail!("no test samples were evaluated"),
+    }
+}
+
+fn measurement(o: &CaseOutput, key: &str) -> Result<f64> {
+    o.measurements.get(key).copied().ok_or_else(|| anyhow::anyhow!("the paradigm did not measure `{key}`"))
+}
+
+fn latencies_ms(o: &CaseOutput) -> Result<Vec<f64>> {
+    let v: Vec<f64> = cls(o)?.iter().filter(|r| !r.warmup).map(|r| r.latency_s * 1e3).collect();
+    if v.is_empty() {
+        bail!("every test sample was a warm-up sample; lower `warmup_samples`");
+    }
+    Ok(v)
+}
+
+pub fn accuracy_of(r: &[ClassificationRecord]) -> f64 {
+    r.iter().filter(|x| x.label == x.prediction).count() as f64 / r.len() as f64
+}
+
+/// Macro F1 over the union of classes present in labels and predictions; a class with no
+/// true or predicted positives scores 0 (scikit-learn's `zero_division=0`).
+pub fn macro_f1_of(r: &[ClassificationRecord]) -> f64 {
+    macro_f1(&r.iter().map(|x| x.label).collect::<Vec<_>>(), &r.iter().map(|x| x.prediction).collect::<Vec<_>>())
+}
+
+pub fn macro_f1(labels: &[u32], preds: &[u32]) -> f64 {
+    let mut classes: Vec<u32> = labels.iter().chain(preds).copied().collect();
+    classes.sort_unstable();
+    classes.dedup();
+    if classes.is_empty() {
+        return 0.0;
+    }
+    let f1s = classes.iter().map(|&c| {
+        let tp = labels.iter().zip(preds).filter(|(l, p)| **l == c && **p == c).count() as f64;
+        let fp = labels.iter().zip(preds).filter(|(l, p)| **l != c && **p == c).count() as f64;
+        let fn_ = labels.iter().zip(preds).filter(|(l, p)| **l == c && **p != c).count() as f64;
+        let denom = 2.0 * tp + fp + fn_;
+        if denom == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / denom
+        }
+    });
+    f1s.sum::<f64>() / classes.len() as f64
+}
+
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Percentile `q` (0–100) with linear interpolation between order statistics (numpy default).
+pub fn percentile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let pos = q / 100.0 * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
+/// Computes every requested metric; a metric that fails yields its error.
+pub fn compute_all(defs: &[&'static MetricDef], out: &CaseOutput) -> Vec<(&'static str, Result<f64>)> {
+    defs.iter().map(|m| (m.id, (m.compute)(out))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs(labels: &[u32], preds: &[u32]) -> Vec<ClassificationRecord> {
+        labels.iter().zip(preds).enumerate().map(|(i, (&label, &prediction))| ClassificationRecord { index: i, label, prediction, confidence: 1.0, latency_s: 0.001 * (i + 1) as f64, warmup: false }).collect()
+    }
+
+    #[test]
+    fn accuracy_and_macro_f1_match_hand_computed_values() {
+        // sklearn: f1_score([0,0,1,1,2,2],[0,1,1,1,2,0],average="macro") = 0.6555555...
+        let r = recs(&[0, 0, 1, 1, 2, 2], &[0, 1, 1, 1, 2, 0]);
+        assert!((accuracy_of(&r) - 4.0 / 6.0).abs() < 1e-12);
+        // class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp1 fn0 -> 0.8; class 2: tp1 fp0 fn1 -> 2/3
+        assert!((macro_f1_of(&r) - (0.5 + 0.8 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        // A class only ever predicted (3) counts with F1 0, as in scikit-learn.
+        let r = recs(&[0, 0], &[0, 3]);
+        assert!((macro_f1_of(&r) - (2.0 / 3.0 + 0.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), 2.5);
+        assert!((percentile(&v, 95.0) - 3.85).abs() < 1e-12);
+        assert_eq!(percentile(&[7.0], 95.0), 7.0);
+    }
+
+    #[test]
+    fn aliases_resolve() {
+        assert_eq!(canonical("f1_score").unwrap().id, "macro-f1");
+        assert_eq!(canonical("Accuracy").unwrap().id, "accuracy");
+        assert!(canonical("nope").is_none());
+    }
+}

@@ -281,7 +281,12 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// every stored result of the job and returns the selected leaderboard.
 pub fn write_rank(job_dir: &Path, meta: &JobMeta) -> Result<(Leaderboard, Leaderboard)> {
     let results = collect(job_dir)?;
-    let all = build(meta, &results)?;
+    write_rank_from(job_dir, meta, &results)
+}
+
+/// [`write_rank`] from results already in memory.
+pub fn write_rank_from(job_dir: &Path, meta: &JobMeta, results: &[CaseResult]) -> Result<(Leaderboard, Leaderboard)> {
+    let all = build(meta, results)?;
     let selected = all.select(meta);
     let dir = job_dir.join("rank");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

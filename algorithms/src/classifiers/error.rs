@@ -54,6 +54,10 @@ pub enum ClassifierError {
         loss: f64,
     },
 
+    /// The caller's progress callback asked to stop (Ctrl-C).
+    #[error("training cancelled")]
+    Cancelled,
+
     #[error("the penalty must be a scalar tensor, got shape {0:?}")]
     PenaltyShape(Vec<usize>),
 

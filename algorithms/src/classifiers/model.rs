@@ -11,8 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
 /// Samples per forward pass in [`Classifier::predict_proba`]; bounds the activation memory
-/// (the first CNN layer of a 28×28 input holds `256 · c1 · 784` floats).
+/// (for 28×28 inputs the first CNN layer's im2col patches hold `256 · 25 · 784` floats, 20 MB).
 const PREDICT_BATCH: usize = 256;
+
+/// An extra loss term for [`Classifier::train_with_penalty`]: given the live parameters (as
+/// [`Classifier::vars`] returns them), a scalar tensor built from them, e.g. [`ewc_penalty`].
+pub type Penalty<'a> = dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor> + 'a;
 
 /// An MLP or LeNet-like CNN over `(channels, height, width)` inputs with `num_classes` outputs.
 ///
@@ -127,7 +131,7 @@ fn param_specs(
 /// NaN must be caught here: ReLU maps NaN to 0, so a NaN pixel would not show in the loss but
 /// would silently turn weights into NaN through the gradient.
 fn sample_count(x: &[f32], features: usize) -> Result<usize> {
-    if x.len() % features != 0 {
+    if !x.len().is_multiple_of(features) {
         return Err(ClassifierError::InputLength {
             len: x.len(),
             features,
@@ -462,6 +466,7 @@ impl Classifier {
     ///
     /// Each epoch visits the samples in an order shuffled by a `ChaCha8Rng` seeded with
     /// `cfg.seed`. `on_batch(done, total)` runs after every batch with the samples done so far in
+    /// the epoch and returns whether to go on (false stops with [`ClassifierError::Cancelled`]);
     /// the epoch, `on_epoch` after every epoch. Calling `train` again continues from the current
     /// weights (fine-tuning); each call starts a fresh optimiser state (momentum/Adam moments).
     pub fn train(
@@ -469,7 +474,7 @@ impl Classifier {
         x: &[f32],
         y: &[u32],
         cfg: &TrainConfig,
-        on_batch: &mut dyn FnMut(usize, usize),
+        on_batch: &mut dyn FnMut(usize, usize) -> bool,
         on_epoch: &mut dyn FnMut(&EpochStats),
     ) -> Result<TrainStats> {
         self.train_inner(x, y, cfg, None, on_batch, on_epoch)
@@ -484,8 +489,8 @@ impl Classifier {
         x: &[f32],
         y: &[u32],
         cfg: &TrainConfig,
-        penalty: &mut dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor>,
-        on_batch: &mut dyn FnMut(usize, usize),
+        penalty: &mut Penalty<'_>,
+        on_batch: &mut dyn FnMut(usize, usize) -> bool,
         on_epoch: &mut dyn FnMut(&EpochStats),
     ) -> Result<TrainStats> {
         self.train_inner(x, y, cfg, Some(penalty), on_batch, on_epoch)
@@ -496,8 +501,8 @@ impl Classifier {
         x: &[f32],
         y: &[u32],
         cfg: &TrainConfig,
-        mut penalty: Option<&mut dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor>>,
-        on_batch: &mut dyn FnMut(usize, usize),
+        mut penalty: Option<&mut Penalty<'_>>,
+        on_batch: &mut dyn FnMut(usize, usize) -> bool,
         on_epoch: &mut dyn FnMut(&EpochStats),
     ) -> Result<TrainStats> {
         let n = self.check_labelled(x, y)?;
@@ -554,14 +559,12 @@ impl Classifier {
                         loss: loss_value,
                     });
                 }
-                let tb = Instant::now();
-                let grads = loss.backward()?;
-                let ts = Instant::now();
-                optimizer.step(&grads)?;
-                if std::env::var("PROF").is_ok() { eprintln!("backward {:?} step {:?}", ts - tb, ts.elapsed()); }
+                optimizer.step(&loss.backward()?)?;
                 loss_sum += ce_value * idx.len() as f64;
                 done += idx.len();
-                on_batch(done, n);
+                if !on_batch(done, n) {
+                    return Err(ClassifierError::Cancelled);
+                }
             }
             let stats = EpochStats {
                 epoch,
@@ -762,7 +765,7 @@ mod tests {
                     &x,
                     &y,
                     &cfg(opt.clone(), 30, lr),
-                    &mut |_, _| {},
+                    &mut |_, _| true,
                     &mut |_| {},
                 )
                 .unwrap();
@@ -786,7 +789,10 @@ mod tests {
                 batch_size: 25,
                 ..cfg(OptimizerKind::Adam, 2, 0.01)
             },
-            &mut |done, total| batches.push((done, total)),
+            &mut |done, total| {
+                batches.push((done, total));
+                true
+            },
             &mut |s| epochs.push(s.epoch),
         )
         .unwrap();
@@ -808,13 +814,13 @@ mod tests {
             .map(|(n, t)| (n.clone(), t.ones_like().unwrap()))
             .collect();
         let c = cfg(OptimizerKind::Adam, 20, 0.05);
-        free.train(&x, &y, &c, &mut |_, _| {}, &mut |_| {}).unwrap();
+        free.train(&x, &y, &c, &mut |_, _| true, &mut |_| {}).unwrap();
         held.train_with_penalty(
             &x,
             &y,
             &c,
             &mut |vars| ewc_penalty(vars, &anchor, &ones, 1000.0),
-            &mut |_, _| {},
+            &mut |_, _| true,
             &mut |_| {},
         )
         .unwrap();
@@ -835,7 +841,7 @@ mod tests {
                 &y,
                 &c,
                 &mut |vars| Ok(vars[1].1.clone()),
-                &mut |_, _| {},
+                &mut |_, _| true,
                 &mut |_| {},
             )
             .unwrap_err();
@@ -852,7 +858,7 @@ mod tests {
             &x,
             &y,
             &cfg(OptimizerKind::Adam, 2, 0.05),
-            &mut |_, _| {},
+            &mut |_, _| true,
             &mut |_| {},
         )
         .unwrap();
@@ -875,7 +881,7 @@ mod tests {
             &x,
             &y,
             &cfg(OptimizerKind::Adam, 1, 0.05),
-            &mut |_, _| {},
+            &mut |_, _| true,
             &mut |_| {},
         )
         .unwrap();
@@ -895,7 +901,7 @@ mod tests {
                 &x,
                 &y,
                 &cfg(OptimizerKind::Sgd { momentum: 0.0 }, 1, 1e30),
-                &mut |_, _| {},
+                &mut |_, _| true,
                 &mut |_| {},
             )
             .unwrap_err();
@@ -911,7 +917,7 @@ mod tests {
                 &x,
                 &y,
                 &cfg(OptimizerKind::Adam, 1, 0.01),
-                &mut |_, _| {},
+                &mut |_, _| true,
                 &mut |_| {},
             )
             .unwrap_err();
@@ -966,7 +972,7 @@ mod tests {
             cfg(OptimizerKind::AdamW { weight_decay: -1.0 }, 1, 0.1),
         ] {
             let err = m
-                .train(&x, &y, &bad, &mut |_, _| {}, &mut |_| {})
+                .train(&x, &y, &bad, &mut |_, _| true, &mut |_| {})
                 .unwrap_err();
             assert!(
                 matches!(err, ClassifierError::InvalidTrainConfig(_)),

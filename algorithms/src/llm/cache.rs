@@ -14,8 +14,14 @@ use super::error::{LlmError, Result};
 /// Per-layer key/value storage.
 #[derive(Debug, Clone)]
 pub(crate) enum LayerKv {
-    Host { k: Vec<f32>, v: Vec<f32> },
-    Tensor { k: Option<Tensor>, v: Option<Tensor> },
+    Host {
+        k: Vec<f32>,
+        v: Vec<f32>,
+    },
+    Tensor {
+        k: Option<Tensor>,
+        v: Option<Tensor>,
+    },
 }
 
 /// Cached keys and values of every layer for the tokens seen so far.

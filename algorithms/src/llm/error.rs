@@ -85,9 +85,7 @@ pub enum LlmError {
     EmptyInput,
 
     /// The sequence would grow past the model's context length.
-    #[error(
-        "sequence of {needed} tokens exceeds the model's context length of {max} tokens"
-    )]
+    #[error("sequence of {needed} tokens exceeds the model's context length of {max} tokens")]
     ContextOverflow { needed: usize, max: usize },
 
     /// A KV cache was used with a model it was not created for, or cut to an invalid length.

@@ -271,7 +271,9 @@ fn config_from_metadata(src: &mut GgufSource) -> Result<LlmConfig> {
         if rope_dim != head_dim {
             return Err(md.bad(
                 &key("rope.dimension_count"),
-                format!("partial rotary embeddings ({rope_dim} of {head_dim} dims) are not supported"),
+                format!(
+                    "partial rotary embeddings ({rope_dim} of {head_dim} dims) are not supported"
+                ),
             ));
         }
     }
@@ -290,7 +292,12 @@ fn config_from_metadata(src: &mut GgufSource) -> Result<LlmConfig> {
     };
     let eps = md
         .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
-        .ok_or_else(|| md.bad(&key("attention.layer_norm_rms_epsilon"), "required key is missing"))?;
+        .ok_or_else(|| {
+            md.bad(
+                &key("attention.layer_norm_rms_epsilon"),
+                "required key is missing",
+            )
+        })?;
     let rope_theta = md.opt_f32(&key("rope.freq_base"))?.unwrap_or(10_000.0);
     let max_seq_len = md.usize(&key("context_length"))?;
     let bos_token_id = md.opt_u32("tokenizer.ggml.bos_token_id")?;
@@ -321,7 +328,10 @@ fn config_from_metadata(src: &mut GgufSource) -> Result<LlmConfig> {
     // Llama 3.1 GGUFs carry their RoPE scaling as per-frequency divisors.
     if src.contains("rope_freqs.weight") {
         if let Some(RawTensor::Quant(q)) = src.take("rope_freqs.weight")? {
-            let factors = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+            let factors = q
+                .dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             rope_scaling = Some(RopeScaling::FreqFactors(factors));
         }
     }

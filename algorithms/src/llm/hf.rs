@@ -133,7 +133,10 @@ fn read_config(dir: &Path) -> Result<LlmConfig> {
         rope_scaling,
         attention_bias: arch == Arch::Qwen2 || raw.attention_bias,
         tie_word_embeddings: raw.tie_word_embeddings,
-        bos_token_id: raw.bos_token_id.map(IdOrIds::into_vec).and_then(|v| v.first().copied()),
+        bos_token_id: raw
+            .bos_token_id
+            .map(IdOrIds::into_vec)
+            .and_then(|v| v.first().copied()),
         eos_token_ids: raw.eos_token_id.map(IdOrIds::into_vec).unwrap_or_default(),
     })
 }
@@ -249,9 +252,9 @@ impl TensorSource for HfSource {
 /// Opens a Hugging Face folder: its configuration and its tensors.
 ///
 /// The files are read into memory rather than memory-mapped (mapping needs `unsafe` and the
-/// models this runs on CPU are small); the device only matters later, when the builder
-/// converts each tensor.
-pub(crate) fn open(dir: &Path, _device: &Device) -> Result<(LlmConfig, HfSource)> {
+/// models this runs on CPU are small). Tensors stay on the CPU in their stored dtype; the
+/// builder converts each one for the model device as it takes it.
+pub(crate) fn open(dir: &Path) -> Result<(LlmConfig, HfSource)> {
     let config = read_config(dir)?;
     let mut tensors = HashMap::new();
     for file in weight_files(dir)? {

@@ -30,6 +30,6 @@ mod weights;
 pub use cache::KvCache;
 pub use config::{Arch, LlmConfig, RopeScaling, RopeStyle};
 pub use error::{LlmError, Result};
-pub use model::LlmModel;
-pub use sampling::{SamplingParams, Sampler};
+pub use model::{AttentionBackend, LlmModel, LoadOptions};
+pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::LlmTokenizer;

@@ -21,12 +21,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use super::cache::{KvCache, LayerKv};
 use super::config::{Arch, LlmConfig, RopeStyle};
 use super::error::{LlmError, Result};
-use super::weights::{Embedding, InvarianceProbe, Linear, RawTensor, RmsNorm, TensorSource};
+use super::weights::{Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource};
 use super::{gguf, hf};
 
 /// Hands out a distinct id per loaded model so a cache cannot be fed to another model.
@@ -48,6 +49,12 @@ pub enum AttentionBackend {
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub attention: AttentionBackend,
+    /// CPU only: convert every weight matrix to this type at load time. `None` (the default)
+    /// keeps the file's types. `Some(F32)` dequantizes exactly (more memory, and candle's f32
+    /// kernel gets cheaper per row as chunks grow, which helps verification); `Some(Q8_0)`
+    /// is a near-lossless speed-up for types candle has no SIMD kernel for on x86 (Q4_1,
+    /// Q5_0, Q5_1). Either changes the numbers relative to the file, so say so when reporting.
+    pub requantize: Option<GgmlDType>,
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -201,11 +208,25 @@ impl LlmModel {
             });
         }
         if path.is_dir() {
-            let (config, mut source) = hf::open(path, device)?;
-            Self::build(config, &mut source, Naming::Hf, device, host_attention)
+            let (config, mut source) = hf::open(path)?;
+            Self::build(
+                config,
+                &mut source,
+                Naming::Hf,
+                device,
+                options,
+                host_attention,
+            )
         } else if gguf::is_gguf(path)? {
             let (config, mut source) = gguf::open(path, device)?;
-            Self::build(config, &mut source, Naming::Gguf, device, host_attention)
+            Self::build(
+                config,
+                &mut source,
+                Naming::Gguf,
+                device,
+                options,
+                host_attention,
+            )
         } else {
             Err(LlmError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -218,38 +239,46 @@ impl LlmModel {
         src: &mut dyn TensorSource,
         naming: Naming,
         device: &Device,
+        options: &LoadOptions,
         host_attention: bool,
     ) -> Result<Self> {
+        if options.requantize.is_some() && !device.is_cpu() {
+            return Err(LlmError::Unsupported(
+                "requantizing weights at load time is implemented for the CPU only".into(),
+            ));
+        }
         config.check().map_err(|reason| LlmError::InvalidFile {
             what: "model configuration in",
             path: src.path().to_path_buf(),
             reason,
         })?;
         let c = &config;
-        let mut probe = InvarianceProbe::default();
+        let mut factory = LinearFactory::new(device, options.requantize);
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.n_kv_heads * c.head_dim;
 
-        let embed_raw = src.take_shaped(&naming.name(Part::Embed, 0), &[c.vocab_size, c.hidden_size])?;
+        let embed_raw =
+            src.take_shaped(&naming.name(Part::Embed, 0), &[c.vocab_size, c.hidden_size])?;
         // GGUF drops `output.weight` when the head is tied; HF says so in config.json.
         let output_name = naming.name(Part::Output, 0);
         let tied = c.tie_word_embeddings || !src.contains(&output_name);
         let (embed, lm_head) = if device.is_cpu() {
-            let qt = std::sync::Arc::new(cpu_qtensor(embed_raw)?);
+            // A tied table is stored once and serves both lookups and the output head.
+            let qt = factory.cpu_qtensor(embed_raw)?;
             let lm_head = if tied {
-                Linear::from_cpu_qtensor(qt.clone(), None, &mut probe)?
+                factory.shared(qt.clone(), None)?
             } else {
                 let raw = src.take_shaped(&output_name, &[c.vocab_size, c.hidden_size])?;
-                Linear::new(raw, None, device, &mut probe)?
+                factory.linear(raw, None)?
             };
             (Embedding::Quantized(qt), lm_head)
         } else {
             let table = embed_raw.to_f32(device)?;
             let lm_head = if tied {
-                Linear::new(RawTensor::Dense(table.clone()), None, device, &mut probe)?
+                factory.linear(RawTensor::Dense(table.clone()), None)?
             } else {
                 let raw = src.take_shaped(&output_name, &[c.vocab_size, c.hidden_size])?;
-                Linear::new(raw, None, device, &mut probe)?
+                factory.linear(raw, None)?
             };
             (Embedding::Dense(table), lm_head)
         };
@@ -257,7 +286,8 @@ impl LlmModel {
         let mut blocks = Vec::with_capacity(c.n_layers);
         for i in 0..c.n_layers {
             let mut vector = |part: Part, len: usize| -> Result<Tensor> {
-                src.take_shaped(&naming.name(part, i), &[len])?.to_f32(device)
+                src.take_shaped(&naming.name(part, i), &[len])?
+                    .to_f32(device)
             };
             let attn_norm = RmsNorm::new(vector(Part::AttnNorm, c.hidden_size)?, c.rms_norm_eps);
             let ffn_norm = RmsNorm::new(vector(Part::FfnNorm, c.hidden_size)?, c.rms_norm_eps);
@@ -272,7 +302,7 @@ impl LlmModel {
             };
             let mut linear = |part: Part, out: usize, inp: usize, bias: Option<Tensor>| {
                 let raw = src.take_shaped(&naming.name(part, i), &[out, inp])?;
-                Linear::new(raw, bias, device, &mut probe)
+                factory.linear(raw, bias)
             };
             blocks.push(Block {
                 attn_norm,
@@ -307,7 +337,10 @@ impl LlmModel {
         let num_parameters = blocks
             .iter()
             .map(|b| {
-                b.linears().iter().map(|l| l.num_parameters()).sum::<usize>()
+                b.linears()
+                    .iter()
+                    .map(|l| l.num_parameters())
+                    .sum::<usize>()
                     + b.attn_norm.num_parameters()
                     + b.ffn_norm.num_parameters()
             })
@@ -441,7 +474,10 @@ impl LlmModel {
             x = (x + block.down.forward(&act)?)?;
         }
         let x = self.norm.forward(&x)?;
-        self.lm_head.forward(&x)?.to_dtype(DType::F32).map_err(Into::into)
+        self.lm_head
+            .forward(&x)?
+            .to_dtype(DType::F32)
+            .map_err(Into::into)
     }
 
     /// cos/sin of every (new position, frequency) pair, `[n][head_dim / 2]` row-major.
@@ -521,7 +557,10 @@ impl LlmModel {
         };
         let q = rope(q, heads)?;
         let k = rope(k, kv_heads)?;
-        let v = v.reshape((1, n, kv_heads, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v
+            .reshape((1, n, kv_heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let k = match k_cache.as_ref() {
             Some(prev) => Tensor::cat(&[prev, &k], 2)?,
             None => k,
@@ -538,8 +577,7 @@ impl LlmModel {
             if rep == 1 {
                 return Ok(x);
             }
-            Ok(x
-                .unsqueeze(2)?
+            Ok(x.unsqueeze(2)?
                 .expand((1, kv_heads, rep, total, hd))?
                 .reshape((1, heads, total, hd))?)
         };
@@ -548,7 +586,13 @@ impl LlmModel {
         let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
         let mask: Vec<f32> = (0..n)
             .flat_map(|i| {
-                (0..total).map(move |j| if j > start + i { f32::NEG_INFINITY } else { 0.0 })
+                (0..total).map(move |j| {
+                    if j > start + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
             })
             .collect();
         let mask = Tensor::from_vec(mask, (n, total), &self.device)?;
@@ -577,20 +621,14 @@ impl LlmModel {
     }
 }
 
-/// `cpu_qtensor` for the embedding: the batch-invariant CPU representation (see weights.rs).
-fn cpu_qtensor(raw: RawTensor) -> Result<candle_core::quantized::QTensor> {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    match raw {
-        RawTensor::Quant(q) if !matches!(q.dtype(), GgmlDType::F16 | GgmlDType::BF16) => Ok(q),
-        other => Ok(QTensor::quantize(&other.to_f32(&Device::Cpu)?, GgmlDType::F32)?),
-    }
-}
-
 /// Rotates `x` (`[n][heads][hd]` row-major) in place: row `i` gets angle row `i` of cos/sin.
 fn apply_rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = hd / 2;
     for (i, row) in x.chunks_exact_mut(heads * hd).enumerate() {
-        let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
+        let (c, s) = (
+            &cos[i * half..(i + 1) * half],
+            &sin[i * half..(i + 1) * half],
+        );
         for head in row.chunks_exact_mut(hd) {
             for f in 0..half {
                 let (a, b) = match style {

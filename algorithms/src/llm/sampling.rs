@@ -89,7 +89,9 @@ pub fn argmax(logits: &[f32]) -> Result<u32> {
 pub fn probs(logits: &[f32], params: &SamplingParams) -> Result<Vec<f32>> {
     params.validate()?;
     if logits.is_empty() {
-        return Err(LlmError::Sampling("cannot build a distribution over 0 tokens".into()));
+        return Err(LlmError::Sampling(
+            "cannot build a distribution over 0 tokens".into(),
+        ));
     }
     if params.is_greedy() {
         let mut p = vec![0f32; logits.len()];
@@ -157,7 +159,8 @@ fn normalise(p: &mut [f64]) {
 /// Draws an index from `probs` (non-negative, summing to about 1) with one uniform draw.
 pub fn sample(probs: &[f32], rng: &mut ChaCha8Rng) -> Result<u32> {
     let total: f64 = probs.iter().map(|&x| f64::from(x)).sum();
-    if probs.iter().any(|x| !(x.is_finite() && *x >= 0.0)) || !(total > 0.0) {
+    let valid = probs.iter().all(|x| x.is_finite() && *x >= 0.0);
+    if !valid || total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err(LlmError::Sampling(
             "probabilities must be finite, non-negative and not all zero".into(),
         ));
@@ -266,7 +269,10 @@ mod tests {
 
     #[test]
     fn greedy_is_one_hot() -> Result<()> {
-        assert_eq!(probs(&[0.5, 2.0, 2.0], &params(0.0, 0, 1.0))?, vec![0.0, 1.0, 0.0]);
+        assert_eq!(
+            probs(&[0.5, 2.0, 2.0], &params(0.0, 0, 1.0))?,
+            vec![0.0, 1.0, 0.0]
+        );
         Ok(())
     }
 
@@ -274,7 +280,10 @@ mod tests {
     fn temperature_scales_logits() -> Result<()> {
         let ln2 = std::f32::consts::LN_2;
         // logits [0, ln 2] → softmax [1/3, 2/3]; at T = 0.5 → [1/5, 4/5].
-        close(&probs(&[0.0, ln2], &params(1.0, 0, 1.0))?, &[1.0 / 3.0, 2.0 / 3.0]);
+        close(
+            &probs(&[0.0, ln2], &params(1.0, 0, 1.0))?,
+            &[1.0 / 3.0, 2.0 / 3.0],
+        );
         close(&probs(&[0.0, ln2], &params(0.5, 0, 1.0))?, &[0.2, 0.8]);
         Ok(())
     }
@@ -283,9 +292,18 @@ mod tests {
     fn top_k_keeps_k_best_with_lowest_id_ties() -> Result<()> {
         // Probabilities proportional to 1, 2, 2, 4 (logits ln of those).
         let logits: Vec<f32> = [1.0f32, 2.0, 2.0, 4.0].iter().map(|x| x.ln()).collect();
-        close(&probs(&logits, &params(1.0, 2, 1.0))?, &[0.0, 1.0 / 3.0, 0.0, 2.0 / 3.0]);
-        close(&probs(&logits, &params(1.0, 1, 1.0))?, &[0.0, 0.0, 0.0, 1.0]);
-        close(&probs(&logits, &params(1.0, 0, 1.0))?, &[1.0 / 9.0, 2.0 / 9.0, 2.0 / 9.0, 4.0 / 9.0]);
+        close(
+            &probs(&logits, &params(1.0, 2, 1.0))?,
+            &[0.0, 1.0 / 3.0, 0.0, 2.0 / 3.0],
+        );
+        close(
+            &probs(&logits, &params(1.0, 1, 1.0))?,
+            &[0.0, 0.0, 0.0, 1.0],
+        );
+        close(
+            &probs(&logits, &params(1.0, 0, 1.0))?,
+            &[1.0 / 9.0, 2.0 / 9.0, 2.0 / 9.0, 4.0 / 9.0],
+        );
         Ok(())
     }
 
@@ -293,11 +311,20 @@ mod tests {
     fn top_p_keeps_smallest_prefix_reaching_mass() -> Result<()> {
         let logits: Vec<f32> = [0.1f32, 0.2, 0.3, 0.4].iter().map(|x| x.ln()).collect();
         // 0.4 < 0.5 → also 0.3: mass 0.7.
-        close(&probs(&logits, &params(1.0, 0, 0.5))?, &[0.0, 0.0, 3.0 / 7.0, 4.0 / 7.0]);
+        close(
+            &probs(&logits, &params(1.0, 0, 0.5))?,
+            &[0.0, 0.0, 3.0 / 7.0, 4.0 / 7.0],
+        );
         // 0.4 alone reaches 0.4.
-        close(&probs(&logits, &params(1.0, 0, 0.4))?, &[0.0, 0.0, 0.0, 1.0]);
+        close(
+            &probs(&logits, &params(1.0, 0, 0.4))?,
+            &[0.0, 0.0, 0.0, 1.0],
+        );
         // top-k 3 first (0.2, 0.3, 0.4 → 2/9, 3/9, 4/9), then top-p 0.7 on that: 4/9 + 3/9 ≥ 0.7.
-        close(&probs(&logits, &params(1.0, 3, 0.7))?, &[0.0, 0.0, 3.0 / 7.0, 4.0 / 7.0]);
+        close(
+            &probs(&logits, &params(1.0, 3, 0.7))?,
+            &[0.0, 0.0, 3.0 / 7.0, 4.0 / 7.0],
+        );
         Ok(())
     }
 
@@ -338,7 +365,10 @@ mod tests {
 
     #[test]
     fn residual_is_normalised_positive_part() -> Result<()> {
-        close(&residual(&[0.5, 0.3, 0.2], &[0.2, 0.5, 0.3])?, &[1.0, 0.0, 0.0]);
+        close(
+            &residual(&[0.5, 0.3, 0.2], &[0.2, 0.5, 0.3])?,
+            &[1.0, 0.0, 0.0],
+        );
         close(&residual(&[0.5, 0.5], &[0.5, 0.5])?, &[0.5, 0.5]);
         assert!(residual(&[1.0], &[0.5, 0.5]).is_err());
         Ok(())

@@ -138,7 +138,10 @@ impl LlmTokenizer {
         let unk = md.opt_u32("tokenizer.ggml.unknown_token_id")?;
         let (mut inner, default_add_bos) = match model {
             "gpt2" => (build_byte_level_bpe(md, &tokens)?, false),
-            "llama" => (build_sentencepiece_bpe(md, &tokens, types.as_deref(), unk)?, true),
+            "llama" => (
+                build_sentencepiece_bpe(md, &tokens, types.as_deref(), unk)?,
+                true,
+            ),
             other => {
                 return Err(tok_err(format!(
                     "{}: tokenizer model `{other}` is not supported (supported: gpt2, llama)",
@@ -180,7 +183,9 @@ impl LlmTokenizer {
             add_bos: md
                 .opt_bool("tokenizer.ggml.add_bos_token")?
                 .unwrap_or(default_add_bos),
-            add_eos: md.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+            add_eos: md
+                .opt_bool("tokenizer.ggml.add_eos_token")?
+                .unwrap_or(false),
         })
     }
 
@@ -319,9 +324,12 @@ fn build_sentencepiece_bpe(
     types: Option<&[i64]>,
     unk: Option<u32>,
 ) -> Result<Tokenizer> {
-    let scores = md
-        .opt_f32s("tokenizer.ggml.scores")?
-        .ok_or_else(|| tok_err(format!("{}: tokenizer.ggml.scores is missing", md.path.display())))?;
+    let scores = md.opt_f32s("tokenizer.ggml.scores")?.ok_or_else(|| {
+        tok_err(format!(
+            "{}: tokenizer.ggml.scores is missing",
+            md.path.display()
+        ))
+    })?;
     if scores.len() != tokens.len() {
         return Err(tok_err(format!(
             "{}: tokenizer.ggml.scores has {} entries for {} tokens",
@@ -418,7 +426,11 @@ fn special_ids_from_configs(dir: &Path, tok: &Tokenizer) -> Result<(Option<u32>,
             let id = |key: &str| {
                 cfg.get(key).and_then(|v| {
                     v.as_u64()
-                        .or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64()))
+                        .or_else(|| {
+                            v.as_array()
+                                .and_then(|a| a.first())
+                                .and_then(|x| x.as_u64())
+                        })
                         .and_then(|x| u32::try_from(x).ok())
                 })
             };

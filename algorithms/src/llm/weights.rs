@@ -8,9 +8,10 @@
 //! depend on the batch it came in. Storing float weights as an F32 `QTensor` routes them through
 //! those kernels, which makes prefill/verify chunks and single-token decode produce
 //! bit-identical logits. Some quantized kernels (x86/ARM repacked tiles) switch code paths
-//! with the row count; [`InvarianceProbe`] detects those once per weight shape at load time and
+//! with the row count; [`LinearFactory`] detects those once per weight shape at load time and
 //! the affected layers then run small chunks one row at a time.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,12 +81,10 @@ pub(crate) trait TensorSource {
 
     /// Takes a tensor that must exist and have the given shape.
     fn take_shaped(&mut self, name: &str, expected: &[usize]) -> Result<RawTensor> {
-        let raw = self
-            .take(name)?
-            .ok_or_else(|| LlmError::MissingTensor {
-                path: self.path().to_path_buf(),
-                name: name.to_string(),
-            })?;
+        let raw = self.take(name)?.ok_or_else(|| LlmError::MissingTensor {
+            path: self.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
         let actual = raw.dims();
         if actual != expected {
             return Err(LlmError::TensorShape {
@@ -99,13 +98,86 @@ pub(crate) trait TensorSource {
     }
 }
 
-/// Remembers, per `(dtype, out, in)`, whether the CPU kernel is batch invariant.
-#[derive(Default)]
-pub(crate) struct InvarianceProbe {
+/// Builds linear layers for one device, remembering per `(dtype, out, in)` whether the CPU
+/// kernel is batch invariant, and optionally converting weights to another type.
+pub(crate) struct LinearFactory {
+    device: Device,
+    requantize: Option<GgmlDType>,
     known: HashMap<(GgmlDType, usize, usize), bool>,
 }
 
-impl InvarianceProbe {
+impl LinearFactory {
+    pub(crate) fn new(device: &Device, requantize: Option<GgmlDType>) -> Self {
+        Self {
+            device: device.clone(),
+            requantize,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The CPU representation of a weight matrix (see the module docs), requantized when asked.
+    pub(crate) fn cpu_qtensor(&self, raw: RawTensor) -> Result<Arc<QTensor>> {
+        let qt = raw.into_cpu_qtensor()?;
+        match self.requantize {
+            Some(dtype) if dtype != qt.dtype() => {
+                let (_, k) = qt.shape().dims2()?;
+                if !k.is_multiple_of(dtype.block_size()) {
+                    return Err(LlmError::Unsupported(format!(
+                        "cannot requantize a weight with rows of {k} values to {dtype:?} \
+                         (block size {})",
+                        dtype.block_size()
+                    )));
+                }
+                let dense = qt.dequantize(&Device::Cpu)?;
+                Ok(Arc::new(QTensor::quantize(&dense, dtype)?))
+            }
+            _ => Ok(Arc::new(qt)),
+        }
+    }
+
+    /// Builds a linear layer. On CPU every weight becomes a `QTensor` (see the module docs);
+    /// elsewhere float weights are dequantized to dense f32 tensors.
+    pub(crate) fn linear(&mut self, raw: RawTensor, bias: Option<Tensor>) -> Result<Linear> {
+        if self.device.is_cpu() {
+            let qt = self.cpu_qtensor(raw)?;
+            return self.shared(qt, bias);
+        }
+        let dims = raw.dims();
+        let bias_len = bias.as_ref().map_or(0, |b| b.elem_count());
+        let weight = match raw {
+            RawTensor::Quant(q) => QMatMul::from_qtensor(q)?,
+            RawTensor::Dense(t) => {
+                QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(&self.device)?)
+            }
+        };
+        let bytes = match &weight {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            split_rows: false,
+            bytes: bytes + bias_len * 4,
+            params: dims.iter().product::<usize>() + bias_len,
+        })
+    }
+
+    /// A CPU linear layer over an existing `QTensor` (shared with a tied embedding).
+    pub(crate) fn shared(&mut self, qt: Arc<QTensor>, bias: Option<Tensor>) -> Result<Linear> {
+        let bias_len = bias.as_ref().map_or(0, |b| b.elem_count());
+        let split_rows = self.needs_row_split(&qt)?;
+        Ok(Linear {
+            params: qt.shape().elem_count() + bias_len,
+            bytes: qt.storage_size_in_bytes() + bias_len * 4,
+            weight: QMatMul::QTensor(qt),
+            bias,
+            split_rows,
+        })
+    }
+
     /// Whether multiplying several rows at once gives other bits than one row at a time.
     fn needs_row_split(&mut self, qt: &Arc<QTensor>) -> Result<bool> {
         let (n, k) = qt.shape().dims2()?;
@@ -114,7 +186,7 @@ impl InvarianceProbe {
             return Ok(split);
         }
         let mm = QMatMul::QTensor(qt.clone());
-        let rows = MAX_INVARIANT_ROWS;
+        let rows = PROBE_ROWS[PROBE_ROWS.len() - 1];
         // Deterministic pseudo-random activations in [-1, 1) (xorshift; no RNG dependency).
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let data: Vec<f32> = (0..rows * k)
@@ -126,14 +198,26 @@ impl InvarianceProbe {
             })
             .collect();
         let lhs = Tensor::from_vec(data, (rows, k), &Device::Cpu)?;
-        let singles = (0..rows)
-            .map(|r| Ok(mm.forward(&lhs.narrow(0, r, 1)?)?.flatten_all()?.to_vec1::<f32>()?))
-            .collect::<Result<Vec<_>>>()?;
+        // Compare the first and last row of each chunk with the same row multiplied alone:
+        // a kernel switch changes every row, a tail handled differently changes the last one.
+        let mut singles: HashMap<usize, Vec<f32>> = HashMap::new();
         let mut split = false;
         'probe: for m in PROBE_ROWS {
             let batched = mm.forward(&lhs.narrow(0, 0, m)?)?.to_vec2::<f32>()?;
-            for (row, single) in batched.iter().zip(&singles) {
-                if row.iter().zip(single).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            for r in [0, m - 1] {
+                let single = match singles.entry(r) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(
+                        mm.forward(&lhs.narrow(0, r, 1)?)?
+                            .flatten_all()?
+                            .to_vec1::<f32>()?,
+                    ),
+                };
+                if batched[r]
+                    .iter()
+                    .zip(single)
+                    .any(|(a, b)| a.to_bits() != b.to_bits())
+                {
                     split = true;
                     break 'probe;
                 }
@@ -155,57 +239,6 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
-    /// Builds a linear layer on `device`. On CPU every weight becomes a `QTensor` (see the
-    /// module docs); elsewhere float weights are dequantized to dense f32 tensors.
-    pub(crate) fn new(
-        raw: RawTensor,
-        bias: Option<Tensor>,
-        device: &Device,
-        probe: &mut InvarianceProbe,
-    ) -> Result<Self> {
-        let dims = raw.dims();
-        let params = dims.iter().product::<usize>() + bias.as_ref().map_or(0, |b| b.elem_count());
-        let bias_bytes = bias.as_ref().map_or(0, |b| b.elem_count() * 4);
-        if device.is_cpu() {
-            let qt = Arc::new(raw.into_cpu_qtensor()?);
-            Self::from_cpu_qtensor(qt, bias, probe)
-        } else {
-            let weight = match raw {
-                RawTensor::Quant(q) => QMatMul::from_qtensor(q)?,
-                RawTensor::Dense(t) => QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(device)?),
-            };
-            let bytes = match &weight {
-                QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
-            } + bias_bytes;
-            Ok(Self {
-                weight,
-                bias,
-                split_rows: false,
-                bytes,
-                params,
-            })
-        }
-    }
-
-    /// A CPU linear layer over an existing `QTensor` (shared with a tied embedding).
-    pub(crate) fn from_cpu_qtensor(
-        qt: Arc<QTensor>,
-        bias: Option<Tensor>,
-        probe: &mut InvarianceProbe,
-    ) -> Result<Self> {
-        let params = qt.shape().elem_count() + bias.as_ref().map_or(0, |b| b.elem_count());
-        let bytes = qt.storage_size_in_bytes() + bias.as_ref().map_or(0, |b| b.elem_count() * 4);
-        let split_rows = probe.needs_row_split(&qt)?;
-        Ok(Self {
-            weight: QMatMul::QTensor(qt),
-            bias,
-            split_rows,
-            bytes,
-            params,
-        })
-    }
-
     /// `x`: `[n, in]` → `[n, out]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
@@ -303,7 +336,9 @@ mod tests {
         let mut s = seed | 1;
         let v: Vec<f32> = (0..rows * cols)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect();
@@ -331,10 +366,10 @@ mod tests {
         ];
         let w = random(64, 512, 7)?;
         let x = random(9, 512, 11)?;
-        let mut probe = InvarianceProbe::default();
+        let mut factory = LinearFactory::new(&Device::Cpu, None);
         for dtype in types {
             let q = QTensor::quantize(&w, dtype)?;
-            let lin = Linear::new(RawTensor::Quant(q), None, &Device::Cpu, &mut probe)?;
+            let lin = factory.linear(RawTensor::Quant(q), None)?;
             let all = lin.forward(&x)?.to_vec2::<f32>()?;
             for (i, row) in all.iter().enumerate() {
                 let one = lin.forward(&x.narrow(0, i, 1)?)?.to_vec2::<f32>()?;

@@ -298,11 +298,11 @@ fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {
         }
         ListWhat::Metrics => {
             if as_json {
-                let v: Vec<_> = metrics::METRICS.iter().map(|m| json!({"id": m.id, "aliases": m.aliases, "unit": m.unit, "higher_is_better": m.higher_is_better, "records": m.kinds, "help": m.help})).collect();
+                let v: Vec<_> = metrics::all().map(|m| json!({"id": m.id, "aliases": m.aliases, "unit": m.unit, "higher_is_better": m.higher_is_better, "records": m.kinds, "help": m.help})).collect();
                 out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             } else {
                 let mut s = String::new();
-                for m in metrics::METRICS {
+                for m in metrics::all() {
                     s.push_str(&format!("{:<16} {:<10} {:<6} {}  (aliases: {})\n", bold(m.id), if m.unit.is_empty() { "-" } else { m.unit }, if m.higher_is_better { "higher" } else { "lower" }, m.help, m.aliases.join(", ")));
                 }
                 out(&s)?;

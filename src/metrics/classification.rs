@@ -1,24 +1,9 @@
-//! Metrics: one table of definitions (id, Ianvs aliases, unit, direction, which records they
-//! read) and the functions that compute them from a case's typed records.
-//!
-//! Definitions follow the references named in DESIGN §5: accuracy and macro F1 agree with
-//! scikit-learn (`accuracy_score`, `f1_score(average="macro")` with `zero_division=0`);
-//! percentiles interpolate linearly between order statistics like numpy's default.
+//! Metrics of classification records (single-task learning): accuracy, macro F1, latency.
 
 use anyhow::{bail, Result};
 use ianvs_paradigms::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
 
-pub struct MetricDef {
-    /// kebab-case id used in YAML, leaderboards and JSON.
-    pub id: &'static str,
-    /// Other accepted spellings (Ianvs display names, snake_case).
-    pub aliases: &'static [&'static str],
-    pub unit: &'static str,
-    pub higher_is_better: bool,
-    pub kinds: &'static [RecordKind],
-    pub help: &'static str,
-    pub compute: fn(&CaseOutput) -> Result<f64>,
-}
+use super::{mean, measurement, percentile, MetricDef};
 
 const CLS: &[RecordKind] = &[RecordKind::Classification];
 
@@ -36,30 +21,11 @@ pub static METRICS: &[MetricDef] = &[
     MetricDef { id: "num-parameters", aliases: &["num_parameters", "parameters"], unit: "", higher_is_better: false, kinds: CLS, help: "trainable parameters of the model", compute: |o| measurement(o, "num_parameters") },
 ];
 
-/// Looks a metric up by id or alias (case-insensitive, `_`/`-`/space-insensitive).
-pub fn canonical(name: &str) -> Option<&'static MetricDef> {
-    let norm = |s: &str| s.to_lowercase().replace(['-', '_', ' '], "");
-    let n = norm(name);
-    METRICS.iter().find(|m| norm(m.id) == n || m.aliases.iter().any(|a| norm(a) == n))
-}
-
-pub fn all_ids() -> Vec<&'static str> {
-    METRICS.iter().map(|m| m.id).collect()
-}
-
-pub fn ids_for(kind: RecordKind) -> Vec<&'static str> {
-    METRICS.iter().filter(|m| m.kinds.contains(&kind)).map(|m| m.id).collect()
-}
-
 fn cls(o: &CaseOutput) -> Result<&[ClassificationRecord]> {
     match &o.records {
         Records::Classification(r) if !r.is_empty() => Ok(r),
         Records::Classification(_) => bail!("no test samples were evaluated"),
     }
-}
-
-fn measurement(o: &CaseOutput, key: &str) -> Result<f64> {
-    o.measurements.get(key).copied().ok_or_else(|| anyhow::anyhow!("the paradigm did not measure `{key}`"))
 }
 
 fn latencies_ms(o: &CaseOutput) -> Result<Vec<f64>> {
@@ -101,26 +67,6 @@ pub fn macro_f1(labels: &[u32], preds: &[u32]) -> f64 {
     f1s.sum::<f64>() / classes.len() as f64
 }
 
-pub fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-/// Percentile `q` (0–100) with linear interpolation between order statistics (numpy default).
-pub fn percentile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let pos = q / 100.0 * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
-}
-
-/// Computes every requested metric; a metric that fails yields its error.
-pub fn compute_all(defs: &[&'static MetricDef], out: &CaseOutput) -> Vec<(&'static str, Result<f64>)> {
-    defs.iter().map(|m| (m.id, (m.compute)(out))).collect()
-}
 
 #[cfg(test)]
 mod tests {
@@ -142,18 +88,4 @@ mod tests {
         assert!((macro_f1_of(&r) - (2.0 / 3.0 + 0.0) / 2.0).abs() < 1e-12);
     }
 
-    #[test]
-    fn percentiles_interpolate_like_numpy() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&v, 50.0), 2.5);
-        assert!((percentile(&v, 95.0) - 3.85).abs() < 1e-12);
-        assert_eq!(percentile(&[7.0], 95.0), 7.0);
-    }
-
-    #[test]
-    fn aliases_resolve() {
-        assert_eq!(canonical("f1_score").unwrap().id, "macro-f1");
-        assert_eq!(canonical("Accuracy").unwrap().id, "accuracy");
-        assert!(canonical("nope").is_none());
-    }
 }

@@ -60,6 +60,8 @@ fn bench(c: &mut Criterion) {
             metrics: [("accuracy".to_string(), serde_json::json!((i * 7919 % 1000) as f64 / 1000.0)), ("latency-mean".to_string(), serde_json::json!(0.1 + (i % 13) as f64))].into_iter().collect(),
             metric_errors: BTreeMap::new(),
             measurements: BTreeMap::new(),
+            intervals: BTreeMap::new(),
+            runs: BTreeMap::new(),
             modules: c.spec.modules.clone(),
             grid: c.grid_values.iter().cloned().collect(),
             started_at: "2026-01-01T00:00:00+00:00".into(),

@@ -13,9 +13,11 @@ use ianvs_paradigms::registry::Registry;
 use ianvs_paradigms::Paradigm;
 use serde_json::json;
 
+use crate::compare;
 use crate::config::{self, Overrides};
 use crate::controller::{self, RunOptions};
 use crate::metrics;
+use crate::report;
 use crate::story::{self, JobMeta};
 
 pub const EXIT_FAILED_CASE: u8 = 1;
@@ -25,7 +27,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 static PARADIGMS: LazyLock<Vec<Box<dyn Paradigm>>> = LazyLock::new(ianvs_paradigms::paradigms);
 
 #[derive(Parser)]
-#[command(name = "ianvs", version, about = "Benchmark cloud-edge collaborative AI: single-task learning, joint inference, speculative decoding, lifelong learning", long_about = None, after_help = "Examples:\n  ianvs run -f testenvs/mnist-single-task/benchmark.yaml\n  ianvs run -f benchmark.yaml --dry-run\n  ianvs validate -f benchmark.yaml\n  ianvs list modules\n  ianvs leaderboard workspace/mnist-single-task")]
+#[command(name = "ianvs", version, about = "Benchmark cloud-edge collaborative AI: single-task learning, joint inference, speculative decoding, lifelong learning", long_about = None, after_help = "Examples:\n  ianvs run -f testenvs/mnist-single-task/benchmark.yaml\n  ianvs run -f benchmark.yaml --dry-run\n  ianvs validate -f benchmark.yaml\n  ianvs list modules\n  ianvs leaderboard workspace/mnist-single-task\n  ianvs report workspace/mnist-single-task\n  ianvs compare baseline/leaderboard.json workspace/mnist-single-task --junit junit.xml")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,8 +61,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a job's report: `report.html` (self-contained), `report.md` and `plots/`.
+    Report {
+        /// The job folder, e.g. `workspace/mnist-single-task`.
+        dir: PathBuf,
+    },
+    /// Regression gate: compare two leaderboards case by case; exit 1 on a regression.
+    #[command(after_help = "BASELINE and CURRENT are each a job folder or a leaderboard.json (also the JSON `ianvs run --json` prints).\nCases match by algorithm and hyperparameters. A metric regresses when it is worse than its tolerance\nand outside the 95 % confidence interval. Exit codes: 0 no regression, 1 regression, 2 bad input.")]
+    Compare(CompareArgs),
+    /// Train a small Llama-architecture LM (and its BPE tokenizer) on a text corpus; export it
+    /// as a Hugging Face folder (how the speculative-decoding draft/verifier pair is made).
+    TrainLm(crate::train_lm::TrainLmArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// The reference: a job folder or a leaderboard.json.
+    baseline: PathBuf,
+    /// The results to check: a job folder or a leaderboard.json.
+    current: PathBuf,
+    /// Per-metric tolerances (YAML: `default:` and `metrics: {id: {absolute|relative|direction|ignore}}`); default: 5 % relative.
+    #[arg(short, long, value_name = "FILE")]
+    tolerance: Option<PathBuf>,
+    /// Write JUnit XML (one test case per case × metric) to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Append the Markdown summary to FILE (e.g. "$GITHUB_STEP_SUMMARY").
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+    /// Cases of the baseline missing from the current results fail the gate too.
+    #[arg(long)]
+    fail_on_missing: bool,
+    /// Print the comparison as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -89,6 +125,17 @@ struct RunArgs {
     /// Print the final leaderboard (or, with --dry-run, the cases) as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Run every case N times (overrides the algorithms' `repeat`): metrics are the mean over
+    /// runs, intervals cover every run, leaderboards gain `<metric>-std` columns.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: Option<u32>,
+    /// After the run, gate it against this baseline (job folder or leaderboard.json): exit 1 on
+    /// a regression; the summary and JUnit XML go to `<job>/compare/`.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Tolerances for --baseline (see `ianvs compare --help`).
+    #[arg(long, value_name = "FILE", requires = "baseline")]
+    tolerance: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -138,6 +185,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 }
             };
             let cases = controller::plan(&job);
+            if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
+                eprintln!("{d}");
+                return Ok(EXIT_CONFIG);
+            }
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&cases_json(&job, &cases))?))?;
             } else {
@@ -167,6 +218,17 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Report { dir } => {
+            if !dir.join("job.json").is_file() {
+                eprintln!("error: {} is not a job folder: it has no job.json (give `<workspace>/<job name>`)", dir.display());
+                return Ok(EXIT_CONFIG);
+            }
+            let w = report::write(&dir)?;
+            out(&format!("report written: {} and {} ({} chart(s) in {})\n", w.html.display(), w.markdown.display(), w.charts, dir.join("plots").display()))?;
+            Ok(0)
+        }
+        Command::Compare(args) => cmd_compare(args),
+        Command::TrainLm(args) => crate::train_lm::run(args, EXIT_CONFIG, EXIT_INTERRUPTED),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();
@@ -193,14 +255,34 @@ fn cases_json(job: &config::Job, cases: &[controller::PlannedCase]) -> serde_jso
 fn cmd_run(args: RunArgs) -> Result<u8> {
     let reg = registry();
     let ov = Overrides { workspace: args.workspace.clone(), seed: args.seed };
-    let job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
+    let mut job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
         Ok(j) => j,
         Err(d) => {
             eprintln!("{d}");
             return Ok(EXIT_CONFIG);
         }
     };
+    if let Some(n) = args.repeat {
+        for a in job.algorithms.iter_mut() {
+            a.repeat = n;
+        }
+    }
+    // A gate that cannot load its baseline must fail before hours of benchmarking, not after.
+    let gate = match &args.baseline {
+        Some(b) => match load_gate(b, args.tolerance.as_deref()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
     let cases = controller::plan(&job);
+    if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
+        eprintln!("{d}");
+        return Ok(EXIT_CONFIG);
+    }
     if args.dry_run {
         if args.json {
             out(&format!("{}\n", serde_json::to_string_pretty(&cases_json(&job, &cases))?))?;
@@ -229,6 +311,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     let job_dir = controller::job_dir(&job);
     let meta = JobMeta::of(&job);
     story::write_meta(&job_dir, &meta)?;
+    report::RunInfo::of(&job, args.jobs as usize).write(&job_dir)?;
     if !args.quiet {
         eprintln!("running job \"{}\": {} case(s), {} at a time; results in {}", job.name, cases.len(), args.jobs, job_dir.display());
     }
@@ -249,13 +332,73 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
             job_dir.join("rank").display()
         );
     }
+    // The report is a view of results already safe on disk: failing to draw it is a warning.
+    match report::write(&job_dir) {
+        Ok(w) if !args.quiet => eprintln!("report: {} ({} chart(s))", w.html.display(), w.charts),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not write the report: {e:#}"),
+    }
+    let mut regressed = false;
+    if let Some((baseline, tolerances)) = gate {
+        let current = compare::Board::load(&job_dir)?;
+        let cmp = compare::compare(baseline, current, tolerances, false)?;
+        let dir = job_dir.join("compare");
+        let summary_file = dir.join("summary.md");
+        let _ = std::fs::remove_file(&summary_file);
+        compare::write_outputs(&cmp, Some(&summary_file), Some(&dir.join("junit.xml")))?;
+        let md = compare::to_markdown(&cmp);
+        if args.json || args.quiet {
+            eprint!("{}", if args.quiet { String::new() } else { md });
+        } else {
+            out(&format!("\n{md}"))?;
+        }
+        if cmp.failed() {
+            eprintln!("regression gate failed: {} regression(s) against {}; details in {}", cmp.regressions(), cmp.baseline.source, summary_file.display());
+            regressed = true;
+        }
+    }
     Ok(if summary.cancelled {
         EXIT_INTERRUPTED
-    } else if summary.failed > 0 {
+    } else if summary.failed > 0 || regressed {
         EXIT_FAILED_CASE
     } else {
         0
     })
+}
+
+fn load_gate(baseline: &std::path::Path, tolerance: Option<&std::path::Path>) -> Result<(compare::Board, compare::Tolerances)> {
+    let b = compare::Board::load(baseline).context("loading the baseline")?;
+    let t = match tolerance {
+        Some(f) => compare::Tolerances::load(f)?,
+        None => compare::Tolerances::default(),
+    };
+    Ok((b, t))
+}
+
+fn cmd_compare(args: CompareArgs) -> Result<u8> {
+    // Bad input is exit 2, so a CI job can tell "the gate could not run" from "it found a regression".
+    let loaded = load_gate(&args.baseline, args.tolerance.as_deref()).and_then(|(b, t)| Ok((b, compare::Board::load(&args.current).context("loading the current results")?, t)));
+    let (baseline, current, tolerances) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    let cmp = match compare::compare(baseline, current, tolerances, args.fail_on_missing) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(EXIT_CONFIG);
+        }
+    };
+    compare::write_outputs(&cmp, args.summary.as_deref(), args.junit.as_deref())?;
+    if args.json {
+        out(&format!("{}\n", serde_json::to_string_pretty(&cmp)?))?;
+    } else {
+        out(&compare::to_markdown(&cmp))?;
+    }
+    Ok(if cmp.failed() { EXIT_FAILED_CASE } else { 0 })
 }
 
 fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {

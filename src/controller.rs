@@ -54,6 +54,13 @@ pub struct CaseResult {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metric_errors: BTreeMap<String, String>,
     pub measurements: BTreeMap<String, f64>,
+    /// Metric id → 95 % confidence interval over the test samples (with `repeat`, the envelope
+    /// of every run's interval). Absent for metrics that do not depend on the samples.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intervals: BTreeMap<String, metrics::Interval>,
+    /// Metric id → its value in each run, when the case ran more than once (`repeat`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runs: BTreeMap<String, Vec<f64>>,
     pub modules: Vec<ResolvedModule>,
     /// `<module type>-<hyperparameter>` → value, for the hyperparameters on grid axes.
     pub grid: serde_json::Map<String, Value>,
@@ -225,17 +232,30 @@ pub fn run(job: &Job, cases: &[PlannedCase], registry: &Registry, opts: &RunOpti
     Ok(RunSummary { ran: ran.into_inner(), skipped, failed: failed.into_inner(), cancelled: cancel.load(Ordering::Relaxed) })
 }
 
-/// Runs one case and writes its folder. `Ok(None)` when cancelled before it finished.
+/// Runs one case (`repeat` times) and writes its folder. `Ok(None)` when cancelled before it
+/// finished.
 fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache, bar: &ProgressBar, cancel: &AtomicBool) -> Result<Option<CaseResult>> {
     let alg = &job.algorithms[case.algorithm_index];
     let started = chrono::Local::now();
     let t0 = Instant::now();
-    let ctx = CaseContext { data: &job.testenv.data, registry, cache, progress: bar, cancel };
-    // A panic inside a module is a bug, but it must not take the other cases down with it.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alg.paradigm.run(&case.spec, &ctx)))
-        .unwrap_or_else(|p| Err(anyhow::anyhow!("panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())));
-    if cancel.load(Ordering::Relaxed) {
-        return Ok(None);
+    let repeat = alg.repeat.max(1) as usize;
+    let mut outputs: Vec<CaseOutput> = Vec::with_capacity(repeat);
+    let mut error = None;
+    for run in 0..repeat {
+        let ctx = CaseContext { data: &job.testenv.data, registry, cache, progress: bar, cancel };
+        // A panic inside a module is a bug, but it must not take the other cases down with it.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alg.paradigm.run(&case.spec, &ctx)))
+            .unwrap_or_else(|p| Err(anyhow::anyhow!("panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())));
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match outcome {
+            Ok(out) => outputs.push(out),
+            Err(e) => {
+                error = Some(if repeat > 1 { format!("run {} of {repeat}: {e:#}", run + 1) } else { format!("{e:#}") });
+                break;
+            }
+        }
     }
     let wall = t0.elapsed().as_secs_f64();
     let mut result = CaseResult {
@@ -247,6 +267,8 @@ fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache,
         metrics: serde_json::Map::new(),
         metric_errors: BTreeMap::new(),
         measurements: BTreeMap::new(),
+        intervals: BTreeMap::new(),
+        runs: BTreeMap::new(),
         modules: case.spec.modules.clone(),
         grid: case.grid_values.iter().cloned().collect(),
         started_at: started.to_rfc3339(),
@@ -255,42 +277,83 @@ fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache,
         url: alg.file.to_string_lossy().into_owned(),
         ianvs_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let output: Option<CaseOutput> = match outcome {
-        Ok(out) => {
-            for (id, v) in metrics::compute_all(&job.testenv.metrics, &out) {
-                match v {
-                    Ok(x) if x.is_finite() => {
-                        result.metrics.insert(id.to_string(), serde_json::json!(x));
-                    }
-                    Ok(x) => {
-                        result.metrics.insert(id.to_string(), Value::Null);
-                        result.metric_errors.insert(id.to_string(), format!("not a finite number ({x})"));
-                    }
-                    Err(e) => {
-                        result.metrics.insert(id.to_string(), Value::Null);
-                        result.metric_errors.insert(id.to_string(), format!("{e:#}"));
-                    }
-                }
-            }
-            result.measurements = out.measurements.clone();
-            Some(out)
+    if let Some(e) = error {
+        result.status = Status::Failed;
+        result.error = Some(e);
+        for m in &job.testenv.metrics {
+            result.metrics.insert(m.id.to_string(), Value::Null);
         }
-        Err(e) => {
-            result.status = Status::Failed;
-            result.error = Some(format!("{e:#}"));
-            for m in &job.testenv.metrics {
-                result.metrics.insert(m.id.to_string(), Value::Null);
-            }
-            None
-        }
-    };
-    persist(job, case, &result, output.as_ref())?;
+        persist(job, case, &result, &[])?;
+        return Ok(Some(result));
+    }
+    score(&mut result, &job.testenv.metrics, &outputs);
+    persist(job, case, &result, &outputs)?;
     Ok(Some(result))
+}
+
+/// Fills in a finished case's metrics, intervals and measurements from the outputs of its runs:
+/// each metric is the mean over runs, its interval the envelope of the runs' intervals.
+fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs: &[CaseOutput]) {
+    let repeat = outputs.len();
+    let per_run: Vec<Vec<(&'static str, Result<f64>)>> = outputs.iter().map(|o| metrics::compute_all(defs, o)).collect();
+    let mut values: Vec<Vec<(&'static str, f64)>> = vec![Vec::new(); repeat];
+    for (mi, m) in defs.iter().enumerate() {
+        let mut xs = Vec::with_capacity(repeat);
+        let mut why = None;
+        for (run, r) in per_run.iter().enumerate() {
+            let prefix = if repeat > 1 { format!("run {} of {repeat}: ", run + 1) } else { String::new() };
+            match &r[mi].1 {
+                Ok(x) if x.is_finite() => xs.push(*x),
+                Ok(x) => why = why.or(Some(format!("{prefix}not a finite number ({x})"))),
+                Err(e) => why = why.or(Some(format!("{prefix}{e:#}"))),
+            }
+        }
+        if let Some(why) = why {
+            result.metrics.insert(m.id.to_string(), Value::Null);
+            result.metric_errors.insert(m.id.to_string(), why);
+            continue;
+        }
+        result.metrics.insert(m.id.to_string(), serde_json::json!(metrics::mean(&xs)));
+        for (run, x) in xs.iter().enumerate() {
+            values[run].push((m.id, *x));
+        }
+        if repeat > 1 {
+            result.runs.insert(m.id.to_string(), xs);
+        }
+    }
+    let per_run_iv: Vec<BTreeMap<String, metrics::Interval>> = outputs
+        .iter()
+        .zip(&values)
+        .enumerate()
+        .map(|(run, (o, vals))| metrics::interval::intervals(defs, o, vals, &if run == 0 { result.case_id.clone() } else { format!("{}#{run}", result.case_id) }))
+        .collect();
+    for m in defs {
+        let ivs: Vec<metrics::Interval> = per_run_iv.iter().filter_map(|r| r.get(m.id).copied()).collect();
+        if ivs.len() == repeat {
+            if let Some(mut iv) = metrics::Interval::envelope(&ivs) {
+                // The mean over runs lies inside the envelope already; keep it explicit.
+                if let Some(v) = result.metrics.get(m.id).and_then(Value::as_f64) {
+                    iv.low = iv.low.min(v);
+                    iv.high = iv.high.max(v);
+                }
+                result.intervals.insert(m.id.to_string(), iv);
+            }
+        }
+    }
+    // Case-level measurements (training time, ...) are averaged over runs as well.
+    if let Some(first) = outputs.first() {
+        for k in first.measurements.keys() {
+            let xs: Vec<f64> = outputs.iter().filter_map(|o| o.measurements.get(k).copied()).collect();
+            if xs.len() == repeat {
+                result.measurements.insert(k.clone(), metrics::mean(&xs));
+            }
+        }
+    }
 }
 
 /// Writes the case folder atomically: everything goes into a hidden sibling folder that is
 /// renamed into place last, so a case folder is either complete or absent.
-fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, output: Option<&CaseOutput>) -> Result<()> {
+fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, outputs: &[CaseOutput]) -> Result<()> {
     let dir = case_dir(job, case);
     let parent = dir.parent().context("case folder has no parent")?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -306,18 +369,26 @@ fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, output: Option<&C
         "testenv_file": job.testenv.file,
         "settings": case.spec.settings,
         "seed": case.spec.seed,
+        "repeat": alg.repeat,
         "modules": case.spec.modules,
     });
     let write = |name: &str, bytes: &[u8]| std::fs::write(tmp.join(name), bytes).with_context(|| format!("cannot write {}", tmp.join(name).display()));
     write("resolved.yaml", serde_yaml_ng::to_string(&resolved)?.as_bytes())?;
+    // Run 1 is `records.jsonl` (and its artifacts); further runs of a repeated case keep their
+    // records beside it as `records-run<k>.jsonl`.
     let mut jsonl = Vec::new();
-    if let Some(out) = output {
+    if let Some(out) = outputs.first() {
         out.records.write_jsonl(&mut jsonl)?;
         for (name, bytes) in &out.artifacts {
             write(name, bytes)?;
         }
     }
     write("records.jsonl", &jsonl)?;
+    for (k, out) in outputs.iter().enumerate().skip(1) {
+        let mut jsonl = Vec::new();
+        out.records.write_jsonl(&mut jsonl)?;
+        write(&format!("records-run{}.jsonl", k + 1), &jsonl)?;
+    }
     write("metrics.json", serde_json::to_string_pretty(result)?.as_bytes())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;

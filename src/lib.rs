@@ -2,7 +2,12 @@
 //! (parse → resolve → validate), the test-case controller, metrics and the story manager.
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod controller;
 pub mod metrics;
+pub mod plots;
+pub mod preflight;
+pub mod report;
 pub mod story;
+pub mod train_lm;

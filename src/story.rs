@@ -85,14 +85,55 @@ fn grid_columns(algs: &[Algorithm]) -> Vec<String> {
 /// Every column a leaderboard of this job can have (for validating `selected_output_columns`).
 pub fn possible_columns(metrics: &[&'static MetricDef], algs: &[Algorithm]) -> Vec<String> {
     let meta = JobMeta { name: String::new(), benchmark_file: String::new(), metrics: metrics.iter().map(|m| m.id.to_string()).collect(), module_types: module_types(algs), grid_columns: grid_columns(algs), rank: RankConfig { sort_by: vec![], visualization_mode: String::new(), selected: Default::default(), save_mode: String::new(), selected_output_columns: None } };
-    meta.columns()
+    let mut c = meta.columns();
+    for m in &meta.metrics {
+        c.extend(CONFIDENCE_SUFFIXES.iter().map(|s| format!("{m}{s}")));
+    }
+    c
 }
+
+/// Suffixes of the columns that qualify a metric: its 95 % interval bounds and, for repeated
+/// cases, its standard deviation over runs (`accuracy-ci-low`, `accuracy-ci-high`, `accuracy-std`).
+pub const CONFIDENCE_SUFFIXES: [&str; 3] = ["-ci-low", "-ci-high", "-std"];
+
+/// The confidence columns this set of results fills, after `case_id`: interval bounds for the
+/// metrics that have an interval in some case, a standard deviation for those repeated.
+pub fn confidence_columns(meta: &JobMeta, results: &[CaseResult]) -> Vec<String> {
+    let mut c = Vec::new();
+    for m in &meta.metrics {
+        if results.iter().any(|r| r.intervals.contains_key(m)) {
+            c.push(format!("{m}-ci-low"));
+            c.push(format!("{m}-ci-high"));
+        }
+        if results.iter().any(|r| r.runs.get(m).is_some_and(|v| v.len() > 1)) {
+            c.push(format!("{m}-std"));
+        }
+    }
+    c
+}
+
+/// The metric a confidence column qualifies and which bound it holds.
+pub fn confidence_column<'a>(metrics: &'a [String], column: &str) -> Option<(&'a str, &'static str)> {
+    CONFIDENCE_SUFFIXES.iter().find_map(|s| column.strip_suffix(s).and_then(|m| metrics.iter().find(|x| *x == m)).map(|m| (m.as_str(), *s)))
+}
+
+fn confidence_cell(r: &CaseResult, metric: &str, suffix: &str) -> Value {
+    match suffix {
+        "-ci-low" => r.intervals.get(metric).map_or(Value::Null, |i| serde_json::json!(i.low)),
+        "-ci-high" => r.intervals.get(metric).map_or(Value::Null, |i| serde_json::json!(i.high)),
+        _ => r.runs.get(metric).filter(|v| v.len() > 1).map_or(Value::Null, |v| serde_json::json!(crate::metrics::interval::std_dev(v))),
+    }
+}
+
+/// Folders of a job folder that are not algorithms: the leaderboards, the report's charts and
+/// the regression gate's outputs. No algorithm may take these names.
+pub const RESERVED_DIRS: &[&str] = &["rank", "plots", "compare"];
 
 /// Reads every case result stored under a job folder (`<job>/<algorithm>/<case-id>/metrics.json`).
 pub fn collect(job_dir: &Path) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
     let Ok(algs) = std::fs::read_dir(job_dir) else { return Ok(out) };
-    let mut alg_dirs: Vec<PathBuf> = algs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "rank" && !n.to_string_lossy().starts_with('.'))).collect();
+    let mut alg_dirs: Vec<PathBuf> = algs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && p.file_name().is_some_and(|n| !RESERVED_DIRS.iter().any(|r| n == *r) && !n.to_string_lossy().starts_with('.'))).collect();
     alg_dirs.sort();
     for ad in alg_dirs {
         let mut cases: Vec<PathBuf> = std::fs::read_dir(&ad)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))).collect();
@@ -146,7 +187,8 @@ fn time_of(r: &CaseResult) -> String {
 /// Builds the full leaderboard with polars: one row per case, ranked by the multi-key `sort_by`
 /// (failed cases last, unranked).
 pub fn build(meta: &JobMeta, results: &[CaseResult]) -> Result<Leaderboard> {
-    let columns = meta.columns();
+    let mut columns = meta.columns();
+    columns.extend(confidence_columns(meta, results));
     let n = results.len();
     let mut cols: Vec<Column> = Vec::new();
     cols.push(Column::new("_failed".into(), results.iter().map(|r| r.status == Status::Failed).collect::<Vec<_>>()));
@@ -192,7 +234,10 @@ pub fn build(meta: &JobMeta, results: &[CaseResult]) -> Result<Leaderboard> {
                 "case_id" => Value::String(r.case_id.clone()),
                 c if meta.metrics.iter().any(|m| m == c) => r.metrics.get(c).cloned().unwrap_or(Value::Null),
                 c if meta.module_types.iter().any(|m| m == c) => r.modules.iter().find(|m| m.module_type == c).map_or(Value::Null, |m| Value::String(m.name.clone())),
-                c => r.grid.get(c).cloned().unwrap_or(Value::Null),
+                c => match confidence_column(&meta.metrics, c) {
+                    Some((m, suffix)) if !meta.grid_columns.iter().any(|g| g == c) => confidence_cell(r, m, suffix),
+                    _ => r.grid.get(c).cloned().unwrap_or(Value::Null),
+                },
             };
             row.push(v);
         }
@@ -220,7 +265,8 @@ impl Leaderboard {
                         let (ty, hp) = c.split_once('-').unwrap_or((c, c));
                         sel.modules.as_ref().is_none_or(|m| m.iter().any(|x| x == ty)) && sel.hyperparameters.as_ref().is_none_or(|h| h.iter().any(|x| x == hp))
                     } else {
-                        c != "case_id"
+                        // Interval bounds stay in the full files; a printed table keeps to values.
+                        c != "case_id" && confidence_column(&meta.metrics, c).is_none()
                     }
                 })
                 .collect(),
@@ -297,7 +343,7 @@ pub fn write_rank_from(job_dir: &Path, meta: &JobMeta, results: &[CaseResult]) -
     let sort_desc: Vec<String> = meta.rank.sort_by.iter().map(|(m, o)| format!("{m} ({})", if *o == Order::Descend { "higher first" } else { "lower first" })).collect();
     let md = format!("# Leaderboard: {}\n\nRanked by {}. {} case(s).\n\n{}", meta.name, sort_desc.join(", then "), all.rows.len(), selected.to_markdown());
     atomic_write(&dir.join("leaderboard.md"), md.as_bytes())?;
-    let json = serde_json::json!({ "job": meta.name, "sort_by": meta.rank.sort_by, "metrics": meta.metrics, "columns": all.columns, "selected_columns": selected.columns, "rows": all.to_json() });
+    let json = serde_json::json!({ "job": meta.name, "sort_by": meta.rank.sort_by, "metrics": meta.metrics, "module_types": meta.module_types, "grid_columns": meta.grid_columns, "columns": all.columns, "selected_columns": selected.columns, "rows": all.to_json() });
     atomic_write(&dir.join("leaderboard.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok((all, selected))
 }

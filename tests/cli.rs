@@ -19,7 +19,7 @@ fn ianvs() -> Command {
 fn case_dirs(job_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for alg in std::fs::read_dir(job_dir).unwrap().map(|e| e.unwrap().path()) {
-        if alg.is_dir() && alg.file_name().unwrap() != "rank" {
+        if alg.is_dir() && !ianvs::story::RESERVED_DIRS.iter().any(|r| alg.file_name().unwrap() == *r) {
             for c in std::fs::read_dir(&alg).unwrap().map(|e| e.unwrap().path()) {
                 out.push(c);
             }
@@ -54,7 +54,7 @@ fn run_writes_cases_and_leaderboards_and_resume_reruns_nothing() {
     let rank = job.join("rank");
     let csv = std::fs::read_to_string(rank.join("all_rank.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    assert_eq!(header, "rank,algorithm,accuracy,macro-f1,latency-mean,paradigm,basemodel,basemodel-hidden_sizes,basemodel-epochs,basemodel-learning_rate,time,url,status,case_id");
+    assert_eq!(header, "rank,algorithm,accuracy,macro-f1,latency-mean,paradigm,basemodel,basemodel-hidden_sizes,basemodel-epochs,basemodel-learning_rate,time,url,status,case_id,accuracy-ci-low,accuracy-ci-high,macro-f1-ci-low,macro-f1-ci-high,latency-mean-ci-low,latency-mean-ci-high");
     assert_eq!(csv.lines().count(), 3);
     assert!(std::fs::read_to_string(rank.join("selected_rank.csv")).unwrap().starts_with("rank,algorithm,accuracy"));
     assert!(std::fs::read_to_string(rank.join("leaderboard.md")).unwrap().contains("| rank"));

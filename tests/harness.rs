@@ -77,6 +77,8 @@ fn result(id: &str, acc: Option<f64>, lat: f64, status: Status) -> CaseResult {
         metrics: [("accuracy".to_string(), acc.map_or(Value::Null, |a| json!(a))), ("latency-mean".to_string(), json!(lat))].into_iter().collect(),
         metric_errors: BTreeMap::new(),
         measurements: BTreeMap::new(),
+        intervals: BTreeMap::new(),
+        runs: BTreeMap::new(),
         modules: vec![],
         grid: Default::default(),
         started_at: "2026-01-01T00:00:00+00:00".into(),

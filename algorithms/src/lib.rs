@@ -3,7 +3,14 @@
 
 pub mod basemodels;
 pub mod classifiers;
+pub mod lifelong;
 pub mod llm;
+pub mod lm_modules;
+pub mod lm_train;
+pub mod miners;
+pub mod onnx;
+pub mod processors;
 pub mod registry;
+pub mod roles;
 
 pub use registry::registry;

@@ -2,16 +2,22 @@
 //! datasets, and one file per collaboration flow.
 
 pub mod data;
+pub mod device;
 pub mod hp;
+pub mod joint_inference;
+pub mod lifelong;
+pub mod link;
 pub mod modules;
 pub mod paradigm;
 pub mod records;
 pub mod registry;
+pub mod sampling;
 pub mod single_task;
+pub mod speculative;
 
 pub use paradigm::{CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, ResolvedModule};
 
 /// Every paradigm this build knows, in the order `ianvs list paradigms` shows them.
 pub fn paradigms() -> Vec<Box<dyn Paradigm>> {
-    vec![Box::new(single_task::SingleTaskLearning)]
+    vec![Box::new(single_task::SingleTaskLearning), Box::new(joint_inference::JointInference), Box::new(lifelong::LifelongLearning), Box::new(speculative::SpeculativeDecoding)]
 }

@@ -48,4 +48,41 @@ pub trait BaseModel: Send + Sync {
     fn predict_proba(&self, x: &[f32]) -> anyhow::Result<Vec<f32>>;
     fn num_classes(&self) -> usize;
     fn num_parameters(&self) -> usize;
+    /// False for ready-made models (e.g. an ONNX file) that are used as given: paradigms then
+    /// skip `train` and need no train split for them.
+    fn needs_training(&self) -> bool {
+        true
+    }
+}
+
+/// A causal language model a paradigm decodes with (a drafter on the edge, a verifier in the
+/// cloud). Loaded once per job and shared by every case that names it.
+pub trait LanguageModel: Send + Sync {
+    /// Where it came from, for messages and records.
+    fn describe(&self) -> String;
+    fn vocab_size(&self) -> usize;
+    /// A hash of the tokenizer's vocabulary: two models can only draft for each other when
+    /// their fingerprints match.
+    fn vocab_fingerprint(&self) -> u64;
+    /// Prompt text to token ids, with the model's BOS where it wants one.
+    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>>;
+    fn decode(&self, ids: &[u32]) -> anyhow::Result<String>;
+    fn eos_id(&self) -> Option<u32>;
+    /// Bytes of weights read per generated token (for the memory-bandwidth ceiling).
+    fn weight_bytes(&self) -> usize;
+    fn new_session(&self) -> Box<dyn LmSession + '_>;
+}
+
+/// One decoding stream with its own KV cache, owned by the caller.
+pub trait LmSession {
+    /// Feeds `tokens` after what is cached and returns logits for every one of them
+    /// (`tokens.len()` rows of `vocab_size`), in host memory (so any device is synced).
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<Vec<f32>>>;
+    /// Tokens in the cache.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Drops cached positions from `len` on (rolls back rejected drafts).
+    fn truncate(&mut self, len: usize) -> anyhow::Result<()>;
 }

@@ -110,5 +110,11 @@ pub trait Paradigm: Send + Sync {
     /// Settings this paradigm reads from the test environment, with defaults.
     fn settings(&self) -> Vec<HpSpec>;
     fn record_kind(&self) -> RecordKind;
+    /// Cheap checks of one case against the loaded data and the registry (module compatibility,
+    /// model files, class counts), run for every case before the first case runs, so
+    /// `ianvs validate` reports them and `ianvs run` writes nothing when one fails.
+    fn preflight(&self, _case: &CaseSpec, _data: &DataSplits, _registry: &Registry) -> anyhow::Result<()> {
+        Ok(())
+    }
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput>;
 }

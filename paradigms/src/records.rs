@@ -26,27 +26,52 @@ pub struct ClassificationRecord {
 #[serde(rename_all = "kebab-case")]
 pub enum RecordKind {
     Classification,
+    JointInference,
+    Lifelong,
+    Speculative,
 }
 
 /// All records of one test case.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Records {
     Classification(Vec<ClassificationRecord>),
+    JointInference(Vec<crate::joint_inference::JointInferenceRecord>),
+    Lifelong(Vec<crate::lifelong::LifelongRecord>),
+    Speculative(Vec<crate::speculative::SpeculativeRecord>),
 }
 
 impl Records {
     pub fn kind(&self) -> RecordKind {
         match self {
             Records::Classification(_) => RecordKind::Classification,
+            Records::JointInference(_) => RecordKind::JointInference,
+            Records::Lifelong(_) => RecordKind::Lifelong,
+            Records::Speculative(_) => RecordKind::Speculative,
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Records::Classification(r) => r.len(),
+            Records::JointInference(r) => r.len(),
+            Records::Lifelong(r) => r.len(),
+            Records::Speculative(r) => r.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// The records at `idx`, in that order and with repeats: one bootstrap resample (the
+    /// confidence intervals recompute a metric on many of these). Out-of-range indices are skipped.
+    pub fn resample(&self, idx: &[usize]) -> Records {
+        fn pick<T: Clone>(r: &[T], idx: &[usize]) -> Vec<T> {
+            idx.iter().filter_map(|&i| r.get(i).cloned()).collect()
+        }
+        match self {
+            Records::Classification(r) => Records::Classification(pick(r, idx)),
+            Records::JointInference(r) => Records::JointInference(pick(r, idx)),
+            Records::Lifelong(r) => Records::Lifelong(pick(r, idx)),
+            Records::Speculative(r) => Records::Speculative(pick(r, idx)),
+        }
     }
     /// Writes one JSON object per line.
     pub fn write_jsonl(&self, w: &mut dyn Write) -> std::io::Result<()> {
@@ -59,6 +84,19 @@ impl Records {
         }
         match self {
             Records::Classification(r) => each(w, r),
+            Records::JointInference(r) => each(w, r),
+            Records::Lifelong(r) => each(w, r),
+            Records::Speculative(r) => each(w, r),
+        }
+    }
+    /// The records as classification outcomes (label, prediction, confidence, latency), for the
+    /// metrics every classifying paradigm shares: accuracy, macro F1, latency, throughput.
+    /// `None` for records that are not classifications.
+    pub fn classification(&self) -> Option<std::borrow::Cow<'_, [ClassificationRecord]>> {
+        match self {
+            Records::Classification(r) => Some(std::borrow::Cow::Borrowed(r)),
+            Records::JointInference(r) => Some(std::borrow::Cow::Owned(r.iter().map(|x| x.as_classification()).collect())),
+            Records::Lifelong(_) | Records::Speculative(_) => None,
         }
     }
 }

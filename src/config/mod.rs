@@ -53,6 +53,14 @@ pub struct Algorithm {
     pub modules: Vec<ModuleConfig>,
     /// The paradigm's settings, defaults filled in.
     pub settings: Hyperparameters,
+    /// How many times each case of this algorithm runs (`repeat:`, or `--repeat`); the
+    /// case's metrics are the mean over runs and its intervals cover every run.
+    pub repeat: u32,
+}
+
+/// The `repeat` key of an algorithm: an `HpSpec` so its range check reads like any other.
+pub fn repeat_spec() -> HpSpec {
+    HpSpec::new("repeat", ianvs_paradigms::hp::HpKind::Int { min: 1, max: 1000 }, serde_json::json!(1), "runs of each case; metrics are averaged and intervals cover every run")
 }
 
 pub struct ModuleConfig {
@@ -281,7 +289,7 @@ const DATASET_UNSUPPORTED: &[(&str, &str)] = &[
 ];
 const TESTENV_BASE_KEYS: &[&str] = &["dataset", "metrics"];
 const TESTENV_UNSUPPORTED: &[(&str, &str)] = &[("model_eval", "model evaluation gates of incremental learning are not implemented yet")];
-const ALGO_KEYS: &[&str] = &["paradigm_type", "initial_model_url", "modules"];
+const ALGO_KEYS: &[&str] = &["paradigm_type", "initial_model_url", "modules", "repeat"];
 const MODULE_KEYS: &[&str] = &["type", "name", "url", "hyperparameters"];
 pub const SAVE_MODES: &[&str] = &["selected_and_all", "selected_only"];
 pub const VIS_MODES: &[&str] = &["selected_only", "all", "none"];
@@ -349,6 +357,8 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
                             if let Some((n, m)) = &n {
                                 if !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || n.starts_with('.') {
                                     w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" must be usable as a folder name: letters, digits, `.`, `_` and `-` only"));
+                                } else if crate::story::RESERVED_DIRS.contains(&n.as_str()) {
+                                    w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" is reserved: the job folder keeps its {} there; choose another name", if n == "rank" { "leaderboards" } else if n == "plots" { "report's charts" } else { "regression gate's outputs" }));
                                 } else if !names.insert(n.clone()) {
                                     w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" is used twice; names must be unique"));
                                 }
@@ -916,10 +926,19 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
             None => w.expected(mn, "algorithm.modules", "a list of modules"),
         }
     }
+    let mut repeat = 1;
+    if let Some(rn) = f.get("repeat") {
+        match repeat_spec().check(&rn.to_json()) {
+            Ok(v) => repeat = v.as_u64().unwrap_or(1) as u32,
+            Err(why) => {
+                w.err(Some(rn.mark), "algorithm.repeat", format!("`algorithm.repeat`: {why}"));
+            }
+        }
+    }
     if diags.len() > errors_before {
         return None;
     }
-    Some(Algorithm { name: name.to_string(), file: file.to_path_buf(), paradigm: paradigm?, modules, settings: Hyperparameters::default() })
+    Some(Algorithm { name: name.to_string(), file: file.to_path_buf(), paradigm: paradigm?, modules, settings: Hyperparameters::default(), repeat })
 }
 
 fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigms::registry::ModuleEntry, seed: u64) -> Option<ModuleConfig> {

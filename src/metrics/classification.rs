@@ -1,30 +1,36 @@
 //! Metrics of classification records (single-task learning): accuracy, macro F1, latency.
 
+use std::borrow::Cow;
+
 use anyhow::{bail, Result};
-use ianvs_paradigms::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
+use ianvs_paradigms::records::{CaseOutput, ClassificationRecord, RecordKind};
 
 use super::{mean, measurement, percentile, MetricDef};
 
 const CLS: &[RecordKind] = &[RecordKind::Classification];
+/// Record kinds with a classification view (`Records::classification`): the metrics below that
+/// read only labels, predictions and latencies apply to all of them.
+const CLASSIFYING: &[RecordKind] = &[RecordKind::Classification, RecordKind::JointInference];
 
 pub static METRICS: &[MetricDef] = &[
-    MetricDef { id: "accuracy", aliases: &["Accuracy", "acc"], unit: "", higher_is_better: true, kinds: CLS, help: "share of test samples predicted correctly", compute: |o| Ok(accuracy_of(cls(o)?)) },
-    MetricDef { id: "macro-f1", aliases: &["f1_score", "F1", "f1", "macro_f1", "Macro F1"], unit: "", higher_is_better: true, kinds: CLS, help: "unweighted mean of per-class F1 over classes seen in labels or predictions (scikit-learn average=\"macro\")", compute: |o| Ok(macro_f1_of(cls(o)?)) },
-    MetricDef { id: "training-time", aliases: &["training_time", "Training Time"], unit: "s", higher_is_better: false, kinds: CLS, help: "wall time spent training the model", compute: |o| measurement(o, "training_time_s") },
-    MetricDef { id: "latency-mean", aliases: &["latency", "Latency", "inference_latency", "latency_mean"], unit: "ms", higher_is_better: false, kinds: CLS, help: "mean per-sample inference latency, warm-up excluded", compute: |o| Ok(mean(&latencies_ms(o)?)) },
-    MetricDef { id: "latency-p50", aliases: &["latency_p50"], unit: "ms", higher_is_better: false, kinds: CLS, help: "median per-sample inference latency, warm-up excluded", compute: |o| Ok(percentile(&latencies_ms(o)?, 50.0)) },
-    MetricDef { id: "latency-p95", aliases: &["latency_p95"], unit: "ms", higher_is_better: false, kinds: CLS, help: "95th-percentile per-sample inference latency, warm-up excluded", compute: |o| Ok(percentile(&latencies_ms(o)?, 95.0)) },
-    MetricDef { id: "throughput", aliases: &["Throughput"], unit: "samples/s", higher_is_better: true, kinds: CLS, help: "measured samples divided by their summed inference time, warm-up excluded", compute: |o| {
+    MetricDef { id: "accuracy", aliases: &["Accuracy", "acc"], unit: "", higher_is_better: true, kinds: CLASSIFYING, help: "share of test samples predicted correctly", compute: |o| Ok(accuracy_of(&cls(o)?)) },
+    MetricDef { id: "macro-f1", aliases: &["f1_score", "F1", "f1", "macro_f1", "Macro F1"], unit: "", higher_is_better: true, kinds: CLASSIFYING, help: "unweighted mean of per-class F1 over classes seen in labels or predictions (scikit-learn average=\"macro\")", compute: |o| Ok(macro_f1_of(&cls(o)?)) },
+    MetricDef { id: "training-time", aliases: &["training_time", "Training Time"], unit: "s", higher_is_better: false, kinds: CLASSIFYING, help: "wall time spent training the model", compute: |o| measurement(o, "training_time_s") },
+    MetricDef { id: "latency-mean", aliases: &["latency", "Latency", "inference_latency", "latency_mean"], unit: "ms", higher_is_better: false, kinds: CLASSIFYING, help: "mean per-sample inference latency, warm-up excluded", compute: |o| Ok(mean(&latencies_ms(o)?)) },
+    MetricDef { id: "latency-p50", aliases: &["latency_p50"], unit: "ms", higher_is_better: false, kinds: CLASSIFYING, help: "median per-sample inference latency, warm-up excluded", compute: |o| Ok(percentile(&latencies_ms(o)?, 50.0)) },
+    MetricDef { id: "latency-p95", aliases: &["latency_p95"], unit: "ms", higher_is_better: false, kinds: CLASSIFYING, help: "95th-percentile per-sample inference latency, warm-up excluded", compute: |o| Ok(percentile(&latencies_ms(o)?, 95.0)) },
+    MetricDef { id: "throughput", aliases: &["Throughput"], unit: "samples/s", higher_is_better: true, kinds: CLASSIFYING, help: "measured samples divided by their summed inference time, warm-up excluded", compute: |o| {
         let l = latencies_ms(o)?;
         Ok(l.len() as f64 / (l.iter().sum::<f64>() / 1e3))
     } },
     MetricDef { id: "num-parameters", aliases: &["num_parameters", "parameters"], unit: "", higher_is_better: false, kinds: CLS, help: "trainable parameters of the model", compute: |o| measurement(o, "num_parameters") },
 ];
 
-fn cls(o: &CaseOutput) -> Result<&[ClassificationRecord]> {
-    match &o.records {
-        Records::Classification(r) if !r.is_empty() => Ok(r),
-        Records::Classification(_) => bail!("no test samples were evaluated"),
+fn cls(o: &CaseOutput) -> Result<Cow<'_, [ClassificationRecord]>> {
+    match o.records.classification() {
+        Some(r) if !r.is_empty() => Ok(r),
+        Some(_) => bail!("no test samples were evaluated"),
+        None => bail!("{:?} records have no classification view", o.records.kind()),
     }
 }
 

@@ -21,10 +21,16 @@ pub struct MetricDef {
 }
 
 mod classification;
+mod lifelong;
+pub mod interval;
+mod joint;
+mod speculative;
+
+pub use interval::{Interval, IntervalMethod};
 
 /// Every metric of this build, grouped by the records they read. A paradigm that adds a record
 /// kind adds one file here with its `METRICS` table and one entry in this list.
-pub static GROUPS: &[&[MetricDef]] = &[classification::METRICS];
+pub static GROUPS: &[&[MetricDef]] = &[classification::METRICS, joint::METRICS, speculative::METRICS, lifelong::METRICS];
 
 /// All metric definitions in listing order.
 pub fn all() -> impl Iterator<Item = &'static MetricDef> {

@@ -1,0 +1,435 @@
+//! Lifelong-learning strategies (module type `task_update_decision`): how the cloud's knowledge
+//! base turns each round's uploaded samples into the model(s) it pushes to the edge.
+//!
+//! - `FineTune`: keep training one model on whatever arrives (the lower bound; catastrophic
+//!   forgetting, McCloskey & Cohen 1989).
+//! - `Replay`: experience replay from a fixed-size reservoir buffer (Chaudhry et al. 2019, "On
+//!   Tiny Episodic Memories in Continual Learning").
+//! - `EWC`: elastic weight consolidation, one quadratic penalty per round with its own anchor and
+//!   Fisher diagonal (Kirkpatrick et al. 2017).
+//! - `PerTaskModels`: one model per task, chosen on the edge by task allocation (Sedna's
+//!   multi-task knowledge base).
+//! - `Joint`: retrain on every sample seen so far (the upper bound).
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor};
+use ianvs_paradigms::data::Dataset;
+use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::lifelong::{StrategyContext, TaskBatch, TaskUpdateDecision, UpdateReport};
+use ianvs_paradigms::modules::WorkContext;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::basemodels::train_config;
+use crate::classifiers::{ewc_penalty, Architecture, Classifier, TrainConfig};
+
+/// How to build and train the models of a strategy, from the algorithm's `basemodel`.
+#[derive(Clone)]
+struct Recipe {
+    arch: Architecture,
+    input_shape: (usize, usize, usize),
+    num_classes: usize,
+    train: TrainConfig,
+}
+
+impl Recipe {
+    fn of(ctx: &StrategyContext) -> anyhow::Result<Self> {
+        let m = &ctx.basemodel;
+        let h = &m.hyperparameters;
+        // The same architectures the `basemodel` modules build; lifelong strategies need the
+        // classifier itself (snapshots, Fisher information), not the opaque module.
+        let arch = if m.name.eq_ignore_ascii_case("MLP") {
+            Architecture::Mlp { hidden: h.int_list("hidden_sizes")?.into_iter().map(|v| v as usize).collect() }
+        } else if m.name.eq_ignore_ascii_case("CNN") {
+            Architecture::Cnn { conv_channels: (h.usize("conv1_channels")?, h.usize("conv2_channels")?), fc_hidden: h.usize("fc_hidden")? }
+        } else {
+            anyhow::bail!("lifelong-learning strategies train MLP or CNN base models; basemodel \"{}\" is not supported", m.name);
+        };
+        let r = Self { arch, input_shape: ctx.build.input_shape, num_classes: ctx.build.num_classes, train: train_config(h)? };
+        r.fresh()?; // reports a bad architecture (a CNN on tiny inputs) now, not mid-run
+        Ok(r)
+    }
+
+    /// A model with the base model's seeded initial weights (the same for every strategy, so
+    /// the untrained accuracy `b` is shared).
+    fn fresh(&self) -> anyhow::Result<Classifier> {
+        Ok(Classifier::new(self.arch.clone(), self.input_shape, self.num_classes, self.train.seed, &Device::Cpu)?)
+    }
+
+    /// Trains `model` on `data` for the base model's epochs, with an optional extra loss term.
+    /// `round` varies the shuffling seed from round to round. Returns the seconds it took.
+    fn fit(&self, model: &mut Classifier, data: &Dataset, round: u64, penalty: Option<&mut dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor>>, work: &WorkContext) -> anyhow::Result<f64> {
+        let cfg = TrainConfig { seed: self.train.seed ^ round.wrapping_mul(0x9e37_79b9), ..self.train.clone() };
+        let n = data.len() as u64;
+        let pb = work.progress;
+        pb.set_length(n * cfg.epochs as u64);
+        pb.set_position(0);
+        let epoch = std::cell::Cell::new(0u64);
+        let mut on_batch = |done: usize, _: usize| {
+            pb.set_position(epoch.get() * n + done as u64);
+            !work.cancel.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let mut on_epoch = |e: &crate::classifiers::EpochStats| epoch.set(e.epoch as u64);
+        let stats = match penalty {
+            Some(p) => model.train_with_penalty(&data.features, &data.labels, &cfg, p, &mut on_batch, &mut on_epoch),
+            None => model.train(&data.features, &data.labels, &cfg, &mut on_batch, &mut on_epoch),
+        };
+        work.check_cancelled()?;
+        Ok(stats?.seconds)
+    }
+}
+
+/// All samples of `parts`, in order.
+fn concat<'a>(dim: usize, parts: impl IntoIterator<Item = &'a Dataset>) -> Dataset {
+    let mut d = Dataset { dim, ..Default::default() };
+    for p in parts {
+        d.features.extend_from_slice(&p.features);
+        d.labels.extend_from_slice(&p.labels);
+    }
+    d
+}
+
+fn input_dim(r: &Recipe) -> usize {
+    let (c, h, w) = r.input_shape;
+    c * h * w
+}
+
+// ---- FineTune -------------------------------------------------------------------------------
+
+pub struct FineTune {
+    recipe: Recipe,
+    model: Classifier,
+    rounds: u64,
+}
+
+pub fn build_finetune(_: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+    let recipe = Recipe::of(ctx)?;
+    Ok(Box::new(FineTune { model: recipe.fresh()?, recipe, rounds: 0 }))
+}
+
+impl TaskUpdateDecision for FineTune {
+    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+        self.rounds += 1;
+        let data = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
+        if data.is_empty() {
+            return Ok(UpdateReport::default());
+        }
+        let secs = self.recipe.fit(&mut self.model, &data, self.rounds, None, work)?;
+        Ok(UpdateReport { train_seconds: secs, trained_samples: data.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+    }
+    fn per_task_models(&self) -> bool {
+        false
+    }
+    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
+        Ok(self.model.predict_proba(x)?)
+    }
+    fn num_classes(&self) -> usize {
+        self.recipe.num_classes
+    }
+    fn num_parameters(&self) -> usize {
+        self.model.num_parameters()
+    }
+}
+
+// ---- Replay ---------------------------------------------------------------------------------
+
+pub fn replay_hps() -> Vec<HpSpec> {
+    vec![
+        HpSpec::new("buffer_size", HpKind::Int { min: 1, max: 10_000_000 }, json!(500), "samples kept for replay (reservoir sampling over every sample seen)"),
+        HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds the reservoir (default: the job seed)"),
+    ]
+}
+
+pub struct Replay {
+    recipe: Recipe,
+    model: Classifier,
+    buffer: Dataset,
+    capacity: usize,
+    /// Samples offered to the reservoir so far.
+    seen: usize,
+    rng: ChaCha8Rng,
+    rounds: u64,
+}
+
+pub fn build_replay(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+    let recipe = Recipe::of(ctx)?;
+    let dim = input_dim(&recipe);
+    Ok(Box::new(Replay { model: recipe.fresh()?, recipe, buffer: Dataset { dim, ..Default::default() }, capacity: hps.usize("buffer_size")?, seen: 0, rng: ChaCha8Rng::seed_from_u64(hps.u64("seed")?), rounds: 0 }))
+}
+
+impl Replay {
+    /// Reservoir sampling (Vitter's algorithm R): after `seen` samples every one of them is in
+    /// the buffer with the same probability `capacity / seen`.
+    fn remember(&mut self, data: &Dataset) {
+        let dim = data.dim;
+        for i in 0..data.len() {
+            self.seen += 1;
+            if self.buffer.len() < self.capacity {
+                self.buffer.features.extend_from_slice(data.x(i));
+                self.buffer.labels.push(data.labels[i]);
+            } else {
+                let j = self.rng.random_range(0..self.seen);
+                if j < self.capacity {
+                    self.buffer.features[j * dim..(j + 1) * dim].copy_from_slice(data.x(i));
+                    self.buffer.labels[j] = data.labels[i];
+                }
+            }
+        }
+    }
+}
+
+impl TaskUpdateDecision for Replay {
+    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+        self.rounds += 1;
+        let new = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
+        if new.is_empty() {
+            return Ok(UpdateReport::default());
+        }
+        let data = concat(new.dim, [&new, &self.buffer]);
+        let secs = self.recipe.fit(&mut self.model, &data, self.rounds, None, work)?;
+        self.remember(&new);
+        Ok(UpdateReport { train_seconds: secs, trained_samples: data.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+    }
+    fn per_task_models(&self) -> bool {
+        false
+    }
+    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
+        Ok(self.model.predict_proba(x)?)
+    }
+    fn num_classes(&self) -> usize {
+        self.recipe.num_classes
+    }
+    fn num_parameters(&self) -> usize {
+        self.model.num_parameters()
+    }
+}
+
+// ---- EWC ------------------------------------------------------------------------------------
+
+pub fn ewc_hps() -> Vec<HpSpec> {
+    vec![
+        HpSpec::new("lambda", HpKind::Float { min: 0.0, max: 1e12 }, json!(1000.0), "strength λ of the penalty λ/2 · Σ F·(θ − θ*)² on moving parameters important to earlier rounds"),
+        HpSpec::new("fisher_samples", HpKind::Int { min: 1, max: 1_000_000 }, json!(200), "samples of each round used to estimate the Fisher diagonal"),
+    ]
+}
+
+type Params = Vec<(String, Tensor)>;
+
+pub struct Ewc {
+    recipe: Recipe,
+    model: Classifier,
+    lambda: f64,
+    fisher_samples: usize,
+    /// (anchor parameters, Fisher diagonal) after each earlier round.
+    penalties: Vec<(Params, Params)>,
+    rounds: u64,
+}
+
+pub fn build_ewc(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+    let recipe = Recipe::of(ctx)?;
+    Ok(Box::new(Ewc { model: recipe.fresh()?, recipe, lambda: hps.float("lambda")?, fisher_samples: hps.usize("fisher_samples")?, penalties: Vec::new(), rounds: 0 }))
+}
+
+impl TaskUpdateDecision for Ewc {
+    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+        self.rounds += 1;
+        let data = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
+        if data.is_empty() {
+            return Ok(UpdateReport::default());
+        }
+        let secs = if self.penalties.is_empty() || self.lambda == 0.0 {
+            self.recipe.fit(&mut self.model, &data, self.rounds, None, work)?
+        } else {
+            let (penalties, lambda) = (&self.penalties, self.lambda);
+            let mut penalty = |vars: &[(String, Tensor)]| -> candle_core::Result<Tensor> {
+                let mut total: Option<Tensor> = None;
+                for (anchor, fisher) in penalties {
+                    let p = ewc_penalty(vars, anchor, fisher, lambda)?;
+                    total = Some(match total {
+                        Some(t) => (t + p)?,
+                        None => p,
+                    });
+                }
+                total.ok_or_else(|| candle_core::Error::Msg("no EWC penalty".into()))
+            };
+            self.recipe.fit(&mut self.model, &data, self.rounds, Some(&mut penalty), work)?
+        };
+        // The parameters that matter for this round's data, to be held in place from now on.
+        let t0 = std::time::Instant::now();
+        let fisher = self.model.fisher_diagonal(&data.features, &data.labels, self.fisher_samples)?;
+        self.penalties.push((self.model.snapshot()?, fisher));
+        Ok(UpdateReport { train_seconds: secs + t0.elapsed().as_secs_f64(), trained_samples: data.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+    }
+    fn per_task_models(&self) -> bool {
+        false
+    }
+    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
+        Ok(self.model.predict_proba(x)?)
+    }
+    fn num_classes(&self) -> usize {
+        self.recipe.num_classes
+    }
+    fn num_parameters(&self) -> usize {
+        self.model.num_parameters()
+    }
+}
+
+// ---- Joint ----------------------------------------------------------------------------------
+
+pub fn joint_hps() -> Vec<HpSpec> {
+    vec![HpSpec::new("from_scratch", HpKind::Bool, json!(true), "retrain from the initial weights each round (false: continue from the current ones)")]
+}
+
+pub struct Joint {
+    recipe: Recipe,
+    model: Classifier,
+    all: Dataset,
+    from_scratch: bool,
+    rounds: u64,
+}
+
+pub fn build_joint(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+    let recipe = Recipe::of(ctx)?;
+    let dim = input_dim(&recipe);
+    Ok(Box::new(Joint { model: recipe.fresh()?, recipe, all: Dataset { dim, ..Default::default() }, from_scratch: hps.bool("from_scratch")?, rounds: 0 }))
+}
+
+impl TaskUpdateDecision for Joint {
+    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+        self.rounds += 1;
+        let new = concat(self.all.dim, batches.iter().map(|b| b.samples));
+        if new.is_empty() {
+            return Ok(UpdateReport::default());
+        }
+        self.all = concat(self.all.dim, [&self.all, &new]);
+        if self.from_scratch {
+            self.model = self.recipe.fresh()?;
+        }
+        let secs = self.recipe.fit(&mut self.model, &self.all, self.rounds, None, work)?;
+        Ok(UpdateReport { train_seconds: secs, trained_samples: self.all.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+    }
+    fn per_task_models(&self) -> bool {
+        false
+    }
+    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
+        Ok(self.model.predict_proba(x)?)
+    }
+    fn num_classes(&self) -> usize {
+        self.recipe.num_classes
+    }
+    fn num_parameters(&self) -> usize {
+        self.model.num_parameters()
+    }
+}
+
+// ---- PerTaskModels --------------------------------------------------------------------------
+
+pub fn per_task_hps() -> Vec<HpSpec> {
+    vec![HpSpec::new("min_update_samples", HpKind::Int { min: 1, max: 1_000_000_000 }, json!(50), "a known task's model is retrained only when at least this many new samples of it arrive in a round")]
+}
+
+pub struct PerTaskModels {
+    recipe: Recipe,
+    /// The untrained model: what the edge has for a task without a model.
+    initial: Classifier,
+    models: BTreeMap<usize, Classifier>,
+    /// Every sample of each task the cloud received.
+    data: BTreeMap<usize, Dataset>,
+    min_update: usize,
+    rounds: u64,
+}
+
+pub fn build_per_task(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+    let recipe = Recipe::of(ctx)?;
+    Ok(Box::new(PerTaskModels { initial: recipe.fresh()?, recipe, models: BTreeMap::new(), data: BTreeMap::new(), min_update: hps.usize("min_update_samples")?, rounds: 0 }))
+}
+
+impl TaskUpdateDecision for PerTaskModels {
+    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+        self.rounds += 1;
+        let mut report = UpdateReport::default();
+        for b in batches {
+            let dim = b.samples.dim;
+            let stored = self.data.entry(b.task).or_insert_with(|| Dataset { dim, ..Default::default() });
+            stored.features.extend_from_slice(&b.samples.features);
+            stored.labels.extend_from_slice(&b.samples.labels);
+            // The task update decision: a new task gets a model; a known one is retrained on
+            // all its samples only when enough new ones came up to be worth a download.
+            let is_new = !self.models.contains_key(&b.task);
+            if !is_new && b.samples.len() < self.min_update {
+                continue;
+            }
+            if is_new {
+                self.models.insert(b.task, self.recipe.fresh()?);
+            }
+            let Some(model) = self.models.get_mut(&b.task) else { continue };
+            report.train_seconds += self.recipe.fit(model, stored, self.rounds, None, work)?;
+            report.trained_samples += stored.len();
+            report.model_bytes += model.parameter_bytes();
+            report.models_sent += 1;
+        }
+        Ok(report)
+    }
+    fn per_task_models(&self) -> bool {
+        true
+    }
+    fn predict_proba(&self, x: &[f32], tasks: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
+        let Some(tasks) = tasks else { return Ok(self.initial.predict_proba(x)?) };
+        let dim = input_dim(&self.recipe);
+        let k = self.recipe.num_classes;
+        anyhow::ensure!(x.len() == tasks.len() * dim, "{} task allocations for {} samples", tasks.len(), x.len() / dim.max(1));
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, &t) in tasks.iter().enumerate() {
+            groups.entry(t).or_default().push(i);
+        }
+        let mut out = vec![0f32; tasks.len() * k];
+        for (t, idx) in groups {
+            let model = self.models.get(&t).unwrap_or(&self.initial);
+            let xs: Vec<f32> = idx.iter().flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied()).collect();
+            let p = model.predict_proba(&xs)?;
+            for (row, &i) in p.chunks(k).zip(&idx) {
+                out[i * k..(i + 1) * k].copy_from_slice(row);
+            }
+        }
+        Ok(out)
+    }
+    fn num_classes(&self) -> usize {
+        self.recipe.num_classes
+    }
+    fn num_parameters(&self) -> usize {
+        if self.models.is_empty() {
+            self.initial.num_parameters()
+        } else {
+            self.models.values().map(Classifier::num_parameters).sum()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservoir_keeps_capacity_and_an_even_share() {
+        let ctx = StrategyContext {
+            build: ianvs_paradigms::modules::BuildContext { input_shape: (1, 1, 1), num_classes: 2, seed: 0 },
+            basemodel: ianvs_paradigms::ResolvedModule {
+                module_type: "basemodel".into(),
+                name: "MLP".into(),
+                hyperparameters: serde_json::from_value(json!({"hidden_sizes": [], "epochs": 1, "learning_rate": 0.01, "batch_size": 8, "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "seed": 0})).unwrap(),
+            },
+        };
+        let recipe = Recipe::of(&ctx).unwrap();
+        let mut r = Replay { model: recipe.fresh().unwrap(), recipe, buffer: Dataset { dim: 1, ..Default::default() }, capacity: 100, seen: 0, rng: ChaCha8Rng::seed_from_u64(1), rounds: 0 };
+        // Two "tasks" of 1000 samples each, features = task id.
+        for t in 0..2u32 {
+            r.remember(&Dataset { dim: 1, features: vec![t as f32; 1000], labels: vec![t; 1000], ..Default::default() });
+        }
+        assert_eq!(r.buffer.len(), 100);
+        let second = r.buffer.labels.iter().filter(|&&l| l == 1).count();
+        // Each sample is kept with probability 100/2000: about half the buffer is task 2.
+        assert!((35..=65).contains(&second), "{second}");
+    }
+}

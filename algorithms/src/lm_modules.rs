@@ -1,0 +1,133 @@
+//! `drafter` and `verifier` modules: the project's LLM runtime ([`crate::llm`]) behind the
+//! paradigm's `LanguageModel` trait. A model file is loaded once per process and shared by every
+//! case (and role) that names it with the same device and load options.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use candle_core::quantized::GgmlDType;
+use ianvs_paradigms::device::{device_hp, select_device};
+use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::modules::{LanguageModel, LmSession};
+use serde_json::json;
+
+use crate::llm::{KvCache, LlmModel, LlmTokenizer, LoadOptions};
+
+/// A loaded model with its tokenizer.
+pub struct LoadedLm {
+    pub model: LlmModel,
+    pub tokenizer: LlmTokenizer,
+    label: String,
+    fingerprint: u64,
+    add_bos: bool,
+}
+
+fn weights_hp() -> HpSpec {
+    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or requantize GGUF weights at load time (candle has no fast x86 kernel for Q4_1/Q5_x)")
+}
+
+fn model_hps() -> Vec<HpSpec> {
+    vec![
+        HpSpec::new("model", HpKind::Path, None, "a GGUF file or a folder with config.json + *.safetensors (+ tokenizer.json); relative to the YAML file"),
+        device_hp(),
+        weights_hp(),
+    ]
+}
+
+pub fn drafter_hps() -> Vec<HpSpec> {
+    let mut v = model_hps();
+    v.extend([
+        HpSpec::new("draft_tokens_per_step", HpKind::Int { min: 1, max: 64 }, json!(4), "γ: tokens drafted per round (the starting γ of an adaptive schedule)"),
+        HpSpec::new("schedule", HpKind::Choice(&["constant", "adaptive"]), json!("constant"), "constant γ, or adaptive: +1 after a fully accepted round, −1 after a rejection"),
+        HpSpec::new("max_draft_tokens", HpKind::Int { min: 1, max: 64 }, json!(16), "upper bound of γ for the adaptive schedule"),
+    ]);
+    v
+}
+
+pub fn verifier_hps() -> Vec<HpSpec> {
+    let mut v = model_hps();
+    v.push(HpSpec::new("verification", HpKind::Choice(&["greedy", "rejection-sampling"]), json!("greedy"), "greedy: longest prefix matching the verifier's argmax; rejection-sampling: exact (Leviathan et al. 2023)"));
+    v
+}
+
+static LOADED: LazyLock<Mutex<HashMap<String, Arc<Mutex<Option<Arc<LoadedLm>>>>>>> = LazyLock::new(Default::default);
+
+/// Loads (or reuses) a model by path, device and weight option.
+pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<Arc<LoadedLm>> {
+    let key = format!("{}|{device}|{weights}", path.display());
+    let cell = LOADED.lock().map_err(|_| anyhow::anyhow!("model cache poisoned"))?.entry(key).or_default().clone();
+    let mut slot = cell.lock().map_err(|_| anyhow::anyhow!("model cache entry poisoned"))?;
+    if let Some(m) = slot.as_ref() {
+        return Ok(m.clone());
+    }
+    let choice = select_device(device);
+    let requantize = match weights {
+        "q8_0" => Some(GgmlDType::Q8_0),
+        "f32" => Some(GgmlDType::F32),
+        _ => None,
+    };
+    let opts = LoadOptions { requantize, ..Default::default() };
+    let model = LlmModel::load_with(path, &choice.device, &opts).map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", path.display()))?;
+    let tokenizer = LlmTokenizer::load(path).map_err(|e| anyhow::anyhow!("cannot load the tokenizer of {}: {e}", path.display()))?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for id in 0..tokenizer.vocab_size() as u32 {
+        tokenizer.id_to_token(id).hash(&mut h);
+    }
+    let add_bos = model.config().bos_token_id.is_some() && tokenizer.bos_id().is_some();
+    let loaded = Arc::new(LoadedLm { label: format!("{} on {}", path.display(), choice.label), fingerprint: h.finish(), add_bos, model, tokenizer });
+    *slot = Some(loaded.clone());
+    Ok(loaded)
+}
+
+pub fn build(hps: &Hyperparameters) -> anyhow::Result<Arc<dyn LanguageModel>> {
+    let path = PathBuf::from(hps.str("model")?);
+    let lm = load_shared(&path, hps.str("device")?, hps.str("weights")?)?;
+    Ok(lm)
+}
+
+struct Session<'a> {
+    lm: &'a LoadedLm,
+    cache: KvCache,
+}
+
+impl LanguageModel for LoadedLm {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+    fn vocab_fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, self.add_bos)?)
+    }
+    fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+        Ok(self.tokenizer.decode(ids)?)
+    }
+    fn eos_id(&self) -> Option<u32> {
+        self.model.config().eos_token_id().or(self.tokenizer.eos_id())
+    }
+    fn weight_bytes(&self) -> usize {
+        self.model.weight_bytes()
+    }
+    fn new_session(&self) -> Box<dyn LmSession + '_> {
+        Box::new(Session { lm: self, cache: self.model.new_cache() })
+    }
+}
+
+impl LmSession for Session<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let logits = self.lm.model.forward(tokens, &mut self.cache)?;
+        Ok(logits.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?)
+    }
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+    fn truncate(&mut self, len: usize) -> anyhow::Result<()> {
+        Ok(self.cache.truncate(len)?)
+    }
+}

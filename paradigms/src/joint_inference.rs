@@ -1,0 +1,592 @@
+//! Joint inference (Sedna / KubeEdge-Ianvs `jointinference`): a small model on the edge, a
+//! large model in the cloud, and a hard-example miner that decides which samples cross the
+//! emulated link to the cloud.
+//!
+//! Two modes, as in Ianvs (`hard_example_mining_mode` in the test environment):
+//! - `inference-then-mining`: the edge model answers every sample; the miner looks at its
+//!   output (and the input) and marks hard samples, which are sent to the cloud, whose answer
+//!   replaces the edge's.
+//! - `mining-then-inference`: the miner (a router) decides from the input alone before any model
+//!   runs; only the chosen model runs. Miners that read the edge's output cannot work here and
+//!   are rejected before anything runs.
+//!
+//! The edge and cloud models are trained once per job on the train split (shared through the
+//! [`JobCache`](crate::JobCache), keyed by the module's resolved hyperparameters), or loaded
+//! ready-made (ONNX). Every sample is timed part by part: edge forward, mining, payload
+//! encode/decode, uplink, cloud forward, downlink. Forward passes return host memory, which
+//! syncs the device before the clock is read. Before the measured loop each model runs
+//! `warmup_samples` forward passes that are not recorded, so no record pays a cold start.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::data::Dataset;
+use crate::hp::{HpKind, HpSpec};
+use crate::link::{decode_answer, encode_answer, InputCodec, Link, LinkSpec, Timing};
+use crate::modules::{BaseModel, BuildContext, TrainReport};
+use crate::paradigm::{CaseContext, CaseSpec, DataSplits, ModuleSlot, Paradigm, ResolvedModule};
+use crate::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
+use crate::registry::Registry;
+use crate::single_task::argmax;
+
+/// What a hard-example miner needs to see to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MinerNeeds {
+    /// The input sample only: works in both modes.
+    Input,
+    /// The edge model's class probabilities: `inference-then-mining` only.
+    EdgeOutput,
+    /// The ground truth and both models' predictions (the Oracle upper bound). The paradigm
+    /// computes them off the clock; they cost no time and no bytes.
+    Oracle,
+}
+
+/// What the oracle knows about one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OracleView {
+    pub label: u32,
+    pub edge_prediction: u32,
+    pub cloud_prediction: u32,
+}
+
+/// Everything a miner may look at for one sample.
+#[derive(Debug, Clone, Copy)]
+pub struct MiningQuery<'a> {
+    /// Index of the sample in the (processed) test split.
+    pub index: usize,
+    pub input: &'a [f32],
+    /// The edge model's probabilities (`inference-then-mining`).
+    pub edge_probs: Option<&'a [f32]>,
+    /// Only for miners whose [`HardExampleMiner::needs`] is [`MinerNeeds::Oracle`].
+    pub oracle: Option<OracleView>,
+}
+
+/// Decides which samples are hard, i.e. go to the cloud (module type `hard_example_mining`).
+/// A fresh miner is built for every test case, so stateful miners (a seeded random stream) are
+/// reproducible.
+pub trait HardExampleMiner: Send {
+    fn needs(&self) -> MinerNeeds;
+    fn is_hard(&mut self, q: &MiningQuery<'_>) -> anyhow::Result<bool>;
+}
+
+/// Transforms the test split before inference (module type `dataset_processor`).
+pub trait DatasetProcessor: Send + Sync {
+    fn process(&self, data: &Dataset) -> anyhow::Result<Dataset>;
+}
+
+/// Which model gave the final answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    Edge,
+    Cloud,
+}
+
+/// One test sample of joint inference. Times are seconds; a part that did not happen is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JointInferenceRecord {
+    /// Index of the sample in the (processed) test split.
+    pub index: usize,
+    pub label: u32,
+    /// The final answer and its probability.
+    pub prediction: u32,
+    pub confidence: f32,
+    pub route: Route,
+    /// Set when the edge model ran on this sample in the flow.
+    pub edge_prediction: Option<u32>,
+    pub edge_confidence: Option<f32>,
+    /// Set when the sample went to the cloud.
+    pub cloud_prediction: Option<u32>,
+    pub cloud_confidence: Option<f32>,
+    /// Edge forward pass.
+    pub edge_s: f64,
+    /// The miner's decision.
+    pub mining_s: f64,
+    /// Encoding and decoding the uplink and downlink payloads.
+    pub codec_s: f64,
+    /// Edge → cloud: half the exchange's RTT plus transmission (slept and measured in `sleep` timing).
+    pub uplink_s: f64,
+    /// Cloud forward pass.
+    pub cloud_s: f64,
+    /// Cloud → edge: half the RTT plus transmission.
+    pub downlink_s: f64,
+    /// End to end: the sum of the parts in `virtual` timing, the measured wall time in `sleep`.
+    pub latency_s: f64,
+    pub uplink_bytes: usize,
+    pub downlink_bytes: usize,
+}
+
+impl JointInferenceRecord {
+    /// The classification view shared with other classifying paradigms (accuracy, F1, latency).
+    pub fn as_classification(&self) -> ClassificationRecord {
+        ClassificationRecord {
+            index: self.index,
+            label: self.label,
+            prediction: self.prediction,
+            confidence: self.confidence,
+            latency_s: self.latency_s,
+            warmup: false,
+        }
+    }
+}
+
+/// `hard_example_mining_mode` values.
+pub const MODES: &[&str] = &["inference-then-mining", "mining-then-inference"];
+
+/// The order of mining and inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The edge answers every sample; the miner reads its output; hard samples go to the cloud.
+    InferenceThenMining,
+    /// The miner routes each sample from its input; only the chosen model runs.
+    MiningThenInference,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "inference-then-mining" => Some(Mode::InferenceThenMining),
+            "mining-then-inference" => Some(Mode::MiningThenInference),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        MODES[self as usize]
+    }
+}
+
+const SLOTS: &[ModuleSlot] = &[
+    ModuleSlot { module_type: "edgemodel", required: true, help: "the small model on the edge device (MLP, CNN or ONNX)" },
+    ModuleSlot { module_type: "cloudmodel", required: true, help: "the large model in the cloud (MLP, CNN or ONNX)" },
+    ModuleSlot { module_type: "hard_example_mining", required: true, help: "decides which samples go to the cloud" },
+    ModuleSlot { module_type: "link", required: false, help: "the emulated edge-cloud network (default: Emulated with its defaults, a 1 ms, 100 Mbit/s LAN)" },
+    ModuleSlot { module_type: "dataset_processor", required: false, help: "transforms the test split before inference" },
+];
+
+pub struct JointInference;
+
+/// Everything of a case except the models, built and checked before anything runs.
+struct Plan {
+    mode: Mode,
+    warmup: usize,
+    codec: InputCodec,
+    link: LinkSpec,
+    miner: Box<dyn HardExampleMiner>,
+    processor: Option<Box<dyn DatasetProcessor>>,
+}
+
+fn build_context(case: &CaseSpec, data: &DataSplits) -> BuildContext {
+    BuildContext {
+        input_shape: data.input_shape,
+        num_classes: data.num_classes,
+        seed: case.seed,
+    }
+}
+
+fn plan(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Result<Plan> {
+    let ctx = build_context(case, data);
+    let mode_name = case.settings.str("hard_example_mining_mode")?;
+    let mode = Mode::parse(mode_name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown hard_example_mining_mode \"{mode_name}\"; expected one of {}",
+            MODES.join(", ")
+        )
+    })?;
+    let codec_name = case.settings.str("uplink_codec")?;
+    let codec = InputCodec::parse(codec_name)
+        .ok_or_else(|| anyhow::anyhow!("unknown uplink_codec \"{codec_name}\""))?;
+    let m = case.require("hard_example_mining")?;
+    let miner = registry.build_miner(&m.name, &m.hyperparameters, &ctx)?;
+    if mode == Mode::MiningThenInference && miner.needs() == MinerNeeds::EdgeOutput {
+        anyhow::bail!(
+            "hard example miner {} decides from the edge model's output, which `hard_example_mining_mode: mining-then-inference` does not compute; use `inference-then-mining`, or a miner that decides from the input (EdgeOnly, CloudOnly, Random, Oracle)",
+            m.name
+        );
+    }
+    let link = match case.module("link") {
+        Some(l) => registry.build_link(&l.name, &l.hyperparameters, &ctx)?,
+        None => LinkSpec::lan(case.seed),
+    };
+    let processor = case
+        .module("dataset_processor")
+        .map(|p| registry.build_dataset_processor(&p.name, &p.hyperparameters, &ctx))
+        .transpose()?;
+    if data.test.labels.len() != data.test.len() || data.test.dim == 0 {
+        anyhow::bail!("joint inference needs labelled feature vectors in the test split (accuracy and the Oracle read the labels)");
+    }
+    Ok(Plan {
+        mode,
+        warmup: case.settings.usize("warmup_samples")?,
+        codec,
+        link,
+        miner,
+        processor,
+    })
+}
+
+/// Checks that the edge and cloud models fit each other and the data.
+fn check_models(
+    edge: (&ResolvedModule, &dyn BaseModel),
+    cloud: (&ResolvedModule, &dyn BaseModel),
+    data: &DataSplits,
+) -> anyhow::Result<()> {
+    let (ke, kc) = (edge.1.num_classes(), cloud.1.num_classes());
+    if ke != kc {
+        anyhow::bail!(
+            "the edge model ({}) predicts {ke} classes but the cloud model ({}) predicts {kc}: both must classify the same classes for the cloud's answer to replace the edge's",
+            edge.0.name,
+            cloud.0.name
+        );
+    }
+    if data.num_classes > ke {
+        anyhow::bail!("the test data has labels up to {} ({} classes) but the edge and cloud models predict only {ke} classes", data.num_classes - 1, data.num_classes);
+    }
+    for (role, (m, model)) in [("edge", edge), ("cloud", cloud)] {
+        if model.needs_training() && data.train.is_none() {
+            anyhow::bail!("the {role} model {} is trained on the train split, but the test environment has none (give `train_data`, or one `data` file with a `split`)", m.name);
+        }
+    }
+    Ok(())
+}
+
+/// A model trained once per job, shared by every case (and role) that names it with the same
+/// hyperparameters.
+pub struct TrainedModel {
+    pub model: Box<dyn BaseModel>,
+    pub report: TrainReport,
+}
+
+/// The trained model of `m`, and whether this call trained (or loaded) it.
+fn trained(
+    ctx: &CaseContext,
+    case: &CaseSpec,
+    role: &str,
+    m: &ResolvedModule,
+) -> anyhow::Result<(Arc<TrainedModel>, bool)> {
+    let key = format!(
+        "jointinference/model/{}/{}/{}",
+        m.name.to_ascii_lowercase(),
+        serde_json::to_string(&m.hyperparameters)?,
+        case.seed
+    );
+    let mut built = false;
+    let model = ctx.cache.get_or_try_insert(&key, || {
+        built = true;
+        let mut model = ctx.registry.build_model(
+            &format!("{role}model"),
+            &m.name,
+            &m.hyperparameters,
+            &build_context(case, ctx.data),
+        )?;
+        let report = match (&ctx.data.train, model.needs_training()) {
+            (Some(train), true) => {
+                ctx.progress
+                    .set_message(format!("training the {role} model ({})", m.name));
+                model.train(train, &ctx.work())?
+            }
+            _ => TrainReport::default(),
+        };
+        Ok(TrainedModel { model, report })
+    })?;
+    Ok((model, built))
+}
+
+impl Paradigm for JointInference {
+    fn name(&self) -> &'static str {
+        "jointinference"
+    }
+    fn summary(&self) -> &'static str {
+        "edge model + cloud model + hard-example miner over an emulated link (Sedna/Ianvs joint inference)"
+    }
+    fn slots(&self) -> &'static [ModuleSlot] {
+        SLOTS
+    }
+    fn settings(&self) -> Vec<HpSpec> {
+        vec![
+            HpSpec::new("hard_example_mining_mode", HpKind::Choice(MODES), json!("inference-then-mining"), "inference-then-mining: the edge answers first and hard samples go to the cloud; mining-then-inference: the miner routes each sample before any model runs"),
+            HpSpec::new("warmup_samples", HpKind::Int { min: 0, max: 1_000_000 }, json!(10), "forward passes each model runs on the first test samples before timing starts (not recorded)"),
+            HpSpec::new("uplink_codec", HpKind::Choice(InputCodec::NAMES), json!("f32"), "how a sample is serialized for the uplink: f32 (4 B/value), u8 (per-sample min/max quantization, 1 B/value + 8, lossy), deflate (f32 compressed, lossless)"),
+        ]
+    }
+    fn record_kind(&self) -> RecordKind {
+        RecordKind::JointInference
+    }
+
+    fn preflight(
+        &self,
+        case: &CaseSpec,
+        data: &DataSplits,
+        registry: &Registry,
+    ) -> anyhow::Result<()> {
+        plan(case, data, registry)?;
+        let ctx = build_context(case, data);
+        let (e, c) = (case.require("edgemodel")?, case.require("cloudmodel")?);
+        let edge = registry
+            .build_model("edgemodel", &e.name, &e.hyperparameters, &ctx)
+            .map_err(|err| err.context(format!("edge model {}", e.name)))?;
+        let cloud = registry
+            .build_model("cloudmodel", &c.name, &c.hyperparameters, &ctx)
+            .map_err(|err| err.context(format!("cloud model {}", c.name)))?;
+        check_models((e, edge.as_ref()), (c, cloud.as_ref()), data)
+    }
+
+    fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
+        let mut plan = plan(case, ctx.data, ctx.registry)?;
+        let (em, cm) = (case.require("edgemodel")?, case.require("cloudmodel")?);
+        let (edge, edge_built_now) = trained(ctx, case, "edge", em)?;
+        let (cloud, cloud_built_now) = trained(ctx, case, "cloud", cm)?;
+        check_models(
+            (em, edge.model.as_ref()),
+            (cm, cloud.model.as_ref()),
+            ctx.data,
+        )?;
+
+        let test: Arc<Dataset> = match &plan.processor {
+            Some(p) => Arc::new(p.process(&ctx.data.test)?),
+            None => ctx.data.test.clone(),
+        };
+        if test.is_empty() || test.labels.len() != test.len() {
+            anyhow::bail!("the dataset processor left {} samples and {} labels; joint inference needs labelled samples", test.len(), test.labels.len());
+        }
+        let flow = Flow {
+            edge: edge.model.as_ref(),
+            cloud: cloud.model.as_ref(),
+            codec: plan.codec,
+            timing: plan.link.timing,
+        };
+
+        // The Oracle's knowledge is computed in one batch, off the clock.
+        let oracle = if plan.miner.needs() == MinerNeeds::Oracle {
+            ctx.progress
+                .set_message("oracle: both models on every sample (not timed)");
+            Some((
+                batch_predictions(flow.edge, &test)?,
+                batch_predictions(flow.cloud, &test)?,
+            ))
+        } else {
+            None
+        };
+
+        ctx.progress.set_message("warming up");
+        for i in 0..plan.warmup.min(test.len()) {
+            flow.edge.predict_proba(test.x(i))?;
+            let payload = flow.codec.encode(test.x(i));
+            flow.cloud.predict_proba(&flow.codec.decode(&payload)?)?;
+        }
+
+        ctx.progress.set_length(test.len() as u64);
+        ctx.progress.set_position(0);
+        ctx.progress.set_message("inferring");
+        let mut link = Link::new(plan.link.clone());
+        let mut records = Vec::with_capacity(test.len());
+        for i in 0..test.len() {
+            if i % 64 == 0 {
+                ctx.work().check_cancelled()?;
+            }
+            let view = oracle.as_ref().map(|(e, c)| OracleView {
+                label: test.labels[i],
+                edge_prediction: e[i],
+                cloud_prediction: c[i],
+            });
+            records.push(flow.sample(
+                i,
+                test.x(i),
+                test.labels[i],
+                plan.mode,
+                plan.miner.as_mut(),
+                view,
+                &mut link,
+            )?);
+            ctx.progress.inc(1);
+        }
+
+        let mut out = CaseOutput::new(Records::JointInference(records));
+        let m = &mut out.measurements;
+        m.insert(
+            "training_time_s".into(),
+            edge.report.seconds + cloud.report.seconds,
+        );
+        m.insert("edge_training_time_s".into(), edge.report.seconds);
+        m.insert("cloud_training_time_s".into(), cloud.report.seconds);
+        m.insert("edge_parameters".into(), edge.model.num_parameters() as f64);
+        m.insert(
+            "cloud_parameters".into(),
+            cloud.model.num_parameters() as f64,
+        );
+        let runtime = json!({
+            "mode": plan.mode.name(),
+            "uplink_codec": plan.codec,
+            "link": plan.link,
+            "warmup_passes_per_model": plan.warmup.min(test.len()),
+            "test_samples": test.len(),
+            "edge": { "module": em.name, "parameters": edge.model.num_parameters(), "training_time_s": edge.report.seconds, "built_in_this_case": edge_built_now },
+            "cloud": { "module": cm.name, "parameters": cloud.model.num_parameters(), "training_time_s": cloud.report.seconds, "built_in_this_case": cloud_built_now },
+        });
+        out.artifacts
+            .push(("runtime.json".into(), serde_json::to_vec_pretty(&runtime)?));
+        Ok(out)
+    }
+}
+
+/// The most probable class of every sample, in batches (for the Oracle).
+fn batch_predictions(model: &dyn BaseModel, data: &Dataset) -> anyhow::Result<Vec<u32>> {
+    let k = model.num_classes();
+    let mut out = Vec::with_capacity(data.len());
+    for chunk in data.features.chunks(256 * data.dim) {
+        let probs = model.predict_proba(chunk)?;
+        out.extend(probs.chunks_exact(k).map(|row| argmax(row).0 as u32));
+    }
+    Ok(out)
+}
+
+/// What one sample's flow needs; public so the overhead benchmark drives the same code.
+pub struct Flow<'a> {
+    pub edge: &'a dyn BaseModel,
+    pub cloud: &'a dyn BaseModel,
+    pub codec: InputCodec,
+    pub timing: Timing,
+}
+
+/// The cloud's part of one sample: payload up, forward, answer down.
+struct CloudAnswer {
+    prediction: u32,
+    confidence: f32,
+    cloud_s: f64,
+    codec_s: f64,
+    uplink_s: f64,
+    downlink_s: f64,
+    uplink_bytes: usize,
+    downlink_bytes: usize,
+}
+
+impl Flow<'_> {
+    fn ask_cloud(&self, x: &[f32], link: &mut Link) -> anyhow::Result<CloudAnswer> {
+        let t = Instant::now();
+        let payload = self.codec.encode(x);
+        let mut codec_s = t.elapsed().as_secs_f64();
+        let mut ex = link.exchange();
+        let up = ex.up(payload.len());
+        // The cloud sees what crossed the link, so a lossy codec changes its input for real.
+        let t = Instant::now();
+        let received = self.codec.decode(&payload)?;
+        codec_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let probs = self.cloud.predict_proba(&received)?;
+        let cloud_s = t.elapsed().as_secs_f64();
+        let (class, p) = argmax(&probs);
+        let t = Instant::now();
+        let answer = encode_answer(class as u32, p);
+        codec_s += t.elapsed().as_secs_f64();
+        let down = ex.down(answer.len());
+        let t = Instant::now();
+        let (prediction, confidence) = decode_answer(&answer);
+        codec_s += t.elapsed().as_secs_f64();
+        Ok(CloudAnswer {
+            prediction,
+            confidence,
+            cloud_s,
+            codec_s,
+            uplink_s: up.seconds,
+            downlink_s: down.seconds,
+            uplink_bytes: up.bytes,
+            downlink_bytes: down.bytes,
+        })
+    }
+
+    /// Runs one sample through the flow and returns its record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample(
+        &self,
+        index: usize,
+        x: &[f32],
+        label: u32,
+        mode: Mode,
+        miner: &mut dyn HardExampleMiner,
+        oracle: Option<OracleView>,
+        link: &mut Link,
+    ) -> anyhow::Result<JointInferenceRecord> {
+        let t_sample = Instant::now();
+        let mut r = JointInferenceRecord {
+            index,
+            label,
+            prediction: 0,
+            confidence: 0.0,
+            route: Route::Edge,
+            edge_prediction: None,
+            edge_confidence: None,
+            cloud_prediction: None,
+            cloud_confidence: None,
+            edge_s: 0.0,
+            mining_s: 0.0,
+            codec_s: 0.0,
+            uplink_s: 0.0,
+            cloud_s: 0.0,
+            downlink_s: 0.0,
+            latency_s: 0.0,
+            uplink_bytes: 0,
+            downlink_bytes: 0,
+        };
+        let run_edge = |r: &mut JointInferenceRecord| -> anyhow::Result<Vec<f32>> {
+            let t = Instant::now();
+            let probs = self.edge.predict_proba(x)?;
+            r.edge_s = t.elapsed().as_secs_f64();
+            let (c, p) = argmax(&probs);
+            r.edge_prediction = Some(c as u32);
+            r.edge_confidence = Some(p);
+            Ok(probs)
+        };
+        let edge_probs = match mode {
+            Mode::InferenceThenMining => Some(run_edge(&mut r)?),
+            Mode::MiningThenInference => None,
+        };
+        let t = Instant::now();
+        let hard = miner.is_hard(&MiningQuery {
+            index,
+            input: x,
+            edge_probs: edge_probs.as_deref(),
+            oracle,
+        })?;
+        r.mining_s = t.elapsed().as_secs_f64();
+        if hard {
+            let a = self.ask_cloud(x, link)?;
+            r.route = Route::Cloud;
+            (r.prediction, r.confidence) = (a.prediction, a.confidence);
+            (r.cloud_prediction, r.cloud_confidence) = (Some(a.prediction), Some(a.confidence));
+            (
+                r.cloud_s,
+                r.codec_s,
+                r.uplink_s,
+                r.downlink_s,
+                r.uplink_bytes,
+                r.downlink_bytes,
+            ) = (
+                a.cloud_s,
+                a.codec_s,
+                a.uplink_s,
+                a.downlink_s,
+                a.uplink_bytes,
+                a.downlink_bytes,
+            );
+        } else {
+            if edge_probs.is_none() {
+                run_edge(&mut r)?;
+            }
+            r.route = Route::Edge;
+            (r.prediction, r.confidence) = (
+                r.edge_prediction.unwrap_or(0),
+                r.edge_confidence.unwrap_or(0.0),
+            );
+        }
+        r.latency_s = match self.timing {
+            Timing::Virtual => {
+                r.edge_s + r.mining_s + r.codec_s + r.uplink_s + r.cloud_s + r.downlink_s
+            }
+            Timing::Sleep => t_sample.elapsed().as_secs_f64(),
+        };
+        Ok(r)
+    }
+}

@@ -480,7 +480,7 @@ fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
     logits
         .to_vec2::<f32>()?
         .iter()
-        .map(|r| ianvs_algorithms::llm::sampling::argmax(r))
+        .map(|r| ianvs_algorithms::llm::sampling::argmax(r).map_err(Into::into))
         .collect()
 }
 

@@ -117,3 +117,9 @@ impl LlmError {
         }
     }
 }
+
+impl From<ianvs_paradigms::sampling::SamplingError> for LlmError {
+    fn from(e: ianvs_paradigms::sampling::SamplingError) -> Self {
+        LlmError::Sampling(e.0)
+    }
+}

@@ -264,7 +264,7 @@ pub fn greedy_complete(model_dir: &Path, prompt: &str, max_new_tokens: usize) ->
             break;
         }
         let logits = model.forward(&fresh, &mut cache).map_err(rt)?;
-        let next = sampling::argmax(&LlmModel::last_logits(&logits).map_err(rt)?).map_err(rt)?;
+        let next = sampling::argmax(&LlmModel::last_logits(&logits).map_err(rt)?).map_err(|e| rt(e.into()))?;
         if model.config().is_eos(next) {
             break;
         }

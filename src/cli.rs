@@ -68,7 +68,7 @@ enum Command {
     },
     /// Regression gate: compare two leaderboards case by case; exit 1 on a regression.
     #[command(after_help = "BASELINE and CURRENT are each a job folder or a leaderboard.json (also the JSON `ianvs run --json` prints).\nCases match by algorithm and hyperparameters. A metric regresses when it is worse than its tolerance\nand outside the 95 % confidence interval. Exit codes: 0 no regression, 1 regression, 2 bad input.")]
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Train a small Llama-architecture LM (and its BPE tokenizer) on a text corpus; export it
     /// as a Hugging Face folder (how the speculative-decoding draft/verifier pair is made).
     TrainLm(crate::train_lm::TrainLmArgs),
@@ -227,7 +227,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             out(&format!("report written: {} and {} ({} chart(s) in {})\n", w.html.display(), w.markdown.display(), w.charts, dir.join("plots").display()))?;
             Ok(0)
         }
-        Command::Compare(args) => cmd_compare(args),
+        Command::Compare(args) => cmd_compare(*args),
         Command::TrainLm(args) => crate::train_lm::run(args, EXIT_CONFIG, EXIT_INTERRUPTED),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

@@ -114,3 +114,55 @@ fn explore_confidence() {
         }
     }
 }
+
+fn gram_schmidt(q: &mut [Vec<f32>]) {
+    for i in 0..q.len() {
+        for j in 0..i { let d: f32 = q[i].iter().zip(&q[j]).map(|(a, b)| a * b).sum(); let qj = q[j].clone(); for (a, b) in q[i].iter_mut().zip(&qj) { *a -= d * b; } }
+        let n: f32 = q[i].iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12); for a in q[i].iter_mut() { *a /= n; }
+    }
+}
+/// top-k principal directions of centred rows (n x d) by subspace iteration
+fn pca(x: &[Vec<f32>], k: usize) -> Vec<Vec<f32>> {
+    let d = x[0].len();
+    let mut q: Vec<Vec<f32>> = (0..k).map(|i| (0..d).map(|j| (((i * 31 + j * 17) % 101) as f32 / 101.0) - 0.5).collect()).collect();
+    gram_schmidt(&mut q);
+    for _ in 0..30 {
+        // q_new = X^T (X q)
+        let mut nq = vec![vec![0f32; d]; k];
+        for row in x { for (c, qc) in q.iter().enumerate() { let p: f32 = row.iter().zip(qc).map(|(a, b)| a * b).sum(); for (o, r) in nq[c].iter_mut().zip(row) { *o += p * r; } } }
+        q = nq; gram_schmidt(&mut q);
+    }
+    q
+}
+
+#[test]
+#[ignore]
+fn explore_subspace() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/mnist/mnist_5k.csv.gz");
+    let all = load(&path, &LoadOptions { feature_scale: 255.0, ..Default::default() }).unwrap();
+    let (tr, te) = split(&all, SplitMethod::Interleaved, 0.2, 0);
+    for (known, unseen) in [(vec![0u32, 1], vec![2u32, 3]), (vec![0, 1, 2, 3, 4, 5], vec![6, 7]), (vec![0, 1, 2, 3, 4, 5, 6, 7], vec![8, 9])] {
+        let pick = |d: &ianvs_paradigms::data::Dataset, cls: &[u32]| -> Vec<usize> { (0..d.len()).filter(|&i| cls.contains(&d.labels[i])).collect() };
+        let kte = te.subset(&pick(&te, &known));
+        let ute = te.subset(&pick(&te, &unseen));
+        for k in [5usize, 10, 20] {
+            let mut models = vec![];
+            for &c in &known {
+                let idx = pick(&tr, &[c]);
+                let n = idx.len() as f32;
+                let mut mu = vec![0f32; 784];
+                for &i in &idx { for (m, v) in mu.iter_mut().zip(tr.x(i)) { *m += v / n; } }
+                let xc: Vec<Vec<f32>> = idx.iter().map(|&i| tr.x(i).iter().zip(&mu).map(|(a, b)| a - b).collect()).collect();
+                let q = pca(&xc, k);
+                let resid = |x: &[f32]| -> f32 { let v: Vec<f32> = x.iter().zip(&mu).map(|(a, b)| a - b).collect(); let tot: f32 = v.iter().map(|a| a * a).sum(); let proj: f32 = q.iter().map(|qc| { let p: f32 = v.iter().zip(qc).map(|(a, b)| a * b).sum(); p * p }).sum(); (tot - proj).max(0.0).sqrt() };
+                let own: Vec<f32> = idx.iter().map(|&i| resid(tr.x(i))).collect();
+                let r95 = quantile(&own, 0.95);
+                models.push((mu, q, r95));
+            }
+            let score = |d: &ianvs_paradigms::data::Dataset| -> Vec<f32> { (0..d.len()).map(|i| { let x = d.x(i); models.iter().map(|(mu, q, r)| { let v: Vec<f32> = x.iter().zip(mu).map(|(a, b)| a - b).collect(); let tot: f32 = v.iter().map(|a| a * a).sum(); let proj: f32 = q.iter().map(|qc| { let p: f32 = v.iter().zip(qc).map(|(a, b)| a * b).sum(); p * p }).sum(); (tot - proj).max(0.0).sqrt() / r }).fold(f32::INFINITY, f32::min) }).collect() };
+            let (su, sk) = (score(&ute), score(&kte));
+            let fr = |v: &[f32], t: f32| v.iter().filter(|&&s| s > t).count() as f64 / v.len() as f64;
+            println!("known {} subspace k{k} auc {:.3} rec@5% {:.3} rec@10% {:.3} | ratio>1: rec {:.3} fpr {:.3}", known.len(), auc(&su, &sk), rec_at(&su, &sk, 0.05), rec_at(&su, &sk, 0.1), fr(&su, 1.0), fr(&sk, 1.0));
+        }
+    }
+}

@@ -359,13 +359,23 @@ impl Paradigm for JointInference {
             timing: plan.link.timing,
         };
 
-        // The Oracle's knowledge is computed in one batch, off the clock.
+        // The Oracle's knowledge is computed before the measured loop, off the clock. The cloud's view is
+        // what would cross the link, so a lossy codec is accounted for.
         let oracle = if plan.miner.needs() == MinerNeeds::Oracle {
             ctx.progress
                 .set_message("oracle: both models on every sample (not timed)");
+            let mut received = Dataset {
+                dim: test.dim,
+                ..Default::default()
+            };
+            for i in 0..test.len() {
+                received
+                    .features
+                    .extend(plan.codec.decode(&plan.codec.encode(test.x(i)))?);
+            }
             Some((
                 batch_predictions(flow.edge, &test)?,
-                batch_predictions(flow.cloud, &test)?,
+                batch_predictions(flow.cloud, &received)?,
             ))
         } else {
             None
@@ -432,15 +442,13 @@ impl Paradigm for JointInference {
     }
 }
 
-/// The most probable class of every sample, in batches (for the Oracle).
+/// The most probable class of every sample (for the Oracle).
 fn batch_predictions(model: &dyn BaseModel, data: &Dataset) -> anyhow::Result<Vec<u32>> {
-    let k = model.num_classes();
-    let mut out = Vec::with_capacity(data.len());
-    for chunk in data.features.chunks(256 * data.dim) {
-        let probs = model.predict_proba(chunk)?;
-        out.extend(probs.chunks_exact(k).map(|row| argmax(row).0 as u32));
-    }
-    Ok(out)
+    // One sample per forward pass, as in the flow: a batched matmul may round differently, and
+    // the Oracle must know exactly the answer the flow will get.
+    (0..data.len())
+        .map(|i| Ok(argmax(&model.predict_proba(data.x(i))?).0 as u32))
+        .collect()
 }
 
 /// What one sample's flow needs; public so the overhead benchmark drives the same code.

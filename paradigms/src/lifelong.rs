@@ -309,6 +309,7 @@ impl Paradigm for LifelongLearning {
         vec![
             HpSpec::new("incremental_rounds", HpKind::Int { min: 1, max: 10_000 }, json!(null), "rounds, one new task each; the first N tasks of the task definition arrive (default null: every task)"),
             HpSpec::new("stream_known_fraction", HpKind::Float { min: 0.0, max: 10.0 }, json!(0.25), "samples of already-known tasks mixed into each round's edge stream, as a fraction of the new task's samples (what the detector must not flag)"),
+            HpSpec::new("revisit_fraction", HpKind::Float { min: 0.0, max: 0.9 }, json!(0.2), "share of each task's train samples held back from the round that brings the task; later rounds stream them as samples of a known task, so the detector is judged on samples the knowledge base has not seen"),
             HpSpec::new("train_samples_per_task", HpKind::Int { min: 0, max: i64::MAX }, json!(0), "cap on each task's train samples, evenly spaced (0: all)"),
             HpSpec::new("test_samples_per_task", HpKind::Int { min: 0, max: i64::MAX }, json!(0), "cap on each task's test samples, evenly spaced (0: all)"),
             HpSpec::new("evaluation_scenario", HpKind::Choice(SCENARIOS), json!("class-incremental"), "class-incremental: predict among all classes; task-incremental: the task is given at test time and predictions are restricted to its classes"),
@@ -328,7 +329,7 @@ impl Paradigm for LifelongLearning {
         let td = case.require("task_definition")?;
         // Tasks are materialised once per job and shared by its cases: permuting or rotating
         // every sample is the same work for every strategy.
-        let key = format!("lifelong-tasks:{}:{}:{}:{}:{rounds}", td.name, serde_json::to_string(&td.hyperparameters)?, settings.train_cap, settings.test_cap);
+        let key = format!("lifelong-tasks:{}:{}:{}:{}:{}:{rounds}", td.name, serde_json::to_string(&td.hyperparameters)?, settings.train_cap, settings.test_cap, settings.revisit_fraction);
         let tasks = ctx.cache.get_or_try_insert(&key, || materialise(taskdef.as_ref(), &specs[..rounds], ctx.data, &settings))?;
         let build = BuildContext { input_shape: ctx.data.input_shape, num_classes: ctx.data.num_classes, seed: case.seed };
         let strategy_m = case.require("task_update_decision")?;
@@ -349,6 +350,7 @@ impl Paradigm for LifelongLearning {
 /// The paradigm's test-environment settings, read once.
 struct Settings {
     stream_known_fraction: f64,
+    revisit_fraction: f64,
     train_cap: usize,
     test_cap: usize,
     scenario_class_incremental: bool,
@@ -358,6 +360,7 @@ impl Settings {
     fn read(s: &Hyperparameters) -> anyhow::Result<Self> {
         Ok(Self {
             stream_known_fraction: s.float("stream_known_fraction")?,
+            revisit_fraction: s.float("revisit_fraction")?,
             train_cap: s.usize("train_samples_per_task")?,
             test_cap: s.usize("test_samples_per_task")?,
             scenario_class_incremental: s.str("evaluation_scenario")? == "class-incremental",
@@ -432,6 +435,8 @@ pub struct Task {
     pub train: Dataset,
     pub test: Dataset,
     pub classes: Vec<u32>,
+    /// Train samples held back from the task's own round, streamed later as known-task samples.
+    pub revisit: Vec<usize>,
 }
 
 /// `m` indices spread evenly over `idx` (all of them when `m` is 0 or larger): keeps class
@@ -456,7 +461,14 @@ fn materialise(def: &dyn TaskDefinition, specs: &[TaskSpec], data: &DataSplits, 
     Ok(specs
         .iter()
         .enumerate()
-        .map(|(j, sp)| Task { name: sp.name.clone(), train: make(j, train, &cap(&sp.train, s.train_cap)), test: make(j, &data.test, &cap(&sp.test, s.test_cap)), classes: sp.classes.clone() })
+        .map(|(j, sp)| {
+            let train = make(j, train, &cap(&sp.train, s.train_cap));
+            let n = train.len();
+            // At least one sample stays for the task's own round.
+            let m = ((n as f64 * s.revisit_fraction).round() as usize).min(n.saturating_sub(1));
+            let revisit = if m == 0 { Vec::new() } else { cap(&(0..n).collect::<Vec<_>>(), m) };
+            Task { name: sp.name.clone(), train, test: make(j, &data.test, &cap(&sp.test, s.test_cap)), classes: sp.classes.clone(), revisit }
+        })
         .collect())
 }
 
@@ -566,13 +578,15 @@ impl Flow<'_> {
         Ok(out)
     }
 
-    /// Round `t + 1`'s edge stream: every train sample of task `t` plus
-    /// `stream_known_fraction` as many drawn from the tasks before it, shuffled. Returns the
-    /// samples and, for each, (task, index in the task's train set).
+    /// Round `t + 1`'s edge stream: the train samples of task `t` not held back for revisits,
+    /// plus `stream_known_fraction` as many drawn from the held-back samples of the tasks before
+    /// it (all of them when there are fewer), shuffled. Returns the samples and, for each,
+    /// (task, index in the task's train set).
     fn stream(&self, t: usize) -> (Dataset, Vec<(usize, usize)>) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (0x5eed_0000 + t as u64));
-        let mut origin: Vec<(usize, usize)> = (0..self.tasks[t].train.len()).map(|i| (t, i)).collect();
-        let mut pool: Vec<(usize, usize)> = (0..t).flat_map(|j| (0..self.tasks[j].train.len()).map(move |i| (j, i))).collect();
+        let held: BTreeSet<usize> = self.tasks[t].revisit.iter().copied().collect();
+        let mut origin: Vec<(usize, usize)> = (0..self.tasks[t].train.len()).filter(|i| !held.contains(i)).map(|i| (t, i)).collect();
+        let mut pool: Vec<(usize, usize)> = (0..t).flat_map(|j| self.tasks[j].revisit.iter().map(move |&i| (j, i))).collect();
         let n_known = ((origin.len() as f64 * self.settings.stream_known_fraction).round() as usize).min(pool.len());
         pool.shuffle(&mut rng);
         origin.extend_from_slice(&pool[..n_known]);

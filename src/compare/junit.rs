@@ -28,7 +28,11 @@ fn escape_text(s: &str) -> String {
 
 /// Renders the comparison as JUnit XML.
 pub fn render(c: &Comparison) -> String {
-    let suite = if c.current.job.is_empty() { "ianvs".to_string() } else { c.current.job.clone() };
+    let suite = if c.current.job.is_empty() {
+        "ianvs".to_string()
+    } else {
+        c.current.job.clone()
+    };
     let mut cases = String::new();
     let (mut tests, mut failures, mut skipped) = (0usize, 0usize, 0usize);
     for m in &c.checks {
@@ -73,8 +77,15 @@ pub fn render(c: &Comparison) -> String {
     s.push_str(&format!("<testsuites name=\"ianvs compare\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" time=\"0\">\n"));
     s.push_str(&format!("  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"0\">\n", escape_attr(&suite)));
     s.push_str("    <properties>\n");
-    for (k, v) in [("baseline", c.baseline.source.as_str()), ("current", c.current.source.as_str()), ("rule", super::RULE)] {
-        s.push_str(&format!("      <property name=\"{k}\" value=\"{}\"/>\n", escape_attr(v)));
+    for (k, v) in [
+        ("baseline", c.baseline.source.as_str()),
+        ("current", c.current.source.as_str()),
+        ("rule", super::RULE),
+    ] {
+        s.push_str(&format!(
+            "      <property name=\"{k}\" value=\"{}\"/>\n",
+            escape_attr(v)
+        ));
     }
     s.push_str("    </properties>\n");
     s.push_str(&cases);

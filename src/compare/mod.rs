@@ -67,11 +67,24 @@ impl Board {
                     bail!("the job folder {source} holds no case results yet");
                 }
                 let lb = story::build(&meta, &results)?;
-                let rows: Vec<Map<String, Value>> = lb.to_json().as_array().into_iter().flatten().filter_map(|r| r.as_object().cloned()).collect();
+                let rows: Vec<Map<String, Value>> = lb
+                    .to_json()
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_object().cloned())
+                    .collect();
                 let mut key_cols = vec!["algorithm".to_string(), "paradigm".to_string()];
                 key_cols.extend(meta.module_types.iter().cloned());
                 key_cols.extend(meta.grid_columns.iter().cloned());
-                return Ok(Self::from_rows(source, meta.name.clone(), meta.rank.sort_by.clone(), meta.metrics.clone(), Some(key_cols), &rows));
+                return Ok(Self::from_rows(
+                    source,
+                    meta.name.clone(),
+                    meta.rank.sort_by.clone(),
+                    meta.metrics.clone(),
+                    Some(key_cols),
+                    &rows,
+                ));
             }
             let lbf = path.join("rank").join("leaderboard.json");
             if lbf.is_file() {
@@ -82,7 +95,8 @@ impl Board {
             bail!("{source} is neither a job folder (no job.json) nor a folder with rank/leaderboard.json");
         }
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {source}"))?;
-        let v: Value = serde_json::from_slice(&bytes).with_context(|| format!("{source} is not JSON (expected a leaderboard.json)"))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{source} is not JSON (expected a leaderboard.json)"))?;
         Self::from_json(source, &v)
     }
 
@@ -90,23 +104,63 @@ impl Board {
     pub fn from_json(source: String, v: &Value) -> Result<Board> {
         let (job, sort_by, metrics, key_cols, rows) = match v {
             Value::Object(o) => {
-                let rows = o.get("rows").and_then(Value::as_array).with_context(|| format!("{source} has no `rows` list: is it a leaderboard.json?"))?;
-                let sort_by: Vec<(String, Order)> = o.get("sort_by").map(|s| serde_json::from_value(s.clone())).transpose().with_context(|| format!("{source}: `sort_by` is not a list of [metric, ascend|descend]"))?.unwrap_or_default();
-                let metrics: Vec<String> = o.get("metrics").map(|s| serde_json::from_value(s.clone())).transpose().with_context(|| format!("{source}: `metrics` is not a list of names"))?.unwrap_or_default();
-                let key_cols = match (o.get("module_types").and_then(Value::as_array), o.get("grid_columns").and_then(Value::as_array)) {
+                let rows = o.get("rows").and_then(Value::as_array).with_context(|| {
+                    format!("{source} has no `rows` list: is it a leaderboard.json?")
+                })?;
+                let sort_by: Vec<(String, Order)> = o
+                    .get("sort_by")
+                    .map(|s| serde_json::from_value(s.clone()))
+                    .transpose()
+                    .with_context(|| {
+                        format!("{source}: `sort_by` is not a list of [metric, ascend|descend]")
+                    })?
+                    .unwrap_or_default();
+                let metrics: Vec<String> = o
+                    .get("metrics")
+                    .map(|s| serde_json::from_value(s.clone()))
+                    .transpose()
+                    .with_context(|| format!("{source}: `metrics` is not a list of names"))?
+                    .unwrap_or_default();
+                let key_cols = match (
+                    o.get("module_types").and_then(Value::as_array),
+                    o.get("grid_columns").and_then(Value::as_array),
+                ) {
                     (Some(m), Some(g)) => {
                         let mut k = vec!["algorithm".to_string(), "paradigm".to_string()];
-                        k.extend(m.iter().chain(g).filter_map(Value::as_str).map(String::from));
+                        k.extend(
+                            m.iter()
+                                .chain(g)
+                                .filter_map(Value::as_str)
+                                .map(String::from),
+                        );
                         Some(k)
                     }
                     _ => None,
                 };
-                (o.get("job").and_then(Value::as_str).unwrap_or_default().to_string(), sort_by, metrics, key_cols, rows.clone())
+                (
+                    o.get("job")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    sort_by,
+                    metrics,
+                    key_cols,
+                    rows.clone(),
+                )
             }
             Value::Array(rows) => (String::new(), Vec::new(), Vec::new(), None, rows.clone()),
-            _ => bail!("{source} is neither a leaderboard.json object nor a list of leaderboard rows"),
+            _ => bail!(
+                "{source} is neither a leaderboard.json object nor a list of leaderboard rows"
+            ),
         };
-        let rows: Vec<Map<String, Value>> = rows.into_iter().map(|r| r.as_object().cloned().with_context(|| format!("{source}: a row is not an object"))).collect::<Result<_>>()?;
+        let rows: Vec<Map<String, Value>> = rows
+            .into_iter()
+            .map(|r| {
+                r.as_object()
+                    .cloned()
+                    .with_context(|| format!("{source}: a row is not an object"))
+            })
+            .collect::<Result<_>>()?;
         if rows.iter().any(|r| !r.contains_key("algorithm")) {
             bail!("{source}: rows lack the `algorithm` column; is it a leaderboard?");
         }
@@ -124,28 +178,57 @@ impl Board {
         } else {
             metrics
         };
-        Ok(Self::from_rows(source, job, sort_by, metrics, key_cols, &rows))
+        Ok(Self::from_rows(
+            source, job, sort_by, metrics, key_cols, &rows,
+        ))
     }
 
-    fn from_rows(source: String, job: String, sort_by: Vec<(String, Order)>, metrics: Vec<String>, key_cols: Option<Vec<String>>, rows: &[Map<String, Value>]) -> Board {
+    fn from_rows(
+        source: String,
+        job: String,
+        sort_by: Vec<(String, Order)>,
+        metrics: Vec<String>,
+        key_cols: Option<Vec<String>>,
+        rows: &[Map<String, Value>],
+    ) -> Board {
         let is_key = |c: &str| match &key_cols {
             Some(k) => k.iter().any(|x| x == c),
             // Older files: everything that is not a metric, a bound or bookkeeping identifies the case.
-            None => !NON_KEY.contains(&c) && !metrics.iter().any(|m| m == c) && story::confidence_column(&metrics, c).is_none(),
+            None => {
+                !NON_KEY.contains(&c)
+                    && !metrics.iter().any(|m| m == c)
+                    && story::confidence_column(&metrics, c).is_none()
+            }
         };
         let cases = rows
             .iter()
             .map(|r| {
-                let key_map: BTreeMap<String, Value> = r.iter().filter(|(k, v)| is_key(k) && !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let key_map: BTreeMap<String, Value> = r
+                    .iter()
+                    .filter(|(k, v)| is_key(k) && !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 let key = serde_json::to_string(&key_map).unwrap_or_default();
-                let algorithm = r.get("algorithm").and_then(Value::as_str).unwrap_or_default().to_string();
+                let algorithm = r
+                    .get("algorithm")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let mut label = vec![algorithm.clone()];
                 for (k, v) in &key_map {
                     if k != "algorithm" && k != "paradigm" {
                         label.push(format!("{k}={}", crate::plots::value_text(v)));
                     }
                 }
-                let values = metrics.iter().map(|m| (m.clone(), r.get(m).and_then(Value::as_f64).filter(|x| x.is_finite()))).collect();
+                let values = metrics
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.clone(),
+                            r.get(m).and_then(Value::as_f64).filter(|x| x.is_finite()),
+                        )
+                    })
+                    .collect();
                 let intervals = metrics
                     .iter()
                     .filter_map(|m| {
@@ -154,11 +237,33 @@ impl Board {
                         Some((m.clone(), (lo, hi)))
                     })
                     .collect();
-                let ok = r.get("status").and_then(Value::as_str).is_none_or(|s| s == "ok");
-                BoardCase { key, key_map, label: label.join(" "), algorithm, case_id: r.get("case_id").and_then(Value::as_str).unwrap_or_default().to_string(), ok, values, intervals }
+                let ok = r
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .is_none_or(|s| s == "ok");
+                BoardCase {
+                    key,
+                    key_map,
+                    label: label.join(" "),
+                    algorithm,
+                    case_id: r
+                        .get("case_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    ok,
+                    values,
+                    intervals,
+                }
             })
             .collect();
-        Board { source, job, sort_by, metrics, cases }
+        Board {
+            source,
+            job,
+            sort_by,
+            metrics,
+            cases,
+        }
     }
 }
 
@@ -216,7 +321,12 @@ fn with_interval(v: Option<f64>, iv: Option<(f64, f64)>) -> String {
     match (v, iv) {
         (None, _) => "—".to_string(),
         (Some(v), None) => format_number(v),
-        (Some(v), Some((lo, hi))) => format!("{} [{}, {}]", format_number(v), format_number(lo), format_number(hi)),
+        (Some(v), Some((lo, hi))) => format!(
+            "{} [{}, {}]",
+            format_number(v),
+            format_number(lo),
+            format_number(hi)
+        ),
     }
 }
 
@@ -227,7 +337,11 @@ impl Check {
                 let d = c - b;
                 let sign = if d >= 0.0 { "+" } else { "" };
                 if b != 0.0 {
-                    format!("{sign}{} ({sign}{:.1} %)", format_number(d), d / b.abs() * 100.0)
+                    format!(
+                        "{sign}{} ({sign}{:.1} %)",
+                        format_number(d),
+                        d / b.abs() * 100.0
+                    )
                 } else {
                     format!("{sign}{}", format_number(d))
                 }
@@ -280,7 +394,10 @@ pub struct Comparison {
 
 impl Comparison {
     pub fn regressions(&self) -> usize {
-        self.checks.iter().filter(|c| c.verdict == Verdict::Regressed).count()
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Regressed)
+            .count()
     }
     /// Whether the gate fails.
     pub fn failed(&self) -> bool {
@@ -299,37 +416,80 @@ fn direction(metric: &str, tol: &Tolerance, base: &Board, cur: &Board) -> Option
             return Some(*o == Order::Descend);
         }
     }
-    crate::metrics::canonical(metric).filter(|m| m.id == metric).map(|m| m.higher_is_better)
+    crate::metrics::canonical(metric)
+        .filter(|m| m.id == metric)
+        .map(|m| m.higher_is_better)
 }
 
 /// Judges one metric of a matched pair.
-pub fn judge(base: Option<f64>, cur: Option<f64>, b_iv: Option<(f64, f64)>, c_iv: Option<(f64, f64)>, higher: Option<bool>, tol: &Tolerance, current_ok: bool) -> (Verdict, Option<f64>, String) {
+pub fn judge(
+    base: Option<f64>,
+    cur: Option<f64>,
+    b_iv: Option<(f64, f64)>,
+    c_iv: Option<(f64, f64)>,
+    higher: Option<bool>,
+    tol: &Tolerance,
+    current_ok: bool,
+) -> (Verdict, Option<f64>, String) {
     let (b, c) = match (base, cur) {
         (Some(b), Some(c)) => (b, c),
         (Some(_), None) if !tol.ignore => {
-            let why = if current_ok { "the metric could not be computed in the current run" } else { "the case failed in the current run" };
+            let why = if current_ok {
+                "the metric could not be computed in the current run"
+            } else {
+                "the case failed in the current run"
+            };
             return (Verdict::Regressed, None, why.to_string());
         }
-        (Some(_), None) => return (Verdict::Ignored, None, "no current value (metric ignored)".into()),
+        (Some(_), None) => {
+            return (
+                Verdict::Ignored,
+                None,
+                "no current value (metric ignored)".into(),
+            )
+        }
         (None, Some(_)) => return (Verdict::NotComparable, None, "no baseline value".into()),
-        (None, None) => return (Verdict::NotComparable, None, "no value on either side".into()),
+        (None, None) => {
+            return (
+                Verdict::NotComparable,
+                None,
+                "no value on either side".into(),
+            )
+        }
     };
     let Some(higher) = higher else {
-        return (Verdict::NotComparable, None, "direction unknown: give `direction: higher|lower` in the tolerance file".into());
+        return (
+            Verdict::NotComparable,
+            None,
+            "direction unknown: give `direction: higher|lower` in the tolerance file".into(),
+        );
     };
     let allowance = tol.allowance(b);
     let worse_by = if higher { b - c } else { c - b };
-    let inside = b_iv.is_some_and(|(lo, hi)| lo <= c && c <= hi) || c_iv.is_some_and(|(lo, hi)| lo <= b && b <= hi);
+    let inside = b_iv.is_some_and(|(lo, hi)| lo <= c && c <= hi)
+        || c_iv.is_some_and(|(lo, hi)| lo <= b && b <= hi);
     let (verdict, reason) = if worse_by > allowance {
         if inside {
-            (Verdict::WithinNoise, "worse than the tolerance but inside the 95 % interval")
+            (
+                Verdict::WithinNoise,
+                "worse than the tolerance but inside the 95 % interval",
+            )
         } else if tol.ignore {
-            (Verdict::Ignored, "worse than the tolerance and outside the interval, but ignored")
+            (
+                Verdict::Ignored,
+                "worse than the tolerance and outside the interval, but ignored",
+            )
         } else {
-            (Verdict::Regressed, "worse than the tolerance and outside the 95 % interval")
+            (
+                Verdict::Regressed,
+                "worse than the tolerance and outside the 95 % interval",
+            )
         }
     } else if -worse_by > allowance && !inside {
-        (Verdict::Improved, "better than the tolerance and outside the 95 % interval")
+        (
+            Verdict::Improved,
+            "better than the tolerance and outside the 95 % interval",
+        )
     } else {
         (Verdict::Unchanged, "within the tolerance")
     };
@@ -342,18 +502,49 @@ pub fn judge(base: Option<f64>, cur: Option<f64>, b_iv: Option<(f64, f64)>, c_iv
 fn short_labels(a: &mut Board, b: &mut Board) {
     let all: Vec<&BoardCase> = a.cases.iter().chain(&b.cases).collect();
     let mut varying: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for alg in all.iter().map(|c| c.algorithm.clone()).collect::<std::collections::BTreeSet<_>>() {
+    for alg in all
+        .iter()
+        .map(|c| c.algorithm.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let cases: Vec<&&BoardCase> = all.iter().filter(|c| c.algorithm == alg).collect();
-        let cols: std::collections::BTreeSet<&String> = cases.iter().flat_map(|c| c.key_map.keys()).collect();
-        let vary: Vec<String> = cols.into_iter().filter(|k| *k != "algorithm" && cases.iter().map(|c| c.key_map.get(*k).map(|v| v.to_string())).collect::<std::collections::BTreeSet<_>>().len() > 1).cloned().collect();
+        let cols: std::collections::BTreeSet<&String> =
+            cases.iter().flat_map(|c| c.key_map.keys()).collect();
+        let vary: Vec<String> = cols
+            .into_iter()
+            .filter(|k| {
+                *k != "algorithm"
+                    && cases
+                        .iter()
+                        .map(|c| c.key_map.get(*k).map(|v| v.to_string()))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                        > 1
+            })
+            .cloned()
+            .collect();
         varying.insert(alg, vary);
     }
     let label = |c: &BoardCase| -> String {
         let cols = varying.get(&c.algorithm).cloned().unwrap_or_default();
         let mut parts = vec![c.algorithm.clone()];
         for k in &cols {
-            let short = k.split_once('-').map(|(_, h)| h).filter(|h| cols.iter().filter(|o| o.ends_with(&format!("-{h}"))).count() == 1).unwrap_or(k);
-            parts.push(format!("{short}={}", c.key_map.get(k).map_or("—".to_string(), crate::plots::value_text)));
+            let short = k
+                .split_once('-')
+                .map(|(_, h)| h)
+                .filter(|h| {
+                    cols.iter()
+                        .filter(|o| o.ends_with(&format!("-{h}")))
+                        .count()
+                        == 1
+                })
+                .unwrap_or(k);
+            parts.push(format!(
+                "{short}={}",
+                c.key_map
+                    .get(k)
+                    .map_or("—".to_string(), crate::plots::value_text)
+            ));
         }
         parts.join(" ")
     };
@@ -374,7 +565,12 @@ fn short_labels(a: &mut Board, b: &mut Board) {
 
 /// Matches cases (same key, then the same case id among duplicates) and judges every shared
 /// metric.
-pub fn compare(baseline: Board, current: Board, tolerances: Tolerances, fail_on_missing: bool) -> Result<Comparison> {
+pub fn compare(
+    baseline: Board,
+    current: Board,
+    tolerances: Tolerances,
+    fail_on_missing: bool,
+) -> Result<Comparison> {
     let known: Vec<&String> = baseline.metrics.iter().chain(&current.metrics).collect();
     for name in tolerances.metrics.keys() {
         if !known.contains(&name) {
@@ -386,9 +582,24 @@ pub fn compare(baseline: Board, current: Board, tolerances: Tolerances, fail_on_
     }
     let (mut baseline, mut current) = (baseline, current);
     short_labels(&mut baseline, &mut current);
-    let shared: Vec<String> = baseline.metrics.iter().filter(|m| current.metrics.contains(m)).cloned().collect();
-    let baseline_only_metrics = baseline.metrics.iter().filter(|m| !current.metrics.contains(m)).cloned().collect();
-    let current_only_metrics = current.metrics.iter().filter(|m| !baseline.metrics.contains(m)).cloned().collect();
+    let shared: Vec<String> = baseline
+        .metrics
+        .iter()
+        .filter(|m| current.metrics.contains(m))
+        .cloned()
+        .collect();
+    let baseline_only_metrics = baseline
+        .metrics
+        .iter()
+        .filter(|m| !current.metrics.contains(m))
+        .cloned()
+        .collect();
+    let current_only_metrics = current
+        .metrics
+        .iter()
+        .filter(|m| !baseline.metrics.contains(m))
+        .cloned()
+        .collect();
 
     // Pair by key; where a key repeats (a workspace holding the same grid point run on other
     // data), pair equal case ids first, then the rest in order.
@@ -400,7 +611,9 @@ pub fn compare(baseline: Board, current: Board, tolerances: Tolerances, fail_on_
             if pairs.iter().any(|(x, _)| *x == bi) {
                 continue;
             }
-            let found = current.cases.iter().enumerate().position(|(ci, c)| !used[ci] && c.key == b.key && (pass == 1 || c.case_id == b.case_id));
+            let found = current.cases.iter().enumerate().position(|(ci, c)| {
+                !used[ci] && c.key == b.key && (pass == 1 || c.case_id == b.case_id)
+            });
             if let Some(ci) = found {
                 used[ci] = true;
                 pairs.push((bi, ci));
@@ -410,10 +623,24 @@ pub fn compare(baseline: Board, current: Board, tolerances: Tolerances, fail_on_
     pairs.sort();
     for (bi, b) in baseline.cases.iter().enumerate() {
         if !pairs.iter().any(|(x, _)| *x == bi) {
-            missing.push(Unmatched { label: b.label.clone(), algorithm: b.algorithm.clone(), case_id: b.case_id.clone() });
+            missing.push(Unmatched {
+                label: b.label.clone(),
+                algorithm: b.algorithm.clone(),
+                case_id: b.case_id.clone(),
+            });
         }
     }
-    let new = current.cases.iter().enumerate().filter(|(ci, _)| !used[*ci]).map(|(_, c)| Unmatched { label: c.label.clone(), algorithm: c.algorithm.clone(), case_id: c.case_id.clone() }).collect();
+    let new = current
+        .cases
+        .iter()
+        .enumerate()
+        .filter(|(ci, _)| !used[*ci])
+        .map(|(_, c)| Unmatched {
+            label: c.label.clone(),
+            algorithm: c.algorithm.clone(),
+            case_id: c.case_id.clone(),
+        })
+        .collect();
 
     let mut checks = Vec::new();
     for (bi, ci) in pairs {
@@ -424,7 +651,10 @@ pub fn compare(baseline: Board, current: Board, tolerances: Tolerances, fail_on_
         for m in &shared {
             let tol = tolerances.for_metric(m);
             let higher = direction(m, &tol, &baseline, &current);
-            let (bv, cv) = (b.values.get(m).copied().flatten(), c.values.get(m).copied().flatten());
+            let (bv, cv) = (
+                b.values.get(m).copied().flatten(),
+                c.values.get(m).copied().flatten(),
+            );
             let (biv, civ) = (b.intervals.get(m).copied(), c.intervals.get(m).copied());
             let (verdict, allowance, reason) = judge(bv, cv, biv, civ, higher, &tol, c.ok);
             checks.push(Check {
@@ -445,7 +675,17 @@ pub fn compare(baseline: Board, current: Board, tolerances: Tolerances, fail_on_
             });
         }
     }
-    Ok(Comparison { baseline, current, tolerances, checks, new, missing, baseline_only_metrics, current_only_metrics, fail_on_missing })
+    Ok(Comparison {
+        baseline,
+        current,
+        tolerances,
+        checks,
+        new,
+        missing,
+        baseline_only_metrics,
+        current_only_metrics,
+        fail_on_missing,
+    })
 }
 
 fn md_cell(s: &str) -> String {
@@ -460,7 +700,10 @@ pub fn to_markdown(c: &Comparison) -> String {
     let head = if c.failed() {
         let mut why = Vec::new();
         if regs > 0 {
-            why.push(format!("{regs} regression(s) in {} check(s)", c.checks.len()));
+            why.push(format!(
+                "{regs} regression(s) in {} check(s)",
+                c.checks.len()
+            ));
         }
         if c.fail_on_missing && !c.missing.is_empty() {
             why.push(format!("{} missing case(s)", c.missing.len()));
@@ -470,8 +713,23 @@ pub fn to_markdown(c: &Comparison) -> String {
         format!("PASSED: no regression in {} check(s)", c.checks.len())
     };
     s.push_str(&format!("## ianvs compare — {head}\n\n"));
-    let side = |b: &Board| format!("`{}`{} ({} case(s))", b.source, if b.job.is_empty() { String::new() } else { format!(", job `{}`", b.job) }, b.cases.len());
-    s.push_str(&format!("- baseline: {}\n- current: {}\n", side(&c.baseline), side(&c.current)));
+    let side = |b: &Board| {
+        format!(
+            "`{}`{} ({} case(s))",
+            b.source,
+            if b.job.is_empty() {
+                String::new()
+            } else {
+                format!(", job `{}`", b.job)
+            },
+            b.cases.len()
+        )
+    };
+    s.push_str(&format!(
+        "- baseline: {}\n- current: {}\n",
+        side(&c.baseline),
+        side(&c.current)
+    ));
     let mut tol = format!("- tolerance: default {}", c.tolerances.default.describe());
     for m in c.tolerances.metrics.keys() {
         tol.push_str(&format!("; {m}: {}", c.tolerances.for_metric(m).describe()));
@@ -494,7 +752,16 @@ pub fn to_markdown(c: &Comparison) -> String {
             Some(false) => " ↓",
             None => "",
         };
-        format!("| {} | {}{dir} | {} | {} | {} | {} | {} |\n", md_cell(&x.case), md_cell(&x.metric), x.baseline_text(), x.current_text(), x.change(), x.allowance.map_or("—".to_string(), format_number), x.verdict.text())
+        format!(
+            "| {} | {}{dir} | {} | {} | {} | {} | {} |\n",
+            md_cell(&x.case),
+            md_cell(&x.metric),
+            x.baseline_text(),
+            x.current_text(),
+            x.change(),
+            x.allowance.map_or("—".to_string(), format_number),
+            x.verdict.text()
+        )
     };
     if regs > 0 {
         s.push_str("### Regressions\n\n");
@@ -515,13 +782,32 @@ pub fn to_markdown(c: &Comparison) -> String {
         s.push_str("\n↑ higher is better, ↓ lower is better; brackets: 95 % confidence interval; allowed: the worsening the tolerance accepts.\n\n");
     }
     let changed_ids: Vec<&Check> = {
-        let mut v: Vec<&Check> = c.checks.iter().filter(|x| !x.baseline_case_id.is_empty() && !x.current_case_id.is_empty() && x.baseline_case_id != x.current_case_id).collect();
+        let mut v: Vec<&Check> = c
+            .checks
+            .iter()
+            .filter(|x| {
+                !x.baseline_case_id.is_empty()
+                    && !x.current_case_id.is_empty()
+                    && x.baseline_case_id != x.current_case_id
+            })
+            .collect();
         v.dedup_by(|a, b| a.case == b.case);
         v
     };
     if !changed_ids.is_empty() {
         s.push_str("Matched by algorithm and hyperparameters although the case id differs (the data, the seed or a fixed hyperparameter changed): ");
-        s.push_str(&changed_ids.iter().map(|x| format!("{} ({} → {})", x.case, x.baseline_case_id, x.current_case_id)).collect::<Vec<_>>().join(", "));
+        s.push_str(
+            &changed_ids
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} ({} → {})",
+                        x.case, x.baseline_case_id, x.current_case_id
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         s.push_str(".\n\n");
     }
     let list = |title: &str, v: &[Unmatched], s: &mut String| {
@@ -533,13 +819,30 @@ pub fn to_markdown(c: &Comparison) -> String {
             s.push('\n');
         }
     };
-    list(&format!("Missing cases (in the baseline only{})", if c.fail_on_missing { "; they fail the gate" } else { "" }), &c.missing, &mut s);
+    list(
+        &format!(
+            "Missing cases (in the baseline only{})",
+            if c.fail_on_missing {
+                "; they fail the gate"
+            } else {
+                ""
+            }
+        ),
+        &c.missing,
+        &mut s,
+    );
     list("New cases (in the current results only)", &c.new, &mut s);
     if !c.baseline_only_metrics.is_empty() {
-        s.push_str(&format!("Metrics no longer measured: {}.\n\n", c.baseline_only_metrics.join(", ")));
+        s.push_str(&format!(
+            "Metrics no longer measured: {}.\n\n",
+            c.baseline_only_metrics.join(", ")
+        ));
     }
     if !c.current_only_metrics.is_empty() {
-        s.push_str(&format!("New metrics (no baseline): {}.\n\n", c.current_only_metrics.join(", ")));
+        s.push_str(&format!(
+            "New metrics (no baseline): {}.\n\n",
+            c.current_only_metrics.join(", ")
+        ));
     }
     s
 }
@@ -552,22 +855,35 @@ pub struct Outputs {
 
 /// Writes the JUnit XML to `junit` and appends the Markdown summary to `summary` (appending so
 /// `--summary "$GITHUB_STEP_SUMMARY"` adds to what the CI job already wrote).
-pub fn write_outputs(c: &Comparison, summary: Option<&Path>, junit_path: Option<&Path>) -> Result<Outputs> {
+pub fn write_outputs(
+    c: &Comparison,
+    summary: Option<&Path>,
+    junit_path: Option<&Path>,
+) -> Result<Outputs> {
     if let Some(p) = junit_path {
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
-        std::fs::write(p, junit::render(c)).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(p, junit::render(c))
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = summary {
         use std::io::Write;
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("cannot open {}", p.display()))?;
-        f.write_all(to_markdown(c).as_bytes()).with_context(|| format!("cannot write {}", p.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("cannot open {}", p.display()))?;
+        f.write_all(to_markdown(c).as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
-    Ok(Outputs { summary: summary.map(Path::to_path_buf), junit: junit_path.map(Path::to_path_buf) })
+    Ok(Outputs {
+        summary: summary.map(Path::to_path_buf),
+        junit: junit_path.map(Path::to_path_buf),
+    })
 }
 
 #[cfg(test)]
@@ -575,32 +891,90 @@ mod tests {
     use super::*;
 
     fn tol(abs: f64) -> Tolerance {
-        Tolerance { absolute: Some(abs), ..Default::default() }
+        Tolerance {
+            absolute: Some(abs),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn judge_needs_both_tolerance_and_interval() {
         // 5 points worse, tolerance 1 point, intervals far apart: regression.
-        let (v, a, _) = judge(Some(0.95), Some(0.90), Some((0.94, 0.96)), Some((0.89, 0.91)), Some(true), &tol(0.01), true);
+        let (v, a, _) = judge(
+            Some(0.95),
+            Some(0.90),
+            Some((0.94, 0.96)),
+            Some((0.89, 0.91)),
+            Some(true),
+            &tol(0.01),
+            true,
+        );
         assert_eq!((v, a), (Verdict::Regressed, Some(0.01)));
         // Same change inside the baseline's interval: noise.
-        let (v, _, _) = judge(Some(0.95), Some(0.90), Some((0.85, 0.99)), None, Some(true), &tol(0.01), true);
+        let (v, _, _) = judge(
+            Some(0.95),
+            Some(0.90),
+            Some((0.85, 0.99)),
+            None,
+            Some(true),
+            &tol(0.01),
+            true,
+        );
         assert_eq!(v, Verdict::WithinNoise);
         // Within tolerance, whatever the interval.
-        let (v, _, _) = judge(Some(0.95), Some(0.945), None, None, Some(true), &tol(0.01), true);
+        let (v, _, _) = judge(
+            Some(0.95),
+            Some(0.945),
+            None,
+            None,
+            Some(true),
+            &tol(0.01),
+            true,
+        );
         assert_eq!(v, Verdict::Unchanged);
         // Lower is better: a slower latency regresses, a faster one improves.
-        let (v, _, _) = judge(Some(1.0), Some(2.0), None, None, Some(false), &tol(0.1), true);
+        let (v, _, _) = judge(
+            Some(1.0),
+            Some(2.0),
+            None,
+            None,
+            Some(false),
+            &tol(0.1),
+            true,
+        );
         assert_eq!(v, Verdict::Regressed);
-        let (v, _, _) = judge(Some(2.0), Some(1.0), None, None, Some(false), &tol(0.1), true);
+        let (v, _, _) = judge(
+            Some(2.0),
+            Some(1.0),
+            None,
+            None,
+            Some(false),
+            &tol(0.1),
+            true,
+        );
         assert_eq!(v, Verdict::Improved);
         // A value that disappears regresses; one that appears is not comparable.
-        assert_eq!(judge(Some(1.0), None, None, None, Some(true), &tol(0.1), false).0, Verdict::Regressed);
-        assert_eq!(judge(None, Some(1.0), None, None, Some(true), &tol(0.1), true).0, Verdict::NotComparable);
+        assert_eq!(
+            judge(Some(1.0), None, None, None, Some(true), &tol(0.1), false).0,
+            Verdict::Regressed
+        );
+        assert_eq!(
+            judge(None, Some(1.0), None, None, Some(true), &tol(0.1), true).0,
+            Verdict::NotComparable
+        );
         // Ignored metrics never regress.
-        let ig = Tolerance { ignore: true, ..tol(0.0) };
-        assert_eq!(judge(Some(1.0), Some(0.0), None, None, Some(true), &ig, true).0, Verdict::Ignored);
-        assert_eq!(judge(Some(1.0), Some(0.0), None, None, None, &tol(0.0), true).0, Verdict::NotComparable);
+        let ig = Tolerance {
+            ignore: true,
+            ..tol(0.0)
+        };
+        assert_eq!(
+            judge(Some(1.0), Some(0.0), None, None, Some(true), &ig, true).0,
+            Verdict::Ignored
+        );
+        assert_eq!(
+            judge(Some(1.0), Some(0.0), None, None, None, &tol(0.0), true).0,
+            Verdict::NotComparable
+        );
     }
 
     fn board(rows: Value) -> Board {
@@ -621,9 +995,23 @@ mod tests {
         ]));
         let cmp = compare(b, c, Tolerances::default(), false).unwrap();
         assert_eq!(cmp.checks.len(), 2);
-        let lr01 = cmp.checks.iter().find(|x| x.case.contains("lr=0.1")).unwrap();
-        assert_eq!((lr01.baseline, lr01.current, lr01.verdict), (Some(0.9), Some(0.5), Verdict::Regressed));
-        assert_eq!(cmp.checks.iter().find(|x| x.case.contains("lr=0.01")).unwrap().verdict, Verdict::Unchanged);
+        let lr01 = cmp
+            .checks
+            .iter()
+            .find(|x| x.case.contains("lr=0.1"))
+            .unwrap();
+        assert_eq!(
+            (lr01.baseline, lr01.current, lr01.verdict),
+            (Some(0.9), Some(0.5), Verdict::Regressed)
+        );
+        assert_eq!(
+            cmp.checks
+                .iter()
+                .find(|x| x.case.contains("lr=0.01"))
+                .unwrap()
+                .verdict,
+            Verdict::Unchanged
+        );
         assert_eq!(cmp.missing.len(), 1);
         assert_eq!(cmp.new.len(), 1);
         assert!(cmp.failed());
@@ -633,8 +1021,36 @@ mod tests {
     }
 
     #[test]
+    fn bare_row_arrays_load_with_inferred_metrics_and_keys() {
+        let rows = serde_json::json!([
+            {"rank": 1, "algorithm": "a", "accuracy": 0.9, "latency-mean": 2.0, "accuracy-ci-low": 0.85, "accuracy-ci-high": 0.95, "basemodel": "MLP", "basemodel-lr": 0.1, "time": "t", "url": "u", "status": "ok", "case_id": "x1"},
+            {"rank": null, "algorithm": "a", "accuracy": null, "latency-mean": null, "basemodel": "MLP", "basemodel-lr": 0.2, "time": "t", "url": "u", "status": "failed", "case_id": "x2"},
+        ]);
+        let b = Board::from_json("rows".into(), &rows).unwrap();
+        assert_eq!(b.metrics, ["accuracy", "latency-mean"]);
+        assert_eq!(b.cases[0].intervals["accuracy"], (0.85, 0.95));
+        assert!(
+            b.cases[0].key_map.contains_key("basemodel-lr")
+                && !b.cases[0].key_map.contains_key("time")
+        );
+        assert!(!b.cases[1].ok);
+        // The failed case fails every metric it used to have.
+        let mut c = b.clone();
+        c.cases[0].ok = false;
+        c.cases[0].values.insert("accuracy".into(), None);
+        let cmp = compare(b, c, Tolerances::default(), false).unwrap();
+        let acc = cmp.checks.iter().find(|x| x.metric == "accuracy").unwrap();
+        assert_eq!(
+            (acc.verdict, acc.reason.as_str()),
+            (Verdict::Regressed, "the case failed in the current run")
+        );
+    }
+
+    #[test]
     fn unknown_tolerance_metric_is_an_error() {
-        let b = board(serde_json::json!([{"algorithm": "a", "accuracy": 0.9, "status": "ok", "case_id": "x"}]));
+        let b = board(
+            serde_json::json!([{"algorithm": "a", "accuracy": 0.9, "status": "ok", "case_id": "x"}]),
+        );
         let t = Tolerances::parse("metrics:\n  latency-p95: { relative: 0.1 }\n").unwrap();
         let e = compare(b.clone(), b, t, false).unwrap_err();
         assert!(e.to_string().contains("neither leaderboard has"), "{e}");

@@ -45,7 +45,9 @@ pub struct Tolerance {
 impl Tolerance {
     /// The largest worsening still accepted for a baseline value.
     pub fn allowance(&self, baseline: f64) -> f64 {
-        self.absolute.unwrap_or(0.0).max(self.relative.unwrap_or(0.0) * baseline.abs())
+        self.absolute
+            .unwrap_or(0.0)
+            .max(self.relative.unwrap_or(0.0) * baseline.abs())
     }
 
     pub fn describe(&self) -> String {
@@ -54,13 +56,23 @@ impl Tolerance {
             parts.push(format!("absolute {}", crate::plots::compact_number(a)));
         }
         if let Some(r) = self.relative {
-            parts.push(format!("relative {} %", crate::plots::compact_number(r * 100.0)));
+            parts.push(format!(
+                "relative {} %",
+                crate::plots::compact_number(r * 100.0)
+            ));
         }
         if parts.is_empty() {
             parts.push("none (any worsening)".into());
         }
         if let Some(d) = self.direction {
-            parts.push(format!("{} is better", if d == Direction::Higher { "higher" } else { "lower" }));
+            parts.push(format!(
+                "{} is better",
+                if d == Direction::Higher {
+                    "higher"
+                } else {
+                    "lower"
+                }
+            ));
         }
         if self.ignore {
             parts.push("ignored".into());
@@ -81,18 +93,28 @@ pub struct Tolerances {
 
 impl Default for Tolerances {
     fn default() -> Self {
-        Tolerances { default: Self::builtin_default(), metrics: BTreeMap::new() }
+        Tolerances {
+            default: Self::builtin_default(),
+            metrics: BTreeMap::new(),
+        }
     }
 }
 
 impl Tolerances {
     /// Without a file: a metric may get 5 % worse (relative to the baseline) before it counts.
     pub fn builtin_default() -> Tolerance {
-        Tolerance { relative: Some(0.05), ..Default::default() }
+        Tolerance {
+            relative: Some(0.05),
+            ..Default::default()
+        }
     }
 
     pub fn for_metric(&self, id: &str) -> Tolerance {
-        let mut t = self.metrics.get(id).cloned().unwrap_or_else(|| self.default.clone());
+        let mut t = self
+            .metrics
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| self.default.clone());
         if t.absolute.is_none() && t.relative.is_none() && self.metrics.contains_key(id) {
             // A per-metric entry that only sets `direction` or `ignore` keeps the default allowance.
             t.absolute = self.default.absolute;
@@ -103,12 +125,17 @@ impl Tolerances {
 
     /// Reads and checks a tolerance file; metric names are canonicalised (Ianvs aliases work).
     pub fn load(path: &Path) -> Result<Tolerances> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the tolerance file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the tolerance file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid tolerance file {}", path.display()))
     }
 
     pub fn parse(text: &str) -> Result<Tolerances> {
-        let mut t: Tolerances = if text.trim().is_empty() { Tolerances::default() } else { serde_yaml_ng::from_str(text)? };
+        let mut t: Tolerances = if text.trim().is_empty() {
+            Tolerances::default()
+        } else {
+            serde_yaml_ng::from_str(text)?
+        };
         let check = |name: &str, tol: &Tolerance| -> Result<()> {
             for (what, v) in [("absolute", tol.absolute), ("relative", tol.relative)] {
                 if let Some(v) = v {
@@ -153,7 +180,10 @@ mod tests {
     #[test]
     fn bad_files_are_clear_errors() {
         let e = Tolerances::parse("default: { absolut: 0.01 }\n").unwrap_err();
-        assert!(format!("{e:#}").contains("unknown field `absolut`"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("unknown field `absolut`"),
+            "{e:#}"
+        );
         let e = Tolerances::parse("metrics:\n  accuracy: { relative: -1 }\n").unwrap_err();
         assert!(format!("{e:#}").contains("non-negative"), "{e:#}");
         assert_eq!(Tolerances::parse("").unwrap(), Tolerances::default());

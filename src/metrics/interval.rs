@@ -60,7 +60,11 @@ impl Interval {
     /// uncertainty is its spread over samples *and* over runs, and the envelope keeps both.
     pub fn envelope(runs: &[Interval]) -> Option<Interval> {
         let first = runs.first()?;
-        Some(runs.iter().fold(*first, |acc, r| Interval { low: acc.low.min(r.low), high: acc.high.max(r.high), method: acc.method }))
+        Some(runs.iter().fold(*first, |acc, r| Interval {
+            low: acc.low.min(r.low),
+            high: acc.high.max(r.high),
+            method: acc.method,
+        }))
     }
 }
 
@@ -76,8 +80,16 @@ pub fn wilson(k: f64, n: f64, z: f64) -> (f64, f64) {
     let centre = (p + z2 / (2.0 * n)) / denom;
     let half = z / denom * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
     // At k = 0 and k = n the bound is exactly 0 or 1; rounding must not nudge it inside.
-    let low = if k <= 0.0 { 0.0 } else { (centre - half).max(0.0) };
-    let high = if k >= n { 1.0 } else { (centre + half).min(1.0) };
+    let low = if k <= 0.0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let high = if k >= n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
     (low, high)
 }
 
@@ -99,7 +111,7 @@ impl SplitMix64 {
     }
     /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-32 for n < 2^32).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
 
@@ -121,21 +133,6 @@ pub fn resamples_for(n: usize) -> usize {
     (20_000_000 / n.max(1)).clamp(200, BOOTSTRAP_RESAMPLES)
 }
 
-/// `b` bootstrap replicates of a statistic of `n` samples: each replicate draws n indices with
-/// replacement and evaluates `stat` on them. `None` as soon as one replicate cannot be computed.
-pub fn bootstrap(n: usize, b: usize, seed: u64, mut stat: impl FnMut(&[usize]) -> Option<f64>) -> Option<Vec<f64>> {
-    let mut rng = SplitMix64::new(seed);
-    let mut idx = vec![0usize; n];
-    let mut out = Vec::with_capacity(b);
-    for _ in 0..b {
-        for i in idx.iter_mut() {
-            *i = rng.below(n);
-        }
-        out.push(stat(&idx)?);
-    }
-    Some(out)
-}
-
 /// Percentile-bootstrap interval of replicates (2.5th and 97.5th percentiles).
 pub fn percentile_interval(replicates: &[f64]) -> (f64, f64) {
     (percentile(replicates, 2.5), percentile(replicates, 97.5))
@@ -143,7 +140,11 @@ pub fn percentile_interval(replicates: &[f64]) -> (f64, f64) {
 
 fn with_records(out: &CaseOutput, idx: &[usize]) -> CaseOutput {
     // Metrics read records and measurements; artifacts are left out so a resample stays cheap.
-    CaseOutput { records: out.records.resample(idx), measurements: out.measurements.clone(), artifacts: Vec::new() }
+    CaseOutput {
+        records: out.records.resample(idx),
+        measurements: out.measurements.clone(),
+        artifacts: Vec::new(),
+    }
 }
 
 fn is_share_of(x: f64, n: usize) -> bool {
@@ -153,41 +154,98 @@ fn is_share_of(x: f64, n: usize) -> bool {
 
 /// The 95 % interval of one metric whose value on the full records is `point`, or `None` when
 /// the metric does not depend on the samples or cannot be recomputed on a resample.
-pub fn interval_of(def: &MetricDef, out: &CaseOutput, point: f64, seed: u64) -> Option<Interval> {
+pub fn interval_of(
+    def: &'static MetricDef,
+    out: &CaseOutput,
+    point: f64,
+    seed: u64,
+) -> Option<Interval> {
+    joint(&[(def, point)], out, seed).pop().flatten()
+}
+
+/// Intervals of several metrics of one case from the same resamples: each resample of the
+/// records is drawn once and every metric is recomputed on it, which is both cheaper and keeps
+/// the metrics' intervals consistent with each other.
+fn joint(
+    metrics: &[(&'static MetricDef, f64)],
+    out: &CaseOutput,
+    seed: u64,
+) -> Vec<Option<Interval>> {
     let n = out.records.len();
-    if n == 0 || !point.is_finite() {
-        return None;
-    }
-    let reps = bootstrap(n, resamples_for(n), seed, |idx| (def.compute)(&with_records(out, idx)).ok().filter(|v| v.is_finite()))?;
-    if reps.iter().all(|r| *r == point) {
-        // Either the metric ignores the records (then it computes on none of them, unchanged)
-        // or every sample agrees (a perfect classifier): only the latter has an interval.
-        let on_none = (def.compute)(&with_records(out, &[]));
-        if on_none.is_ok_and(|v| v == point) {
-            return None;
+    // A metric that computes to the same value on no records at all does not depend on the
+    // samples (a training time, a parameter count): it has no sampling interval.
+    let live: Vec<bool> = metrics
+        .iter()
+        .map(|(d, p)| {
+            n > 0 && p.is_finite() && !(d.compute)(&with_records(out, &[])).is_ok_and(|v| v == *p)
+        })
+        .collect();
+    let mut reps: Vec<Option<Vec<f64>>> = live.iter().map(|l| l.then(Vec::new)).collect();
+    if live.iter().any(|l| *l) {
+        let b = resamples_for(n);
+        let mut rng = SplitMix64::new(seed);
+        let mut idx = vec![0usize; n];
+        for _ in 0..b {
+            for i in idx.iter_mut() {
+                *i = rng.below(n);
+            }
+            let resample = with_records(out, &idx);
+            for ((d, _), r) in metrics.iter().zip(reps.iter_mut()) {
+                if let Some(v) = r {
+                    // One resample the metric cannot be computed on (an empty class, no
+                    // measured sample) and the bootstrap of that metric is off.
+                    match (d.compute)(&resample) {
+                        Ok(x) if x.is_finite() => v.push(x),
+                        _ => *r = None,
+                    }
+                }
+            }
         }
     }
-    if def.unit.is_empty() && is_share_of(point, n) && reps.iter().all(|r| is_share_of(*r, n)) {
-        let (low, high) = wilson((point * n as f64).round(), n as f64, Z95);
-        return Some(Interval { low, high, method: IntervalMethod::Wilson });
-    }
-    let (low, high) = percentile_interval(&reps);
-    // A percentile interval of a skewed statistic can miss the point estimate by a hair; the
-    // interval reported always contains the value it qualifies.
-    Some(Interval { low: low.min(point), high: high.max(point), method: IntervalMethod::Bootstrap })
+    metrics
+        .iter()
+        .zip(reps)
+        .map(|((d, point), r)| {
+            let r = r?;
+            let point = *point;
+            if d.unit.is_empty() && is_share_of(point, n) && r.iter().all(|x| is_share_of(*x, n)) {
+                let (low, high) = wilson((point * n as f64).round(), n as f64, Z95);
+                return Some(Interval {
+                    low,
+                    high,
+                    method: IntervalMethod::Wilson,
+                });
+            }
+            let (low, high) = percentile_interval(&r);
+            // A percentile interval of a skewed statistic can miss the point estimate by a
+            // hair; the interval reported always contains the value it qualifies.
+            Some(Interval {
+                low: low.min(point),
+                high: high.max(point),
+                method: IntervalMethod::Bootstrap,
+            })
+        })
+        .collect()
 }
 
 /// Intervals of every metric that has one. `values` are the metrics computed on the full
-/// records; `case_seed` makes the resamples of each case (and each metric) reproducible.
-pub fn intervals(defs: &[&'static MetricDef], out: &CaseOutput, values: &[(&'static str, f64)], case_seed: &str) -> BTreeMap<String, Interval> {
-    let mut m = BTreeMap::new();
-    for (id, v) in values {
-        let Some(def) = defs.iter().find(|d| d.id == *id) else { continue };
-        if let Some(iv) = interval_of(def, out, *v, seed_of(&[case_seed, id])) {
-            m.insert(id.to_string(), iv);
-        }
-    }
-    m
+/// records; `case_seed` makes the resamples of each case reproducible.
+pub fn intervals(
+    defs: &[&'static MetricDef],
+    out: &CaseOutput,
+    values: &[(&'static str, f64)],
+    case_seed: &str,
+) -> BTreeMap<String, Interval> {
+    let metrics: Vec<(&'static MetricDef, f64)> = values
+        .iter()
+        .filter_map(|(id, v)| defs.iter().find(|d| d.id == *id).map(|d| (*d, *v)))
+        .collect();
+    let ivs = joint(&metrics, out, seed_of(&[case_seed]));
+    metrics
+        .iter()
+        .zip(ivs)
+        .filter_map(|((d, _), iv)| iv.map(|iv| (d.id.to_string(), iv)))
+        .collect()
 }
 
 /// Sample standard deviation (n − 1 in the denominator); 0 for fewer than two values.
@@ -209,7 +267,14 @@ mod tests {
             .iter()
             .zip(latencies_ms)
             .enumerate()
-            .map(|(i, (&c, &l))| ClassificationRecord { index: i, label: 1, prediction: if c { 1 } else { 0 }, confidence: 0.9, latency_s: l / 1e3, warmup: false })
+            .map(|(i, (&c, &l))| ClassificationRecord {
+                index: i,
+                label: 1,
+                prediction: if c { 1 } else { 0 },
+                confidence: 0.9,
+                latency_s: l / 1e3,
+                warmup: false,
+            })
             .collect();
         let mut o = CaseOutput::new(Records::Classification(recs));
         o.measurements.insert("training_time_s".into(), 3.5);
@@ -224,7 +289,10 @@ mod tests {
     fn wilson_matches_reference_values() {
         // statsmodels.stats.proportion.proportion_confint(8, 10, method="wilson")
         let (lo, hi) = wilson(8.0, 10.0, Z95);
-        assert!((lo - 0.490_162).abs() < 1e-5 && (hi - 0.943_317).abs() < 1e-5, "{lo} {hi}");
+        assert!(
+            (lo - 0.490_162).abs() < 1e-5 && (hi - 0.943_317).abs() < 1e-5,
+            "{lo} {hi}"
+        );
         // k = n stays inside [0, 1] and is not degenerate.
         let (lo, hi) = wilson(60.0, 60.0, Z95);
         assert!((lo - 0.939_828).abs() < 1e-5 && hi == 1.0, "{lo} {hi}");
@@ -249,7 +317,10 @@ mod tests {
         assert!(iv.low < lm && lm < iv.high);
         // The bootstrap interval of a mean is close to mean ± 1.96·sd/√n.
         let half = Z95 * std_dev(&lat) / 10.0;
-        assert!(((iv.high - iv.low) / 2.0 - half).abs() < 0.25 * half, "{iv:?} vs ±{half}");
+        assert!(
+            ((iv.high - iv.low) / 2.0 - half).abs() < 0.25 * half,
+            "{iv:?} vs ±{half}"
+        );
 
         assert!(interval_of(def("training-time"), &o, 3.5, 1).is_none());
     }
@@ -281,13 +352,24 @@ mod tests {
         for _ in 0..100_000 {
             counts[r.below(10)] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
     fn envelope_covers_every_run() {
-        let a = Interval { low: 0.9, high: 1.0, method: IntervalMethod::Bootstrap };
-        let b = Interval { low: 1.1, high: 1.3, method: IntervalMethod::Bootstrap };
+        let a = Interval {
+            low: 0.9,
+            high: 1.0,
+            method: IntervalMethod::Bootstrap,
+        };
+        let b = Interval {
+            low: 1.1,
+            high: 1.3,
+            method: IntervalMethod::Bootstrap,
+        };
         let e = Interval::envelope(&[a, b]).unwrap();
         assert_eq!((e.low, e.high), (0.9, 1.3));
         assert!(Interval::envelope(&[]).is_none());

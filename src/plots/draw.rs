@@ -122,7 +122,11 @@ impl Ranged for Ticked {
         if hint.weight().allow_light_points() {
             Vec::new()
         } else {
-            self.ticks.iter().copied().filter(|t| self.range.start <= *t && *t <= self.range.end).collect()
+            self.ticks
+                .iter()
+                .copied()
+                .filter(|t| self.range.start <= *t && *t <= self.range.end)
+                .collect()
         }
     }
     fn range(&self) -> std::ops::Range<f64> {
@@ -133,12 +137,20 @@ impl Ranged for Ticked {
 /// About `n` round ticks over `[lo, hi]` (steps of 1, 2 or 5 times a power of ten).
 fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     let span = hi - lo;
-    if !(span > 0.0) {
+    if span.is_nan() || span <= 0.0 {
         return vec![lo];
     }
     let raw = span / n.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).min_by(|a, b| (span / a - n as f64).abs().total_cmp(&(span / b - n as f64).abs())).unwrap_or(mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .min_by(|a, b| {
+            (span / a - n as f64)
+                .abs()
+                .total_cmp(&(span / b - n as f64).abs())
+        })
+        .unwrap_or(mag);
     // Multiples of the step, computed (not accumulated) so 0.6 does not drift to 0.6000000001.
     let first = (lo / step).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
@@ -147,9 +159,25 @@ fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 
 /// The corner of the plot with the fewest points near it, for the legend.
 fn emptiest_corner(points: &[(f64, f64)], x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
-    let near = |cx: f64, cy: f64| points.iter().filter(|(px, py)| ((px - cx) / (x.1 - x.0)).abs() < 0.45 && ((py - cy) / (y.1 - y.0)).abs() < 0.35).count();
-    let corners = [(SeriesLabelPosition::UpperRight, x.1, y.1), (SeriesLabelPosition::LowerRight, x.1, y.0), (SeriesLabelPosition::UpperLeft, x.0, y.1), (SeriesLabelPosition::LowerLeft, x.0, y.0)];
-    corners.into_iter().min_by_key(|(_, cx, cy)| near(*cx, *cy)).map(|(p, _, _)| p).unwrap_or(SeriesLabelPosition::UpperRight)
+    let near = |cx: f64, cy: f64| {
+        points
+            .iter()
+            .filter(|(px, py)| {
+                ((px - cx) / (x.1 - x.0)).abs() < 0.45 && ((py - cy) / (y.1 - y.0)).abs() < 0.35
+            })
+            .count()
+    };
+    let corners = [
+        (SeriesLabelPosition::UpperRight, x.1, y.1),
+        (SeriesLabelPosition::LowerRight, x.1, y.0),
+        (SeriesLabelPosition::UpperLeft, x.0, y.1),
+        (SeriesLabelPosition::LowerLeft, x.0, y.0),
+    ];
+    corners
+        .into_iter()
+        .min_by_key(|(_, cx, cy)| near(*cx, *cy))
+        .map(|(p, _, _)| p)
+        .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,13 +211,28 @@ impl Draw for BarChart {
         if n == 0 {
             return Ok(());
         }
-        let lo = self.rows.iter().map(|r| r.2.map_or(r.1, |i| i.low.min(r.1))).fold(0.0_f64, f64::min);
-        let hi = self.rows.iter().map(|r| r.2.map_or(r.1, |i| i.high.max(r.1))).fold(0.0_f64, f64::max);
+        let lo = self
+            .rows
+            .iter()
+            .map(|r| r.2.map_or(r.1, |i| i.low.min(r.1)))
+            .fold(0.0_f64, f64::min);
+        let hi = self
+            .rows
+            .iter()
+            .map(|r| r.2.map_or(r.1, |i| i.high.max(r.1)))
+            .fold(0.0_f64, f64::max);
         let span = if hi - lo > 0.0 { hi - lo } else { 1.0 };
         // Bars start at zero (so their lengths compare honestly); the right margin holds the text.
         let x0 = if lo < 0.0 { lo - span * 0.05 } else { 0.0 };
         let x1 = hi + span * 0.5;
-        let label_w = self.rows.iter().map(|r| text_width(&r.0, LABEL_SIZE)).max().unwrap_or(40).clamp(40, 420) + 16;
+        let label_w = self
+            .rows
+            .iter()
+            .map(|r| text_width(&r.0, LABEL_SIZE))
+            .max()
+            .unwrap_or(40)
+            .clamp(40, 420)
+            + 16;
         let labels: Vec<&str> = self.rows.iter().map(|r| r.0.as_str()).collect();
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, TITLE_SIZE))
@@ -208,7 +251,13 @@ impl Draw for BarChart {
             .y_labels(n)
             .y_label_formatter(&ylabel)
             // The axis runs past the data to make room for the value text: no ticks out there.
-            .x_label_formatter(&|x| if *x <= hi + span * 1e-9 { tick(*x) } else { String::new() })
+            .x_label_formatter(&|x| {
+                if *x <= hi + span * 1e-9 {
+                    tick(*x)
+                } else {
+                    String::new()
+                }
+            })
             .x_desc(self.axis.described())
             .label_style((FONT, LABEL_SIZE))
             .axis_desc_style((FONT, DESC_SIZE))
@@ -219,23 +268,50 @@ impl Draw for BarChart {
         chart
             .draw_series(self.rows.iter().enumerate().map(|(k, r)| {
                 let i = n - 1 - k;
-                let mut bar = Rectangle::new([(0.0, SegmentValue::Exact(i)), (r.1, SegmentValue::Exact(i + 1))], color.mix(0.85).filled());
+                let mut bar = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (r.1, SegmentValue::Exact(i + 1)),
+                    ],
+                    color.mix(0.85).filled(),
+                );
                 bar.set_margin(7, 7, 0, 0);
                 bar
             }))
             .map_err(e)?;
         chart
-            .draw_series(self.rows.iter().enumerate().filter_map(|(k, r)| r.2.map(|iv| ErrorBar::new_horizontal(SegmentValue::CenterOf(n - 1 - k), iv.low, r.1, iv.high, BLACK.stroke_width(2), 12))))
+            .draw_series(self.rows.iter().enumerate().filter_map(|(k, r)| {
+                r.2.map(|iv| {
+                    ErrorBar::new_horizontal(
+                        SegmentValue::CenterOf(n - 1 - k),
+                        iv.low,
+                        r.1,
+                        iv.high,
+                        BLACK.stroke_width(2),
+                        12,
+                    )
+                })
+            }))
             .map_err(e)?;
-        let style = TextStyle::from((FONT, LABEL_SIZE).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+        let style =
+            TextStyle::from((FONT, LABEL_SIZE).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         chart
             .draw_series(self.rows.iter().enumerate().map(|(k, r)| {
                 let end = r.2.map_or(r.1, |iv| iv.high.max(r.1)).max(0.0);
                 let text = match r.2 {
-                    Some(iv) => format!("{}  [{}, {}]", format_number(r.1), format_number(iv.low), format_number(iv.high)),
+                    Some(iv) => format!(
+                        "{}  [{}, {}]",
+                        format_number(r.1),
+                        format_number(iv.low),
+                        format_number(iv.high)
+                    ),
                     None => format_number(r.1),
                 };
-                Text::new(text, (end + span * 0.035, SegmentValue::CenterOf(n - 1 - k)), style.clone())
+                Text::new(
+                    text,
+                    (end + span * 0.035, SegmentValue::CenterOf(n - 1 - k)),
+                    style.clone(),
+                )
             }))
             .map_err(e)?;
         Ok(())
@@ -276,7 +352,12 @@ pub fn pareto_front(points: &[(f64, f64)], x_higher: bool, y_higher: bool) -> Ve
     (0..points.len())
         .filter(|&i| {
             let (xi, yi) = points[i];
-            !points.iter().enumerate().any(|(j, &(xj, yj))| j != i && at_least(xj, xi, x_higher) && at_least(yj, yi, y_higher) && (better(xj, xi, x_higher) || better(yj, yi, y_higher)))
+            !points.iter().enumerate().any(|(j, &(xj, yj))| {
+                j != i
+                    && at_least(xj, xi, x_higher)
+                    && at_least(yj, yi, y_higher)
+                    && (better(xj, xi, x_higher) || better(yj, yi, y_higher))
+            })
         })
         .collect()
 }
@@ -284,7 +365,11 @@ pub fn pareto_front(points: &[(f64, f64)], x_higher: bool, y_higher: bool) -> Ve
 impl ScatterChart {
     pub fn new(title: String, x: Axis, y: Axis, mut points: Vec<Point>) -> Self {
         let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.y)).collect();
-        let front = pareto_front(&xy, x.higher_is_better.unwrap_or(true), y.higher_is_better.unwrap_or(true));
+        let front = pareto_front(
+            &xy,
+            x.higher_is_better.unwrap_or(true),
+            y.higher_is_better.unwrap_or(true),
+        );
         for &i in &front {
             points[i].on_frontier = true;
         }
@@ -297,7 +382,14 @@ impl ScatterChart {
             x.phrase(),
             front.len()
         );
-        ScatterChart { title, x, y, points, frontier, caption }
+        ScatterChart {
+            title,
+            x,
+            y,
+            points,
+            frontier,
+            caption,
+        }
     }
 }
 
@@ -316,38 +408,116 @@ impl Draw for ScatterChart {
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         root.fill(&WHITE).map_err(e)?;
-        let xs = self.points.iter().flat_map(|p| [p.x, p.x_iv.map_or(p.x, |i| i.low), p.x_iv.map_or(p.x, |i| i.high)]);
-        let ys = self.points.iter().flat_map(|p| [p.y, p.y_iv.map_or(p.y, |i| i.low), p.y_iv.map_or(p.y, |i| i.high)]);
-        let (x0, x1) = padded(xs.clone().fold(f64::INFINITY, f64::min), xs.fold(f64::NEG_INFINITY, f64::max), 0.12);
-        let (y0, y1) = padded(ys.clone().fold(f64::INFINITY, f64::min), ys.fold(f64::NEG_INFINITY, f64::max), 0.12);
+        let xs: Vec<f64> = self
+            .points
+            .iter()
+            .flat_map(|p| {
+                [
+                    p.x,
+                    p.x_iv.map_or(p.x, |i| i.low),
+                    p.x_iv.map_or(p.x, |i| i.high),
+                ]
+            })
+            .collect();
+        let ys: Vec<f64> = self
+            .points
+            .iter()
+            .flat_map(|p| {
+                [
+                    p.y,
+                    p.y_iv.map_or(p.y, |i| i.low),
+                    p.y_iv.map_or(p.y, |i| i.high),
+                ]
+            })
+            .collect();
+        // An axis whose values spread over orders of magnitude (a slow link next to a fast
+        // one) is drawn on a log scale, or one outlier squeezes every other case into a line.
+        let spread = |v: &[f64]| {
+            let (lo, hi) = (
+                v.iter().copied().fold(f64::INFINITY, f64::min),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            );
+            (lo, hi, lo > 0.0 && hi / lo >= 50.0)
+        };
+        let (xlo, xhi, lx) = spread(&xs);
+        let (ylo, yhi, ly) = spread(&ys);
+        let fx = move |v: f64| if lx { v.log10() } else { v };
+        let fy = move |v: f64| if ly { v.log10() } else { v };
+        let (x0, x1) = padded(fx(xlo), fx(xhi), 0.12);
+        let (y0, y1) = padded(fy(ylo), fy(yhi), 0.12);
+        let xt = if lx {
+            log_ticks(xlo, xhi)
+        } else {
+            nice_ticks(x0, x1, 8)
+        };
+        let yt = if ly {
+            log_ticks(ylo, yhi)
+        } else {
+            nice_ticks(y0, y1, 8)
+        };
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, TITLE_SIZE))
             .margin(18)
             .x_label_area_size(56)
             .y_label_area_size(84)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .build_cartesian_2d(
+                Ticked {
+                    range: x0..x1,
+                    ticks: xt,
+                },
+                Ticked {
+                    range: y0..y1,
+                    ticks: yt,
+                },
+            )
             .map_err(e)?;
+        let xd = if lx {
+            format!("{} (log scale)", self.x.described())
+        } else {
+            self.x.described()
+        };
+        let yd = if ly {
+            format!("{} (log scale)", self.y.described())
+        } else {
+            self.y.described()
+        };
         chart
             .configure_mesh()
-            .x_desc(self.x.described())
-            .y_desc(self.y.described())
-            .x_label_formatter(&|v| tick(*v))
-            .y_label_formatter(&|v| tick(*v))
+            .x_desc(xd)
+            .y_desc(yd)
+            .x_label_formatter(&|v| tick(if lx { 10f64.powf(*v) } else { *v }))
+            .y_label_formatter(&|v| tick(if ly { 10f64.powf(*v) } else { *v }))
             .label_style((FONT, LABEL_SIZE))
             .axis_desc_style((FONT, DESC_SIZE))
-            .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(e)?;
         let grey = RGBColor(90, 90, 90);
         chart
-            .draw_series(LineSeries::new(self.frontier.clone(), grey.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                self.frontier.iter().map(|(x, y)| (fx(*x), fy(*y))),
+                grey.stroke_width(2),
+            ))
             .map_err(e)?
             .label("Pareto frontier")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2))
+            });
         // Whiskers first so the points sit on top.
         let whisker = BLACK.mix(0.35).stroke_width(1);
-        chart.draw_series(self.points.iter().filter_map(|p| p.y_iv.map(|i| ErrorBar::new_vertical(p.x, i.low, p.y, i.high, whisker, 8)))).map_err(e)?;
-        chart.draw_series(self.points.iter().filter_map(|p| p.x_iv.map(|i| ErrorBar::new_horizontal(p.y, i.low, p.x, i.high, whisker, 8)))).map_err(e)?;
+        chart
+            .draw_series(self.points.iter().filter_map(|p| {
+                p.y_iv.map(|i| {
+                    ErrorBar::new_vertical(fx(p.x), fy(i.low), fy(p.y), fy(i.high), whisker, 8)
+                })
+            }))
+            .map_err(e)?;
+        chart
+            .draw_series(self.points.iter().filter_map(|p| {
+                p.x_iv.map(|i| {
+                    ErrorBar::new_horizontal(fy(p.y), fx(i.low), fx(p.x), fx(i.high), whisker, 8)
+                })
+            }))
+            .map_err(e)?;
         let mut groups: Vec<&str> = Vec::new();
         for p in &self.points {
             if !groups.contains(&p.group.as_str()) {
@@ -357,23 +527,36 @@ impl Draw for ScatterChart {
         for (gi, g) in groups.iter().enumerate() {
             let color = PALETTE[gi % PALETTE.len()];
             chart
-                .draw_series(self.points.iter().filter(|p| p.group == *g).map(|p| Circle::new((p.x, p.y), if p.on_frontier { 7 } else { 5 }, color.filled())))
+                .draw_series(self.points.iter().filter(|p| p.group == *g).map(|p| {
+                    Circle::new(
+                        (fx(p.x), fy(p.y)),
+                        if p.on_frontier { 7 } else { 5 },
+                        color.filled(),
+                    )
+                }))
                 .map_err(e)?
                 .label(g.to_string())
                 .legend(move |(x, y)| Circle::new((x + 11, y), 6, color.filled()));
         }
         // Name the frontier cases; the others are in the leaderboard. A label that would run off
         // the right edge goes to the left of its point.
-        let left = TextStyle::from((FONT, LABEL_SIZE - 2).into_font()).pos(Pos::new(HPos::Left, VPos::Bottom));
-        let right = TextStyle::from((FONT, LABEL_SIZE - 2).into_font()).pos(Pos::new(HPos::Right, VPos::Bottom));
+        let left = TextStyle::from((FONT, LABEL_SIZE - 2).into_font())
+            .pos(Pos::new(HPos::Left, VPos::Bottom));
+        let right = TextStyle::from((FONT, LABEL_SIZE - 2).into_font())
+            .pos(Pos::new(HPos::Right, VPos::Bottom));
         chart
             .draw_series(self.points.iter().filter(|p| p.on_frontier).map(|p| {
-                let room = (x1 - p.x) / (x1 - x0) * (WIDTH as f64 - 120.0);
+                let room = (x1 - fx(p.x)) / (x1 - x0) * (WIDTH as f64 - 120.0);
                 let fits = (text_width(&p.label, LABEL_SIZE - 2) as f64) < room;
-                EmptyElement::at((p.x, p.y)) + Text::new(p.label.clone(), if fits { (9, -6) } else { (-9, -6) }, if fits { left.clone() } else { right.clone() })
+                EmptyElement::at((fx(p.x), fy(p.y)))
+                    + Text::new(
+                        p.label.clone(),
+                        if fits { (9, -6) } else { (-9, -6) },
+                        if fits { left.clone() } else { right.clone() },
+                    )
             }))
             .map_err(e)?;
-        let pts: Vec<(f64, f64)> = self.points.iter().map(|p| (p.x, p.y)).collect();
+        let pts: Vec<(f64, f64)> = self.points.iter().map(|p| (fx(p.x), fy(p.y))).collect();
         chart
             .configure_series_labels()
             .position(emptiest_corner(&pts, (x0, x1), (y0, y1)))
@@ -389,13 +572,16 @@ impl Draw for ScatterChart {
 // ---------------------------------------------------------------------------------------------
 // Sweep lines
 
+/// One point of a sweep line: (hyperparameter value, metric value, interval of the metric).
+pub type SweepPoint = (f64, f64, Option<Interval>);
+
 /// A metric against a swept hyperparameter, one line per combination of the other settings.
 pub struct LineChart {
     pub title: String,
     pub x: Axis,
     pub y: Axis,
     /// (series name, points (x, y, interval of y) sorted by x)
-    pub series: Vec<(String, Vec<(f64, f64, Option<Interval>)>)>,
+    pub series: Vec<(String, Vec<SweepPoint>)>,
     /// Draw x on a log scale (the values span two decades or more, e.g. learning rates).
     pub log_x: bool,
     pub caption: String,
@@ -419,12 +605,27 @@ impl Draw for LineChart {
         // A log axis is drawn as log10 of the value with ticks labelled by the value itself.
         let tx = |x: f64| if self.log_x { x.log10() } else { x };
         let pts = self.series.iter().flat_map(|(_, p)| p.iter());
-        let (x0, x1) = padded(pts.clone().map(|p| tx(p.0)).fold(f64::INFINITY, f64::min), pts.clone().map(|p| tx(p.0)).fold(f64::NEG_INFINITY, f64::max), 0.06);
-        let ylo = pts.clone().map(|p| p.2.map_or(p.1, |i| i.low)).fold(f64::INFINITY, f64::min);
-        let yhi = pts.map(|p| p.2.map_or(p.1, |i| i.high)).fold(f64::NEG_INFINITY, f64::max);
+        let (x0, x1) = padded(
+            pts.clone().map(|p| tx(p.0)).fold(f64::INFINITY, f64::min),
+            pts.clone()
+                .map(|p| tx(p.0))
+                .fold(f64::NEG_INFINITY, f64::max),
+            0.06,
+        );
+        let ylo = pts
+            .clone()
+            .map(|p| p.2.map_or(p.1, |i| i.low))
+            .fold(f64::INFINITY, f64::min);
+        let yhi = pts
+            .map(|p| p.2.map_or(p.1, |i| i.high))
+            .fold(f64::NEG_INFINITY, f64::max);
         let (y0, y1) = padded(ylo, yhi, 0.1);
         // Ticks sit exactly at the swept values.
-        let mut swept: Vec<f64> = self.series.iter().flat_map(|(_, p)| p.iter().map(|q| tx(q.0))).collect();
+        let mut swept: Vec<f64> = self
+            .series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| tx(q.0)))
+            .collect();
         swept.sort_by(f64::total_cmp);
         swept.dedup();
         let mut chart = ChartBuilder::on(root)
@@ -432,12 +633,22 @@ impl Draw for LineChart {
             .margin(18)
             .x_label_area_size(56)
             .y_label_area_size(84)
-            .build_cartesian_2d(Ticked { range: x0..x1, ticks: swept }, y0..y1)
+            .build_cartesian_2d(
+                Ticked {
+                    range: x0..x1,
+                    ticks: swept,
+                },
+                y0..y1,
+            )
             .map_err(e)?;
         let log = self.log_x;
         chart
             .configure_mesh()
-            .x_desc(if log { format!("{} (log scale)", self.x.described()) } else { self.x.described() })
+            .x_desc(if log {
+                format!("{} (log scale)", self.x.described())
+            } else {
+                self.x.described()
+            })
             .y_desc(self.y.described())
             .x_label_formatter(&|v| if log { tick(10f64.powf(*v)) } else { tick(*v) })
             .y_label_formatter(&|v| tick(*v))
@@ -448,15 +659,40 @@ impl Draw for LineChart {
             .map_err(e)?;
         for (si, (name, p)) in self.series.iter().enumerate() {
             let color = PALETTE[si % PALETTE.len()];
-            chart.draw_series(p.iter().filter_map(|(x, y, iv)| iv.map(|i| ErrorBar::new_vertical(tx(*x), i.low, *y, i.high, color.mix(0.6).stroke_width(1), 8)))).map_err(e)?;
+            chart
+                .draw_series(p.iter().filter_map(|(x, y, iv)| {
+                    iv.map(|i| {
+                        ErrorBar::new_vertical(
+                            tx(*x),
+                            i.low,
+                            *y,
+                            i.high,
+                            color.mix(0.6).stroke_width(1),
+                            8,
+                        )
+                    })
+                }))
+                .map_err(e)?;
 
             chart
-                .draw_series(LineSeries::new(p.iter().map(|(x, y, _)| (tx(*x), *y)), color.stroke_width(2)).point_size(4))
+                .draw_series(
+                    LineSeries::new(
+                        p.iter().map(|(x, y, _)| (tx(*x), *y)),
+                        color.stroke_width(2),
+                    )
+                    .point_size(4),
+                )
                 .map_err(e)?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+                });
         }
-        let pts: Vec<(f64, f64)> = self.series.iter().flat_map(|(_, p)| p.iter().map(|q| (tx(q.0), q.1))).collect();
+        let pts: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| (tx(q.0), q.1)))
+            .collect();
         chart
             .configure_series_labels()
             .position(emptiest_corner(&pts, (x0, x1), (y0, y1)))
@@ -495,8 +731,27 @@ impl Draw for HeatmapChart {
         self.caption.clone()
     }
     fn size(&self) -> (u32, u32) {
+        // Cells wide enough for their column labels, so long task names do not run together.
         let rows = self.row_labels.len() as u32;
-        (WIDTH.min(260 + 90 * self.col_labels.len() as u32).max(480), (170 + 60 * rows).clamp(300, 1200))
+        let cell = self
+            .col_labels
+            .iter()
+            .map(|l| text_width(l, LABEL_SIZE) + 14)
+            .max()
+            .unwrap_or(0)
+            .clamp(60, 220);
+        let label_w = self
+            .row_labels
+            .iter()
+            .map(|l| text_width(l, LABEL_SIZE))
+            .max()
+            .unwrap_or(20)
+            .clamp(20, 300)
+            + 60;
+        (
+            (label_w + 60 + cell * self.col_labels.len() as u32).clamp(480, 1800),
+            (170 + 60 * rows).clamp(300, 1200),
+        )
     }
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         root.fill(&WHITE).map_err(e)?;
@@ -505,14 +760,27 @@ impl Draw for HeatmapChart {
             return Ok(());
         }
         let vals: Vec<f64> = self.values.iter().flatten().flatten().copied().collect();
-        let (lo, hi) = (vals.iter().copied().fold(f64::INFINITY, f64::min), vals.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-        let label_w = self.row_labels.iter().map(|l| text_width(l, LABEL_SIZE)).max().unwrap_or(20).clamp(20, 300) + 16;
+        let (lo, hi) = (
+            vals.iter().copied().fold(f64::INFINITY, f64::min),
+            vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let label_w = self
+            .row_labels
+            .iter()
+            .map(|l| text_width(l, LABEL_SIZE))
+            .max()
+            .unwrap_or(20)
+            .clamp(20, 300)
+            + 16;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, TITLE_SIZE))
             .margin(18)
             .x_label_area_size(56)
             .y_label_area_size(label_w + if self.corner.is_empty() { 0 } else { 28 })
-            .build_cartesian_2d((0..cols - 1).into_segmented(), (0..rows - 1).into_segmented())
+            .build_cartesian_2d(
+                (0..cols - 1).into_segmented(),
+                (0..rows - 1).into_segmented(),
+            )
             .map_err(e)?;
         let xl = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if *i < cols => self.col_labels[*i].clone(),
@@ -524,7 +792,16 @@ impl Draw for HeatmapChart {
         };
         let (xdesc, ydesc) = match self.corner.split_once(['\\', '/']) {
             Some((r, c)) => (c.trim().to_string(), r.trim().to_string()),
-            None => ("column".to_string(), if self.corner.is_empty() { "row".to_string() } else { self.corner.clone() }),
+            // A corner that names only the rows (`after_round`) leaves the column labels to
+            // speak for themselves.
+            None => (
+                String::new(),
+                if self.corner.is_empty() {
+                    "row".to_string()
+                } else {
+                    self.corner.clone()
+                },
+            ),
         };
         chart
             .configure_mesh()
@@ -539,7 +816,12 @@ impl Draw for HeatmapChart {
             .axis_desc_style((FONT, DESC_SIZE))
             .draw()
             .map_err(e)?;
-        let cells: Vec<(usize, usize, Option<f64>)> = self.values.iter().enumerate().flat_map(|(r, row)| row.iter().enumerate().map(move |(c, v)| (r, c, *v))).collect();
+        let cells: Vec<(usize, usize, Option<f64>)> = self
+            .values
+            .iter()
+            .enumerate()
+            .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, v)| (r, c, *v)))
+            .collect();
         let norm = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
         chart
             .draw_series(cells.iter().map(|&(r, c, v)| {
@@ -548,15 +830,36 @@ impl Draw for HeatmapChart {
                     Some(v) => ViridisRGB::get_color(norm(v)).filled(),
                     None => RGBColor(235, 235, 235).filled(),
                 };
-                let mut cell = Rectangle::new([(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))], fill);
+                let mut cell = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(c), SegmentValue::Exact(y)),
+                        (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1)),
+                    ],
+                    fill,
+                );
                 cell.set_margin(1, 1, 1, 1);
                 cell
             }))
             .map_err(e)?;
         if rows * cols <= 400 {
-            let style = |dark: bool| TextStyle::from((FONT, LABEL_SIZE).into_font()).pos(Pos::new(HPos::Center, VPos::Center)).color(if dark { &WHITE } else { &BLACK });
+            let style = |dark: bool| {
+                TextStyle::from((FONT, LABEL_SIZE).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Center))
+                    .color(if dark { &WHITE } else { &BLACK })
+            };
             chart
-                .draw_series(cells.iter().filter_map(|&(r, c, v)| v.map(|v| Text::new(super::compact_number(v), (SegmentValue::CenterOf(c), SegmentValue::CenterOf(rows - 1 - r)), style(norm(v) < 0.55)))))
+                .draw_series(cells.iter().filter_map(|&(r, c, v)| {
+                    v.map(|v| {
+                        Text::new(
+                            super::compact_number(v),
+                            (
+                                SegmentValue::CenterOf(c),
+                                SegmentValue::CenterOf(rows - 1 - r),
+                            ),
+                            style(norm(v) < 0.55),
+                        )
+                    })
+                }))
                 .map_err(e)?;
         }
         Ok(())
@@ -591,22 +894,39 @@ impl Draw for CdfChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         root.fill(&WHITE).map_err(e)?;
         let all = self.series.iter().flat_map(|(_, v)| v.iter().copied());
-        let (lo, hi) = (all.clone().fold(f64::INFINITY, f64::min), all.fold(f64::NEG_INFINITY, f64::max));
+        let (lo, hi) = (
+            all.clone().fold(f64::INFINITY, f64::min),
+            all.fold(f64::NEG_INFINITY, f64::max),
+        );
         // Latencies spread over orders of magnitude read best on a log axis.
         let log = lo > 0.0 && hi / lo >= 50.0;
         let tx = |x: f64| if log { x.log10() } else { x };
         let (x0, x1) = padded(tx(lo), tx(hi), 0.04);
-        let ticks = if log { log_ticks(lo, hi) } else { nice_ticks(x0, x1, 8) };
+        let ticks = if log {
+            log_ticks(lo, hi)
+        } else {
+            nice_ticks(x0, x1, 8)
+        };
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FONT, TITLE_SIZE))
             .margin(18)
             .x_label_area_size(56)
             .y_label_area_size(84)
-            .build_cartesian_2d(Ticked { range: x0..x1, ticks }, 0.0..1.02)
+            .build_cartesian_2d(
+                Ticked {
+                    range: x0..x1,
+                    ticks,
+                },
+                0.0..1.02,
+            )
             .map_err(e)?;
         chart
             .configure_mesh()
-            .x_desc(if log { format!("{} (log scale)", self.x_label) } else { self.x_label.clone() })
+            .x_desc(if log {
+                format!("{} (log scale)", self.x_label)
+            } else {
+                self.x_label.clone()
+            })
             .y_desc("share of samples at or below")
             .x_label_formatter(&|v| if log { tick(10f64.powf(*v)) } else { tick(*v) })
             .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
@@ -630,7 +950,9 @@ impl Draw for CdfChart {
                 .draw_series(LineSeries::new(steps, color.stroke_width(2)))
                 .map_err(e)?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+                });
         }
         chart
             .configure_series_labels()
@@ -650,24 +972,44 @@ mod tests {
 
     #[test]
     fn ticks_are_round() {
-        let t: Vec<f64> = log_ticks(0.07, 4.2).iter().map(|x| (10f64.powf(*x) * 1e6).round() / 1e6).collect();
+        let t: Vec<f64> = log_ticks(0.07, 4.2)
+            .iter()
+            .map(|x| (10f64.powf(*x) * 1e6).round() / 1e6)
+            .collect();
         assert_eq!(t, vec![0.1, 0.2, 0.5, 1.0, 2.0]);
         let t = nice_ticks(0.0, 1.0, 5);
         assert_eq!(t.len(), 6);
-        assert!(t.iter().zip([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]).all(|(a, b)| (a - b).abs() < 1e-12), "{t:?}");
+        assert!(
+            t.iter()
+                .zip([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+                .all(|(a, b)| (a - b).abs() < 1e-12),
+            "{t:?}"
+        );
         assert_eq!(nice_ticks(3.0, 47.0, 4), vec![10.0, 20.0, 30.0, 40.0]);
     }
 
     #[test]
     fn pareto_front_respects_directions() {
         // (latency, accuracy): lower latency and higher accuracy are better.
-        let pts = [(1.0, 0.80), (2.0, 0.90), (3.0, 0.85), (1.5, 0.80), (4.0, 0.95)];
+        let pts = [
+            (1.0, 0.80),
+            (2.0, 0.90),
+            (3.0, 0.85),
+            (1.5, 0.80),
+            (4.0, 0.95),
+        ];
         let mut f = pareto_front(&pts, false, true);
         f.sort();
         assert_eq!(f, vec![0, 1, 4]);
         // Both higher-is-better: only the top-right survives here.
-        assert_eq!(pareto_front(&[(1.0, 1.0), (2.0, 2.0), (0.5, 1.5)], true, true), vec![1]);
+        assert_eq!(
+            pareto_front(&[(1.0, 1.0), (2.0, 2.0), (0.5, 1.5)], true, true),
+            vec![1]
+        );
         // Identical points do not dominate each other.
-        assert_eq!(pareto_front(&[(1.0, 1.0), (1.0, 1.0)], true, true), vec![0, 1]);
+        assert_eq!(
+            pareto_front(&[(1.0, 1.0), (1.0, 1.0)], true, true),
+            vec![0, 1]
+        );
     }
 }

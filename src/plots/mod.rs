@@ -5,8 +5,9 @@
 //! stored, never from metric or paradigm names, so every paradigm is drawn without code here:
 //!
 //! - a bar chart per selected metric across cases, with 95 % interval whiskers;
-//! - a trade-off scatter with its Pareto frontier for the first ranking metric against each
-//!   metric of another unit or direction (accuracy vs latency, throughput vs acceptance);
+//! - trade-off scatters with their Pareto frontier: the first ranking metric against the other
+//!   ranking metrics and one metric of each other kind (accuracy vs latency, vs transfer
+//!   ratio; throughput vs acceptance), where the frontier holds two or more cases;
 //! - a line chart of the ranking metrics against each numeric hyperparameter that was swept;
 //! - a heatmap of every numeric matrix a case stored as a CSV artifact (the lifelong accuracy
 //!   matrix: header row = column labels, first column = row labels);
@@ -30,7 +31,7 @@ use crate::controller::{CaseResult, Status};
 use crate::metrics::{self, Interval};
 use crate::story::{JobMeta, Leaderboard};
 
-pub use draw::{BarChart, CdfChart, Draw, HeatmapChart, LineChart, ScatterChart};
+pub use draw::{BarChart, CdfChart, Draw, HeatmapChart, LineChart, ScatterChart, SweepPoint};
 
 /// The font every chart uses, registered with plotters as `sans-serif`.
 pub static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -42,6 +43,7 @@ pub const MAX_SERIES: usize = 8;
 const MAX_SCATTERS: usize = 4;
 const MAX_SWEEPS: usize = 8;
 const MAX_HEATMAPS: usize = 4;
+const MAX_CDFS: usize = 4;
 const MAX_BAR_METRICS: usize = 8;
 
 /// Registers the shipped font once per process.
@@ -49,8 +51,12 @@ pub fn register_font() -> Result<()> {
     static ONCE: Once = Once::new();
     let mut res = Ok(());
     ONCE.call_once(|| {
-        if plotters::style::register_font(FONT, plotters::style::FontStyle::Normal, FONT_BYTES).is_err() {
-            res = Err(anyhow::anyhow!("the shipped font assets/fonts/DejaVuSans.ttf could not be read"));
+        if plotters::style::register_font(FONT, plotters::style::FontStyle::Normal, FONT_BYTES)
+            .is_err()
+        {
+            res = Err(anyhow::anyhow!(
+                "the shipped font assets/fonts/DejaVuSans.ttf could not be read"
+            ));
         }
     });
     res
@@ -88,8 +94,15 @@ pub struct Axis {
 impl Axis {
     pub fn metric(meta: &JobMeta, id: &str) -> Axis {
         let unit = metrics::canonical(id).map_or("", |m| m.unit);
-        let label = if unit.is_empty() { id.to_string() } else { format!("{id} ({unit})") };
-        Axis { label, higher_is_better: Some(higher_is_better(meta, id)) }
+        let label = if unit.is_empty() {
+            id.to_string()
+        } else {
+            format!("{id} ({unit})")
+        };
+        Axis {
+            label,
+            higher_is_better: Some(higher_is_better(meta, id)),
+        }
     }
     /// `accuracy (higher is better)`, `latency-mean (ms, lower is better)`.
     pub fn phrase(&self) -> String {
@@ -114,20 +127,35 @@ impl Axis {
 
 /// Direction of a metric: the job's `sort_by` when it ranks by it, else the metric's own.
 pub fn higher_is_better(meta: &JobMeta, id: &str) -> bool {
-    meta.rank.sort_by.iter().find(|(m, _)| m == id).map(|(_, o)| *o == Order::Descend).unwrap_or_else(|| metrics::canonical(id).is_none_or(|m| m.higher_is_better))
+    meta.rank
+        .sort_by
+        .iter()
+        .find(|(m, _)| m == id)
+        .map(|(_, o)| *o == Order::Descend)
+        .unwrap_or_else(|| metrics::canonical(id).is_none_or(|m| m.higher_is_better))
 }
 
 /// Cases in leaderboard order (ranked first, failed last) with short, distinct labels: the
 /// algorithm, then the grid values that differ between cases.
-pub fn case_views<'a>(meta: &JobMeta, results: &'a [CaseResult], lb: &Leaderboard) -> Vec<CaseView<'a>> {
+pub fn case_views<'a>(
+    meta: &JobMeta,
+    results: &'a [CaseResult],
+    lb: &Leaderboard,
+) -> Vec<CaseView<'a>> {
     let id_col = lb.columns.iter().position(|c| c == "case_id");
     let rank_col = lb.columns.iter().position(|c| c == "rank");
     let mut order: Vec<(&'a CaseResult, Option<usize>)> = Vec::new();
     if let Some(ic) = id_col {
         for row in &lb.rows {
             let id = row[ic].as_str().unwrap_or_default();
-            if let Some(r) = results.iter().find(|r| r.case_id == id && !order.iter().any(|(o, _)| std::ptr::eq(*o, *r))) {
-                order.push((r, rank_col.and_then(|rc| row[rc].as_u64()).map(|x| x as usize)));
+            if let Some(r) = results
+                .iter()
+                .find(|r| r.case_id == id && !order.iter().any(|(o, _)| std::ptr::eq(*o, *r)))
+            {
+                order.push((
+                    r,
+                    rank_col.and_then(|rc| row[rc].as_u64()).map(|x| x as usize),
+                ));
             }
         }
     }
@@ -140,8 +168,16 @@ pub fn case_views<'a>(meta: &JobMeta, results: &'a [CaseResult], lb: &Leaderboar
     let varying: Vec<&String> = varying_owned.iter().collect();
     // A hyperparameter name alone reads best; keep the module prefix only when two modules share it.
     let short = |c: &str| -> String {
-        let hp = meta.module_types.iter().find_map(|t| c.strip_prefix(&format!("{t}-"))).unwrap_or(c);
-        let clashes = varying.iter().filter(|o| o.ends_with(&format!("-{hp}"))).count() > 1;
+        let hp = meta
+            .module_types
+            .iter()
+            .find_map(|t| c.strip_prefix(&format!("{t}-")))
+            .unwrap_or(c);
+        let clashes = varying
+            .iter()
+            .filter(|o| o.ends_with(&format!("-{hp}")))
+            .count()
+            > 1;
         if clashes {
             c.to_string()
         } else {
@@ -161,14 +197,22 @@ pub fn case_views<'a>(meta: &JobMeta, results: &'a [CaseResult], lb: &Leaderboar
                     parts.push(format!("{}={}", short(c), value_text(v)));
                 }
             }
-            CaseView { result: r, rank, label: truncate(&parts.join(" "), 56) }
+            CaseView {
+                result: r,
+                rank,
+                label: truncate(&parts.join(" "), 56),
+            }
         })
         .collect();
     // Labels must tell cases apart: add the case id where two would read the same.
     let labels: Vec<String> = views.iter().map(|v| v.label.clone()).collect();
     for v in views.iter_mut() {
         if labels.iter().filter(|l| **l == v.label).count() > 1 {
-            v.label = format!("{} ({})", v.label, &v.result.case_id[..v.result.case_id.len().min(6)]);
+            v.label = format!(
+                "{} ({})",
+                v.label,
+                &v.result.case_id[..v.result.case_id.len().min(6)]
+            );
         }
     }
     views
@@ -182,7 +226,15 @@ pub fn varying_columns(meta: &JobMeta, results: &[CaseResult]) -> Vec<String> {
         .iter()
         .filter(|c| {
             algs.iter().any(|a| {
-                let vals: BTreeSet<String> = results.iter().filter(|r| r.algorithm == *a).map(|r| r.grid.get(c.as_str()).map_or(String::new(), |v| v.to_string())).collect();
+                let vals: BTreeSet<String> = results
+                    .iter()
+                    .filter(|r| r.algorithm == *a)
+                    .map(|r| {
+                        r.grid
+                            .get(c.as_str())
+                            .map_or(String::new(), |v| v.to_string())
+                    })
+                    .collect();
                 vals.len() > 1
             })
         })
@@ -195,7 +247,10 @@ pub fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Number(n) if n.is_f64() => n.as_f64().map_or(n.to_string(), compact_number),
-        Value::Array(a) => format!("[{}]", a.iter().map(value_text).collect::<Vec<_>>().join(", ")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(value_text).collect::<Vec<_>>().join(", ")
+        ),
         other => other.to_string(),
     }
 }
@@ -207,7 +262,11 @@ pub fn compact_number(x: f64) -> String {
     }
     let decimals = (3 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
     let s = format!("{x:.decimals$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    };
     if s == "-0" {
         "0".into()
     } else {
@@ -224,20 +283,34 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 fn metric_of(r: &CaseResult, id: &str) -> Option<f64> {
-    r.metrics.get(id).and_then(Value::as_f64).filter(|x| x.is_finite())
+    r.metrics
+        .get(id)
+        .and_then(Value::as_f64)
+        .filter(|x| x.is_finite())
 }
 
 /// The metrics a job's charts show: the selected ones (`selected_dataitem.metrics`), else all.
 pub fn shown_metrics(meta: &JobMeta) -> Vec<String> {
     match &meta.rank.selected.metrics {
-        Some(sel) => meta.metrics.iter().filter(|m| sel.contains(m)).cloned().collect(),
+        Some(sel) => meta
+            .metrics
+            .iter()
+            .filter(|m| sel.contains(m))
+            .cloned()
+            .collect(),
         None => meta.metrics.clone(),
     }
 }
 
 /// Ranking metrics first (in `sort_by` order), then the rest of the shown metrics.
 fn primary_metrics(meta: &JobMeta) -> Vec<String> {
-    let mut out: Vec<String> = meta.rank.sort_by.iter().map(|(m, _)| m.clone()).filter(|m| meta.metrics.contains(m)).collect();
+    let mut out: Vec<String> = meta
+        .rank
+        .sort_by
+        .iter()
+        .map(|(m, _)| m.clone())
+        .filter(|m| meta.metrics.contains(m))
+        .collect();
     if out.is_empty() {
         out.extend(meta.metrics.first().cloned());
     }
@@ -257,44 +330,107 @@ fn slug(s: &str) -> String {
 }
 
 /// Plans every chart of a job: pure, so tests can check the choice without drawing.
-pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &Path) -> Vec<(String, Box<dyn DrawAny>)> {
+pub fn plan(
+    meta: &JobMeta,
+    results: &[CaseResult],
+    lb: &Leaderboard,
+    job_dir: &Path,
+) -> Vec<(String, Box<dyn DrawAny>)> {
     let views = case_views(meta, results, lb);
-    let ok: Vec<&CaseView> = views.iter().filter(|v| v.result.status == Status::Ok).collect();
+    let ok: Vec<&CaseView> = views
+        .iter()
+        .filter(|v| v.result.status == Status::Ok)
+        .collect();
     let failed = views.len() - ok.len();
     let mut out: Vec<(String, Box<dyn DrawAny>)> = Vec::new();
 
     // Bars: one per shown metric.
     for m in shown_metrics(meta).iter().take(MAX_BAR_METRICS) {
-        let rows: Vec<(String, f64, Option<Interval>)> = ok.iter().filter_map(|v| metric_of(v.result, m).map(|x| (v.label.clone(), x, v.result.intervals.get(m).copied()))).take(MAX_BARS).collect();
+        let rows: Vec<(String, f64, Option<Interval>)> = ok
+            .iter()
+            .filter_map(|v| {
+                metric_of(v.result, m)
+                    .map(|x| (v.label.clone(), x, v.result.intervals.get(m).copied()))
+            })
+            .take(MAX_BARS)
+            .collect();
         if rows.is_empty() {
             continue;
         }
         let axis = Axis::metric(meta, m);
         let with_iv = rows.iter().filter(|r| r.2.is_some()).count();
-        let mut caption = format!("{}: one bar per finished case ({}), best-ranked at the top", axis.phrase(), rows.len());
+        let mut caption = format!(
+            "{}: one bar per finished case ({}), best-ranked at the top",
+            axis.phrase(),
+            rows.len()
+        );
         if with_iv > 0 {
             caption.push_str("; whiskers: 95 % confidence interval");
         }
         if failed > 0 {
             caption.push_str(&format!("; {failed} failed case(s) not shown"));
         }
-        out.push((format!("bar-{}", slug(m)), Box::new(BarChart { title: format!("{m} by case"), axis, rows, caption })));
+        out.push((
+            format!("bar-{}", slug(m)),
+            Box::new(BarChart {
+                title: format!("{m} by case"),
+                axis,
+                rows,
+                caption,
+            }),
+        ));
     }
 
-    // Trade-offs: the first ranking metric against metrics of another unit or direction.
+    // Trade-offs: the first ranking metric against the others, where there is a trade-off to
+    // see (a Pareto frontier of two or more cases). Candidates: the other ranking metrics;
+    // then one metric per kind (unit and direction) not drawn yet, so cost, traffic and speed
+    // each get a chart; then the rest, each in YAML order. A candidate that ranks the cases
+    // exactly as (or exactly against) one already chosen this way adds nothing (cloud calls
+    // against the transfer ratio, bytes against calls) and is left out.
     let primaries = primary_metrics(meta);
     if let Some(p) = primaries.first() {
-        let unit = |id: &str| metrics::canonical(id).map_or("", |d| d.unit);
-        let mut partners: Vec<String> = primaries.iter().skip(1).cloned().collect();
-        let rest: Vec<String> = meta.metrics.iter().filter(|m| !partners.contains(m) && *m != p).cloned().collect();
-        partners.extend(rest);
-        partners.retain(|m| m != p && (unit(m) != unit(p) || higher_is_better(meta, m) != higher_is_better(meta, p)));
-        for m in partners.into_iter().take(MAX_SCATTERS) {
+        let kind = |id: &str| {
+            (
+                metrics::canonical(id).map_or("", |d| d.unit),
+                higher_is_better(meta, id),
+            )
+        };
+        let ranking: Vec<String> = primaries.iter().skip(1).cloned().collect();
+        let mut candidates = ranking.clone();
+        let mut kinds = vec![kind(p)];
+        kinds.extend(ranking.iter().map(|m| kind(m)));
+        for m in &meta.metrics {
+            if !candidates.contains(m) && m != p && !kinds.contains(&kind(m)) {
+                kinds.push(kind(m));
+                candidates.push(m.clone());
+            }
+        }
+        let rest: Vec<String> = meta
+            .metrics
+            .iter()
+            .filter(|m| *m != p && !candidates.contains(m))
+            .cloned()
+            .collect();
+        candidates.extend(rest);
+        let mut drawn = 0;
+        let mut chosen: Vec<Vec<f64>> = Vec::new();
+        for m in candidates {
+            if drawn >= MAX_SCATTERS {
+                break;
+            }
             let pts: Vec<draw::Point> = ok
                 .iter()
                 .filter_map(|v| {
                     let (x, y) = (metric_of(v.result, &m)?, metric_of(v.result, p)?);
-                    Some(draw::Point { label: v.label.clone(), group: v.result.algorithm.clone(), x, y, x_iv: v.result.intervals.get(&m).copied(), y_iv: v.result.intervals.get(p).copied(), on_frontier: false })
+                    Some(draw::Point {
+                        label: v.label.clone(),
+                        group: v.result.algorithm.clone(),
+                        x,
+                        y,
+                        x_iv: v.result.intervals.get(&m).copied(),
+                        y_iv: v.result.intervals.get(p).copied(),
+                        on_frontier: false,
+                    })
                 })
                 .collect();
             if pts.len() < 2 {
@@ -302,7 +438,27 @@ pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &
             }
             let (xa, ya) = (Axis::metric(meta, &m), Axis::metric(meta, p));
             let chart = ScatterChart::new(format!("Trade-off: {p} vs {m}"), xa, ya, pts);
-            out.push((format!("tradeoff-{}-vs-{}", slug(p), slug(&m)), Box::new(chart)));
+            if chart.frontier.len() < 2 {
+                continue;
+            }
+            if !ranking.contains(&m) {
+                let xs: Vec<f64> = ok
+                    .iter()
+                    .map(|v| metric_of(v.result, &m).unwrap_or(f64::NAN))
+                    .collect();
+                if chosen
+                    .iter()
+                    .any(|d| spearman(d, &xs).is_some_and(|r| r.abs() > 0.98))
+                {
+                    continue;
+                }
+                chosen.push(xs);
+            }
+            drawn += 1;
+            out.push((
+                format!("tradeoff-{}-vs-{}", slug(p), slug(&m)),
+                Box::new(chart),
+            ));
         }
     }
 
@@ -310,37 +466,64 @@ pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &
     let varying = varying_columns(meta, results);
     let mut sweeps = 0;
     for col in &meta.grid_columns {
-        let numeric: Vec<(&CaseView, f64)> = ok.iter().filter_map(|v| v.result.grid.get(col).and_then(Value::as_f64).map(|x| (*v, x))).collect();
+        let numeric: Vec<(&CaseView, f64)> = ok
+            .iter()
+            .filter_map(|v| {
+                v.result
+                    .grid
+                    .get(col)
+                    .and_then(Value::as_f64)
+                    .map(|x| (*v, x))
+            })
+            .collect();
         let distinct: BTreeSet<u64> = numeric.iter().map(|(_, x)| x.to_bits()).collect();
         if distinct.len() < 2 {
             continue;
         }
-        let hp = meta.module_types.iter().find_map(|t| col.strip_prefix(&format!("{t}-"))).unwrap_or(col);
+        let hp = meta
+            .module_types
+            .iter()
+            .find_map(|t| col.strip_prefix(&format!("{t}-")))
+            .unwrap_or(col);
         for m in primaries.iter().take(2) {
             if sweeps >= MAX_SWEEPS {
                 break;
             }
             // One line per combination of everything else that varies (algorithm, other axes).
-            let mut series: BTreeMap<String, Vec<(f64, f64, Option<Interval>)>> = BTreeMap::new();
+            let mut series: BTreeMap<String, Vec<SweepPoint>> = BTreeMap::new();
             for (v, x) in &numeric {
-                let Some(y) = metric_of(v.result, m) else { continue };
+                let Some(y) = metric_of(v.result, m) else {
+                    continue;
+                };
                 let mut key = vec![v.result.algorithm.clone()];
                 for other in varying.iter().filter(|c| *c != col) {
                     if let Some(val) = v.result.grid.get(other) {
-                        let short = meta.module_types.iter().find_map(|t| other.strip_prefix(&format!("{t}-"))).unwrap_or(other);
+                        let short = meta
+                            .module_types
+                            .iter()
+                            .find_map(|t| other.strip_prefix(&format!("{t}-")))
+                            .unwrap_or(other);
                         key.push(format!("{short}={}", value_text(val)));
                     }
                 }
-                series.entry(truncate(&key.join(" "), 48)).or_default().push((*x, y, v.result.intervals.get(m).copied()));
+                series
+                    .entry(truncate(&key.join(" "), 48))
+                    .or_default()
+                    .push((*x, y, v.result.intervals.get(m).copied()));
             }
-            let mut series: Vec<(String, Vec<(f64, f64, Option<Interval>)>)> = series.into_iter().filter(|(_, p)| !p.is_empty()).collect();
+            let mut series: Vec<(String, Vec<SweepPoint>)> =
+                series.into_iter().filter(|(_, p)| !p.is_empty()).collect();
             for (_, pts) in series.iter_mut() {
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             }
             // Keep the series with the best values when there are too many to read.
             let hib = higher_is_better(meta, m);
             series.sort_by(|a, b| {
-                let best = |s: &[(f64, f64, Option<Interval>)]| s.iter().map(|p| if hib { p.1 } else { -p.1 }).fold(f64::NEG_INFINITY, f64::max);
+                let best = |s: &[SweepPoint]| {
+                    s.iter()
+                        .map(|p| if hib { p.1 } else { -p.1 })
+                        .fold(f64::NEG_INFINITY, f64::max)
+                };
                 best(&b.1).total_cmp(&best(&a.1))
             });
             let dropped = series.len().saturating_sub(MAX_SERIES);
@@ -349,15 +532,33 @@ pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &
                 continue;
             }
             let xs: Vec<f64> = numeric.iter().map(|(_, x)| *x).collect();
-            let log_x = xs.iter().all(|x| *x > 0.0) && xs.iter().cloned().fold(f64::MIN, f64::max) / xs.iter().cloned().fold(f64::MAX, f64::min) >= 100.0;
+            let log_x = xs.iter().all(|x| *x > 0.0)
+                && xs.iter().cloned().fold(f64::MIN, f64::max)
+                    / xs.iter().cloned().fold(f64::MAX, f64::min)
+                    >= 100.0;
             let mut caption = format!("{} against the swept hyperparameter `{col}`, one line per combination of the other settings", Axis::metric(meta, m).phrase());
             if log_x {
                 caption.push_str("; logarithmic x axis");
             }
             if dropped > 0 {
-                caption.push_str(&format!("; {dropped} further line(s) with worse values not drawn"));
+                caption.push_str(&format!(
+                    "; {dropped} further line(s) with worse values not drawn"
+                ));
             }
-            out.push((format!("sweep-{}-vs-{}", slug(m), slug(col)), Box::new(LineChart { title: format!("{m} vs {hp}"), x: Axis { label: col.clone(), higher_is_better: None }, y: Axis::metric(meta, m), series, log_x, caption })));
+            out.push((
+                format!("sweep-{}-vs-{}", slug(m), slug(col)),
+                Box::new(LineChart {
+                    title: format!("{m} vs {hp}"),
+                    x: Axis {
+                        label: col.clone(),
+                        higher_is_better: None,
+                    },
+                    y: Axis::metric(meta, m),
+                    series,
+                    log_x,
+                    caption,
+                }),
+            ));
             sweeps += 1;
         }
     }
@@ -369,14 +570,44 @@ pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &
             break;
         }
         let dir = job_dir.join(&v.result.algorithm).join(&v.result.case_id);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "csv")).collect();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+            .collect();
         files.sort();
         for f in files {
-            let Some(hm) = std::fs::read_to_string(&f).ok().and_then(|t| parse_matrix(&t)) else { continue };
-            let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let caption = format!("`{}` of case {} (rank {}): rows {}, columns {}; darker is lower", f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), v.label, v.rank.map_or("-".into(), |r| r.to_string()), hm.row_labels.len(), hm.col_labels.len());
-            out.push((format!("heatmap-{}-{}", slug(&name), &v.result.case_id), Box::new(HeatmapChart { title: format!("{name} — {}", v.label), caption, ..hm })));
+            let Some(hm) = std::fs::read_to_string(&f)
+                .ok()
+                .and_then(|t| parse_matrix(&t))
+            else {
+                continue;
+            };
+            let name = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let caption = format!(
+                "`{}` of case {} (rank {}): rows {}, columns {}; darker is lower",
+                f.file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                v.label,
+                v.rank.map_or("-".into(), |r| r.to_string()),
+                hm.row_labels.len(),
+                hm.col_labels.len()
+            );
+            out.push((
+                format!("heatmap-{}-{}", slug(&name), &v.result.case_id),
+                Box::new(HeatmapChart {
+                    title: format!("{name} — {}", v.label),
+                    caption,
+                    ..hm
+                }),
+            ));
             heatmaps += 1;
             break;
         }
@@ -386,7 +617,10 @@ pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &
     let mut fields: BTreeMap<String, Vec<(String, Vec<f64>)>> = BTreeMap::new();
     let mut field_order: Vec<String> = Vec::new();
     for v in ok.iter().take(MAX_SERIES) {
-        let f = job_dir.join(&v.result.algorithm).join(&v.result.case_id).join("records.jsonl");
+        let f = job_dir
+            .join(&v.result.algorithm)
+            .join(&v.result.case_id)
+            .join("records.jsonl");
         for (field, ms) in time_fields(&f) {
             if !field_order.contains(&field) {
                 field_order.push(field.clone());
@@ -394,23 +628,88 @@ pub fn plan(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, job_dir: &
             fields.entry(field).or_default().push((v.label.clone(), ms));
         }
     }
+    // Fields named like end-to-end latency first; a paradigm that times every stage gets its
+    // most telling distributions, not one chart per stage.
+    field_order.sort_by_key(|f| !f.contains("latency"));
+    field_order.truncate(MAX_CDFS);
     for field in field_order {
         let series = fields.remove(&field).unwrap_or_default();
         let n: usize = series.iter().map(|(_, v)| v.len()).sum();
         let caption = format!("Share of test samples answered within a given time, per case ({n} samples in all, warm-up excluded); further right is slower");
-        let name = field.trim_end_matches("_ms").trim_end_matches("_s").to_string();
-        out.push((format!("cdf-{}", slug(&name)), Box::new(CdfChart { title: format!("Distribution of per-sample {}", name.replace('_', " ")), x_label: format!("{} (ms)", name.replace('_', " ")), series, caption })));
+        let name = field
+            .trim_end_matches("_ms")
+            .trim_end_matches("_s")
+            .to_string();
+        out.push((
+            format!("cdf-{}", slug(&name)),
+            Box::new(CdfChart {
+                title: format!("Distribution of per-sample {}", name.replace('_', " ")),
+                x_label: format!("{} (ms)", name.replace('_', " ")),
+                series,
+                caption,
+            }),
+        ));
     }
     out
+}
+
+/// Spearman rank correlation of two equally long vectors over the positions where both are
+/// finite (ties get their average rank); `None` with fewer than three such positions or when
+/// one side is constant.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    let pairs: Vec<(f64, f64)> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .collect();
+    if pairs.len() < 3 {
+        return None;
+    }
+    let ranks = |v: Vec<f64>| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for k in i..=j {
+                r[idx[k]] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    };
+    let (ra, rb) = (
+        ranks(pairs.iter().map(|p| p.0).collect()),
+        ranks(pairs.iter().map(|p| p.1).collect()),
+    );
+    let (ma, mb) = (metrics::mean(&ra), metrics::mean(&rb));
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let (va, vb): (f64, f64) = (
+        ra.iter().map(|x| (x - ma).powi(2)).sum(),
+        rb.iter().map(|y| (y - mb).powi(2)).sum(),
+    );
+    if va == 0.0 || vb == 0.0 {
+        return None;
+    }
+    Some(cov / (va * vb).sqrt())
 }
 
 /// Per-sample time fields of a records file in milliseconds: numeric fields named `*_s`
 /// (seconds) or `*_ms`, warm-up records (`"warmup": true`) left out.
 pub fn time_fields(records: &Path) -> Vec<(String, Vec<f64>)> {
-    let Ok(text) = std::fs::read_to_string(records) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(records) else {
+        return Vec::new();
+    };
     let mut out: Vec<(String, Vec<f64>)> = Vec::new();
     for line in text.lines() {
-        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if o.get("warmup").and_then(Value::as_bool) == Some(true) {
             continue;
         }
@@ -422,7 +721,9 @@ pub fn time_fields(records: &Path) -> Vec<(String, Vec<f64>)> {
             } else {
                 continue;
             };
-            let Some(x) = v.as_f64().filter(|x| x.is_finite() && *x >= 0.0) else { continue };
+            let Some(x) = v.as_f64().filter(|x| x.is_finite() && *x >= 0.0) else {
+                continue;
+            };
             match out.iter_mut().find(|(f, _)| f == k) {
                 Some((_, xs)) => xs.push(x * scale),
                 None => out.push((k.clone(), vec![x * scale])),
@@ -437,7 +738,15 @@ pub fn time_fields(records: &Path) -> Vec<(String, Vec<f64>)> {
 /// first column of row labels; empty cells are missing values. `None` unless at least 2×2
 /// numbers, so ordinary tables are not drawn as heatmaps.
 pub fn parse_matrix(text: &str) -> Option<HeatmapChart> {
-    let rows: Vec<Vec<String>> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split(',').map(|c| c.trim().trim_matches('"').to_string()).collect()).collect();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split(',')
+                .map(|c| c.trim().trim_matches('"').to_string())
+                .collect()
+        })
+        .collect();
     let width = rows.first()?.len();
     if rows.iter().any(|r| r.len() != width) || width < 2 {
         return None;
@@ -453,9 +762,11 @@ pub fn parse_matrix(text: &str) -> Option<HeatmapChart> {
     // numbers (`true \ predicted,0,1,2`). A label column has text in some row's first cell, or
     // sits under an empty or text corner (as pandas writes an index).
     let is_text = |c: &str| num(c).is_none();
-    let header = rows[0].iter().skip(1).any(|c| is_text(c)) || (is_text(&rows[0][0]) && rows[1..].iter().all(|r| !is_text(&r[0])));
+    let header = rows[0].iter().skip(1).any(|c| is_text(c))
+        || (is_text(&rows[0][0]) && rows[1..].iter().all(|r| !is_text(&r[0])));
     let body = if header { &rows[1..] } else { &rows[..] };
-    let row_labels_col = body.iter().any(|r| is_text(&r[0])) || (header && (rows[0][0].is_empty() || is_text(&rows[0][0])));
+    let row_labels_col = body.iter().any(|r| is_text(&r[0]))
+        || (header && (rows[0][0].is_empty() || is_text(&rows[0][0])));
     let first = if row_labels_col { 1 } else { 0 };
     let mut values = Vec::new();
     for r in body {
@@ -469,10 +780,54 @@ pub fn parse_matrix(text: &str) -> Option<HeatmapChart> {
     if values.len() < 2 || cols < 2 || values.iter().flatten().filter(|v| v.is_some()).count() < 2 {
         return None;
     }
-    let col_labels: Vec<String> = if header { rows[0][first..].to_vec() } else { (0..cols).map(|i| i.to_string()).collect() };
-    let row_labels: Vec<String> = body.iter().enumerate().map(|(i, r)| if row_labels_col { r[0].clone() } else { i.to_string() }).collect();
-    let corner = if header && row_labels_col { rows[0][0].clone() } else { String::new() };
-    Some(HeatmapChart { title: String::new(), caption: String::new(), row_labels, col_labels, corner, values })
+    // One colour scale must fit every column: a table whose columns are different quantities
+    // (counts next to ratios) is not a matrix to colour.
+    let col_max: Vec<f64> = (0..cols)
+        .map(|c| {
+            values
+                .iter()
+                .filter_map(|r| r[c])
+                .map(f64::abs)
+                .fold(0.0, f64::max)
+        })
+        .filter(|m| *m > 0.0)
+        .collect();
+    let (lo, hi) = (
+        col_max.iter().copied().fold(f64::INFINITY, f64::min),
+        col_max.iter().copied().fold(0.0, f64::max),
+    );
+    if col_max.len() > 1 && hi / lo > 50.0 {
+        return None;
+    }
+    let col_labels: Vec<String> = if header {
+        rows[0][first..].to_vec()
+    } else {
+        (0..cols).map(|i| i.to_string()).collect()
+    };
+    let row_labels: Vec<String> = body
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if row_labels_col {
+                r[0].clone()
+            } else {
+                i.to_string()
+            }
+        })
+        .collect();
+    let corner = if header && row_labels_col {
+        rows[0][0].clone()
+    } else {
+        String::new()
+    };
+    Some(HeatmapChart {
+        title: String::new(),
+        caption: String::new(),
+        row_labels,
+        col_labels,
+        corner,
+        values,
+    })
 }
 
 /// Object-safe face of [`Draw`] so charts of different kinds sit in one list.
@@ -508,7 +863,12 @@ impl<T: Draw> DrawAny for T {
 
 /// Draws every planned chart into `<job>/plots/` (replacing what an earlier report left there)
 /// as `<stem>.svg` and `<stem>.png`, and returns them for the report.
-pub fn render(job_dir: &Path, meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard) -> Result<Vec<Chart>> {
+pub fn render(
+    job_dir: &Path,
+    meta: &JobMeta,
+    results: &[CaseResult],
+    lb: &Leaderboard,
+) -> Result<Vec<Chart>> {
     register_font()?;
     let dir = job_dir.join("plots");
     if dir.exists() {
@@ -518,10 +878,22 @@ pub fn render(job_dir: &Path, meta: &JobMeta, results: &[CaseResult], lb: &Leade
     let mut charts = Vec::new();
     for (stem, chart) in plan(meta, results, lb, job_dir) {
         let svg = chart.svg().with_context(|| format!("drawing {stem}.svg"))?;
-        std::fs::write(dir.join(format!("{stem}.svg")), &svg).with_context(|| format!("cannot write {}", dir.join(format!("{stem}.svg")).display()))?;
-        chart.png(&dir.join(format!("{stem}.png"))).with_context(|| format!("drawing {stem}.png"))?;
+        std::fs::write(dir.join(format!("{stem}.svg")), &svg).with_context(|| {
+            format!("cannot write {}", dir.join(format!("{stem}.svg")).display())
+        })?;
+        chart
+            .png(&dir.join(format!("{stem}.png")))
+            .with_context(|| format!("drawing {stem}.png"))?;
         let (width, height) = chart.size();
-        charts.push(Chart { stem, kind: chart.kind(), title: chart.title(), caption: chart.caption(), svg, width, height });
+        charts.push(Chart {
+            stem,
+            kind: chart.kind(),
+            title: chart.title(),
+            caption: chart.caption(),
+            svg,
+            width,
+            height,
+        });
     }
     Ok(charts)
 }
@@ -541,12 +913,38 @@ mod tests {
         assert_eq!(m.values[1], vec![Some(4.0), None, Some(6.0)]);
         assert_eq!(m.col_labels, ["0", "1", "2"]);
         let m = parse_matrix("true \\ predicted,0,1\n0,5,1\n1,0,4\n").unwrap();
-        assert_eq!((m.corner.as_str(), m.col_labels.clone(), m.row_labels.clone()), ("true \\ predicted", vec!["0".to_string(), "1".into()], vec!["0".to_string(), "1".into()]));
-        assert_eq!(m.values, vec![vec![Some(5.0), Some(1.0)], vec![Some(0.0), Some(4.0)]]);
+        assert_eq!(
+            (
+                m.corner.as_str(),
+                m.col_labels.clone(),
+                m.row_labels.clone()
+            ),
+            (
+                "true \\ predicted",
+                vec!["0".to_string(), "1".into()],
+                vec!["0".to_string(), "1".into()]
+            )
+        );
+        assert_eq!(
+            m.values,
+            vec![vec![Some(5.0), Some(1.0)], vec![Some(0.0), Some(4.0)]]
+        );
         let m = parse_matrix("t1,0.9,0.1\nt2,0.8,0.95\n").unwrap();
         assert_eq!((m.row_labels.len(), m.col_labels.len()), (2, 2));
         assert!(parse_matrix("name,value\nfoo,bar\n").is_none());
-        assert!(parse_matrix("a,b\n1,2\n").is_none(), "a single row is not a matrix");
+        assert!(
+            parse_matrix("a,b\n1,2\n").is_none(),
+            "a single row is not a matrix"
+        );
+        assert!(
+            parse_matrix("position,reached,accepted,acceptance\n1,200,150,0.75\n2,150,90,0.6\n")
+                .is_none(),
+            "columns of different quantities"
+        );
+        let m =
+            parse_matrix("after_round,task 1,task 2\nuntrained,0.1,0.12\n1,0.95,0.1\n2,0.9,0.96\n")
+                .unwrap();
+        assert_eq!(m.row_labels, ["untrained", "1", "2"]);
     }
 
     #[test]
@@ -557,7 +955,10 @@ mod tests {
         let t = time_fields(&f);
         assert_eq!(t[0].0, "latency_s");
         assert_eq!(t[0].1, vec![1.0, 2.0]);
-        assert!(t.iter().all(|(k, _)| k != "ttft_ms"), "one value is not a distribution");
+        assert!(
+            t.iter().all(|(k, _)| k != "ttft_ms"),
+            "one value is not a distribution"
+        );
     }
 
     #[test]
@@ -569,6 +970,122 @@ mod tests {
         assert_eq!(compact_number(-0.25), "-0.25");
         assert_eq!(compact_number(0.123456), "0.1235");
         assert_eq!(value_text(&serde_json::json!([16, 0.5])), "[16, 0.5]");
+    }
+
+    fn meta(metrics: &[&str], grid: &[&str]) -> JobMeta {
+        JobMeta {
+            name: "j".into(),
+            benchmark_file: String::new(),
+            metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            module_types: vec!["m".into()],
+            grid_columns: grid.iter().map(|g| g.to_string()).collect(),
+            rank: crate::config::RankConfig {
+                sort_by: vec![(metrics[0].to_string(), Order::Descend)],
+                visualization_mode: "selected_only".into(),
+                selected: Default::default(),
+                save_mode: "selected_and_all".into(),
+                selected_output_columns: None,
+            },
+        }
+    }
+
+    fn case(id: &str, values: &[(&str, f64)], grid: &[(&str, Value)]) -> CaseResult {
+        CaseResult {
+            case_id: id.into(),
+            algorithm: "a".into(),
+            paradigm: "p".into(),
+            status: Status::Ok,
+            error: None,
+            metrics: values
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect(),
+            metric_errors: Default::default(),
+            measurements: Default::default(),
+            intervals: Default::default(),
+            runs: Default::default(),
+            modules: vec![],
+            grid: grid
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            wall_time_s: 0.0,
+            url: String::new(),
+            ianvs_version: String::new(),
+        }
+    }
+
+    fn stems(meta: &JobMeta, results: &[CaseResult]) -> Vec<String> {
+        let lb = crate::story::build(meta, results).unwrap();
+        plan(meta, results, &lb, Path::new("/nonexistent"))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    #[test]
+    fn one_case_gets_bars_only() {
+        let m = meta(&["accuracy", "latency-mean"], &["m-lr"]);
+        let r = vec![case(
+            "c1",
+            &[("accuracy", 0.9), ("latency-mean", 1.0)],
+            &[("m-lr", serde_json::json!(0.1))],
+        )];
+        assert_eq!(stems(&m, &r), ["bar-accuracy", "bar-latency-mean"]);
+    }
+
+    #[test]
+    fn trade_offs_need_a_frontier_and_skip_rescaled_partners() {
+        let m = meta(
+            &[
+                "accuracy",
+                "macro-f1",
+                "samples-transfer-ratio",
+                "cloud-calls",
+                "latency-mean",
+            ],
+            &["m-lr"],
+        );
+        // More cloud → more accurate, slower; macro-F1 follows accuracy (no trade-off);
+        // cloud calls are the transfer ratio times 100 (nothing new); latency is not.
+        let r: Vec<CaseResult> = (0..4)
+            .map(|i| {
+                let t = i as f64 / 4.0;
+                case(
+                    &format!("c{i}"),
+                    &[
+                        ("accuracy", 0.8 + t / 10.0),
+                        ("macro-f1", 0.7 + t / 10.0),
+                        ("samples-transfer-ratio", t),
+                        ("cloud-calls", 100.0 * t),
+                        ("latency-mean", [1.0, 3.0, 2.0, 4.0][i]),
+                    ],
+                    &[("m-lr", serde_json::json!(0.001 * 10f64.powi(i as i32)))],
+                )
+            })
+            .collect();
+        let s = stems(&m, &r);
+        let trade: Vec<&String> = s.iter().filter(|x| x.starts_with("tradeoff-")).collect();
+        assert_eq!(
+            trade,
+            [
+                "tradeoff-accuracy-vs-samples-transfer-ratio",
+                "tradeoff-accuracy-vs-latency-mean"
+            ],
+            "{s:?}"
+        );
+        assert!(s.contains(&"sweep-accuracy-vs-m-lr".to_string()), "{s:?}");
+    }
+
+    #[test]
+    fn spearman_sees_rescalings_and_reversals() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        assert!((spearman(&a, &[10.0, 20.0, 35.0, 90.0]).unwrap() - 1.0).abs() < 1e-12);
+        assert!((spearman(&a, &[0.9, 0.5, 0.2, 0.1]).unwrap() + 1.0).abs() < 1e-12);
+        assert!(spearman(&a, &[1.0, 1.0, 1.0, 1.0]).is_none());
+        assert!(spearman(&a, &[2.0, 1.0, 4.0, 3.0]).unwrap().abs() < 0.7);
     }
 
     #[test]

@@ -64,8 +64,15 @@ figcaption{font-size:.88rem;color:#555}p.summary{font-size:1.02rem}.note{color:#
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
     s.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
-    s.push_str(&format!("<title>Benchmark report: {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n", escape(&r.job)));
-    s.push_str(&format!("<h1>Benchmark report: {}</h1>\n<p class=\"summary\">{}</p>\n", escape(&r.job), escape(&r.summary)));
+    s.push_str(&format!(
+        "<title>Benchmark report: {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        escape(&r.job)
+    ));
+    s.push_str(&format!(
+        "<h1>Benchmark report: {}</h1>\n<p class=\"summary\">{}</p>\n",
+        escape(&r.job),
+        escape(&r.summary)
+    ));
     s.push_str("<h2>Configuration</h2>\n");
     s.push_str(&table(&r.configuration, "kv", true));
     s.push_str("<h3>Algorithms</h3>\n<div class=\"wide\">\n");
@@ -78,6 +85,10 @@ pub fn render(r: &Report) -> String {
     s.push_str("<h2>Leaderboard</h2>\n<div class=\"wide\">\n");
     s.push_str(&table(&r.leaderboard, "board", false));
     s.push_str("</div>\n");
+    s.push_str(&format!(
+        "<p class=\"note\">{}</p>\n",
+        escape(&r.leaderboard_note)
+    ));
     if !r.interval_notes.is_empty() {
         s.push_str("<p class=\"note\">Intervals (95 %):</p>\n<ul class=\"note\">\n");
         for n in &r.interval_notes {
@@ -90,7 +101,12 @@ pub fn render(r: &Report) -> String {
         s.push_str("<p class=\"note\">No chart: no case produced a value to draw.</p>\n");
     }
     for c in &r.charts {
-        s.push_str(&format!("<figure>\n{}\n<figcaption><strong>{}</strong>: {}.</figcaption>\n</figure>\n", inline_svg(&c.svg), escape(&c.title), escape(&c.caption)));
+        s.push_str(&format!(
+            "<figure>\n{}\n<figcaption><strong>{}</strong>: {}.</figcaption>\n</figure>\n",
+            inline_svg(&c.svg),
+            escape(&c.title),
+            escape(&c.caption)
+        ));
     }
     s.push_str("<h2>Failed cases</h2>\n");
     if r.failed.rows.is_empty() {
@@ -108,8 +124,14 @@ mod tests {
 
     #[test]
     fn escaping_and_inlining() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let svg = "<?xml version=\"1.0\"?>\n<svg width=\"10\" height=\"10\" xmlns=\"http://www.w3.org/2000/svg\"><rect/></svg>";
-        assert_eq!(inline_svg(svg), "<svg width=\"10\" height=\"10\"><rect/></svg>");
+        assert_eq!(
+            inline_svg(svg),
+            "<svg width=\"10\" height=\"10\"><rect/></svg>"
+        );
     }
 }

@@ -44,10 +44,33 @@ impl Machine {
     /// reported as unknown rather than failing the run.
     pub fn detect() -> Machine {
         let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())).unwrap_or_else(|| "unknown".into());
-        let memory_gib = read("/proc/meminfo").and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok()))).map(|kb| (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0);
-        let os = read("/etc/os-release").and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))).unwrap_or_else(|| std::env::consts::OS.to_string());
-        let kernel = read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|| "unknown".into());
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let memory_gib = read("/proc/meminfo")
+            .and_then(|m| {
+                m.lines().find_map(|l| {
+                    l.strip_prefix("MemTotal:")
+                        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                })
+            })
+            .map(|kb| (kb / 1024.0 / 1024.0 * 10.0).round() / 10.0);
+        let os = read("/etc/os-release")
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+            })
+            .unwrap_or_else(|| std::env::consts::OS.to_string());
+        let kernel = read("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
         let mut features = Vec::new();
         if cfg!(feature = "cuda") {
             features.push("cuda".to_string());
@@ -71,7 +94,13 @@ impl Machine {
 
 /// GPUs as `nvidia-smi` lists them (name, memory, driver); none when it is absent.
 fn gpus() -> Vec<String> {
-    let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]).stderr(std::process::Stdio::null()).output();
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total,driver_version",
+            "--format=csv,noheader",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -123,8 +152,19 @@ impl RunInfo {
     pub fn of(job: &Job, jobs: usize) -> RunInfo {
         let d = &job.testenv.data;
         let data = match &d.train {
-            Some(t) => format!("{} train / {} test samples, {} features, {} classes", t.len(), d.test.len(), d.test.dim, d.num_classes),
-            None => format!("{} test samples, {} features, {} classes", d.test.len(), d.test.dim, d.num_classes),
+            Some(t) => format!(
+                "{} train / {} test samples, {} features, {} classes",
+                t.len(),
+                d.test.len(),
+                d.test.dim,
+                d.num_classes
+            ),
+            None => format!(
+                "{} test samples, {} features, {} classes",
+                d.test.len(),
+                d.test.dim,
+                d.num_classes
+            ),
         };
         let algorithms = job
             .algorithms
@@ -135,7 +175,8 @@ impl RunInfo {
                     for axis in &m.axes {
                         for point in axis {
                             for (k, v) in point {
-                                let vals = grid.entry(format!("{}-{k}", m.module_type)).or_default();
+                                let vals =
+                                    grid.entry(format!("{}-{k}", m.module_type)).or_default();
                                 if !vals.contains(v) {
                                     vals.push(v.clone());
                                 }
@@ -143,7 +184,18 @@ impl RunInfo {
                         }
                     }
                 }
-                AlgorithmInfo { name: a.name.clone(), paradigm: a.paradigm.name().to_string(), file: a.file.display().to_string(), repeat: a.repeat, modules: a.modules.iter().map(|m| format!("{} {}", m.module_type, m.name)).collect(), grid }
+                AlgorithmInfo {
+                    name: a.name.clone(),
+                    paradigm: a.paradigm.name().to_string(),
+                    file: a.file.display().to_string(),
+                    repeat: a.repeat,
+                    modules: a
+                        .modules
+                        .iter()
+                        .map(|m| format!("{} {}", m.module_type, m.name))
+                        .collect(),
+                    grid,
+                }
             })
             .collect();
         RunInfo {
@@ -161,15 +213,21 @@ impl RunInfo {
     }
 
     pub fn write(&self, job_dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(job_dir).with_context(|| format!("cannot create {}", job_dir.display()))?;
-        crate::story::atomic_write(&job_dir.join("run.json"), serde_json::to_string_pretty(self)?.as_bytes())
+        std::fs::create_dir_all(job_dir)
+            .with_context(|| format!("cannot create {}", job_dir.display()))?;
+        crate::story::atomic_write(
+            &job_dir.join("run.json"),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
     }
 
     /// The job's `run.json`, or `None` for a job run before ianvs wrote one.
     pub fn read(job_dir: &Path) -> Result<Option<RunInfo>> {
         let f = job_dir.join("run.json");
         match std::fs::read(&f) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("{} is not a valid run.json", f.display()))?)),
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+                format!("{} is not a valid run.json", f.display())
+            })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", f.display())),
         }

@@ -5,16 +5,28 @@ use super::{Report, Table};
 
 /// A cell safe inside a pipe table: one line, pipes escaped.
 pub fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|").replace(['\n', '\r'], " ")
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
 }
 
 pub fn table(t: &Table) -> String {
     let mut s = String::new();
     let headers: Vec<String> = t.headers.iter().map(|h| cell(h)).collect();
     s.push_str(&format!("| {} |\n", headers.join(" | ")));
-    s.push_str(&format!("|{}|\n", t.headers.iter().map(|_| " --- ").collect::<Vec<_>>().join("|")));
+    s.push_str(&format!(
+        "|{}|\n",
+        t.headers
+            .iter()
+            .map(|_| " --- ")
+            .collect::<Vec<_>>()
+            .join("|")
+    ));
     for r in &t.rows {
-        s.push_str(&format!("| {} |\n", r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")));
+        s.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+        ));
     }
     s
 }
@@ -28,10 +40,13 @@ pub fn render(r: &Report) -> String {
     s.push_str("\n## Machine\n\n");
     match &r.machine {
         Some(m) => s.push_str(&table(m)),
-        None => s.push_str("Not recorded: this job was run by an ianvs that did not write `run.json`.\n"),
+        None => s.push_str(
+            "Not recorded: this job was run by an ianvs that did not write `run.json`.\n",
+        ),
     }
     s.push_str("\n## Leaderboard\n\n");
     s.push_str(&table(&r.leaderboard));
+    s.push_str(&format!("\n{}\n", r.leaderboard_note));
     if !r.interval_notes.is_empty() {
         s.push_str("\nIntervals (95 %):\n\n");
         for n in &r.interval_notes {
@@ -43,7 +58,10 @@ pub fn render(r: &Report) -> String {
         s.push_str("No chart: no case produced a value to draw.\n");
     }
     for c in &r.charts {
-        s.push_str(&format!("### {}\n\n![{}](plots/{}.png)\n\n{}.\n\n", c.title, c.title, c.stem, c.caption));
+        s.push_str(&format!(
+            "### {}\n\n![{}](plots/{}.png)\n\n{}.\n\n",
+            c.title, c.title, c.stem, c.caption
+        ));
     }
     s.push_str("## Failed cases\n\n");
     if r.failed.rows.is_empty() {

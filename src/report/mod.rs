@@ -38,6 +38,8 @@ pub struct Report {
     /// `None` for a job run before ianvs recorded its machine.
     pub machine: Option<Table>,
     pub leaderboard: Table,
+    /// What the leaderboard table leaves out and where to find it.
+    pub leaderboard_note: String,
     /// How each metric's interval was computed, one line per metric.
     pub interval_notes: Vec<String>,
     pub charts: Vec<Chart>,
@@ -52,24 +54,55 @@ pub struct Written {
 }
 
 fn kv(rows: Vec<(&str, String)>) -> Table {
-    Table { headers: vec!["".into(), "".into()], rows: rows.into_iter().map(|(k, v)| vec![k.to_string(), v]).collect() }
+    Table {
+        headers: vec!["".into(), "".into()],
+        rows: rows
+            .into_iter()
+            .map(|(k, v)| vec![k.to_string(), v])
+            .collect(),
+    }
 }
 
 fn sort_text(meta: &JobMeta) -> String {
-    meta.rank.sort_by.iter().map(|(m, o)| format!("{m} ({})", if *o == Order::Descend { "higher first" } else { "lower first" })).collect::<Vec<_>>().join(", then ")
+    meta.rank
+        .sort_by
+        .iter()
+        .map(|(m, o)| {
+            format!(
+                "{m} ({})",
+                if *o == Order::Descend {
+                    "higher first"
+                } else {
+                    "lower first"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", then ")
 }
 
 /// A metric cell: the value, its interval and, for repeated cases, the spread over runs.
 pub fn metric_cell(r: &CaseResult, id: &str) -> String {
     let Some(v) = r.metrics.get(id).and_then(Value::as_f64) else {
-        return r.metric_errors.get(id).map_or(String::new(), |_| "n/a".to_string());
+        return r
+            .metric_errors
+            .get(id)
+            .map_or(String::new(), |_| "n/a".to_string());
     };
     let mut s = format_number(v);
     if let Some(runs) = r.runs.get(id).filter(|x| x.len() > 1) {
-        s.push_str(&format!(" ± {} ({} runs)", format_number(std_dev(runs)), runs.len()));
+        s.push_str(&format!(
+            " ± {} ({} runs)",
+            format_number(std_dev(runs)),
+            runs.len()
+        ));
     }
     if let Some(Interval { low, high, .. }) = r.intervals.get(id) {
-        s.push_str(&format!(" [{}, {}]", format_number(*low), format_number(*high)));
+        s.push_str(&format!(
+            " [{}, {}]",
+            format_number(*low),
+            format_number(*high)
+        ));
     }
     s
 }
@@ -86,11 +119,23 @@ pub fn build(job_dir: &Path) -> Result<Report> {
 }
 
 /// The report model from data already loaded (pure; the snapshot tests render this).
-pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Option<&RunInfo>, charts: Vec<Chart>) -> Report {
+pub fn model(
+    meta: &JobMeta,
+    results: &[CaseResult],
+    lb: &Leaderboard,
+    run: Option<&RunInfo>,
+    charts: Vec<Chart>,
+) -> Report {
     let ok = results.iter().filter(|r| r.status == Status::Ok).count();
     let failed_n = results.len() - ok;
-    let last = results.iter().map(|r| r.finished_at.as_str()).max().unwrap_or("");
-    let last = chrono::DateTime::parse_from_rfc3339(last).map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string()).unwrap_or_else(|_| last.to_string());
+    let last = results
+        .iter()
+        .map(|r| r.finished_at.as_str())
+        .max()
+        .unwrap_or("");
+    let last = chrono::DateTime::parse_from_rfc3339(last)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+        .unwrap_or_else(|_| last.to_string());
     let summary = format!(
         "{} case(s): {ok} finished, {failed_n} failed. Ranked by {}. Last case finished {last}. Values in brackets are 95 % confidence intervals.",
         results.len(),
@@ -105,11 +150,23 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
             conf.push(("data", r.data.clone()));
             conf.push(("metrics", meta.metrics.join(", ")));
             if !r.settings.is_empty() {
-                conf.push(("paradigm settings", r.settings.iter().map(|(k, v)| format!("{k}={}", plots::value_text(v))).collect::<Vec<_>>().join(", ")));
+                conf.push((
+                    "paradigm settings",
+                    r.settings
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", plots::value_text(v)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ));
             }
             conf.push(("seed", r.seed.to_string()));
             conf.push(("parallel cases", r.jobs.to_string()));
-            conf.push(("started", chrono::DateTime::parse_from_rfc3339(&r.started_at).map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string()).unwrap_or_else(|_| r.started_at.clone())));
+            conf.push((
+                "started",
+                chrono::DateTime::parse_from_rfc3339(&r.started_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+                    .unwrap_or_else(|_| r.started_at.clone()),
+            ));
             conf.push(("command", r.command.clone()));
         }
         None => {
@@ -120,7 +177,19 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
     conf.push(("ranking", sort_text(meta)));
 
     // Algorithms: from run.json when there is one, else from what the cases stored.
-    let mut algorithms = Table { headers: ["algorithm", "paradigm", "modules", "cases", "repeat", "grid"].map(String::from).to_vec(), rows: vec![] };
+    let mut algorithms = Table {
+        headers: [
+            "algorithm",
+            "paradigm",
+            "modules",
+            "cases",
+            "repeat",
+            "grid",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
     let mut names: Vec<&str> = Vec::new();
     for r in results {
         if !names.contains(&r.algorithm.as_str()) {
@@ -137,11 +206,45 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
     for name in names {
         let cases: Vec<&CaseResult> = results.iter().filter(|r| r.algorithm == name).collect();
         let info = run.and_then(|r| r.algorithms.iter().find(|a| a.name == name));
-        let paradigm = info.map(|a| a.paradigm.clone()).or_else(|| cases.first().map(|c| c.paradigm.clone())).unwrap_or_default();
-        let modules = info.map(|a| a.modules.join(", ")).or_else(|| cases.first().map(|c| c.modules.iter().map(|m| format!("{} {}", m.module_type, m.name)).collect::<Vec<_>>().join(", "))).unwrap_or_default();
-        let repeat = info.map(|a| a.repeat.to_string()).unwrap_or_else(|| cases.iter().filter_map(|c| c.runs.values().next().map(|v| v.len())).max().unwrap_or(1).to_string());
+        let paradigm = info
+            .map(|a| a.paradigm.clone())
+            .or_else(|| cases.first().map(|c| c.paradigm.clone()))
+            .unwrap_or_default();
+        let modules = info
+            .map(|a| a.modules.join(", "))
+            .or_else(|| {
+                cases.first().map(|c| {
+                    c.modules
+                        .iter()
+                        .map(|m| format!("{} {}", m.module_type, m.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            })
+            .unwrap_or_default();
+        let repeat = info.map(|a| a.repeat.to_string()).unwrap_or_else(|| {
+            cases
+                .iter()
+                .filter_map(|c| c.runs.values().next().map(|v| v.len()))
+                .max()
+                .unwrap_or(1)
+                .to_string()
+        });
         let grid = match info {
-            Some(a) => a.grid.iter().map(|(k, v)| format!("{k}: {}", v.iter().map(plots::value_text).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; "),
+            Some(a) => a
+                .grid
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: {}",
+                        v.iter()
+                            .map(plots::value_text)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
             None => {
                 let mut g: Vec<(String, Vec<String>)> = Vec::new();
                 for c in &cases {
@@ -154,22 +257,53 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
                         }
                     }
                 }
-                g.iter().map(|(k, v)| format!("{k}: {}", v.join(", "))).collect::<Vec<_>>().join("; ")
+                g.iter()
+                    .map(|(k, v)| format!("{k}: {}", v.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             }
         };
-        algorithms.rows.push(vec![name.to_string(), paradigm, modules, cases.len().to_string(), repeat, grid]);
+        algorithms.rows.push(vec![
+            name.to_string(),
+            paradigm,
+            modules,
+            cases.len().to_string(),
+            repeat,
+            grid,
+        ]);
     }
 
     let machine = run.map(|r| {
         let m = &r.machine;
-        let gpu = if m.gpus.is_empty() { "none".to_string() } else { m.gpus.join("; ") };
-        let features = if m.features.is_empty() { String::new() } else { format!(", features: {}", m.features.join(", ")) };
+        let gpu = if m.gpus.is_empty() {
+            "none".to_string()
+        } else {
+            m.gpus.join("; ")
+        };
+        let features = if m.features.is_empty() {
+            String::new()
+        } else {
+            format!(", features: {}", m.features.join(", "))
+        };
         kv(vec![
-            ("CPU", format!("{} ({} logical cores)", m.cpu_model, m.logical_cores)),
-            ("memory", m.memory_gib.map_or("unknown".into(), |g| format!("{g} GiB"))),
+            (
+                "CPU",
+                format!("{} ({} logical cores)", m.cpu_model, m.logical_cores),
+            ),
+            (
+                "memory",
+                m.memory_gib
+                    .map_or("unknown".into(), |g| format!("{g} GiB")),
+            ),
             ("GPU", gpu),
             ("OS", format!("{}, kernel {}, {}", m.os, m.kernel, m.arch)),
-            ("build", format!("ianvs {} ({} build{features}), {}", m.ianvs_version, m.build_profile, m.rustc)),
+            (
+                "build",
+                format!(
+                    "ianvs {} ({} build{features}), {}",
+                    m.ianvs_version, m.build_profile, m.rustc
+                ),
+            ),
             ("libraries", m.dependencies.clone()),
         ])
     });
@@ -180,10 +314,36 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
     let mut headers = vec!["rank".to_string(), "algorithm".to_string()];
     for m in &shown {
         let unit = metrics::canonical(m).map_or("", |d| d.unit);
-        headers.push(if unit.is_empty() { m.clone() } else { format!("{m} ({unit})") });
+        headers.push(if unit.is_empty() {
+            m.clone()
+        } else {
+            format!("{m} ({unit})")
+        });
     }
-    let module_cols: Vec<&String> = meta.module_types.iter().filter(|t| results.iter().any(|r| r.modules.iter().any(|m| &m.module_type == *t))).collect();
-    let grid_cols: Vec<&String> = meta.grid_columns.iter().filter(|c| results.iter().any(|r| r.grid.contains_key(c.as_str()))).collect();
+    // Only what tells cases apart: module types whose module differs between cases and grid
+    // columns that vary within an algorithm (rank/all_rank.csv keeps every column).
+    let module_cols: Vec<&String> = meta
+        .module_types
+        .iter()
+        .filter(|t| {
+            let names: std::collections::BTreeSet<Option<&str>> = results
+                .iter()
+                .map(|r| {
+                    r.modules
+                        .iter()
+                        .find(|m| &m.module_type == *t)
+                        .map(|m| m.name.as_str())
+                })
+                .collect();
+            names.len() > 1
+        })
+        .collect();
+    let varying = plots::varying_columns(meta, results);
+    let grid_cols: Vec<&String> = meta
+        .grid_columns
+        .iter()
+        .filter(|c| varying.contains(c))
+        .collect();
     headers.extend(module_cols.iter().map(|c| c.to_string()));
     headers.extend(grid_cols.iter().map(|c| c.to_string()));
     headers.push("status".into());
@@ -191,17 +351,33 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
     let mut rows = Vec::new();
     for v in &views {
         let r = v.result;
-        let mut row = vec![v.rank.map_or(String::new(), |x| x.to_string()), r.algorithm.clone()];
+        let mut row = vec![
+            v.rank.map_or(String::new(), |x| x.to_string()),
+            r.algorithm.clone(),
+        ];
         for m in &shown {
             row.push(metric_cell(r, m));
         }
         for t in &module_cols {
-            row.push(r.modules.iter().find(|m| &m.module_type == *t).map_or(String::new(), |m| m.name.clone()));
+            row.push(
+                r.modules
+                    .iter()
+                    .find(|m| &m.module_type == *t)
+                    .map_or(String::new(), |m| m.name.clone()),
+            );
         }
         for c in &grid_cols {
-            row.push(r.grid.get(c.as_str()).map_or(String::new(), plots::value_text));
+            row.push(
+                r.grid
+                    .get(c.as_str())
+                    .map_or(String::new(), plots::value_text),
+            );
         }
-        row.push(if r.status == Status::Ok { "ok".into() } else { "failed".into() });
+        row.push(if r.status == Status::Ok {
+            "ok".into()
+        } else {
+            "failed".into()
+        });
         row.push(r.case_id.clone());
         rows.push(row);
     }
@@ -219,30 +395,70 @@ pub fn model(meta: &JobMeta, results: &[CaseResult], lb: &Leaderboard, run: Opti
             }
         }
         methods.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let repeated = results.iter().any(|r| r.runs.get(m).is_some_and(|x| x.len() > 1));
+        let repeated = results
+            .iter()
+            .any(|r| r.runs.get(m).is_some_and(|x| x.len() > 1));
         let how = match methods.as_slice() {
             [] => "no interval (the value does not depend on the test samples)".to_string(),
             [(d, _)] => d.to_string(),
-            ms => ms.iter().map(|(d, n)| format!("{d} ({n} case(s))")).collect::<Vec<_>>().join("; "),
+            ms => ms
+                .iter()
+                .map(|(d, n)| format!("{d} ({n} case(s))"))
+                .collect::<Vec<_>>()
+                .join("; "),
         };
         interval_notes.push(format!("{m}: {how}{}", if repeated { "; ± is the standard deviation over repeated runs, and the interval covers every run" } else { "" }));
     }
 
-    let mut failed = Table { headers: ["case", "algorithm", "grid", "error"].map(String::from).to_vec(), rows: vec![] };
+    let mut failed = Table {
+        headers: ["case", "algorithm", "grid", "error"]
+            .map(String::from)
+            .to_vec(),
+        rows: vec![],
+    };
     for v in views.iter().filter(|v| v.result.status == Status::Failed) {
         let r = v.result;
-        let grid = r.grid.iter().map(|(k, x)| format!("{k}={}", plots::value_text(x))).collect::<Vec<_>>().join(" ");
-        failed.rows.push(vec![r.case_id.clone(), r.algorithm.clone(), grid, r.error.clone().unwrap_or_default()]);
+        let grid = r
+            .grid
+            .iter()
+            .map(|(k, x)| format!("{k}={}", plots::value_text(x)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        failed.rows.push(vec![
+            r.case_id.clone(),
+            r.algorithm.clone(),
+            grid,
+            r.error.clone().unwrap_or_default(),
+        ]);
     }
     // A metric that could not be computed in a finished case is a partial failure: list it too.
-    for v in views.iter().filter(|v| v.result.status == Status::Ok && !v.result.metric_errors.is_empty()) {
+    for v in views
+        .iter()
+        .filter(|v| v.result.status == Status::Ok && !v.result.metric_errors.is_empty())
+    {
         let r = v.result;
         for (m, why) in &r.metric_errors {
-            failed.rows.push(vec![r.case_id.clone(), r.algorithm.clone(), format!("metric {m}"), why.clone()]);
+            failed.rows.push(vec![
+                r.case_id.clone(),
+                r.algorithm.clone(),
+                format!("metric {m}"),
+                why.clone(),
+            ]);
         }
     }
 
-    Report { job: meta.name.clone(), summary, configuration: kv(conf), algorithms, machine, leaderboard, interval_notes, charts, failed }
+    Report {
+        job: meta.name.clone(),
+        summary,
+        configuration: kv(conf),
+        algorithms,
+        machine,
+        leaderboard,
+        leaderboard_note: "Settings that are the same for every case of an algorithm are left out; rank/all_rank.csv and rank/leaderboard.json have every column and the interval bounds.".to_string(),
+        interval_notes,
+        charts,
+        failed,
+    }
 }
 
 /// Writes `<job>/report.html` and `<job>/report.md` (and `<job>/plots/`).
@@ -252,7 +468,11 @@ pub fn write(job_dir: &Path) -> Result<Written> {
     let md = job_dir.join("report.md");
     story::atomic_write(&html, html::render(&report).as_bytes())?;
     story::atomic_write(&md, markdown::render(&report).as_bytes())?;
-    Ok(Written { html, markdown: md, charts: report.charts.len() })
+    Ok(Written {
+        html,
+        markdown: md,
+        charts: report.charts.len(),
+    })
 }
 
 pub use html::render as render_html;

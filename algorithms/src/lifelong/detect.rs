@@ -3,7 +3,8 @@
 //!
 //! `Confidence` flags a sample when the edge model's top probability is low (the max-softmax
 //! baseline of Hendrycks & Gimpel 2017); `PrototypeDistance` when it lies outside the radius of
-//! every known task prototype. `Oracle` and `UploadAll` are the bounds: perfect detection, and
+//! every known task prototype (a class centre with its principal directions, see
+//! `prototypes.rs`). `Oracle` and `UploadAll` are the bounds: perfect detection, and
 //! no detection at all (everything goes up).
 
 use ianvs_paradigms::data::Dataset;
@@ -12,7 +13,7 @@ use ianvs_paradigms::lifelong::{DetectInput, Detection, TaskAllocation, UnseenTa
 use ianvs_paradigms::modules::BuildContext;
 use serde_json::json;
 
-use super::prototypes::Prototypes;
+use super::prototypes::{PrototypeConfig, Prototypes};
 
 fn dim(ctx: &BuildContext) -> usize {
     let (c, h, w) = ctx.input_shape;
@@ -21,9 +22,14 @@ fn dim(ctx: &BuildContext) -> usize {
 
 fn prototype_hps() -> Vec<HpSpec> {
     vec![
-        HpSpec::new("prototypes_per_class", HpKind::Int { min: 1, max: 1024 }, json!(10), "k-means centres kept for each class of a task"),
-        HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds k-means (default: the job seed)"),
+        HpSpec::new("prototypes_per_class", HpKind::Int { min: 1, max: 1024 }, json!(1), "prototypes (k-means centres) kept for each class of a task"),
+        HpSpec::new("subspace_dim", HpKind::Int { min: 0, max: 256 }, json!(20), "principal directions kept with each centre; the distance is measured off that subspace (0: to the centre itself)"),
+        HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds k-means and the principal directions (default: the job seed)"),
     ]
+}
+
+fn prototype_config(hps: &Hyperparameters, quantile: f64) -> anyhow::Result<PrototypeConfig> {
+    Ok(PrototypeConfig { per_class: hps.usize("prototypes_per_class")?, subspace_dim: hps.usize("subspace_dim")?, quantile, seed: hps.u64("seed")? })
 }
 
 // ---- Confidence -----------------------------------------------------------------------------
@@ -61,8 +67,8 @@ impl UnseenTaskDetect for Confidence {
 
 pub fn prototype_distance_hps() -> Vec<HpSpec> {
     let mut v = prototype_hps();
-    v.insert(1, HpSpec::new("quantile", HpKind::Float { min: 0.5, max: 1.0 }, json!(0.95), "a centre's radius: this quantile of the distances of the samples it holds"));
-    v.insert(2, HpSpec::new("margin", HpKind::Float { min: 0.01, max: 100.0 }, json!(1.0), "unseen iff the distance to every centre exceeds margin × its radius"));
+    v.insert(2, HpSpec::new("quantile", HpKind::Float { min: 0.5, max: 1.0 }, json!(0.95), "a centre's radius: this quantile of the distances of the samples it holds"));
+    v.insert(3, HpSpec::new("margin", HpKind::Float { min: 0.01, max: 100.0 }, json!(1.0), "unseen iff the distance to every centre exceeds margin × its radius"));
     v
 }
 
@@ -72,7 +78,7 @@ pub struct PrototypeDistance {
 }
 
 pub fn build_prototype_distance(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
-    Ok(Box::new(PrototypeDistance { protos: Prototypes::new(dim(ctx), hps.usize("prototypes_per_class")?, hps.float("quantile")?, hps.u64("seed")?), margin: hps.float("margin")? as f32 }))
+    Ok(Box::new(PrototypeDistance { protos: Prototypes::new(dim(ctx), prototype_config(hps, hps.float("quantile")?)?), margin: hps.float("margin")? as f32 }))
 }
 
 impl UnseenTaskDetect for PrototypeDistance {
@@ -134,7 +140,7 @@ pub struct NearestPrototype {
 
 pub fn build_nearest_prototype(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn TaskAllocation>> {
     // The radius quantile only matters for detection.
-    Ok(Box::new(NearestPrototype { protos: Prototypes::new(dim(ctx), hps.usize("prototypes_per_class")?, 0.95, hps.u64("seed")?) }))
+    Ok(Box::new(NearestPrototype { protos: Prototypes::new(dim(ctx), prototype_config(hps, 0.95)?) }))
 }
 
 impl TaskAllocation for NearestPrototype {
@@ -180,7 +186,7 @@ mod tests {
     #[test]
     fn prototype_distance_flags_everything_before_learning() {
         let ctx = BuildContext { input_shape: (1, 1, 2), num_classes: 2, seed: 0 };
-        let h: Hyperparameters = serde_json::from_value(json!({"prototypes_per_class": 1, "quantile": 0.95, "margin": 1.0, "seed": 0})).unwrap();
+        let h: Hyperparameters = serde_json::from_value(json!({"prototypes_per_class": 1, "subspace_dim": 0, "quantile": 0.95, "margin": 1.0, "seed": 0})).unwrap();
         let mut d = build_prototype_distance(&h, &ctx).unwrap();
         let input = DetectInput { x: &[0.0, 0.0], dim: 2, probs: &[0.5, 0.5], num_classes: 2, truth: &[false] };
         assert!(d.detect(&input).unwrap()[0].unseen);

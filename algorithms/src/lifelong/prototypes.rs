@@ -1,11 +1,17 @@
 //! Task prototypes: what identifies each task in the knowledge base. For every class of a task,
 //! k-means centres of its samples (k-means++ seeding, Arthur & Vassilvitskii 2007; Lloyd
-//! iterations), each with a radius: a quantile of the distances of the samples it holds.
+//! iterations), each with the principal directions of the samples it holds and a radius.
 //!
-//! Unseen-task detection asks how far a sample is from every known centre relative to that
-//! centre's radius; task allocation asks which task owns the nearest centre (Sedna's task
-//! allocation by nearest task, with several centres per class because one mean per class
-//! blurs the shapes a digit comes in).
+//! A prototype is thus an affine subspace: a centre plus its top principal directions (with no
+//! directions it is a plain centre). The distance of a sample to it is the norm of what the
+//! subspace does not explain — the residual after projecting the centred sample onto it, as in
+//! the subspace classifiers CLAFIC (Watanabe 1967) and SIMCA (Wold 1976). One mean per class
+//! blurs the many ways a digit is written; its principal directions keep them, which separates
+//! digits of unseen classes from known ones far better than the distance to a mean does.
+//!
+//! Unseen-task detection asks how far a sample is from every known prototype relative to that
+//! prototype's radius (a quantile of its own samples' distances); task allocation asks which
+//! task owns the nearest prototype (Sedna's task allocation by the nearest known task).
 
 use std::collections::BTreeMap;
 
@@ -16,25 +22,60 @@ use rand_chacha::ChaCha8Rng;
 
 /// Lloyd iterations; k-means on a few hundred samples settles well before this.
 const KMEANS_ITERS: usize = 15;
-/// Below this many members a centre's own quantile is noise: it takes its class's radius.
+/// Subspace (block power) iterations for the principal directions.
+const PCA_ITERS: usize = 15;
+/// Below this many members a prototype's own quantile is noise: it takes its class's radius.
 const MIN_MEMBERS_FOR_RADIUS: usize = 5;
 
-/// The centres of one task.
-#[derive(Debug, Clone, Default)]
-struct TaskPrototypes {
-    /// Row-major `[k, dim]`.
-    centres: Vec<f32>,
-    radii: Vec<f32>,
+/// How prototypes are built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrototypeConfig {
+    /// k-means centres per class.
+    pub per_class: usize,
+    /// Principal directions kept per prototype (0: a plain centre).
+    pub subspace_dim: usize,
+    /// A prototype's radius is this quantile of its own samples' distances.
+    pub quantile: f64,
+    pub seed: u64,
 }
 
-/// The nearest known centre to one sample.
+/// One prototype of one task.
+#[derive(Debug, Clone)]
+struct Prototype {
+    centre: Vec<f32>,
+    /// Orthonormal rows, `[k, dim]` (k may be 0).
+    basis: Vec<f32>,
+    radius: f32,
+}
+
+impl Prototype {
+    fn floats(&self) -> usize {
+        self.centre.len() + self.basis.len() + 1
+    }
+
+    /// Distances of the rows of `x` (`[n, dim]`) to this prototype's affine subspace.
+    fn distances(&self, x: &Tensor) -> anyhow::Result<Vec<f32>> {
+        let dim = self.centre.len();
+        let c = Tensor::from_slice(&self.centre, (1, dim), x.device())?;
+        let v = x.broadcast_sub(&c)?;
+        let mut d2 = v.sqr()?.sum(1)?;
+        if !self.basis.is_empty() {
+            let b = Tensor::from_slice(&self.basis, (self.basis.len() / dim, dim), x.device())?;
+            d2 = (d2 - v.matmul(&b.t()?)?.sqr()?.sum(1)?)?;
+        }
+        // Rounding can leave tiny negatives for samples inside the subspace.
+        Ok(d2.clamp(0f32, f32::MAX)?.sqrt()?.to_vec1::<f32>()?)
+    }
+}
+
+/// The nearest known prototype to one sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Nearest {
-    /// Task of the nearest centre (Euclidean).
+    /// Task of the nearest prototype.
     pub task: usize,
     pub distance: f32,
-    /// The smallest distance-to-radius ratio over all centres: ≤ 1 means the sample lies inside
-    /// some centre's radius.
+    /// The smallest distance-to-radius ratio over all prototypes: ≤ 1 means the sample lies
+    /// inside some prototype's radius.
     pub ratio: f32,
 }
 
@@ -42,90 +83,167 @@ pub struct Nearest {
 #[derive(Debug, Clone)]
 pub struct Prototypes {
     dim: usize,
-    per_class: usize,
-    quantile: f64,
-    seed: u64,
-    tasks: BTreeMap<usize, TaskPrototypes>,
+    cfg: PrototypeConfig,
+    tasks: BTreeMap<usize, Vec<Prototype>>,
     /// Every sample the cloud received, per task (the knowledge base's store).
     store: BTreeMap<usize, Dataset>,
 }
 
 impl Prototypes {
-    pub fn new(dim: usize, per_class: usize, quantile: f64, seed: u64) -> Self {
-        Self { dim, per_class: per_class.max(1), quantile, seed, tasks: BTreeMap::new(), store: BTreeMap::new() }
+    pub fn new(dim: usize, cfg: PrototypeConfig) -> Self {
+        Self { dim, cfg: PrototypeConfig { per_class: cfg.per_class.max(1), ..cfg }, tasks: BTreeMap::new(), store: BTreeMap::new() }
     }
 
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
 
-    pub fn num_centres(&self) -> usize {
-        self.tasks.values().map(|t| t.radii.len()).sum()
+    pub fn num_prototypes(&self) -> usize {
+        self.tasks.values().map(Vec::len).sum()
     }
 
     /// Adds samples of `task` and refits its prototypes. Returns the bytes of the task's new
-    /// identification (centres and radii as f32) that the edge must receive.
+    /// identification (centres, directions and radii as f32) that the edge must receive.
     pub fn learn(&mut self, task: usize, samples: &Dataset) -> anyhow::Result<usize> {
         anyhow::ensure!(samples.dim == self.dim, "samples have {} features, prototypes expect {}", samples.dim, self.dim);
         if samples.is_empty() {
             return Ok(0);
         }
-        let (dim, per_class, q, seed) = (self.dim, self.per_class, self.quantile, self.seed);
+        let (dim, cfg) = (self.dim, self.cfg);
         let store = self.store.entry(task).or_insert_with(|| Dataset { dim, ..Default::default() });
         store.features.extend_from_slice(&samples.features);
         store.labels.extend_from_slice(&samples.labels);
-        let fitted = fit(store, per_class, q, seed ^ ((task as u64) << 32))?;
-        let bytes = (fitted.centres.len() + fitted.radii.len()) * std::mem::size_of::<f32>();
+        let fitted = fit(store, PrototypeConfig { seed: cfg.seed ^ ((task as u64) << 32), ..cfg })?;
+        let bytes = fitted.iter().map(Prototype::floats).sum::<usize>() * std::mem::size_of::<f32>();
         self.tasks.insert(task, fitted);
         Ok(bytes)
     }
 
-    /// For each sample of row-major `x`, the nearest centre's task and the smallest
+    /// For each sample of row-major `x`, the nearest prototype's task and the smallest
     /// distance-to-radius ratio. Errors when no task is known.
     pub fn nearest(&self, x: &[f32]) -> anyhow::Result<Vec<Nearest>> {
         anyhow::ensure!(!self.tasks.is_empty(), "no task is known yet");
-        let mut centres = Vec::new();
-        let mut radii = Vec::new();
-        let mut owner = Vec::new();
-        for (&task, p) in &self.tasks {
-            centres.extend_from_slice(&p.centres);
-            radii.extend_from_slice(&p.radii);
-            owner.extend(std::iter::repeat_n(task, p.radii.len()));
+        anyhow::ensure!(x.len() % self.dim == 0, "input is not whole samples of {} values", self.dim);
+        let n = x.len() / self.dim;
+        let mut out = vec![Nearest { task: 0, distance: f32::INFINITY, ratio: f32::INFINITY }; n];
+        if n == 0 {
+            return Ok(out);
         }
-        let d = distances(x, &centres, self.dim)?;
-        let m = radii.len();
-        Ok(d.chunks(m)
-            .map(|row| {
-                let (best, dist) = row.iter().enumerate().fold((0, f32::INFINITY), |(b, bd), (i, &v)| if v < bd { (i, v) } else { (b, bd) });
-                let ratio = row.iter().zip(&radii).map(|(d, r)| d / r).fold(f32::INFINITY, f32::min);
-                Nearest { task: owner[best], distance: dist, ratio }
-            })
-            .collect())
+        let xt = Tensor::from_slice(x, (n, self.dim), &Device::Cpu)?;
+        for (&task, protos) in &self.tasks {
+            for p in protos {
+                for (o, d) in out.iter_mut().zip(p.distances(&xt)?) {
+                    if d < o.distance {
+                        o.distance = d;
+                        o.task = task;
+                    }
+                    o.ratio = o.ratio.min(d / p.radius);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
-/// Fits the centres of one task: k-means per class, a radius per centre.
-fn fit(data: &Dataset, per_class: usize, q: f64, seed: u64) -> anyhow::Result<TaskPrototypes> {
+/// Fits the prototypes of one task: per class, k-means centres, each with the principal
+/// directions of its members and a radius.
+///
+/// The radius is measured out of sample: with enough members, the centre and directions are fit
+/// on every other member and the radius is the quantile of the distances of the rest. Measured
+/// on the samples that shaped the subspace it would be too small (the subspace explains them
+/// best), and the edge would flag new samples of known tasks as unseen.
+fn fit(data: &Dataset, cfg: PrototypeConfig) -> anyhow::Result<Vec<Prototype>> {
     let dim = data.dim;
     let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, &l) in data.labels.iter().enumerate() {
         by_class.entry(l).or_default().push(i);
     }
-    let mut out = TaskPrototypes::default();
+    let dev = Device::Cpu;
+    let mut out = Vec::new();
     for (class, idx) in by_class {
         let x: Vec<f32> = idx.iter().flat_map(|&i| data.x(i).iter().copied()).collect();
-        let seed = seed ^ u64::from(class);
-        let (centres, assign, dist) = kmeans(&x, dim, per_class.min(idx.len()), seed)?;
-        let k = centres.len() / dim;
-        let class_radius = quantile(&dist, q);
+        let seed = cfg.seed ^ u64::from(class);
+        let (_, assign, _) = kmeans(&x, dim, cfg.per_class.min(idx.len()), seed)?;
+        let k = assign.iter().max().map_or(0, |m| m + 1);
+        let mut protos = Vec::with_capacity(k);
+        let mut held_out: Vec<Vec<f32>> = Vec::with_capacity(k);
         for c in 0..k {
-            let own: Vec<f32> = dist.iter().zip(&assign).filter(|(_, &a)| a == c).map(|(d, _)| *d).collect();
-            let r = if own.len() >= MIN_MEMBERS_FOR_RADIUS { quantile(&own, q) } else { class_radius };
-            out.radii.push(r.max(1e-6));
+            let members: Vec<usize> = assign.iter().enumerate().filter(|(_, &a)| a == c).map(|(i, _)| i).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let split = members.len() >= 2 * MIN_MEMBERS_FOR_RADIUS;
+            let (fit_on, calibrate_on): (Vec<usize>, Vec<usize>) = if split { members.iter().partition(|&&i| i % 2 == 0) } else { (members.clone(), members.clone()) };
+            let rows = |ids: &[usize]| -> Vec<f32> { ids.iter().flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied()).collect() };
+            let fx = rows(&fit_on);
+            let m = fit_on.len();
+            let mut centre = vec![0f64; dim];
+            for r in fx.chunks(dim) {
+                for (a, &v) in centre.iter_mut().zip(r) {
+                    *a += f64::from(v);
+                }
+            }
+            let mut p = Prototype { centre: centre.iter().map(|v| (v / m as f64) as f32).collect(), basis: Vec::new(), radius: 1.0 };
+            let kdim = cfg.subspace_dim.min(m.saturating_sub(1));
+            if kdim > 0 {
+                let ft = Tensor::from_slice(&fx, (m, dim), &dev)?;
+                let centred = ft.broadcast_sub(&Tensor::from_slice(&p.centre, (1, dim), &dev)?)?;
+                p.basis = principal_directions(&centred, kdim, seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))?;
+            }
+            let cx = rows(&calibrate_on);
+            held_out.push(p.distances(&Tensor::from_slice(&cx, (calibrate_on.len(), dim), &dev)?)?);
+            protos.push(p);
         }
-        out.centres.extend(centres);
+        let all: Vec<f32> = held_out.iter().flatten().copied().collect();
+        let class_radius = quantile(&all, cfg.quantile);
+        for (p, d) in protos.iter_mut().zip(&held_out) {
+            let r = if d.len() >= MIN_MEMBERS_FOR_RADIUS { quantile(d, cfg.quantile) } else { class_radius };
+            p.radius = if r.is_finite() { r.max(1e-6) } else { 1e-6 };
+        }
+        out.extend(protos);
     }
     Ok(out)
+}
+
+/// The top `k` principal directions (orthonormal rows `[k', dim]`, k' ≤ k) of the centred rows
+/// `v` (`[m, dim]`), by block power iteration: `Q ← orth(Q·vᵀ·v)` from a seeded start.
+pub fn principal_directions(v: &Tensor, k: usize, seed: u64) -> anyhow::Result<Vec<f32>> {
+    let (_, dim) = v.dims2()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut q: Vec<f32> = (0..k * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    orthonormalise(&mut q, dim);
+    for _ in 0..PCA_ITERS {
+        let kq = q.len() / dim;
+        if kq == 0 {
+            break;
+        }
+        let qt = Tensor::from_slice(&q, (kq, dim), v.device())?;
+        q = v.matmul(&qt.t()?)?.t()?.matmul(v)?.flatten_all()?.to_vec1::<f32>()?;
+        orthonormalise(&mut q, dim);
+    }
+    Ok(q)
+}
+
+/// Modified Gram–Schmidt on the rows of `q` (`[k, dim]`); rows that are (numerically) in the
+/// span of earlier ones are dropped.
+fn orthonormalise(q: &mut Vec<f32>, dim: usize) {
+    let k = q.len() / dim;
+    let mut out: Vec<f32> = Vec::with_capacity(q.len());
+    for i in 0..k {
+        let mut r: Vec<f64> = q[i * dim..(i + 1) * dim].iter().map(|&v| f64::from(v)).collect();
+        let before = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for b in out.chunks(dim) {
+            let d: f64 = r.iter().zip(b).map(|(a, &c)| a * f64::from(c)).sum();
+            for (a, &c) in r.iter_mut().zip(b) {
+                *a -= d * f64::from(c);
+            }
+        }
+        let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > 1e-6 * before.max(1e-30) && norm > 1e-12 {
+            out.extend(r.iter().map(|v| (v / norm) as f32));
+        }
+    }
+    *q = out;
 }
 
 /// Euclidean distances `[n, m]` (row-major) between the rows of `x` (`[n, dim]`) and of
@@ -266,7 +384,8 @@ mod tests {
 
     #[test]
     fn prototypes_flag_far_samples_and_allocate_by_nearest_task() {
-        let mut p = Prototypes::new(2, 1, 0.95, 0);
+        let cfg = PrototypeConfig { per_class: 1, subspace_dim: 0, quantile: 0.95, seed: 0 };
+        let mut p = Prototypes::new(2, cfg);
         let blob = |cx: f32, label: u32| {
             let mut d = Dataset { dim: 2, ..Default::default() };
             for i in 0..30 {
@@ -284,6 +403,29 @@ mod tests {
         assert_eq!((n[0].task, n[1].task), (0, 1));
         assert!(n[0].ratio < 1.0 && n[1].ratio < 1.0);
         assert!(n[2].ratio > 10.0, "{n:?}");
+    }
+
+    #[test]
+    fn subspace_prototypes_measure_the_distance_off_the_line() {
+        // Samples along the line y = x (plus a little noise): one direction explains them, so
+        // a point far along the line is close, one off the line is far.
+        let mut d = Dataset { dim: 2, ..Default::default() };
+        for i in 0..40 {
+            let t = i as f32 / 4.0 - 5.0;
+            let e = (i as f32 * 2.1).sin() * 0.05;
+            d.features.extend_from_slice(&[t + e, t - e]);
+            d.labels.push(0);
+        }
+        let mut p = Prototypes::new(2, PrototypeConfig { per_class: 1, subspace_dim: 1, quantile: 1.0, seed: 3 });
+        assert_eq!(p.learn(0, &d).unwrap(), (2 + 2 + 1) * 4);
+        let n = p.nearest(&[20.0, 20.0, 1.0, -1.0]).unwrap();
+        assert!(n[0].distance < 0.05, "{n:?}");
+        assert!((n[1].distance - 2f32.sqrt()).abs() < 0.01, "{n:?}");
+        let v = Tensor::from_slice(&[1.0f32, 1.0, -1.0, -1.0, 2.0, 2.0], (3, 2), &Device::Cpu).unwrap();
+        let q = principal_directions(&v, 2, 0).unwrap();
+        // Rank one: the second direction is dropped, the first is ±(1, 1)/√2.
+        assert_eq!(q.len(), 2);
+        assert!((q[0].abs() - 0.5f32.sqrt()).abs() < 1e-4 && (q[0] - q[1]).abs() < 1e-4, "{q:?}");
     }
 
     #[test]

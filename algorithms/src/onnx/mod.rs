@@ -301,7 +301,7 @@ impl BaseModel for OnnxClassifier {
     }
 
     fn predict_proba(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
-        if x.len() % self.features != 0 {
+        if !x.len().is_multiple_of(self.features) {
             anyhow::bail!(
                 "{} values are not whole samples of {} features",
                 x.len(),

@@ -71,7 +71,7 @@ enum Command {
     Compare(Box<CompareArgs>),
     /// Train a small Llama-architecture LM (and its BPE tokenizer) on a text corpus; export it
     /// as a Hugging Face folder (how the speculative-decoding draft/verifier pair is made).
-    TrainLm(crate::train_lm::TrainLmArgs),
+    TrainLm(Box<crate::train_lm::TrainLmArgs>),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -228,7 +228,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Compare(args) => cmd_compare(*args),
-        Command::TrainLm(args) => crate::train_lm::run(args, EXIT_CONFIG, EXIT_INTERRUPTED),
+        Command::TrainLm(args) => crate::train_lm::run(*args, EXIT_CONFIG, EXIT_INTERRUPTED),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();

@@ -52,7 +52,10 @@ pub fn verifier_hps() -> Vec<HpSpec> {
     v
 }
 
-static LOADED: LazyLock<Mutex<HashMap<String, Arc<Mutex<Option<Arc<LoadedLm>>>>>>> = LazyLock::new(Default::default);
+/// One model slot: filled by the first case that names the model.
+type ModelCell = Arc<Mutex<Option<Arc<LoadedLm>>>>;
+
+static LOADED: LazyLock<Mutex<HashMap<String, ModelCell>>> = LazyLock::new(Default::default);
 
 /// Loads (or reuses) a model by path, device and weight option.
 pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<Arc<LoadedLm>> {

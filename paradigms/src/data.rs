@@ -82,8 +82,8 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn len(&self) -> usize {
-        if self.dim > 0 {
-            self.features.len() / self.dim
+        if let Some(n) = self.features.len().checked_div(self.dim) {
+            n
         } else if !self.texts.is_empty() {
             self.texts.len()
         } else {

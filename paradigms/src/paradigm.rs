@@ -65,9 +65,12 @@ pub struct DataSplits {
 
 /// Values shared by the cases of one job (trained models, loaded LLMs), built once on first
 /// use. Concurrent cases asking for the same key wait for the one that builds it.
+/// One cache entry: filled once, by the first case that asks.
+type CacheCell = Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>;
+
 #[derive(Default)]
 pub struct JobCache {
-    cells: Mutex<HashMap<String, Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>>>,
+    cells: Mutex<HashMap<String, CacheCell>>,
 }
 
 impl JobCache {

@@ -742,11 +742,9 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
     let load = |w: &mut Walker, key: &str| -> Option<Dataset> {
         let n = f.get(key)?;
         let path = w.existing_path(n, &format!("{p}.{key}"))?;
-        if key.ends_with("_index") || key.ends_with("_url") {
-            if data::Format::of(&path) != Some(data::Format::Index) {
-                w.err(Some(n.mark), &format!("{p}.{key}"), format!("`{key}` must name an Ianvs index file (.txt with `<sample path> <label>` lines), not {}", path.display()));
-                return None;
-            }
+        if (key.ends_with("_index") || key.ends_with("_url")) && data::Format::of(&path) != Some(data::Format::Index) {
+            w.err(Some(n.mark), &format!("{p}.{key}"), format!("`{key}` must name an Ianvs index file (.txt with `<sample path> <label>` lines), not {}", path.display()));
+            return None;
         }
         match data::load(&path, &opts) {
             Ok(d) => Some(d),

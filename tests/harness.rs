@@ -113,3 +113,18 @@ fn ranking_uses_every_sort_key_and_puts_failures_last() {
     assert_eq!(ranks, [json!(1), json!(2), json!(3), Value::Null]);
     assert_eq!(lb.columns, ["rank", "algorithm", "accuracy", "latency-mean", "paradigm", "time", "url", "status", "case_id"]);
 }
+
+#[test]
+fn other_hyperparameters_files_may_set_different_keys() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("small.yaml"), "hidden_sizes: [8]\nepochs: 2\n").unwrap();
+    std::fs::write(d.path().join("fast.yaml"), "learning_rate: 0.05\n").unwrap();
+    let alg = "algorithm:\n  paradigm_type: singletasklearning\n  modules:\n    - type: basemodel\n      name: MLP\n      hyperparameters:\n        - other_hyperparameters:\n            values: [./small.yaml, ./fast.yaml]\n";
+    let job = config::load_job(&job_with(d.path(), alg), &ianvs_algorithms::registry(), &PARADIGMS, &Overrides::default()).unwrap();
+    let cases = controller::plan(&job);
+    assert_eq!(cases.len(), 2);
+    let (a, b) = (&cases[0].spec.modules[0].hyperparameters, &cases[1].spec.modules[0].hyperparameters);
+    assert_eq!((a.int("epochs").unwrap(), a.float("learning_rate").unwrap()), (2, 0.001), "a key a file leaves out takes its default");
+    assert_eq!((b.int("epochs").unwrap(), b.float("learning_rate").unwrap()), (5, 0.05));
+    assert_eq!(b.int_list("hidden_sizes").unwrap(), vec![128]);
+}

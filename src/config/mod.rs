@@ -1046,11 +1046,10 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
             axes.push(axis);
         }
     }
+    // Every hyperparameter gets its default here, even one set on an axis: an
+    // `other_hyperparameters` file that leaves a key out then still gets the default.
     let mut fixed = BTreeMap::new();
     for spec in &entry.hyperparameters {
-        if given.contains(spec.name) {
-            continue;
-        }
         match &spec.default {
             Some(d) => {
                 fixed.insert(spec.name.to_string(), d.clone());
@@ -1058,6 +1057,7 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
             None if spec.name == "seed" => {
                 fixed.insert("seed".into(), Value::from(seed));
             }
+            None if given.contains(spec.name) => {}
             None => {
                 w.err(Some(mf.mark), mp, format!("{} module \"{}\" needs the hyperparameter `{}` ({})", entry.module_type, entry.name, spec.name, spec.help));
                 ok = false;

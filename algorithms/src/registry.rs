@@ -37,18 +37,18 @@ pub fn registry() -> Registry {
     r.register(taskdef("Permuted", "Permuted-MNIST: every sample under a fixed, seeded pixel permutation per task", tasks::permuted_hps(), tasks::build_permuted));
     r.register(taskdef("Rotated", "Rotated-MNIST: every sample rotated by one angle per task", tasks::rotated_hps(), tasks::build_rotated));
     let detector = |name, summary, hyperparameters, f| ModuleEntry { module_type: "unseen_sample_recognition", name, summary, hyperparameters, constructor: Constructor::UnseenTaskDetect(f) };
-    r.register(detector("PrototypeDistance", "unseen iff farther than margin x radius from every known task prototype (k-means centres per class)", detect::prototype_distance_hps(), detect::build_prototype_distance));
+    r.register(detector("PrototypeDistance", "unseen iff farther than margin x radius from every known task prototype (a class centre and its principal subspace)", detect::prototype_distance_hps(), detect::build_prototype_distance));
     r.register(detector("Confidence", "unseen iff the edge model's top class probability < threshold", detect::confidence_hps(), detect::build_confidence));
     r.register(detector("Oracle", "knows which samples belong to unknown tasks (the upper bound)", vec![], detect::build_oracle_detect));
     r.register(detector("UploadAll", "flags every sample: the whole stream goes to the cloud", vec![], detect::build_upload_all));
     let allocation = |name, summary, hyperparameters, f| ModuleEntry { module_type: "task_allocation", name, summary, hyperparameters, constructor: Constructor::TaskAllocation(f) };
-    r.register(allocation("NearestPrototype", "the task of the nearest task prototype (k-means centres per class)", detect::nearest_prototype_hps(), detect::build_nearest_prototype));
+    r.register(allocation("NearestPrototype", "the task of the nearest task prototype (class means by default; class subspaces with subspace_dim > 0)", detect::nearest_prototype_hps(), detect::build_nearest_prototype));
     r.register(allocation("Origin", "the task each sample came from (Ianvs TaskAllocationByOrigin; the upper bound)", vec![], detect::build_origin));
     let strategy = |name, summary, hyperparameters, f| ModuleEntry { module_type: "task_update_decision", name, summary, hyperparameters, constructor: Constructor::TaskUpdateDecision(f) };
     r.register(strategy("FineTune", "naive fine-tuning of one model on whatever arrives (the lower bound)", vec![], strategies::build_finetune));
     r.register(strategy("Replay", "experience replay: train on new samples plus a reservoir buffer of earlier ones", strategies::replay_hps(), strategies::build_replay));
     r.register(strategy("EWC", "elastic weight consolidation: a Fisher-weighted penalty per earlier round (Kirkpatrick et al. 2017)", strategies::ewc_hps(), strategies::build_ewc));
     r.register(strategy("PerTaskModels", "knowledge base of one model per task, picked on the edge by task allocation", strategies::per_task_hps(), strategies::build_per_task));
-    r.register(strategy("Joint", "retrain on every sample seen so far (the upper bound)", strategies::joint_hps(), strategies::build_joint));
+    r.register(strategy("Joint", "train on every sample seen so far, each round (the upper bound)", strategies::joint_hps(), strategies::build_joint));
     r
 }

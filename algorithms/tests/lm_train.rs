@@ -92,7 +92,14 @@ fn trained(tie: bool) -> &'static TrainLlama {
         let f = fixture();
         let vocab = f.tokenizer.get_vocab_size(true);
         let m = TrainLlama::new(tiny_shape(vocab, tie), 11, &Device::Cpu).unwrap();
-        train(&m, &f.train_tokens, &f.val_tokens, &tiny_settings(40), |_| true).unwrap();
+        train(
+            &m,
+            &f.train_tokens,
+            &f.val_tokens,
+            &tiny_settings(40),
+            |_| true,
+        )
+        .unwrap();
         m
     })
 }
@@ -109,7 +116,12 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn max_abs(a: &Tensor) -> f32 {
-    a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    a.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -149,15 +161,24 @@ fn tokenizer_round_trips_arbitrary_utf8() {
         assert_eq!(&rt.decode(&ids).unwrap(), text);
     }
     let with_bos = rt.encode("Hello", true).unwrap();
-    assert_eq!(with_bos[0], 0, "prompts start with <|endoftext|> like training documents");
+    assert_eq!(
+        with_bos[0], 0,
+        "prompts start with <|endoftext|> like training documents"
+    );
     assert_eq!(with_bos[1..], rt.encode("Hello", false).unwrap()[..]);
 }
 
 #[test]
 fn tokenizer_training_is_deterministic() {
     let corpus = load_corpus(&small_corpus(), 10).unwrap();
-    let a = train_bpe(&corpus.train, 400).unwrap().to_string(false).unwrap();
-    let b = train_bpe(&corpus.train, 400).unwrap().to_string(false).unwrap();
+    let a = train_bpe(&corpus.train, 400)
+        .unwrap()
+        .to_string(false)
+        .unwrap();
+    let b = train_bpe(&corpus.train, 400)
+        .unwrap()
+        .to_string(false)
+        .unwrap();
     assert_eq!(a, b);
 }
 
@@ -204,9 +225,15 @@ fn training_is_reproducible() {
     let vocab = f.tokenizer.get_vocab_size(true);
     let run = || {
         let m = TrainLlama::new(tiny_shape(vocab, true), 4, &Device::Cpu).unwrap();
-        train(&m, &f.train_tokens, &f.val_tokens, &tiny_settings(8), |_| true)
-            .unwrap()
-            .final_val_loss
+        train(
+            &m,
+            &f.train_tokens,
+            &f.val_tokens,
+            &tiny_settings(8),
+            |_| true,
+        )
+        .unwrap()
+        .final_val_loss
     };
     assert_eq!(run(), run());
 }
@@ -236,14 +263,25 @@ fn check_export_matches(tie: bool) {
     );
     let ids: Vec<u32> = f.val_tokens[..40].to_vec();
     let train_logits = m
-        .forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap())
+        .forward(
+            &Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        )
         .unwrap()
         .squeeze(0)
         .unwrap();
     let scale = max_abs(&train_logits);
-    assert!(scale > 2.0, "a trained model has sizeable logits, got {scale}");
+    assert!(
+        scale > 2.0,
+        "a trained model has sizeable logits, got {scale}"
+    );
     let (full, stepwise) = runtime_logits(dir.path(), &ids);
-    let (d_full, d_step) = (max_abs_diff(&full, &train_logits), max_abs_diff(&stepwise, &train_logits));
+    let (d_full, d_step) = (
+        max_abs_diff(&full, &train_logits),
+        max_abs_diff(&stepwise, &train_logits),
+    );
     assert!(
         d_full < 1e-4 * scale && d_step < 1e-4 * scale,
         "tie={tie}: runtime vs training logits differ by {d_full} (prefill) / {d_step} (decode), scale {scale}"
@@ -258,7 +296,12 @@ fn check_export_matches(tie: bool) {
     let back = TrainLlama::load_hf_folder(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(back.shape(), m.shape());
     let again = back
-        .forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap())
+        .forward(
+            &Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        )
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -287,12 +330,24 @@ fn half_precision_export_matches_the_rounded_model() {
     m.round_through(DType::F16).unwrap();
     let dir = tempfile::tempdir().unwrap();
     save_hf_folder(&m, &f.tokenizer, dir.path(), WeightDtype::F16).unwrap();
-    let f32_size = std::fs::metadata(src.path().join("model.safetensors")).unwrap().len();
-    let f16_size = std::fs::metadata(dir.path().join("model.safetensors")).unwrap().len();
-    assert!(f16_size * 10 < f32_size * 6, "f16 file {f16_size} vs f32 {f32_size}");
+    let f32_size = std::fs::metadata(src.path().join("model.safetensors"))
+        .unwrap()
+        .len();
+    let f16_size = std::fs::metadata(dir.path().join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        f16_size * 10 < f32_size * 6,
+        "f16 file {f16_size} vs f32 {f32_size}"
+    );
     let ids: Vec<u32> = f.val_tokens[..24].to_vec();
     let train_logits = m
-        .forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap())
+        .forward(
+            &Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        )
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -418,8 +473,14 @@ fn bad_inputs_are_clear_errors() {
     // A context longer than the training stream.
     let vocab = f.tokenizer.get_vocab_size(true);
     let m = TrainLlama::new(tiny_shape(vocab, true), 0, &Device::Cpu).unwrap();
-    let e = train(&m, &f.train_tokens[..20], &f.val_tokens, &tiny_settings(1), |_| true)
-        .unwrap_err();
+    let e = train(
+        &m,
+        &f.train_tokens[..20],
+        &f.val_tokens,
+        &tiny_settings(1),
+        |_| true,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("--context"), "{e}");
     // A context longer than the model's positions.
     let too_long = TrainSettings {

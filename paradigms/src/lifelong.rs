@@ -121,7 +121,8 @@ pub struct StrategyContext {
 /// training) and how the edge predicts with them.
 pub trait TaskUpdateDecision: Send {
     /// Updates with this round's uploaded samples, grouped by task.
-    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport>;
+    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext)
+        -> anyhow::Result<UpdateReport>;
     /// True when the knowledge base holds one model per task, so inference needs a
     /// `task_allocation`.
     fn per_task_models(&self) -> bool;
@@ -239,12 +240,23 @@ impl AccuracyMatrix {
         let cell = |i: usize, j: usize| -> anyhow::Result<f64> {
             match cells.get(&(i, j)) {
                 Some(&(ok, n)) if n > 0 => Ok(ok as f64 / n as f64),
-                _ => anyhow::bail!("no test sample of task {} was evaluated after round {i}", j + 1),
+                _ => anyhow::bail!(
+                    "no test sample of task {} was evaluated after round {i}",
+                    j + 1
+                ),
             }
         };
-        let baseline = (0..tasks).map(|j| cell(0, j)).collect::<anyhow::Result<Vec<_>>>()?;
-        let r = (1..=rounds).map(|i| (0..tasks).map(|j| cell(i, j)).collect()).collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self { task_names: names.into_values().collect(), baseline, r })
+        let baseline = (0..tasks)
+            .map(|j| cell(0, j))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let r = (1..=rounds)
+            .map(|i| (0..tasks).map(|j| cell(i, j)).collect())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            task_names: names.into_values().collect(),
+            baseline,
+            r,
+        })
     }
 
     pub fn tasks(&self) -> usize {
@@ -319,7 +331,12 @@ impl Paradigm for LifelongLearning {
         RecordKind::Lifelong
     }
 
-    fn preflight(&self, case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Result<()> {
+    fn preflight(
+        &self,
+        case: &CaseSpec,
+        data: &DataSplits,
+        registry: &Registry,
+    ) -> anyhow::Result<()> {
         plan_tasks(case, data, registry).map(|_| ())
     }
 
@@ -329,21 +346,64 @@ impl Paradigm for LifelongLearning {
         let td = case.require("task_definition")?;
         // Tasks are materialised once per job and shared by its cases: permuting or rotating
         // every sample is the same work for every strategy.
-        let key = format!("lifelong-tasks:{}:{}:{}:{}:{}:{rounds}", td.name, serde_json::to_string(&td.hyperparameters)?, settings.train_cap, settings.test_cap, settings.revisit_fraction);
-        let tasks = ctx.cache.get_or_try_insert(&key, || materialise(taskdef.as_ref(), &specs[..rounds], ctx.data, &settings))?;
-        let build = BuildContext { input_shape: ctx.data.input_shape, num_classes: ctx.data.num_classes, seed: case.seed };
+        let key = format!(
+            "lifelong-tasks:{}:{}:{}:{}:{}:{rounds}",
+            td.name,
+            serde_json::to_string(&td.hyperparameters)?,
+            settings.train_cap,
+            settings.test_cap,
+            settings.revisit_fraction
+        );
+        let tasks = ctx.cache.get_or_try_insert(&key, || {
+            materialise(taskdef.as_ref(), &specs[..rounds], ctx.data, &settings)
+        })?;
+        let build = BuildContext {
+            input_shape: ctx.data.input_shape,
+            num_classes: ctx.data.num_classes,
+            seed: case.seed,
+        };
         let strategy_m = case.require("task_update_decision")?;
-        let scx = StrategyContext { build: build.clone(), basemodel: case.require("basemodel")?.clone() };
-        let mut strategy = ctx.registry.build_task_update_decision(&strategy_m.name, &strategy_m.hyperparameters, &scx)?;
-        let det_m = module_or_default(case, ctx.registry, "unseen_sample_recognition", DEFAULT_DETECTOR)?;
-        let mut detector = ctx.registry.build_unseen_sample_recognition(&det_m.name, &det_m.hyperparameters, &build)?;
+        let scx = StrategyContext {
+            build: build.clone(),
+            basemodel: case.require("basemodel")?.clone(),
+        };
+        let mut strategy = ctx.registry.build_task_update_decision(
+            &strategy_m.name,
+            &strategy_m.hyperparameters,
+            &scx,
+        )?;
+        let det_m = module_or_default(
+            case,
+            ctx.registry,
+            "unseen_sample_recognition",
+            DEFAULT_DETECTOR,
+        )?;
+        let mut detector = ctx.registry.build_unseen_sample_recognition(
+            &det_m.name,
+            &det_m.hyperparameters,
+            &build,
+        )?;
         let mut allocator = if strategy.per_task_models() && settings.scenario_class_incremental {
             let m = module_or_default(case, ctx.registry, "task_allocation", DEFAULT_ALLOCATION)?;
-            Some(ctx.registry.build_task_allocation(&m.name, &m.hyperparameters, &build)?)
+            Some(
+                ctx.registry
+                    .build_task_allocation(&m.name, &m.hyperparameters, &build)?,
+            )
         } else {
             None
         };
-        Flow { tasks: &tasks, settings: &settings, seed: case.seed, ctx, records: Vec::new() }.run(strategy.as_mut(), detector.as_mut(), allocator.as_deref_mut())
+        Flow {
+            tasks: &tasks,
+            settings: &settings,
+            seed: case.seed,
+            ctx,
+            records: Vec::new(),
+        }
+        .run(
+            strategy.as_mut(),
+            detector.as_mut(),
+            allocator.as_deref_mut(),
+        )
     }
 }
 
@@ -370,38 +430,68 @@ impl Settings {
 
 /// The case's module of `module_type`, or the registry's `default` with its default
 /// hyperparameters (a `seed` without a default takes the job seed).
-fn module_or_default(case: &CaseSpec, registry: &Registry, module_type: &str, default: &str) -> anyhow::Result<ResolvedModule> {
+fn module_or_default(
+    case: &CaseSpec,
+    registry: &Registry,
+    module_type: &str,
+    default: &str,
+) -> anyhow::Result<ResolvedModule> {
     if let Some(m) = case.module(module_type) {
         return Ok(m.clone());
     }
-    let entry = registry.find(module_type, default).ok_or_else(|| anyhow::anyhow!("no {module_type} module named \"{default}\" is registered"))?;
+    let entry = registry.find(module_type, default).ok_or_else(|| {
+        anyhow::anyhow!("no {module_type} module named \"{default}\" is registered")
+    })?;
     let mut hps = BTreeMap::new();
     for spec in &entry.hyperparameters {
         let v = match (&spec.default, spec.name) {
             (Some(d), _) => d.clone(),
             (None, "seed") => json!(case.seed),
-            (None, name) => anyhow::bail!("default {module_type} module {default} needs the hyperparameter `{name}`"),
+            (None, name) => anyhow::bail!(
+                "default {module_type} module {default} needs the hyperparameter `{name}`"
+            ),
         };
         hps.insert(spec.name.to_string(), v);
     }
-    Ok(ResolvedModule { module_type: module_type.into(), name: entry.name.into(), hyperparameters: Hyperparameters(hps) })
+    Ok(ResolvedModule {
+        module_type: module_type.into(),
+        name: entry.name.into(),
+        hyperparameters: Hyperparameters(hps),
+    })
 }
 
 /// Builds the task definition, lists its tasks and checks them against the data and
 /// `incremental_rounds`: every problem that can be found before anything trains.
-fn plan_tasks(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Result<(Box<dyn TaskDefinition>, Vec<TaskSpec>, usize)> {
+fn plan_tasks(
+    case: &CaseSpec,
+    data: &DataSplits,
+    registry: &Registry,
+) -> anyhow::Result<(Box<dyn TaskDefinition>, Vec<TaskSpec>, usize)> {
     let Some(train) = data.train.as_ref() else {
         anyhow::bail!("lifelong learning needs a train split: give `train_data`/`train_index`, or one `data` file with a `split`");
     };
     let td = case.require("task_definition")?;
-    let build = BuildContext { input_shape: data.input_shape, num_classes: data.num_classes, seed: case.seed };
+    let build = BuildContext {
+        input_shape: data.input_shape,
+        num_classes: data.num_classes,
+        seed: case.seed,
+    };
     let what = format!("task definition {}", td.name);
-    let taskdef = registry.build_task_definition(&td.name, &td.hyperparameters, &build).map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
-    let specs = taskdef.tasks(train, &data.test).map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
+    let taskdef = registry
+        .build_task_definition(&td.name, &td.hyperparameters, &build)
+        .map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
+    let specs = taskdef
+        .tasks(train, &data.test)
+        .map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
     if specs.is_empty() {
         anyhow::bail!("{what} defines no tasks");
     }
-    let rounds = match case.settings.0.get("incremental_rounds").and_then(|v| v.as_u64()) {
+    let rounds = match case
+        .settings
+        .0
+        .get("incremental_rounds")
+        .and_then(|v| v.as_u64())
+    {
         Some(r) => r as usize,
         None => specs.len(),
     };
@@ -419,8 +509,18 @@ fn plan_tasks(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow
             (false, true) => "no test samples",
             (false, false) => continue,
         };
-        let present = train.labels.iter().chain(&data.test.labels).copied().collect::<BTreeSet<u32>>();
-        anyhow::bail!("{what} leaves task {} ({}) with {empty}; the data has classes {}", j + 1, s.name, join(present.iter()));
+        let present = train
+            .labels
+            .iter()
+            .chain(&data.test.labels)
+            .copied()
+            .collect::<BTreeSet<u32>>();
+        anyhow::bail!(
+            "{what} leaves task {} ({}) with {empty}; the data has classes {}",
+            j + 1,
+            s.name,
+            join(present.iter())
+        );
     }
     Ok((taskdef, specs, rounds))
 }
@@ -448,8 +548,16 @@ fn cap(idx: &[usize], m: usize) -> Vec<usize> {
     (0..m).map(|k| idx[k * idx.len() / m]).collect()
 }
 
-fn materialise(def: &dyn TaskDefinition, specs: &[TaskSpec], data: &DataSplits, s: &Settings) -> anyhow::Result<Vec<Task>> {
-    let train = data.train.as_ref().ok_or_else(|| anyhow::anyhow!("lifelong learning needs a train split"))?;
+fn materialise(
+    def: &dyn TaskDefinition,
+    specs: &[TaskSpec],
+    data: &DataSplits,
+    s: &Settings,
+) -> anyhow::Result<Vec<Task>> {
+    let train = data
+        .train
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("lifelong learning needs a train split"))?;
     let make = |j: usize, src: &Dataset, idx: &[usize]| {
         let mut d = src.subset(idx);
         let dim = d.dim;
@@ -466,8 +574,18 @@ fn materialise(def: &dyn TaskDefinition, specs: &[TaskSpec], data: &DataSplits, 
             let n = train.len();
             // At least one sample stays for the task's own round.
             let m = ((n as f64 * s.revisit_fraction).round() as usize).min(n.saturating_sub(1));
-            let revisit = if m == 0 { Vec::new() } else { cap(&(0..n).collect::<Vec<_>>(), m) };
-            Task { name: sp.name.clone(), train, test: make(j, &data.test, &cap(&sp.test, s.test_cap)), classes: sp.classes.clone(), revisit }
+            let revisit = if m == 0 {
+                Vec::new()
+            } else {
+                cap(&(0..n).collect::<Vec<_>>(), m)
+            };
+            Task {
+                name: sp.name.clone(),
+                train,
+                test: make(j, &data.test, &cap(&sp.test, s.test_cap)),
+                classes: sp.classes.clone(),
+                revisit,
+            }
         })
         .collect())
 }
@@ -487,7 +605,12 @@ fn sample_bytes(dim: usize) -> usize {
 }
 
 impl Flow<'_> {
-    fn run(mut self, strategy: &mut dyn TaskUpdateDecision, detector: &mut dyn UnseenTaskDetect, mut allocator: Option<&mut (dyn TaskAllocation + 'static)>) -> anyhow::Result<CaseOutput> {
+    fn run(
+        mut self,
+        strategy: &mut dyn TaskUpdateDecision,
+        detector: &mut dyn UnseenTaskDetect,
+        mut allocator: Option<&mut (dyn TaskAllocation + 'static)>,
+    ) -> anyhow::Result<CaseOutput> {
         let rounds = self.tasks.len();
         let dim = self.tasks[0].train.dim;
         let classes = strategy.num_classes();
@@ -498,9 +621,14 @@ impl Flow<'_> {
             let t = round - 1;
             let work = self.ctx.work();
             work.check_cancelled()?;
-            self.ctx.progress.set_message(format!("round {round}/{rounds}: {}", self.tasks[t].name));
+            self.ctx
+                .progress
+                .set_message(format!("round {round}/{rounds}: {}", self.tasks[t].name));
             let (stream, origin) = self.stream(t);
-            let truth_unseen: Vec<bool> = origin.iter().map(|(task, _)| !known.contains(task)).collect();
+            let truth_unseen: Vec<bool> = origin
+                .iter()
+                .map(|(task, _)| !known.contains(task))
+                .collect();
 
             // Edge: infer with what it has, then decide what goes up.
             let (predictions, detections) = if known.is_empty() {
@@ -514,8 +642,19 @@ impl Flow<'_> {
                     (true, None) => Some(truth_tasks),
                 };
                 let probs = strategy.predict_proba(&stream.features, alloc.as_deref())?;
-                let det = detector.detect(&DetectInput { x: &stream.features, dim, probs: &probs, num_classes: classes, truth: &truth_unseen })?;
-                anyhow::ensure!(det.len() == stream.len(), "the unseen-task detector returned {} verdicts for {} samples", det.len(), stream.len());
+                let det = detector.detect(&DetectInput {
+                    x: &stream.features,
+                    dim,
+                    probs: &probs,
+                    num_classes: classes,
+                    truth: &truth_unseen,
+                })?;
+                anyhow::ensure!(
+                    det.len() == stream.len(),
+                    "the unseen-task detector returned {} verdicts for {} samples",
+                    det.len(),
+                    stream.len()
+                );
                 let preds: Vec<u32> = probs.chunks(classes).map(|p| argmax(p).0 as u32).collect();
                 (Some(preds), Some(det))
             };
@@ -540,7 +679,10 @@ impl Flow<'_> {
             let uploaded: usize = up.values().map(Vec::len).sum();
 
             // Cloud: learn what identifies each task, update the model(s), push them down.
-            let groups: Vec<(usize, Dataset)> = up.into_iter().map(|(task, ks)| (task, stream.subset(&ks))).collect();
+            let groups: Vec<(usize, Dataset)> = up
+                .into_iter()
+                .map(|(task, ks)| (task, stream.subset(&ks)))
+                .collect();
             let mut identity_bytes = 0;
             for (task, samples) in &groups {
                 identity_bytes += detector.learn(*task, samples)?;
@@ -549,7 +691,13 @@ impl Flow<'_> {
                 }
                 known.insert(*task);
             }
-            let batches: Vec<TaskBatch> = groups.iter().map(|(task, samples)| TaskBatch { task: *task, samples }).collect();
+            let batches: Vec<TaskBatch> = groups
+                .iter()
+                .map(|(task, samples)| TaskBatch {
+                    task: *task,
+                    samples,
+                })
+                .collect();
             let report = strategy.update(&batches, &work)?;
             work.check_cancelled()?;
             train_seconds.push(report.train_seconds);
@@ -558,7 +706,11 @@ impl Flow<'_> {
                 task: t,
                 task_name: self.tasks[t].name.clone(),
                 stream_samples: stream.len(),
-                inferred: if predictions.is_some() { stream.len() } else { 0 },
+                inferred: if predictions.is_some() {
+                    stream.len()
+                } else {
+                    0
+                },
                 uploaded,
                 uplink_bytes: uploaded * sample_bytes(dim),
                 train_seconds: report.train_seconds,
@@ -571,10 +723,13 @@ impl Flow<'_> {
         }
         let matrix = AccuracyMatrix::from_records(&self.records)?;
         let mut out = CaseOutput::new(Records::Lifelong(self.records));
-        out.artifacts.push(("accuracy_matrix.csv".into(), matrix.to_csv().into_bytes()));
+        out.artifacts
+            .push(("accuracy_matrix.csv".into(), matrix.to_csv().into_bytes()));
         out.measurements.insert("rounds".into(), rounds as f64);
-        out.measurements.insert("training_time_s".into(), train_seconds.iter().sum());
-        out.measurements.insert("num_parameters".into(), strategy.num_parameters() as f64);
+        out.measurements
+            .insert("training_time_s".into(), train_seconds.iter().sum());
+        out.measurements
+            .insert("num_parameters".into(), strategy.num_parameters() as f64);
         Ok(out)
     }
 
@@ -585,14 +740,24 @@ impl Flow<'_> {
     fn stream(&self, t: usize) -> (Dataset, Vec<(usize, usize)>) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (0x5eed_0000 + t as u64));
         let held: BTreeSet<usize> = self.tasks[t].revisit.iter().copied().collect();
-        let mut origin: Vec<(usize, usize)> = (0..self.tasks[t].train.len()).filter(|i| !held.contains(i)).map(|i| (t, i)).collect();
-        let mut pool: Vec<(usize, usize)> = (0..t).flat_map(|j| self.tasks[j].revisit.iter().map(move |&i| (j, i))).collect();
-        let n_known = ((origin.len() as f64 * self.settings.stream_known_fraction).round() as usize).min(pool.len());
+        let mut origin: Vec<(usize, usize)> = (0..self.tasks[t].train.len())
+            .filter(|i| !held.contains(i))
+            .map(|i| (t, i))
+            .collect();
+        let mut pool: Vec<(usize, usize)> = (0..t)
+            .flat_map(|j| self.tasks[j].revisit.iter().map(move |&i| (j, i)))
+            .collect();
+        let n_known = ((origin.len() as f64 * self.settings.stream_known_fraction).round()
+            as usize)
+            .min(pool.len());
         pool.shuffle(&mut rng);
         origin.extend_from_slice(&pool[..n_known]);
         origin.shuffle(&mut rng);
         let dim = self.tasks[t].train.dim;
-        let mut d = Dataset { dim, ..Default::default() };
+        let mut d = Dataset {
+            dim,
+            ..Default::default()
+        };
         d.features.reserve(origin.len() * dim);
         for &(j, i) in &origin {
             d.features.extend_from_slice(self.tasks[j].train.x(i));
@@ -602,7 +767,12 @@ impl Flow<'_> {
     }
 
     /// Evaluates every task's test set with what the edge holds after `round` (0: untrained).
-    fn evaluate(&mut self, round: usize, strategy: &dyn TaskUpdateDecision, allocator: Option<&dyn TaskAllocation>) -> anyhow::Result<()> {
+    fn evaluate(
+        &mut self,
+        round: usize,
+        strategy: &dyn TaskUpdateDecision,
+        allocator: Option<&dyn TaskAllocation>,
+    ) -> anyhow::Result<()> {
         let classes = strategy.num_classes();
         for (j, task) in self.tasks.iter().enumerate() {
             self.ctx.work().check_cancelled()?;
@@ -616,15 +786,39 @@ impl Flow<'_> {
                 (_, true, None) => Some(vec![j; n]),
             };
             let probs = strategy.predict_proba(x, alloc.as_deref())?;
-            anyhow::ensure!(probs.len() == n * classes, "the strategy returned {} probabilities for {n} samples of {classes} classes", probs.len());
+            anyhow::ensure!(
+                probs.len() == n * classes,
+                "the strategy returned {} probabilities for {n} samples of {classes} classes",
+                probs.len()
+            );
             for (i, p) in probs.chunks(classes).enumerate() {
-                let prediction = if !self.settings.scenario_class_incremental && !task.classes.is_empty() {
-                    // The best class among the task's own.
-                    task.classes.iter().copied().filter(|&c| (c as usize) < classes).fold((None, f32::NEG_INFINITY), |(b, bv), c| if p[c as usize] > bv { (Some(c), p[c as usize]) } else { (b, bv) }).0.unwrap_or(0)
-                } else {
-                    argmax(p).0 as u32
-                };
-                self.records.push(LifelongRecord::Eval(EvalRecord { after_round: round, task: j, index: i, label: task.test.labels[i], prediction, allocated_task: alloc.as_ref().map(|a| a[i]) }));
+                let prediction =
+                    if !self.settings.scenario_class_incremental && !task.classes.is_empty() {
+                        // The best class among the task's own.
+                        task.classes
+                            .iter()
+                            .copied()
+                            .filter(|&c| (c as usize) < classes)
+                            .fold((None, f32::NEG_INFINITY), |(b, bv), c| {
+                                if p[c as usize] > bv {
+                                    (Some(c), p[c as usize])
+                                } else {
+                                    (b, bv)
+                                }
+                            })
+                            .0
+                            .unwrap_or(0)
+                    } else {
+                        argmax(p).0 as u32
+                    };
+                self.records.push(LifelongRecord::Eval(EvalRecord {
+                    after_round: round,
+                    task: j,
+                    index: i,
+                    label: task.test.labels[i],
+                    prediction,
+                    allocated_task: alloc.as_ref().map(|a| a[i]),
+                }));
             }
         }
         Ok(())
@@ -636,17 +830,44 @@ mod tests {
     use super::*;
 
     fn eval(after_round: usize, task: usize, ok: bool) -> LifelongRecord {
-        LifelongRecord::Eval(EvalRecord { after_round, task, index: 0, label: 1, prediction: if ok { 1 } else { 0 }, allocated_task: None })
+        LifelongRecord::Eval(EvalRecord {
+            after_round,
+            task,
+            index: 0,
+            label: 1,
+            prediction: if ok { 1 } else { 0 },
+            allocated_task: None,
+        })
     }
     fn round(round: usize, task: usize) -> LifelongRecord {
-        LifelongRecord::Round(RoundRecord { round, task, task_name: format!("t{task}"), stream_samples: 0, inferred: 0, uploaded: 0, uplink_bytes: 0, train_seconds: 0.0, trained_samples: 0, models_sent: 0, downlink_model_bytes: 0, downlink_identity_bytes: 0 })
+        LifelongRecord::Round(RoundRecord {
+            round,
+            task,
+            task_name: format!("t{task}"),
+            stream_samples: 0,
+            inferred: 0,
+            uploaded: 0,
+            uplink_bytes: 0,
+            train_seconds: 0.0,
+            trained_samples: 0,
+            models_sent: 0,
+            downlink_model_bytes: 0,
+            downlink_identity_bytes: 0,
+        })
     }
 
     #[test]
     fn matrix_from_records_and_csv() {
         // 2 tasks; task 0 cell after round 1: 2 of 2 right; after round 2: 1 of 2.
         let mut recs = vec![round(1, 0), round(2, 1)];
-        for (r, t, oks) in [(0, 0, [false, false]), (0, 1, [true, false]), (1, 0, [true, true]), (1, 1, [false, false]), (2, 0, [true, false]), (2, 1, [true, true])] {
+        for (r, t, oks) in [
+            (0, 0, [false, false]),
+            (0, 1, [true, false]),
+            (1, 0, [true, true]),
+            (1, 1, [false, false]),
+            (2, 0, [true, false]),
+            (2, 1, [true, true]),
+        ] {
             recs.extend(oks.iter().map(|&ok| eval(r, t, ok)));
         }
         let m = AccuracyMatrix::from_records(&recs).unwrap();
@@ -655,12 +876,24 @@ mod tests {
         assert_eq!(m.to_csv(), "after_round,task 1 (t0),task 2 (t1)\nuntrained,0.0000,0.5000\n1,1.0000,0.0000\n2,0.5000,1.0000\n");
         // A missing cell is an error, not a silent 0.
         recs.retain(|r| !matches!(r, LifelongRecord::Eval(e) if e.after_round == 2 && e.task == 1));
-        assert!(AccuracyMatrix::from_records(&recs).unwrap_err().to_string().contains("task 2"));
+        assert!(AccuracyMatrix::from_records(&recs)
+            .unwrap_err()
+            .to_string()
+            .contains("task 2"));
     }
 
     #[test]
     fn records_round_trip_tagged() {
-        let r = LifelongRecord::Stream(StreamRecord { round: 2, task: 1, index: 7, label: 3, unseen: true, flagged: false, score: Some(0.5), prediction: Some(1) });
+        let r = LifelongRecord::Stream(StreamRecord {
+            round: 2,
+            task: 1,
+            index: 7,
+            label: 3,
+            unseen: true,
+            flagged: false,
+            score: Some(0.5),
+            prediction: Some(1),
+        });
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.starts_with("{\"record\":\"stream\""), "{s}");
         assert_eq!(serde_json::from_str::<LifelongRecord>(&s).unwrap(), r);

@@ -51,7 +51,10 @@ fn records(o: &CaseOutput) -> Result<&[LifelongRecord]> {
     match &o.records {
         Records::Lifelong(r) if !r.is_empty() => Ok(r),
         Records::Lifelong(_) => bail!("no lifelong-learning records"),
-        other => bail!("{:?} records are not lifelong-learning records", other.kind()),
+        other => bail!(
+            "{:?} records are not lifelong-learning records",
+            other.kind()
+        ),
     }
 }
 
@@ -60,22 +63,43 @@ fn matrix(o: &CaseOutput) -> Result<AccuracyMatrix> {
 }
 
 fn rounds(o: &CaseOutput) -> Result<Vec<&RoundRecord>> {
-    let r: Vec<&RoundRecord> = records(o)?.iter().filter_map(|r| if let LifelongRecord::Round(x) = r { Some(x) } else { None }).collect();
+    let r: Vec<&RoundRecord> = records(o)?
+        .iter()
+        .filter_map(|r| {
+            if let LifelongRecord::Round(x) = r {
+                Some(x)
+            } else {
+                None
+            }
+        })
+        .collect();
     ensure!(!r.is_empty(), "no round was recorded");
     Ok(r)
 }
 
-fn stream(o: &CaseOutput) -> Result<Vec<&StreamRecord>> {
-    Ok(records(o)?.iter().filter_map(|r| if let LifelongRecord::Stream(x) = r { Some(x) } else { None }).collect())
+fn stream(o: &CaseOutput) -> Result<impl Iterator<Item = &StreamRecord>> {
+    Ok(records(o)?.iter().filter_map(|r| {
+        if let LifelongRecord::Stream(x) = r {
+            Some(x)
+        } else {
+            None
+        }
+    }))
 }
 
 /// Samples sent to the cloud / samples the edge inferred, over the rounds where the edge had a
 /// model to infer with (round 1 uploads everything by necessity); no `+1` as in Ianvs.
 pub fn samples_transfer_ratio(o: &CaseOutput) -> Result<f64> {
-    let s = stream(o)?;
-    let inferred: Vec<&&StreamRecord> = s.iter().filter(|r| r.prediction.is_some()).collect();
-    ensure!(!inferred.is_empty(), "the edge inferred no sample (a single round uploads everything)");
-    Ok(inferred.iter().filter(|r| r.flagged).count() as f64 / inferred.len() as f64)
+    let (mut inferred, mut sent) = (0usize, 0usize);
+    for r in stream(o)?.filter(|r| r.prediction.is_some()) {
+        inferred += 1;
+        sent += usize::from(r.flagged);
+    }
+    ensure!(
+        inferred > 0,
+        "the edge inferred no sample (a single round uploads everything)"
+    );
+    Ok(sent as f64 / inferred as f64)
 }
 
 /// Confusion counts of unseen-task detection, positives = samples of unknown tasks.
@@ -93,20 +117,26 @@ impl DetectionCounts {
         Ok(a as f64 / b as f64)
     }
     pub fn precision(&self) -> Result<f64> {
-        Self::ratio(self.tp, self.tp + self.fp).map_err(|_| anyhow::anyhow!("the detector flagged no sample"))
+        Self::ratio(self.tp, self.tp + self.fp)
+            .map_err(|_| anyhow::anyhow!("the detector flagged no sample"))
     }
     pub fn recall(&self) -> Result<f64> {
-        Self::ratio(self.tp, self.tp + self.fn_).map_err(|_| anyhow::anyhow!("no sample of an unknown task reached the detector"))
+        Self::ratio(self.tp, self.tp + self.fn_)
+            .map_err(|_| anyhow::anyhow!("no sample of an unknown task reached the detector"))
     }
     pub fn false_positive_rate(&self) -> Result<f64> {
-        Self::ratio(self.fp, self.fp + self.tn).map_err(|_| anyhow::anyhow!("no sample of a known task reached the detector (stream_known_fraction is 0)"))
+        Self::ratio(self.fp, self.fp + self.tn).map_err(|_| {
+            anyhow::anyhow!(
+                "no sample of a known task reached the detector (stream_known_fraction is 0)"
+            )
+        })
     }
 }
 
 /// Counts over the samples the detector judged (every round after the first).
-pub fn detection_counts(s: &[&StreamRecord]) -> DetectionCounts {
+pub fn detection_counts<'a>(s: impl IntoIterator<Item = &'a StreamRecord>) -> DetectionCounts {
     let mut c = DetectionCounts::default();
-    for r in s.iter().filter(|r| r.prediction.is_some()) {
+    for r in s.into_iter().filter(|r| r.prediction.is_some()) {
         match (r.unseen, r.flagged) {
             (true, true) => c.tp += 1,
             (false, true) => c.fp += 1,
@@ -118,12 +148,22 @@ pub fn detection_counts(s: &[&StreamRecord]) -> DetectionCounts {
 }
 
 fn detection(o: &CaseOutput) -> Result<DetectionCounts> {
-    Ok(detection_counts(&stream(o)?))
+    Ok(detection_counts(stream(o)?))
 }
 
 fn allocation_accuracy(o: &CaseOutput) -> Result<f64> {
     let recs = records(o)?;
-    let last = recs.iter().filter_map(|r| if let LifelongRecord::Eval(e) = r { Some(e.after_round) } else { None }).max().unwrap_or(0);
+    let last = recs
+        .iter()
+        .filter_map(|r| {
+            if let LifelongRecord::Eval(e) = r {
+                Some(e.after_round)
+            } else {
+                None
+            }
+        })
+        .max()
+        .unwrap_or(0);
     let (mut ok, mut n) = (0usize, 0usize);
     for r in recs {
         if let LifelongRecord::Eval(e) = r {
@@ -133,7 +173,10 @@ fn allocation_accuracy(o: &CaseOutput) -> Result<f64> {
             }
         }
     }
-    ensure!(n > 0, "the strategy keeps one model for every task, so samples are not allocated");
+    ensure!(
+        n > 0,
+        "the strategy keeps one model for every task, so samples are not allocated"
+    );
     Ok(ok as f64 / n as f64)
 }
 
@@ -141,7 +184,10 @@ fn allocation_accuracy(o: &CaseOutput) -> Result<f64> {
 
 fn square(r: &[Vec<f64>]) -> Result<usize> {
     let t = r.len();
-    ensure!(t > 0 && r.iter().all(|row| row.len() == t), "the accuracy matrix must be T×T with T ≥ 1");
+    ensure!(
+        t > 0 && r.iter().all(|row| row.len() == t),
+        "the accuracy matrix must be T×T with T ≥ 1"
+    );
     Ok(t)
 }
 
@@ -163,18 +209,37 @@ pub fn learning_accuracy(r: &[Vec<f64>]) -> Result<f64> {
 
 pub fn bwt(r: &[Vec<f64>]) -> Result<f64> {
     let t = at_least_two(r)?;
-    Ok(mean(&(0..t - 1).map(|j| r[t - 1][j] - r[j][j]).collect::<Vec<_>>()))
+    Ok(mean(
+        &(0..t - 1)
+            .map(|j| r[t - 1][j] - r[j][j])
+            .collect::<Vec<_>>(),
+    ))
 }
 
 pub fn fwt(r: &[Vec<f64>], b: &[f64]) -> Result<f64> {
     let t = at_least_two(r)?;
-    ensure!(b.len() == t, "the untrained accuracies b have {} entries for {t} tasks", b.len());
-    Ok(mean(&(1..t).map(|j| r[j - 1][j] - b[j]).collect::<Vec<_>>()))
+    ensure!(
+        b.len() == t,
+        "the untrained accuracies b have {} entries for {t} tasks",
+        b.len()
+    );
+    Ok(mean(
+        &(1..t).map(|j| r[j - 1][j] - b[j]).collect::<Vec<_>>(),
+    ))
 }
 
 pub fn forgetting(r: &[Vec<f64>]) -> Result<f64> {
     let t = at_least_two(r)?;
-    Ok(mean(&(0..t - 1).map(|j| (0..t - 1).map(|l| r[l][j]).fold(f64::NEG_INFINITY, f64::max) - r[t - 1][j]).collect::<Vec<_>>()))
+    Ok(mean(
+        &(0..t - 1)
+            .map(|j| {
+                (0..t - 1)
+                    .map(|l| r[l][j])
+                    .fold(f64::NEG_INFINITY, f64::max)
+                    - r[t - 1][j]
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Ianvs's BWT on our matrix in Ianvs's layout: `M[i][j] = r[i][j + 1]` (T rows, T−1 columns:
@@ -211,7 +276,11 @@ mod tests {
 
     /// A 3-task matrix with forgetting, a late recovery, and some forward transfer.
     fn r3() -> Vec<Vec<f64>> {
-        vec![vec![0.9, 0.2, 0.1], vec![0.6, 0.8, 0.3], vec![0.7, 0.5, 0.95]]
+        vec![
+            vec![0.9, 0.2, 0.1],
+            vec![0.6, 0.8, 0.3],
+            vec![0.7, 0.5, 0.95],
+        ]
     }
 
     #[test]
@@ -234,7 +303,11 @@ mod tests {
     fn forgetting_and_bwt_differ_when_a_task_peaks_late() {
         // Task 1 learnt to 0.5, improves to 0.9 when task 2 arrives, ends at 0.6: BWT sees a
         // gain (+0.1), forgetting sees the drop from the peak (0.3).
-        let r = vec![vec![0.5, 0.0, 0.0], vec![0.9, 0.9, 0.0], vec![0.6, 0.9, 0.9]];
+        let r = vec![
+            vec![0.5, 0.0, 0.0],
+            vec![0.9, 0.9, 0.0],
+            vec![0.6, 0.9, 0.9],
+        ];
         close(bwt(&r).unwrap(), (0.1 + 0.0) / 2.0);
         close(forgetting(&r).unwrap(), (0.3 + 0.0) / 2.0);
     }
@@ -255,18 +328,44 @@ mod tests {
     fn undefined_cases_are_errors_not_numbers() {
         let one = vec![vec![0.9]];
         close(average_accuracy(&one).unwrap(), 0.9);
-        assert!(bwt(&one).unwrap_err().to_string().contains("at least 2 tasks"));
+        assert!(bwt(&one)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 2 tasks"));
         assert!(fwt(&r3(), &[0.1]).is_err());
         assert!(bwt(&[vec![0.1, 0.2]]).is_err());
     }
 
     #[test]
     fn detection_counts_use_judged_samples_only() {
-        let mk = |unseen, flagged, judged: bool| StreamRecord { round: 2, task: 0, index: 0, label: 0, unseen, flagged, score: None, prediction: judged.then_some(0) };
-        let s = [mk(true, true, true), mk(true, false, true), mk(false, true, true), mk(false, false, true), mk(false, false, true), mk(true, true, false)];
-        let refs: Vec<&StreamRecord> = s.iter().collect();
-        let c = detection_counts(&refs);
-        assert_eq!(c, DetectionCounts { tp: 1, fp: 1, fn_: 1, tn: 2 });
+        let mk = |unseen, flagged, judged: bool| StreamRecord {
+            round: 2,
+            task: 0,
+            index: 0,
+            label: 0,
+            unseen,
+            flagged,
+            score: None,
+            prediction: judged.then_some(0),
+        };
+        let s = [
+            mk(true, true, true),
+            mk(true, false, true),
+            mk(false, true, true),
+            mk(false, false, true),
+            mk(false, false, true),
+            mk(true, true, false),
+        ];
+        let c = detection_counts(&s);
+        assert_eq!(
+            c,
+            DetectionCounts {
+                tp: 1,
+                fp: 1,
+                fn_: 1,
+                tn: 2
+            }
+        );
         close(c.precision().unwrap(), 0.5);
         close(c.recall().unwrap(), 0.5);
         close(c.false_positive_rate().unwrap(), 1.0 / 3.0);

@@ -20,30 +20,46 @@ fn dim(ctx: &BuildContext) -> usize {
     c * h * w
 }
 
-fn prototype_hps() -> Vec<HpSpec> {
+/// Prototype hyperparameters; detection and allocation differ only in their defaults.
+fn prototype_hps(subspace_dim: i64) -> Vec<HpSpec> {
     vec![
         HpSpec::new("prototypes_per_class", HpKind::Int { min: 1, max: 1024 }, json!(1), "prototypes (k-means centres) kept for each class of a task"),
-        HpSpec::new("subspace_dim", HpKind::Int { min: 0, max: 256 }, json!(20), "principal directions kept with each centre; the distance is measured off that subspace (0: to the centre itself)"),
+        HpSpec::new("subspace_dim", HpKind::Int { min: 0, max: 256 }, json!(subspace_dim), "principal directions kept with each centre; the distance is measured off that subspace (0: to the centre itself)"),
         HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds k-means and the principal directions (default: the job seed)"),
     ]
 }
 
 fn prototype_config(hps: &Hyperparameters, quantile: f64) -> anyhow::Result<PrototypeConfig> {
-    Ok(PrototypeConfig { per_class: hps.usize("prototypes_per_class")?, subspace_dim: hps.usize("subspace_dim")?, quantile, seed: hps.u64("seed")? })
+    Ok(PrototypeConfig {
+        per_class: hps.usize("prototypes_per_class")?,
+        subspace_dim: hps.usize("subspace_dim")?,
+        quantile,
+        seed: hps.u64("seed")?,
+    })
 }
 
 // ---- Confidence -----------------------------------------------------------------------------
 
 pub fn confidence_hps() -> Vec<HpSpec> {
-    vec![HpSpec::new("threshold", HpKind::Float { min: 0.0, max: 1.0 }, json!(0.9), "unseen iff the edge model's top class probability is below this")]
+    vec![HpSpec::new(
+        "threshold",
+        HpKind::Float { min: 0.0, max: 1.0 },
+        json!(0.9),
+        "unseen iff the edge model's top class probability is below this",
+    )]
 }
 
 pub struct Confidence {
     threshold: f32,
 }
 
-pub fn build_confidence(hps: &Hyperparameters, _: &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
-    Ok(Box::new(Confidence { threshold: hps.float("threshold")? as f32 }))
+pub fn build_confidence(
+    hps: &Hyperparameters,
+    _: &BuildContext,
+) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
+    Ok(Box::new(Confidence {
+        threshold: hps.float("threshold")? as f32,
+    }))
 }
 
 impl UnseenTaskDetect for Confidence {
@@ -51,13 +67,20 @@ impl UnseenTaskDetect for Confidence {
         Ok(0)
     }
     fn detect(&self, input: &DetectInput) -> anyhow::Result<Vec<Detection>> {
-        anyhow::ensure!(input.num_classes > 0 && input.probs.len() == input.truth.len() * input.num_classes, "expected {} class probabilities per sample", input.num_classes);
+        anyhow::ensure!(
+            input.num_classes > 0 && input.probs.len() == input.truth.len() * input.num_classes,
+            "expected {} class probabilities per sample",
+            input.num_classes
+        );
         Ok(input
             .probs
             .chunks(input.num_classes)
             .map(|p| {
                 let top = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                Detection { unseen: top < self.threshold, score: 1.0 - top }
+                Detection {
+                    unseen: top < self.threshold,
+                    score: 1.0 - top,
+                }
             })
             .collect())
     }
@@ -66,9 +89,30 @@ impl UnseenTaskDetect for Confidence {
 // ---- PrototypeDistance ----------------------------------------------------------------------
 
 pub fn prototype_distance_hps() -> Vec<HpSpec> {
-    let mut v = prototype_hps();
-    v.insert(2, HpSpec::new("quantile", HpKind::Float { min: 0.5, max: 1.0 }, json!(0.95), "a centre's radius: this quantile of the distances of the samples it holds"));
-    v.insert(3, HpSpec::new("margin", HpKind::Float { min: 0.01, max: 100.0 }, json!(1.0), "unseen iff the distance to every centre exceeds margin × its radius"));
+    // Class means alone cannot tell an unseen digit from a known one once several classes are
+    // known; the principal directions of each class can, far better (see `prototypes.rs`).
+    let mut v = prototype_hps(30);
+    v.insert(
+        2,
+        HpSpec::new(
+            "quantile",
+            HpKind::Float { min: 0.5, max: 1.0 },
+            json!(0.9),
+            "a prototype's radius: this quantile of the distances of held-out samples of its class",
+        ),
+    );
+    v.insert(
+        3,
+        HpSpec::new(
+            "margin",
+            HpKind::Float {
+                min: 0.01,
+                max: 100.0,
+            },
+            json!(1.0),
+            "unseen iff the distance to every centre exceeds margin × its radius",
+        ),
+    );
     v
 }
 
@@ -77,8 +121,14 @@ pub struct PrototypeDistance {
     margin: f32,
 }
 
-pub fn build_prototype_distance(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
-    Ok(Box::new(PrototypeDistance { protos: Prototypes::new(dim(ctx), prototype_config(hps, hps.float("quantile")?)?), margin: hps.float("margin")? as f32 }))
+pub fn build_prototype_distance(
+    hps: &Hyperparameters,
+    ctx: &BuildContext,
+) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
+    Ok(Box::new(PrototypeDistance {
+        protos: Prototypes::new(dim(ctx), prototype_config(hps, hps.float("quantile")?)?),
+        margin: hps.float("margin")? as f32,
+    }))
 }
 
 impl UnseenTaskDetect for PrototypeDistance {
@@ -87,9 +137,23 @@ impl UnseenTaskDetect for PrototypeDistance {
     }
     fn detect(&self, input: &DetectInput) -> anyhow::Result<Vec<Detection>> {
         if self.protos.is_empty() {
-            return Ok(vec![Detection { unseen: true, score: f32::INFINITY }; input.truth.len()]);
+            return Ok(vec![
+                Detection {
+                    unseen: true,
+                    score: f32::INFINITY
+                };
+                input.truth.len()
+            ]);
         }
-        Ok(self.protos.nearest(input.x)?.into_iter().map(|n| Detection { unseen: n.ratio > self.margin, score: n.ratio }).collect())
+        Ok(self
+            .protos
+            .nearest(input.x)?
+            .into_iter()
+            .map(|n| Detection {
+                unseen: n.ratio > self.margin,
+                score: n.ratio,
+            })
+            .collect())
     }
 }
 
@@ -98,7 +162,10 @@ impl UnseenTaskDetect for PrototypeDistance {
 /// Knows which samples belong to unknown tasks: the upper bound of any detector.
 pub struct OracleDetect;
 
-pub fn build_oracle_detect(_: &Hyperparameters, _: &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
+pub fn build_oracle_detect(
+    _: &Hyperparameters,
+    _: &BuildContext,
+) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
     Ok(Box::new(OracleDetect))
 }
 
@@ -107,14 +174,24 @@ impl UnseenTaskDetect for OracleDetect {
         Ok(0)
     }
     fn detect(&self, input: &DetectInput) -> anyhow::Result<Vec<Detection>> {
-        Ok(input.truth.iter().map(|&u| Detection { unseen: u, score: if u { 1.0 } else { 0.0 } }).collect())
+        Ok(input
+            .truth
+            .iter()
+            .map(|&u| Detection {
+                unseen: u,
+                score: if u { 1.0 } else { 0.0 },
+            })
+            .collect())
     }
 }
 
 /// Flags everything: the whole stream goes to the cloud (transfer ratio 1).
 pub struct UploadAll;
 
-pub fn build_upload_all(_: &Hyperparameters, _: &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
+pub fn build_upload_all(
+    _: &Hyperparameters,
+    _: &BuildContext,
+) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
     Ok(Box::new(UploadAll))
 }
 
@@ -123,14 +200,21 @@ impl UnseenTaskDetect for UploadAll {
         Ok(0)
     }
     fn detect(&self, input: &DetectInput) -> anyhow::Result<Vec<Detection>> {
-        Ok(vec![Detection { unseen: true, score: 1.0 }; input.truth.len()])
+        Ok(vec![
+            Detection {
+                unseen: true,
+                score: 1.0
+            };
+            input.truth.len()
+        ])
     }
 }
 
 // ---- Task allocation ------------------------------------------------------------------------
 
 pub fn nearest_prototype_hps() -> Vec<HpSpec> {
-    prototype_hps()
+    // The classic rule by default: the nearest class mean.
+    prototype_hps(0)
 }
 
 /// Allocates each sample to the task of its nearest prototype.
@@ -138,9 +222,14 @@ pub struct NearestPrototype {
     protos: Prototypes,
 }
 
-pub fn build_nearest_prototype(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn TaskAllocation>> {
+pub fn build_nearest_prototype(
+    hps: &Hyperparameters,
+    ctx: &BuildContext,
+) -> anyhow::Result<Box<dyn TaskAllocation>> {
     // The radius quantile only matters for detection.
-    Ok(Box::new(NearestPrototype { protos: Prototypes::new(dim(ctx), prototype_config(hps, 0.95)?) }))
+    Ok(Box::new(NearestPrototype {
+        protos: Prototypes::new(dim(ctx), prototype_config(hps, 0.95)?),
+    }))
 }
 
 impl TaskAllocation for NearestPrototype {
@@ -148,7 +237,12 @@ impl TaskAllocation for NearestPrototype {
         self.protos.learn(task, samples)
     }
     fn allocate(&self, x: &[f32], _: usize, _: &[usize]) -> anyhow::Result<Vec<usize>> {
-        Ok(self.protos.nearest(x)?.into_iter().map(|n| n.task).collect())
+        Ok(self
+            .protos
+            .nearest(x)?
+            .into_iter()
+            .map(|n| n.task)
+            .collect())
     }
 }
 
@@ -156,7 +250,10 @@ impl TaskAllocation for NearestPrototype {
 /// it from metadata): the upper bound of allocation.
 pub struct Origin;
 
-pub fn build_origin(_: &Hyperparameters, _: &BuildContext) -> anyhow::Result<Box<dyn TaskAllocation>> {
+pub fn build_origin(
+    _: &Hyperparameters,
+    _: &BuildContext,
+) -> anyhow::Result<Box<dyn TaskAllocation>> {
     Ok(Box::new(Origin))
 }
 
@@ -165,7 +262,10 @@ impl TaskAllocation for Origin {
         Ok(0)
     }
     fn allocate(&self, x: &[f32], dim: usize, truth: &[usize]) -> anyhow::Result<Vec<usize>> {
-        anyhow::ensure!(dim > 0 && x.len() == truth.len() * dim, "allocation input and truth disagree on the number of samples");
+        anyhow::ensure!(
+            dim > 0 && x.len() == truth.len() * dim,
+            "allocation input and truth disagree on the number of samples"
+        );
         Ok(truth.to_vec())
     }
 }
@@ -178,22 +278,53 @@ mod tests {
     fn confidence_flags_low_top_probability() {
         let d = Confidence { threshold: 0.8 };
         let probs = [0.9, 0.1, 0.6, 0.4];
-        let out = d.detect(&DetectInput { x: &[0.0, 0.0], dim: 1, probs: &probs, num_classes: 2, truth: &[false, false] }).unwrap();
-        assert_eq!(out.iter().map(|d| d.unseen).collect::<Vec<_>>(), [false, true]);
+        let out = d
+            .detect(&DetectInput {
+                x: &[0.0, 0.0],
+                dim: 1,
+                probs: &probs,
+                num_classes: 2,
+                truth: &[false, false],
+            })
+            .unwrap();
+        assert_eq!(
+            out.iter().map(|d| d.unseen).collect::<Vec<_>>(),
+            [false, true]
+        );
         assert!((out[1].score - 0.4).abs() < 1e-6);
     }
 
     #[test]
     fn prototype_distance_flags_everything_before_learning() {
-        let ctx = BuildContext { input_shape: (1, 1, 2), num_classes: 2, seed: 0 };
+        let ctx = BuildContext {
+            input_shape: (1, 1, 2),
+            num_classes: 2,
+            seed: 0,
+        };
         let h: Hyperparameters = serde_json::from_value(json!({"prototypes_per_class": 1, "subspace_dim": 0, "quantile": 0.95, "margin": 1.0, "seed": 0})).unwrap();
         let mut d = build_prototype_distance(&h, &ctx).unwrap();
-        let input = DetectInput { x: &[0.0, 0.0], dim: 2, probs: &[0.5, 0.5], num_classes: 2, truth: &[false] };
+        let input = DetectInput {
+            x: &[0.0, 0.0],
+            dim: 2,
+            probs: &[0.5, 0.5],
+            num_classes: 2,
+            truth: &[false],
+        };
         assert!(d.detect(&input).unwrap()[0].unseen);
-        let known = Dataset { dim: 2, features: vec![0.0, 0.0, 0.1, 0.0, 0.0, 0.1, 0.1, 0.1, 0.05, 0.05, 0.0, 0.05], labels: vec![0; 6], ..Default::default() };
+        let known = Dataset {
+            dim: 2,
+            features: vec![
+                0.0, 0.0, 0.1, 0.0, 0.0, 0.1, 0.1, 0.1, 0.05, 0.05, 0.0, 0.05,
+            ],
+            labels: vec![0; 6],
+            ..Default::default()
+        };
         assert!(d.learn(0, &known).unwrap() > 0);
         assert!(!d.detect(&input).unwrap()[0].unseen);
-        let far = DetectInput { x: &[5.0, 5.0], ..input };
+        let far = DetectInput {
+            x: &[5.0, 5.0],
+            ..input
+        };
         assert!(d.detect(&far).unwrap()[0].unseen);
     }
 }

@@ -26,6 +26,10 @@ const KMEANS_ITERS: usize = 15;
 const PCA_ITERS: usize = 15;
 /// Below this many members a prototype's own quantile is noise: it takes its class's radius.
 const MIN_MEMBERS_FOR_RADIUS: usize = 5;
+/// A known task's prototypes are refit (and sent to the edge again) only once its samples have
+/// grown by this share since the last fit: a handful of known-task samples flagged by mistake
+/// does not change what identifies the task, and is not worth a download.
+const REFIT_GROWTH: f64 = 0.25;
 
 /// How prototypes are built.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,11 +91,22 @@ pub struct Prototypes {
     tasks: BTreeMap<usize, Vec<Prototype>>,
     /// Every sample the cloud received, per task (the knowledge base's store).
     store: BTreeMap<usize, Dataset>,
+    /// Samples each task's prototypes were last fit on.
+    fitted_on: BTreeMap<usize, usize>,
 }
 
 impl Prototypes {
     pub fn new(dim: usize, cfg: PrototypeConfig) -> Self {
-        Self { dim, cfg: PrototypeConfig { per_class: cfg.per_class.max(1), ..cfg }, tasks: BTreeMap::new(), store: BTreeMap::new() }
+        Self {
+            dim,
+            cfg: PrototypeConfig {
+                per_class: cfg.per_class.max(1),
+                ..cfg
+            },
+            tasks: BTreeMap::new(),
+            store: BTreeMap::new(),
+            fitted_on: BTreeMap::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -102,19 +117,44 @@ impl Prototypes {
         self.tasks.values().map(Vec::len).sum()
     }
 
-    /// Adds samples of `task` and refits its prototypes. Returns the bytes of the task's new
-    /// identification (centres, directions and radii as f32) that the edge must receive.
+    /// Adds samples of `task` and refits its prototypes when the task is new or its samples grew
+    /// by a quarter since the last fit. Returns the bytes of the task's new identification
+    /// (centres, directions and radii as f32) that the edge must receive (0 when not refit).
     pub fn learn(&mut self, task: usize, samples: &Dataset) -> anyhow::Result<usize> {
-        anyhow::ensure!(samples.dim == self.dim, "samples have {} features, prototypes expect {}", samples.dim, self.dim);
+        anyhow::ensure!(
+            samples.dim == self.dim,
+            "samples have {} features, prototypes expect {}",
+            samples.dim,
+            self.dim
+        );
         if samples.is_empty() {
             return Ok(0);
         }
         let (dim, cfg) = (self.dim, self.cfg);
-        let store = self.store.entry(task).or_insert_with(|| Dataset { dim, ..Default::default() });
+        let store = self.store.entry(task).or_insert_with(|| Dataset {
+            dim,
+            ..Default::default()
+        });
         store.features.extend_from_slice(&samples.features);
         store.labels.extend_from_slice(&samples.labels);
-        let fitted = fit(store, PrototypeConfig { seed: cfg.seed ^ ((task as u64) << 32), ..cfg })?;
-        let bytes = fitted.iter().map(Prototype::floats).sum::<usize>() * std::mem::size_of::<f32>();
+        let n = store.len();
+        if self
+            .fitted_on
+            .get(&task)
+            .is_some_and(|&f| (n as f64) < f as f64 * (1.0 + REFIT_GROWTH))
+        {
+            return Ok(0);
+        }
+        self.fitted_on.insert(task, n);
+        let fitted = fit(
+            store,
+            PrototypeConfig {
+                seed: cfg.seed ^ ((task as u64) << 32),
+                ..cfg
+            },
+        )?;
+        let bytes =
+            fitted.iter().map(Prototype::floats).sum::<usize>() * std::mem::size_of::<f32>();
         self.tasks.insert(task, fitted);
         Ok(bytes)
     }
@@ -123,9 +163,20 @@ impl Prototypes {
     /// distance-to-radius ratio. Errors when no task is known.
     pub fn nearest(&self, x: &[f32]) -> anyhow::Result<Vec<Nearest>> {
         anyhow::ensure!(!self.tasks.is_empty(), "no task is known yet");
-        anyhow::ensure!(x.len() % self.dim == 0, "input is not whole samples of {} values", self.dim);
+        anyhow::ensure!(
+            x.len() % self.dim == 0,
+            "input is not whole samples of {} values",
+            self.dim
+        );
         let n = x.len() / self.dim;
-        let mut out = vec![Nearest { task: 0, distance: f32::INFINITY, ratio: f32::INFINITY }; n];
+        let mut out = vec![
+            Nearest {
+                task: 0,
+                distance: f32::INFINITY,
+                ratio: f32::INFINITY
+            };
+            n
+        ];
         if n == 0 {
             return Ok(out);
         }
@@ -161,20 +212,36 @@ fn fit(data: &Dataset, cfg: PrototypeConfig) -> anyhow::Result<Vec<Prototype>> {
     let dev = Device::Cpu;
     let mut out = Vec::new();
     for (class, idx) in by_class {
-        let x: Vec<f32> = idx.iter().flat_map(|&i| data.x(i).iter().copied()).collect();
+        let x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| data.x(i).iter().copied())
+            .collect();
         let seed = cfg.seed ^ u64::from(class);
         let (_, assign, _) = kmeans(&x, dim, cfg.per_class.min(idx.len()), seed)?;
         let k = assign.iter().max().map_or(0, |m| m + 1);
         let mut protos = Vec::with_capacity(k);
         let mut held_out: Vec<Vec<f32>> = Vec::with_capacity(k);
         for c in 0..k {
-            let members: Vec<usize> = assign.iter().enumerate().filter(|(_, &a)| a == c).map(|(i, _)| i).collect();
+            let members: Vec<usize> = assign
+                .iter()
+                .enumerate()
+                .filter(|(_, &a)| a == c)
+                .map(|(i, _)| i)
+                .collect();
             if members.is_empty() {
                 continue;
             }
             let split = members.len() >= 2 * MIN_MEMBERS_FOR_RADIUS;
-            let (fit_on, calibrate_on): (Vec<usize>, Vec<usize>) = if split { members.iter().partition(|&&i| i % 2 == 0) } else { (members.clone(), members.clone()) };
-            let rows = |ids: &[usize]| -> Vec<f32> { ids.iter().flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied()).collect() };
+            let (fit_on, calibrate_on): (Vec<usize>, Vec<usize>) = if split {
+                members.iter().partition(|&&i| i % 2 == 0)
+            } else {
+                (members.clone(), members.clone())
+            };
+            let rows = |ids: &[usize]| -> Vec<f32> {
+                ids.iter()
+                    .flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied())
+                    .collect()
+            };
             let fx = rows(&fit_on);
             let m = fit_on.len();
             let mut centre = vec![0f64; dim];
@@ -183,21 +250,37 @@ fn fit(data: &Dataset, cfg: PrototypeConfig) -> anyhow::Result<Vec<Prototype>> {
                     *a += f64::from(v);
                 }
             }
-            let mut p = Prototype { centre: centre.iter().map(|v| (v / m as f64) as f32).collect(), basis: Vec::new(), radius: 1.0 };
+            let mut p = Prototype {
+                centre: centre.iter().map(|v| (v / m as f64) as f32).collect(),
+                basis: Vec::new(),
+                radius: 1.0,
+            };
             let kdim = cfg.subspace_dim.min(m.saturating_sub(1));
             if kdim > 0 {
                 let ft = Tensor::from_slice(&fx, (m, dim), &dev)?;
                 let centred = ft.broadcast_sub(&Tensor::from_slice(&p.centre, (1, dim), &dev)?)?;
-                p.basis = principal_directions(&centred, kdim, seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))?;
+                p.basis = principal_directions(
+                    &centred,
+                    kdim,
+                    seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                )?;
             }
             let cx = rows(&calibrate_on);
-            held_out.push(p.distances(&Tensor::from_slice(&cx, (calibrate_on.len(), dim), &dev)?)?);
+            held_out.push(p.distances(&Tensor::from_slice(
+                &cx,
+                (calibrate_on.len(), dim),
+                &dev,
+            )?)?);
             protos.push(p);
         }
         let all: Vec<f32> = held_out.iter().flatten().copied().collect();
         let class_radius = quantile(&all, cfg.quantile);
         for (p, d) in protos.iter_mut().zip(&held_out) {
-            let r = if d.len() >= MIN_MEMBERS_FOR_RADIUS { quantile(d, cfg.quantile) } else { class_radius };
+            let r = if d.len() >= MIN_MEMBERS_FOR_RADIUS {
+                quantile(d, cfg.quantile)
+            } else {
+                class_radius
+            };
             p.radius = if r.is_finite() { r.max(1e-6) } else { 1e-6 };
         }
         out.extend(protos);
@@ -210,46 +293,87 @@ fn fit(data: &Dataset, cfg: PrototypeConfig) -> anyhow::Result<Vec<Prototype>> {
 pub fn principal_directions(v: &Tensor, k: usize, seed: u64) -> anyhow::Result<Vec<f32>> {
     let (_, dim) = v.dims2()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut q: Vec<f32> = (0..k * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    orthonormalise(&mut q, dim);
+    let start: Vec<f32> = (0..k * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let mut q = orthonormalise(&Tensor::from_slice(&start, (k, dim), v.device())?)?;
     for _ in 0..PCA_ITERS {
-        let kq = q.len() / dim;
-        if kq == 0 {
+        if q.dim(0)? == 0 {
             break;
         }
-        let qt = Tensor::from_slice(&q, (kq, dim), v.device())?;
-        q = v.matmul(&qt.t()?)?.t()?.matmul(v)?.flatten_all()?.to_vec1::<f32>()?;
-        orthonormalise(&mut q, dim);
+        q = orthonormalise(&q.matmul(&v.t()?)?.matmul(v)?)?;
     }
-    Ok(q)
+    Ok(q.flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// Modified Gram–Schmidt on the rows of `q` (`[k, dim]`); rows that are (numerically) in the
-/// span of earlier ones are dropped.
-fn orthonormalise(q: &mut Vec<f32>, dim: usize) {
-    let k = q.len() / dim;
-    let mut out: Vec<f32> = Vec::with_capacity(q.len());
-    for i in 0..k {
-        let mut r: Vec<f64> = q[i * dim..(i + 1) * dim].iter().map(|&v| f64::from(v)).collect();
-        let before = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-        for b in out.chunks(dim) {
-            let d: f64 = r.iter().zip(b).map(|(a, &c)| a * f64::from(c)).sum();
-            for (a, &c) in r.iter_mut().zip(b) {
-                *a -= d * f64::from(c);
+/// Orthonormal rows spanning the rows of `b` (`[k, dim]`), in order; rows (numerically) in the
+/// span of earlier ones are dropped. Cholesky QR, twice (CholQR2, Fukaya et al. 2014): the k×k
+/// Gram matrix is factored in f64 on the host, the `[k, dim]` work stays in candle matmuls.
+fn orthonormalise(b: &Tensor) -> anyhow::Result<Tensor> {
+    let once = |b: &Tensor| -> anyhow::Result<Tensor> {
+        let k = b.dim(0)?;
+        if k == 0 {
+            return Ok(b.clone());
+        }
+        // Unit rows first: the span is the same and the Gram matrix is far better conditioned
+        // when the rows' lengths differ by orders of magnitude (power iteration scales them by
+        // the eigenvalues).
+        let b = &b.broadcast_div(&b.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-30f32, f32::MAX)?)?;
+        let g: Vec<f64> = b
+            .matmul(&b.t()?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        // Cholesky of the Gram matrix over the rows kept so far: a row whose pivot (its norm left
+        // after removing the earlier rows) is negligible is dependent and is dropped.
+        let mut kept: Vec<usize> = Vec::with_capacity(k);
+        let mut l: Vec<Vec<f64>> = Vec::with_capacity(k); // row a of L over the kept columns
+        for i in 0..k {
+            let mut row = Vec::with_capacity(kept.len() + 1);
+            for (a, &j) in kept.iter().enumerate() {
+                let s: f64 = (0..a).map(|c| row[c] * l[a][c]).sum();
+                row.push((g[i * k + j] - s) / l[a][a]);
+            }
+            let pivot = g[i * k + i] - row.iter().map(|x| x * x).sum::<f64>();
+            if pivot > 1e-10 * g[i * k + i].max(f64::MIN_POSITIVE) && pivot > 0.0 {
+                row.push(pivot.sqrt());
+                l.push(row);
+                kept.push(i);
             }
         }
-        let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if norm > 1e-6 * before.max(1e-30) && norm > 1e-12 {
-            out.extend(r.iter().map(|v| (v / norm) as f32));
+        let n = kept.len();
+        // Q = L⁻¹ · B[kept]: invert the small triangle on the host, multiply in candle.
+        let mut inv = vec![0f64; n * n];
+        for c in 0..n {
+            for r in c..n {
+                let s: f64 = (c..r).map(|t| l[r][t] * inv[t * n + c]).sum();
+                inv[r * n + c] = if r == c { 1.0 / l[r][r] } else { -s / l[r][r] };
+            }
         }
-    }
-    *q = out;
+        let inv = Tensor::from_vec(
+            inv.into_iter().map(|x| x as f32).collect::<Vec<f32>>(),
+            (n, n),
+            b.device(),
+        )?;
+        let idx = Tensor::from_vec(
+            kept.iter().map(|&i| i as u32).collect::<Vec<u32>>(),
+            n,
+            b.device(),
+        )?;
+        Ok(inv.matmul(&b.index_select(&idx, 0)?)?)
+    };
+    once(&once(b)?)
 }
 
 /// Euclidean distances `[n, m]` (row-major) between the rows of `x` (`[n, dim]`) and of
 /// `c` (`[m, dim]`), via `|x|² + |c|² − 2·x·cᵀ` on candle's matmul.
 pub fn distances(x: &[f32], c: &[f32], dim: usize) -> anyhow::Result<Vec<f32>> {
-    anyhow::ensure!(dim > 0 && x.len() % dim == 0 && c.len() % dim == 0, "distance inputs are not whole samples of {dim} values");
+    anyhow::ensure!(
+        dim > 0 && x.len() % dim == 0 && c.len() % dim == 0,
+        "distance inputs are not whole samples of {dim} values"
+    );
     let (n, m) = (x.len() / dim, c.len() / dim);
     if n == 0 || m == 0 {
         return Ok(Vec::new());
@@ -262,14 +386,26 @@ pub fn distances(x: &[f32], c: &[f32], dim: usize) -> anyhow::Result<Vec<f32>> {
     let xc = xt.matmul(&ct.t()?)?; // [n, m]
     let d2 = xx.broadcast_add(&cc)?.broadcast_sub(&(xc * 2.0)?)?;
     // Rounding can leave tiny negatives where a sample sits on a centre.
-    Ok(d2.clamp(0f32, f32::MAX)?.sqrt()?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(d2
+        .clamp(0f32, f32::MAX)?
+        .sqrt()?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 /// k-means of the rows of `x`: (centres `[k, dim]`, each row's centre, each row's distance to
 /// it). k-means++ seeding from a seeded `ChaCha8Rng`, so the result is reproducible.
-pub fn kmeans(x: &[f32], dim: usize, k: usize, seed: u64) -> anyhow::Result<(Vec<f32>, Vec<usize>, Vec<f32>)> {
+pub fn kmeans(
+    x: &[f32],
+    dim: usize,
+    k: usize,
+    seed: u64,
+) -> anyhow::Result<(Vec<f32>, Vec<usize>, Vec<f32>)> {
     let n = x.len() / dim;
-    anyhow::ensure!(n > 0 && k > 0 && k <= n, "k-means needs 1 ≤ k ≤ samples (k = {k}, {n} samples)");
+    anyhow::ensure!(
+        n > 0 && k > 0 && k <= n,
+        "k-means needs 1 ≤ k ≤ samples (k = {k}, {n} samples)"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let row = |i: usize| &x[i * dim..(i + 1) * dim];
     // k-means++: each new centre is a sample drawn with probability ∝ squared distance to the
@@ -280,11 +416,12 @@ pub fn kmeans(x: &[f32], dim: usize, k: usize, seed: u64) -> anyhow::Result<(Vec
         let total: f64 = d2.iter().map(|&v| f64::from(v)).sum();
         let pick = if total > 0.0 {
             let mut u = rng.random::<f64>() * total;
-            d2.iter().position(|&v| {
-                u -= f64::from(v);
-                u <= 0.0
-            })
-            .unwrap_or(n - 1)
+            d2.iter()
+                .position(|&v| {
+                    u -= f64::from(v);
+                    u <= 0.0
+                })
+                .unwrap_or(n - 1)
         } else {
             rng.random_range(0..n)
         };
@@ -301,7 +438,13 @@ pub fn kmeans(x: &[f32], dim: usize, k: usize, seed: u64) -> anyhow::Result<(Vec
         let d = distances(x, &centres, dim)?;
         let mut changed = false;
         for (i, r) in d.chunks(k).enumerate() {
-            let (best, bd) = r.iter().enumerate().fold((0, f32::INFINITY), |(b, bd), (j, &v)| if v < bd { (j, v) } else { (b, bd) });
+            let (best, bd) = r
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::INFINITY),
+                    |(b, bd), (j, &v)| if v < bd { (j, v) } else { (b, bd) },
+                );
             changed |= assign[i] != best;
             assign[i] = best;
             dist[i] = bd;
@@ -320,7 +463,10 @@ pub fn kmeans(x: &[f32], dim: usize, k: usize, seed: u64) -> anyhow::Result<(Vec
         for c in 0..k {
             // An empty cluster keeps its centre.
             if counts[c] > 0 {
-                for (dst, s) in centres[c * dim..(c + 1) * dim].iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
+                for (dst, s) in centres[c * dim..(c + 1) * dim]
+                    .iter_mut()
+                    .zip(&sums[c * dim..(c + 1) * dim])
+                {
                     *dst = (*s / counts[c] as f64) as f32;
                 }
             }
@@ -329,7 +475,11 @@ pub fn kmeans(x: &[f32], dim: usize, k: usize, seed: u64) -> anyhow::Result<(Vec
     // Distances to the final centres.
     let d = distances(x, &centres, dim)?;
     for (i, r) in d.chunks(k).enumerate() {
-        let (best, bd) = r.iter().enumerate().fold((0, f32::INFINITY), |(b, bd), (j, &v)| if v < bd { (j, v) } else { (b, bd) });
+        let (best, bd) =
+            r.iter().enumerate().fold(
+                (0, f32::INFINITY),
+                |(b, bd), (j, &v)| if v < bd { (j, v) } else { (b, bd) },
+            );
         assign[i] = best;
         dist[i] = bd;
     }
@@ -357,7 +507,14 @@ mod tests {
         let x = [0.0, 0.0, 3.0, 4.0, 1.0, 1.0];
         let c = [0.0, 0.0, 1.0, 1.0];
         let d = distances(&x, &c, 2).unwrap();
-        let want = [0.0, 2f32.sqrt(), 5.0, (4.0f32 + 9.0).sqrt(), 2f32.sqrt(), 0.0];
+        let want = [
+            0.0,
+            2f32.sqrt(),
+            5.0,
+            (4.0f32 + 9.0).sqrt(),
+            2f32.sqrt(),
+            0.0,
+        ];
         for (a, b) in d.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{d:?}");
         }
@@ -384,10 +541,18 @@ mod tests {
 
     #[test]
     fn prototypes_flag_far_samples_and_allocate_by_nearest_task() {
-        let cfg = PrototypeConfig { per_class: 1, subspace_dim: 0, quantile: 0.95, seed: 0 };
+        let cfg = PrototypeConfig {
+            per_class: 1,
+            subspace_dim: 0,
+            quantile: 0.95,
+            seed: 0,
+        };
         let mut p = Prototypes::new(2, cfg);
         let blob = |cx: f32, label: u32| {
-            let mut d = Dataset { dim: 2, ..Default::default() };
+            let mut d = Dataset {
+                dim: 2,
+                ..Default::default()
+            };
             for i in 0..30 {
                 let j = (i as f32 * 1.3).sin() * 0.5;
                 d.features.extend_from_slice(&[cx + j, j]);
@@ -409,23 +574,38 @@ mod tests {
     fn subspace_prototypes_measure_the_distance_off_the_line() {
         // Samples along the line y = x (plus a little noise): one direction explains them, so
         // a point far along the line is close, one off the line is far.
-        let mut d = Dataset { dim: 2, ..Default::default() };
+        let mut d = Dataset {
+            dim: 2,
+            ..Default::default()
+        };
         for i in 0..40 {
             let t = i as f32 / 4.0 - 5.0;
             let e = (i as f32 * 2.1).sin() * 0.05;
             d.features.extend_from_slice(&[t + e, t - e]);
             d.labels.push(0);
         }
-        let mut p = Prototypes::new(2, PrototypeConfig { per_class: 1, subspace_dim: 1, quantile: 1.0, seed: 3 });
+        let mut p = Prototypes::new(
+            2,
+            PrototypeConfig {
+                per_class: 1,
+                subspace_dim: 1,
+                quantile: 1.0,
+                seed: 3,
+            },
+        );
         assert_eq!(p.learn(0, &d).unwrap(), (2 + 2 + 1) * 4);
         let n = p.nearest(&[20.0, 20.0, 1.0, -1.0]).unwrap();
         assert!(n[0].distance < 0.05, "{n:?}");
         assert!((n[1].distance - 2f32.sqrt()).abs() < 0.01, "{n:?}");
-        let v = Tensor::from_slice(&[1.0f32, 1.0, -1.0, -1.0, 2.0, 2.0], (3, 2), &Device::Cpu).unwrap();
+        let v =
+            Tensor::from_slice(&[1.0f32, 1.0, -1.0, -1.0, 2.0, 2.0], (3, 2), &Device::Cpu).unwrap();
         let q = principal_directions(&v, 2, 0).unwrap();
         // Rank one: the second direction is dropped, the first is ±(1, 1)/√2.
         assert_eq!(q.len(), 2);
-        assert!((q[0].abs() - 0.5f32.sqrt()).abs() < 1e-4 && (q[0] - q[1]).abs() < 1e-4, "{q:?}");
+        assert!(
+            (q[0].abs() - 0.5f32.sqrt()).abs() < 1e-4 && (q[0] - q[1]).abs() < 1e-4,
+            "{q:?}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   Fisher diagonal (Kirkpatrick et al. 2017).
 //! - `PerTaskModels`: one model per task, chosen on the edge by task allocation (Sedna's
 //!   multi-task knowledge base).
-//! - `Joint`: retrain on every sample seen so far (the upper bound).
+//! - `Joint`: train on every sample seen so far, each round (the upper bound).
 
 use std::collections::BTreeMap;
 
@@ -41,13 +41,27 @@ impl Recipe {
         // The same architectures the `basemodel` modules build; lifelong strategies need the
         // classifier itself (snapshots, Fisher information), not the opaque module.
         let arch = if m.name.eq_ignore_ascii_case("MLP") {
-            Architecture::Mlp { hidden: h.int_list("hidden_sizes")?.into_iter().map(|v| v as usize).collect() }
+            Architecture::Mlp {
+                hidden: h
+                    .int_list("hidden_sizes")?
+                    .into_iter()
+                    .map(|v| v as usize)
+                    .collect(),
+            }
         } else if m.name.eq_ignore_ascii_case("CNN") {
-            Architecture::Cnn { conv_channels: (h.usize("conv1_channels")?, h.usize("conv2_channels")?), fc_hidden: h.usize("fc_hidden")? }
+            Architecture::Cnn {
+                conv_channels: (h.usize("conv1_channels")?, h.usize("conv2_channels")?),
+                fc_hidden: h.usize("fc_hidden")?,
+            }
         } else {
             anyhow::bail!("lifelong-learning strategies train MLP or CNN base models; basemodel \"{}\" is not supported", m.name);
         };
-        let r = Self { arch, input_shape: ctx.build.input_shape, num_classes: ctx.build.num_classes, train: train_config(h)? };
+        let r = Self {
+            arch,
+            input_shape: ctx.build.input_shape,
+            num_classes: ctx.build.num_classes,
+            train: train_config(h)?,
+        };
         r.fresh()?; // reports a bad architecture (a CNN on tiny inputs) now, not mid-run
         Ok(r)
     }
@@ -55,13 +69,29 @@ impl Recipe {
     /// A model with the base model's seeded initial weights (the same for every strategy, so
     /// the untrained accuracy `b` is shared).
     fn fresh(&self) -> anyhow::Result<Classifier> {
-        Ok(Classifier::new(self.arch.clone(), self.input_shape, self.num_classes, self.train.seed, &Device::Cpu)?)
+        Ok(Classifier::new(
+            self.arch.clone(),
+            self.input_shape,
+            self.num_classes,
+            self.train.seed,
+            &Device::Cpu,
+        )?)
     }
 
     /// Trains `model` on `data` for the base model's epochs, with an optional extra loss term.
     /// `round` varies the shuffling seed from round to round. Returns the seconds it took.
-    fn fit(&self, model: &mut Classifier, data: &Dataset, round: u64, penalty: Option<&mut dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor>>, work: &WorkContext) -> anyhow::Result<f64> {
-        let cfg = TrainConfig { seed: self.train.seed ^ round.wrapping_mul(0x9e37_79b9), ..self.train.clone() };
+    fn fit(
+        &self,
+        model: &mut Classifier,
+        data: &Dataset,
+        round: u64,
+        penalty: Option<&mut dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor>>,
+        work: &WorkContext,
+    ) -> anyhow::Result<f64> {
+        let cfg = TrainConfig {
+            seed: self.train.seed ^ round.wrapping_mul(0x9e37_79b9),
+            ..self.train.clone()
+        };
         let n = data.len() as u64;
         let pb = work.progress;
         pb.set_length(n * cfg.epochs as u64);
@@ -73,8 +103,21 @@ impl Recipe {
         };
         let mut on_epoch = |e: &crate::classifiers::EpochStats| epoch.set(e.epoch as u64);
         let stats = match penalty {
-            Some(p) => model.train_with_penalty(&data.features, &data.labels, &cfg, p, &mut on_batch, &mut on_epoch),
-            None => model.train(&data.features, &data.labels, &cfg, &mut on_batch, &mut on_epoch),
+            Some(p) => model.train_with_penalty(
+                &data.features,
+                &data.labels,
+                &cfg,
+                p,
+                &mut on_batch,
+                &mut on_epoch,
+            ),
+            None => model.train(
+                &data.features,
+                &data.labels,
+                &cfg,
+                &mut on_batch,
+                &mut on_epoch,
+            ),
         };
         work.check_cancelled()?;
         Ok(stats?.seconds)
@@ -83,7 +126,10 @@ impl Recipe {
 
 /// All samples of `parts`, in order.
 fn concat<'a>(dim: usize, parts: impl IntoIterator<Item = &'a Dataset>) -> Dataset {
-    let mut d = Dataset { dim, ..Default::default() };
+    let mut d = Dataset {
+        dim,
+        ..Default::default()
+    };
     for p in parts {
         d.features.extend_from_slice(&p.features);
         d.labels.extend_from_slice(&p.labels);
@@ -104,20 +150,38 @@ pub struct FineTune {
     rounds: u64,
 }
 
-pub fn build_finetune(_: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+pub fn build_finetune(
+    _: &Hyperparameters,
+    ctx: &StrategyContext,
+) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let recipe = Recipe::of(ctx)?;
-    Ok(Box::new(FineTune { model: recipe.fresh()?, recipe, rounds: 0 }))
+    Ok(Box::new(FineTune {
+        model: recipe.fresh()?,
+        recipe,
+        rounds: 0,
+    }))
 }
 
 impl TaskUpdateDecision for FineTune {
-    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+    fn update(
+        &mut self,
+        batches: &[TaskBatch],
+        work: &WorkContext,
+    ) -> anyhow::Result<UpdateReport> {
         self.rounds += 1;
         let data = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
         if data.is_empty() {
             return Ok(UpdateReport::default());
         }
-        let secs = self.recipe.fit(&mut self.model, &data, self.rounds, None, work)?;
-        Ok(UpdateReport { train_seconds: secs, trained_samples: data.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+        let secs = self
+            .recipe
+            .fit(&mut self.model, &data, self.rounds, None, work)?;
+        Ok(UpdateReport {
+            train_seconds: secs,
+            trained_samples: data.len(),
+            model_bytes: self.model.parameter_bytes(),
+            models_sent: 1,
+        })
     }
     fn per_task_models(&self) -> bool {
         false
@@ -137,8 +201,24 @@ impl TaskUpdateDecision for FineTune {
 
 pub fn replay_hps() -> Vec<HpSpec> {
     vec![
-        HpSpec::new("buffer_size", HpKind::Int { min: 1, max: 10_000_000 }, json!(500), "samples kept for replay (reservoir sampling over every sample seen)"),
-        HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds the reservoir (default: the job seed)"),
+        HpSpec::new(
+            "buffer_size",
+            HpKind::Int {
+                min: 1,
+                max: 10_000_000,
+            },
+            json!(500),
+            "samples kept for replay (reservoir sampling over every sample seen)",
+        ),
+        HpSpec::new(
+            "seed",
+            HpKind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            None,
+            "seeds the reservoir (default: the job seed)",
+        ),
     ]
 }
 
@@ -153,10 +233,24 @@ pub struct Replay {
     rounds: u64,
 }
 
-pub fn build_replay(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+pub fn build_replay(
+    hps: &Hyperparameters,
+    ctx: &StrategyContext,
+) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let recipe = Recipe::of(ctx)?;
     let dim = input_dim(&recipe);
-    Ok(Box::new(Replay { model: recipe.fresh()?, recipe, buffer: Dataset { dim, ..Default::default() }, capacity: hps.usize("buffer_size")?, seen: 0, rng: ChaCha8Rng::seed_from_u64(hps.u64("seed")?), rounds: 0 }))
+    Ok(Box::new(Replay {
+        model: recipe.fresh()?,
+        recipe,
+        buffer: Dataset {
+            dim,
+            ..Default::default()
+        },
+        capacity: hps.usize("buffer_size")?,
+        seen: 0,
+        rng: ChaCha8Rng::seed_from_u64(hps.u64("seed")?),
+        rounds: 0,
+    }))
 }
 
 impl Replay {
@@ -181,16 +275,27 @@ impl Replay {
 }
 
 impl TaskUpdateDecision for Replay {
-    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+    fn update(
+        &mut self,
+        batches: &[TaskBatch],
+        work: &WorkContext,
+    ) -> anyhow::Result<UpdateReport> {
         self.rounds += 1;
         let new = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
         if new.is_empty() {
             return Ok(UpdateReport::default());
         }
         let data = concat(new.dim, [&new, &self.buffer]);
-        let secs = self.recipe.fit(&mut self.model, &data, self.rounds, None, work)?;
+        let secs = self
+            .recipe
+            .fit(&mut self.model, &data, self.rounds, None, work)?;
         self.remember(&new);
-        Ok(UpdateReport { train_seconds: secs, trained_samples: data.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+        Ok(UpdateReport {
+            train_seconds: secs,
+            trained_samples: data.len(),
+            model_bytes: self.model.parameter_bytes(),
+            models_sent: 1,
+        })
     }
     fn per_task_models(&self) -> bool {
         false
@@ -227,20 +332,35 @@ pub struct Ewc {
     rounds: u64,
 }
 
-pub fn build_ewc(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+pub fn build_ewc(
+    hps: &Hyperparameters,
+    ctx: &StrategyContext,
+) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let recipe = Recipe::of(ctx)?;
-    Ok(Box::new(Ewc { model: recipe.fresh()?, recipe, lambda: hps.float("lambda")?, fisher_samples: hps.usize("fisher_samples")?, penalties: Vec::new(), rounds: 0 }))
+    Ok(Box::new(Ewc {
+        model: recipe.fresh()?,
+        recipe,
+        lambda: hps.float("lambda")?,
+        fisher_samples: hps.usize("fisher_samples")?,
+        penalties: Vec::new(),
+        rounds: 0,
+    }))
 }
 
 impl TaskUpdateDecision for Ewc {
-    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+    fn update(
+        &mut self,
+        batches: &[TaskBatch],
+        work: &WorkContext,
+    ) -> anyhow::Result<UpdateReport> {
         self.rounds += 1;
         let data = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
         if data.is_empty() {
             return Ok(UpdateReport::default());
         }
         let secs = if self.penalties.is_empty() || self.lambda == 0.0 {
-            self.recipe.fit(&mut self.model, &data, self.rounds, None, work)?
+            self.recipe
+                .fit(&mut self.model, &data, self.rounds, None, work)?
         } else {
             let (penalties, lambda) = (&self.penalties, self.lambda);
             let mut penalty = |vars: &[(String, Tensor)]| -> candle_core::Result<Tensor> {
@@ -254,13 +374,26 @@ impl TaskUpdateDecision for Ewc {
                 }
                 total.ok_or_else(|| candle_core::Error::Msg("no EWC penalty".into()))
             };
-            self.recipe.fit(&mut self.model, &data, self.rounds, Some(&mut penalty), work)?
+            self.recipe.fit(
+                &mut self.model,
+                &data,
+                self.rounds,
+                Some(&mut penalty),
+                work,
+            )?
         };
         // The parameters that matter for this round's data, to be held in place from now on.
         let t0 = std::time::Instant::now();
-        let fisher = self.model.fisher_diagonal(&data.features, &data.labels, self.fisher_samples)?;
+        let fisher =
+            self.model
+                .fisher_diagonal(&data.features, &data.labels, self.fisher_samples)?;
         self.penalties.push((self.model.snapshot()?, fisher));
-        Ok(UpdateReport { train_seconds: secs + t0.elapsed().as_secs_f64(), trained_samples: data.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+        Ok(UpdateReport {
+            train_seconds: secs + t0.elapsed().as_secs_f64(),
+            trained_samples: data.len(),
+            model_bytes: self.model.parameter_bytes(),
+            models_sent: 1,
+        })
     }
     fn per_task_models(&self) -> bool {
         false
@@ -279,7 +412,9 @@ impl TaskUpdateDecision for Ewc {
 // ---- Joint ----------------------------------------------------------------------------------
 
 pub fn joint_hps() -> Vec<HpSpec> {
-    vec![HpSpec::new("from_scratch", HpKind::Bool, json!(true), "retrain from the initial weights each round (false: continue from the current ones)")]
+    // Continuing from the current weights gives the model every earlier round's training as
+    // well; retraining from scratch with the same epochs is the weaker bound.
+    vec![HpSpec::new("from_scratch", HpKind::Bool, json!(false), "retrain from the initial weights each round (false: keep training the current model, on everything seen so far)")]
 }
 
 pub struct Joint {
@@ -290,14 +425,30 @@ pub struct Joint {
     rounds: u64,
 }
 
-pub fn build_joint(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+pub fn build_joint(
+    hps: &Hyperparameters,
+    ctx: &StrategyContext,
+) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let recipe = Recipe::of(ctx)?;
     let dim = input_dim(&recipe);
-    Ok(Box::new(Joint { model: recipe.fresh()?, recipe, all: Dataset { dim, ..Default::default() }, from_scratch: hps.bool("from_scratch")?, rounds: 0 }))
+    Ok(Box::new(Joint {
+        model: recipe.fresh()?,
+        recipe,
+        all: Dataset {
+            dim,
+            ..Default::default()
+        },
+        from_scratch: hps.bool("from_scratch")?,
+        rounds: 0,
+    }))
 }
 
 impl TaskUpdateDecision for Joint {
-    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+    fn update(
+        &mut self,
+        batches: &[TaskBatch],
+        work: &WorkContext,
+    ) -> anyhow::Result<UpdateReport> {
         self.rounds += 1;
         let new = concat(self.all.dim, batches.iter().map(|b| b.samples));
         if new.is_empty() {
@@ -307,8 +458,15 @@ impl TaskUpdateDecision for Joint {
         if self.from_scratch {
             self.model = self.recipe.fresh()?;
         }
-        let secs = self.recipe.fit(&mut self.model, &self.all, self.rounds, None, work)?;
-        Ok(UpdateReport { train_seconds: secs, trained_samples: self.all.len(), model_bytes: self.model.parameter_bytes(), models_sent: 1 })
+        let secs = self
+            .recipe
+            .fit(&mut self.model, &self.all, self.rounds, None, work)?;
+        Ok(UpdateReport {
+            train_seconds: secs,
+            trained_samples: self.all.len(),
+            model_bytes: self.model.parameter_bytes(),
+            models_sent: 1,
+        })
     }
     fn per_task_models(&self) -> bool {
         false
@@ -341,18 +499,35 @@ pub struct PerTaskModels {
     rounds: u64,
 }
 
-pub fn build_per_task(hps: &Hyperparameters, ctx: &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
+pub fn build_per_task(
+    hps: &Hyperparameters,
+    ctx: &StrategyContext,
+) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let recipe = Recipe::of(ctx)?;
-    Ok(Box::new(PerTaskModels { initial: recipe.fresh()?, recipe, models: BTreeMap::new(), data: BTreeMap::new(), min_update: hps.usize("min_update_samples")?, rounds: 0 }))
+    Ok(Box::new(PerTaskModels {
+        initial: recipe.fresh()?,
+        recipe,
+        models: BTreeMap::new(),
+        data: BTreeMap::new(),
+        min_update: hps.usize("min_update_samples")?,
+        rounds: 0,
+    }))
 }
 
 impl TaskUpdateDecision for PerTaskModels {
-    fn update(&mut self, batches: &[TaskBatch], work: &WorkContext) -> anyhow::Result<UpdateReport> {
+    fn update(
+        &mut self,
+        batches: &[TaskBatch],
+        work: &WorkContext,
+    ) -> anyhow::Result<UpdateReport> {
         self.rounds += 1;
         let mut report = UpdateReport::default();
         for b in batches {
             let dim = b.samples.dim;
-            let stored = self.data.entry(b.task).or_insert_with(|| Dataset { dim, ..Default::default() });
+            let stored = self.data.entry(b.task).or_insert_with(|| Dataset {
+                dim,
+                ..Default::default()
+            });
             stored.features.extend_from_slice(&b.samples.features);
             stored.labels.extend_from_slice(&b.samples.labels);
             // The task update decision: a new task gets a model; a known one is retrained on
@@ -364,7 +539,9 @@ impl TaskUpdateDecision for PerTaskModels {
             if is_new {
                 self.models.insert(b.task, self.recipe.fresh()?);
             }
-            let Some(model) = self.models.get_mut(&b.task) else { continue };
+            let Some(model) = self.models.get_mut(&b.task) else {
+                continue;
+            };
             report.train_seconds += self.recipe.fit(model, stored, self.rounds, None, work)?;
             report.trained_samples += stored.len();
             report.model_bytes += model.parameter_bytes();
@@ -376,10 +553,17 @@ impl TaskUpdateDecision for PerTaskModels {
         true
     }
     fn predict_proba(&self, x: &[f32], tasks: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
-        let Some(tasks) = tasks else { return Ok(self.initial.predict_proba(x)?) };
+        let Some(tasks) = tasks else {
+            return Ok(self.initial.predict_proba(x)?);
+        };
         let dim = input_dim(&self.recipe);
         let k = self.recipe.num_classes;
-        anyhow::ensure!(x.len() == tasks.len() * dim, "{} task allocations for {} samples", tasks.len(), x.len() / dim.max(1));
+        anyhow::ensure!(
+            x.len() == tasks.len() * dim,
+            "{} task allocations for {} samples",
+            tasks.len(),
+            x.len() / dim.max(1)
+        );
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, &t) in tasks.iter().enumerate() {
             groups.entry(t).or_default().push(i);
@@ -387,7 +571,10 @@ impl TaskUpdateDecision for PerTaskModels {
         let mut out = vec![0f32; tasks.len() * k];
         for (t, idx) in groups {
             let model = self.models.get(&t).unwrap_or(&self.initial);
-            let xs: Vec<f32> = idx.iter().flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied()).collect();
+            let xs: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| x[i * dim..(i + 1) * dim].iter().copied())
+                .collect();
             let p = model.predict_proba(&xs)?;
             for (row, &i) in p.chunks(k).zip(&idx) {
                 out[i * k..(i + 1) * k].copy_from_slice(row);
@@ -422,10 +609,26 @@ mod tests {
             },
         };
         let recipe = Recipe::of(&ctx).unwrap();
-        let mut r = Replay { model: recipe.fresh().unwrap(), recipe, buffer: Dataset { dim: 1, ..Default::default() }, capacity: 100, seen: 0, rng: ChaCha8Rng::seed_from_u64(1), rounds: 0 };
+        let mut r = Replay {
+            model: recipe.fresh().unwrap(),
+            recipe,
+            buffer: Dataset {
+                dim: 1,
+                ..Default::default()
+            },
+            capacity: 100,
+            seen: 0,
+            rng: ChaCha8Rng::seed_from_u64(1),
+            rounds: 0,
+        };
         // Two "tasks" of 1000 samples each, features = task id.
         for t in 0..2u32 {
-            r.remember(&Dataset { dim: 1, features: vec![t as f32; 1000], labels: vec![t; 1000], ..Default::default() });
+            r.remember(&Dataset {
+                dim: 1,
+                features: vec![t as f32; 1000],
+                labels: vec![t; 1000],
+                ..Default::default()
+            });
         }
         assert_eq!(r.buffer.len(), 100);
         let second = r.buffer.labels.iter().filter(|&&l| l == 1).count();

@@ -17,9 +17,33 @@ use serde_json::json;
 
 pub fn split_hps() -> Vec<HpSpec> {
     vec![
-        HpSpec::new("classes_per_task", HpKind::Int { min: 1, max: 100_000 }, json!(2), "classes in each task (Split-MNIST: 2, digits 0-1, 2-3, …)"),
-        HpSpec::new("num_tasks", HpKind::Int { min: 0, max: 100_000 }, json!(0), "tasks to define (0: as many as the classes fill)"),
-        HpSpec::new("class_order", HpKind::IntList { min: 0, max: u32::MAX as i64 }, json!([]), "the order classes are dealt into tasks ([]: 0, 1, 2, …)"),
+        HpSpec::new(
+            "classes_per_task",
+            HpKind::Int {
+                min: 1,
+                max: 100_000,
+            },
+            json!(2),
+            "classes in each task (Split-MNIST: 2, digits 0-1, 2-3, …)",
+        ),
+        HpSpec::new(
+            "num_tasks",
+            HpKind::Int {
+                min: 0,
+                max: 100_000,
+            },
+            json!(0),
+            "tasks to define (0: as many as the classes fill)",
+        ),
+        HpSpec::new(
+            "class_order",
+            HpKind::IntList {
+                min: 0,
+                max: u32::MAX as i64,
+            },
+            json!([]),
+            "the order classes are dealt into tasks ([]: 0, 1, 2, …)",
+        ),
     ]
 }
 
@@ -30,7 +54,10 @@ pub struct Split {
     order: Vec<u32>,
 }
 
-pub fn build_split(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn TaskDefinition>> {
+pub fn build_split(
+    hps: &Hyperparameters,
+    ctx: &BuildContext,
+) -> anyhow::Result<Box<dyn TaskDefinition>> {
     let order: Vec<u32> = match hps.int_list("class_order")? {
         v if v.is_empty() => (0..ctx.num_classes as u32).collect(),
         v => v.into_iter().map(|c| c as u32).collect(),
@@ -39,19 +66,50 @@ pub fn build_split(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<
     if let Some(d) = order.iter().find(|c| !seen.insert(**c)) {
         anyhow::bail!("`class_order` lists class {d} twice; each class belongs to one task");
     }
-    Ok(Box::new(Split { classes_per_task: hps.usize("classes_per_task")?, num_tasks: hps.usize("num_tasks")?, order }))
+    Ok(Box::new(Split {
+        classes_per_task: hps.usize("classes_per_task")?,
+        num_tasks: hps.usize("num_tasks")?,
+        order,
+    }))
 }
 
 impl TaskDefinition for Split {
     fn tasks(&self, train: &Dataset, test: &Dataset) -> anyhow::Result<Vec<TaskSpec>> {
         let c = self.classes_per_task;
-        let n = if self.num_tasks == 0 { self.order.len().div_ceil(c) } else { self.num_tasks };
+        let n = if self.num_tasks == 0 {
+            self.order.len().div_ceil(c)
+        } else {
+            self.num_tasks
+        };
         Ok((0..n)
             .map(|k| {
                 let classes: Vec<u32> = self.order.iter().skip(k * c).take(c).copied().collect();
-                let pick = |d: &Dataset| d.labels.iter().enumerate().filter(|(_, l)| classes.contains(l)).map(|(i, _)| i).collect();
-                let name = if classes.is_empty() { "no classes left".to_string() } else { format!("classes {}", classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("+")) };
-                TaskSpec { name, train: pick(train), test: pick(test), classes }
+                let pick = |d: &Dataset| {
+                    d.labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, l)| classes.contains(l))
+                        .map(|(i, _)| i)
+                        .collect()
+                };
+                let name = if classes.is_empty() {
+                    "no classes left".to_string()
+                } else {
+                    format!(
+                        "classes {}",
+                        classes
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join("+")
+                    )
+                };
+                TaskSpec {
+                    name,
+                    train: pick(train),
+                    test: pick(test),
+                    classes,
+                }
             })
             .collect())
     }
@@ -61,9 +119,27 @@ impl TaskDefinition for Split {
 
 pub fn permuted_hps() -> Vec<HpSpec> {
     vec![
-        HpSpec::new("num_tasks", HpKind::Int { min: 1, max: 1000 }, json!(5), "tasks, each every sample under its own pixel permutation"),
-        HpSpec::new("first_identity", HpKind::Bool, json!(true), "task 1 sees the original pixels (the usual Permuted-MNIST protocol)"),
-        HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds the permutations (default: the job seed)"),
+        HpSpec::new(
+            "num_tasks",
+            HpKind::Int { min: 1, max: 1000 },
+            json!(5),
+            "tasks, each every sample under its own pixel permutation",
+        ),
+        HpSpec::new(
+            "first_identity",
+            HpKind::Bool,
+            json!(true),
+            "task 1 sees the original pixels (the usual Permuted-MNIST protocol)",
+        ),
+        HpSpec::new(
+            "seed",
+            HpKind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            None,
+            "seeds the permutations (default: the job seed)",
+        ),
     ]
 }
 
@@ -72,7 +148,10 @@ pub struct Permuted {
     perms: Vec<Vec<usize>>,
 }
 
-pub fn build_permuted(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn TaskDefinition>> {
+pub fn build_permuted(
+    hps: &Hyperparameters,
+    ctx: &BuildContext,
+) -> anyhow::Result<Box<dyn TaskDefinition>> {
     let (c, h, w) = ctx.input_shape;
     let dim = c * h * w;
     let mut rng = ChaCha8Rng::seed_from_u64(hps.u64("seed")?);
@@ -91,7 +170,14 @@ pub fn build_permuted(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Resu
 
 impl TaskDefinition for Permuted {
     fn tasks(&self, train: &Dataset, test: &Dataset) -> anyhow::Result<Vec<TaskSpec>> {
-        Ok((0..self.perms.len()).map(|k| TaskSpec { name: format!("permutation {}", k + 1), train: (0..train.len()).collect(), test: (0..test.len()).collect(), classes: Vec::new() }).collect())
+        Ok((0..self.perms.len())
+            .map(|k| TaskSpec {
+                name: format!("permutation {}", k + 1),
+                train: (0..train.len()).collect(),
+                test: (0..test.len()).collect(),
+                classes: Vec::new(),
+            })
+            .collect())
     }
     fn transform(&self, task: usize, sample: &mut [f32]) {
         let src = sample.to_vec();
@@ -113,17 +199,32 @@ pub struct Rotated {
     shape: (usize, usize, usize),
 }
 
-pub fn build_rotated(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn TaskDefinition>> {
+pub fn build_rotated(
+    hps: &Hyperparameters,
+    ctx: &BuildContext,
+) -> anyhow::Result<Box<dyn TaskDefinition>> {
     let (_, h, w) = ctx.input_shape;
     if h < 2 || w < 2 {
         anyhow::bail!("Rotated needs image samples, but they are {:?} (channels, height, width); set `testenv.dataset.shape`", ctx.input_shape);
     }
-    Ok(Box::new(Rotated { angles: hps.int_list("angles")?, shape: ctx.input_shape }))
+    Ok(Box::new(Rotated {
+        angles: hps.int_list("angles")?,
+        shape: ctx.input_shape,
+    }))
 }
 
 impl TaskDefinition for Rotated {
     fn tasks(&self, train: &Dataset, test: &Dataset) -> anyhow::Result<Vec<TaskSpec>> {
-        Ok(self.angles.iter().map(|a| TaskSpec { name: format!("rotated {a}°"), train: (0..train.len()).collect(), test: (0..test.len()).collect(), classes: Vec::new() }).collect())
+        Ok(self
+            .angles
+            .iter()
+            .map(|a| TaskSpec {
+                name: format!("rotated {a}°"),
+                train: (0..train.len()).collect(),
+                test: (0..test.len()).collect(),
+                classes: Vec::new(),
+            })
+            .collect())
     }
     fn transform(&self, task: usize, sample: &mut [f32]) {
         rotate(sample, self.shape, self.angles[task] as f64);
@@ -158,7 +259,10 @@ pub fn rotate(img: &mut [f32], (c, h, w): (usize, usize, usize), degrees: f64) {
                 let (x0, y0) = (sx.floor(), sy.floor());
                 let (fx, fy) = (sx - x0, sy - y0);
                 let (x0, y0) = (x0 as isize, y0 as isize);
-                let v = at(ch, y0, x0) * (1.0 - fx) * (1.0 - fy) + at(ch, y0, x0 + 1) * fx * (1.0 - fy) + at(ch, y0 + 1, x0) * (1.0 - fx) * fy + at(ch, y0 + 1, x0 + 1) * fx * fy;
+                let v = at(ch, y0, x0) * (1.0 - fx) * (1.0 - fy)
+                    + at(ch, y0, x0 + 1) * fx * (1.0 - fy)
+                    + at(ch, y0 + 1, x0) * (1.0 - fx) * fy
+                    + at(ch, y0 + 1, x0 + 1) * fx * fy;
                 img[ch * h * w + y * w + x] = v as f32;
             }
         }
@@ -170,7 +274,12 @@ mod tests {
     use super::*;
 
     fn data(labels: &[u32]) -> Dataset {
-        Dataset { dim: 1, features: labels.iter().map(|&l| l as f32).collect(), labels: labels.to_vec(), ..Default::default() }
+        Dataset {
+            dim: 1,
+            features: labels.iter().map(|&l| l as f32).collect(),
+            labels: labels.to_vec(),
+            ..Default::default()
+        }
     }
 
     fn hps(v: serde_json::Value) -> Hyperparameters {
@@ -179,23 +288,48 @@ mod tests {
 
     #[test]
     fn split_deals_classes_into_tasks() {
-        let ctx = BuildContext { input_shape: (1, 1, 1), num_classes: 5, seed: 0 };
-        let s = build_split(&hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": []})), &ctx).unwrap();
-        let t = s.tasks(&data(&[0, 1, 2, 3, 4, 0]), &data(&[4, 3, 2, 1, 0])).unwrap();
+        let ctx = BuildContext {
+            input_shape: (1, 1, 1),
+            num_classes: 5,
+            seed: 0,
+        };
+        let s = build_split(
+            &hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": []})),
+            &ctx,
+        )
+        .unwrap();
+        let t = s
+            .tasks(&data(&[0, 1, 2, 3, 4, 0]), &data(&[4, 3, 2, 1, 0]))
+            .unwrap();
         assert_eq!(t.len(), 3);
-        assert_eq!((t[0].name.as_str(), t[0].train.clone(), t[0].test.clone()), ("classes 0+1", vec![0, 1, 5], vec![3, 4]));
+        assert_eq!(
+            (t[0].name.as_str(), t[0].train.clone(), t[0].test.clone()),
+            ("classes 0+1", vec![0, 1, 5], vec![3, 4])
+        );
         assert_eq!(t[2].classes, vec![4]);
         // More tasks than classes leaves the last ones empty (the paradigm reports it).
-        let s = build_split(&hps(json!({"classes_per_task": 2, "num_tasks": 4, "class_order": [4, 3, 2, 1, 0]})), &ctx).unwrap();
+        let s = build_split(
+            &hps(json!({"classes_per_task": 2, "num_tasks": 4, "class_order": [4, 3, 2, 1, 0]})),
+            &ctx,
+        )
+        .unwrap();
         let t = s.tasks(&data(&[0, 1, 2, 3, 4]), &data(&[0])).unwrap();
         assert_eq!(t[0].classes, vec![4, 3]);
         assert!(t[3].train.is_empty() && t[3].name == "no classes left");
-        assert!(build_split(&hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": [1, 1]})), &ctx).is_err());
+        assert!(build_split(
+            &hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": [1, 1]})),
+            &ctx
+        )
+        .is_err());
     }
 
     #[test]
     fn permutations_are_seeded_and_first_is_identity() {
-        let ctx = BuildContext { input_shape: (1, 2, 2), num_classes: 2, seed: 0 };
+        let ctx = BuildContext {
+            input_shape: (1, 2, 2),
+            num_classes: 2,
+            seed: 0,
+        };
         let h = hps(json!({"num_tasks": 3, "first_identity": true, "seed": 7}));
         let p = build_permuted(&h, &ctx).unwrap();
         let mut a = [1.0, 2.0, 3.0, 4.0];
@@ -225,6 +359,14 @@ mod tests {
         let mut img = [0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0];
         rotate(&mut img, (1, 3, 3), 45.0);
         assert!((img[4] - 5.0).abs() < 1e-6);
-        assert!(build_rotated(&hps(json!({"angles": [0]})), &BuildContext { input_shape: (1, 1, 64), num_classes: 2, seed: 0 }).is_err());
+        assert!(build_rotated(
+            &hps(json!({"angles": [0]})),
+            &BuildContext {
+                input_shape: (1, 1, 64),
+                num_classes: 2,
+                seed: 0
+            }
+        )
+        .is_err());
     }
 }

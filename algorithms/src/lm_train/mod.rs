@@ -20,6 +20,7 @@ pub mod corpus;
 mod error;
 pub mod export;
 pub mod model;
+mod ops;
 pub mod pipeline;
 pub mod tokenizer;
 pub mod train;
@@ -28,7 +29,7 @@ pub use error::{LmTrainError, Result};
 pub use export::WeightDtype;
 pub use model::{LmShape, TrainLlama};
 pub use pipeline::{
-    greedy_complete, run_job, ArchSpec, Event, Preset, TokenizerSource, TrainLmJob,
-    TrainLmOutcome, PRESET_VOCAB_SIZE,
+    greedy_complete, run_job, ArchSpec, Event, Preset, TokenizerSource, TrainLmJob, TrainLmOutcome,
+    PRESET_VOCAB_SIZE,
 };
 pub use train::{TrainReport, TrainSettings};

@@ -9,8 +9,10 @@
 //! `x / sqrt(mean(x²) + eps) * w` — because the runtime reproduces HF, and the export test checks
 //! that both give the same logits.
 //!
-//! Only ops with a backward pass are used: candle-nn's fused `rms_norm`, `softmax_last_dim` and
-//! `rope` kernels have none, so their compositions of basic ops stand in for them.
+//! Only ops with a backward pass are used: candle-nn's fused `rms_norm` and `rope` kernels have
+//! none, so compositions of basic ops stand in for them; the causal softmax and the
+//! cross-entropy, the two most expensive steps, are fused ops of our own with hand-written
+//! backward passes (`ops.rs`).
 //!
 //! Initialisation is seeded (candle's CPU `randn` is not): every weight matrix is drawn from
 //! N(0, 0.02²) — HF Llama's `initializer_range` — by a `ChaCha8Rng`, in a fixed parameter order;
@@ -20,8 +22,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor, Var, D};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -93,7 +95,10 @@ impl LmShape {
             return bad(format!("rope theta {} must be positive", self.rope_theta));
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            return bad(format!("rms norm eps {} must be positive", self.rms_norm_eps));
+            return bad(format!(
+                "rms norm eps {} must be positive",
+                self.rms_norm_eps
+            ));
         }
         Ok(())
     }
@@ -140,6 +145,26 @@ impl LmShape {
             .iter()
             .map(|(_, s, _)| s.iter().product::<usize>())
             .sum()
+    }
+}
+
+/// A bias-free linear layer on `[rows, in]` inputs. candle-nn's `Linear` broadcasts its
+/// weight over a 3-D input's batch, which makes the backward pass build a gradient per batch
+/// entry and sum them; flattening to rows keeps forward and backward one matmul each.
+struct Linear {
+    /// `[out, in]`, PyTorch layout.
+    weight: Tensor,
+}
+
+impl Linear {
+    fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight.t()?)
     }
 }
 
@@ -207,7 +232,11 @@ impl TrainLlama {
     }
 
     /// A model with the given parameter values; each must have its exact shape.
-    fn from_tensors(shape: LmShape, tensors: Vec<(String, Tensor)>, device: &Device) -> Result<Self> {
+    fn from_tensors(
+        shape: LmShape,
+        tensors: Vec<(String, Tensor)>,
+        device: &Device,
+    ) -> Result<Self> {
         shape.check()?;
         let varmap = VarMap::new();
         let mut names = Vec::with_capacity(tensors.len());
@@ -234,14 +263,14 @@ impl TrainLlama {
             let (a, f) = (lb.pp("self_attn"), lb.pp("mlp"));
             layers.push(Layer {
                 attn_norm: lb.get(h, "input_layernorm.weight")?,
-                q: candle_nn::linear_no_bias(h, q, a.pp("q_proj"))?,
-                k: candle_nn::linear_no_bias(h, kv, a.pp("k_proj"))?,
-                v: candle_nn::linear_no_bias(h, kv, a.pp("v_proj"))?,
-                o: candle_nn::linear_no_bias(q, h, a.pp("o_proj"))?,
+                q: Linear::new(h, q, a.pp("q_proj"))?,
+                k: Linear::new(h, kv, a.pp("k_proj"))?,
+                v: Linear::new(h, kv, a.pp("v_proj"))?,
+                o: Linear::new(q, h, a.pp("o_proj"))?,
                 ffn_norm: lb.get(h, "post_attention_layernorm.weight")?,
-                gate: candle_nn::linear_no_bias(h, i, f.pp("gate_proj"))?,
-                up: candle_nn::linear_no_bias(h, i, f.pp("up_proj"))?,
-                down: candle_nn::linear_no_bias(i, h, f.pp("down_proj"))?,
+                gate: Linear::new(h, i, f.pp("gate_proj"))?,
+                up: Linear::new(h, i, f.pp("up_proj"))?,
+                down: Linear::new(i, h, f.pp("down_proj"))?,
             });
         }
         let norm = m.get(h, "norm.weight")?;
@@ -285,16 +314,21 @@ impl TrainLlama {
             })?;
         let mut tensors = Vec::new();
         for (name, dims, _) in shape.param_specs() {
-            let t = loaded.remove(&name).ok_or_else(|| LmTrainError::InvalidFile {
-                what: "safetensors file",
-                path: file.clone(),
-                reason: format!("tensor `{name}` is missing"),
-            })?;
+            let t = loaded
+                .remove(&name)
+                .ok_or_else(|| LmTrainError::InvalidFile {
+                    what: "safetensors file",
+                    path: file.clone(),
+                    reason: format!("tensor `{name}` is missing"),
+                })?;
             if t.dims() != dims.as_slice() {
                 return Err(LmTrainError::InvalidFile {
                     what: "safetensors file",
                     path: file,
-                    reason: format!("tensor `{name}` has shape {:?}, expected {dims:?}", t.dims()),
+                    reason: format!(
+                        "tensor `{name}` has shape {:?}, expected {dims:?}",
+                        t.dims()
+                    ),
                 });
             }
             tensors.push((name, t));
@@ -360,13 +394,10 @@ impl TrainLlama {
         let eps = s.rms_norm_eps as f32;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
-        let mask = causal_mask(t, &self.device)?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = 1.0 / (hd as f32).sqrt();
 
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, s.hidden_size))?;
+        // The residual stream is kept as rows `[b·t, hidden]` so every projection is one matmul.
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?;
         for layer in &self.layers {
             let h = candle_nn::ops::rms_norm_slow(&x, &layer.attn_norm, eps)?;
             let heads_of = |lin: &Linear, n: usize| -> Result<Tensor> {
@@ -379,20 +410,23 @@ impl TrainLlama {
             let q = rope(&heads_of(&layer.q, heads)?, &cos, &sin)?;
             let k = rope(&heads_of(&layer.k, kv_heads)?, &cos, &sin)?;
             let v = heads_of(&layer.v, kv_heads)?;
-            let (k, v) = (repeat_kv(k, heads / kv_heads)?, repeat_kv(v, heads / kv_heads)?);
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let (k, v) = (
+                repeat_kv(k, heads / kv_heads)?,
+                repeat_kv(v, heads / kv_heads)?,
+            );
+            let probs = super::ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
             let attn = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
-                .reshape((b, t, heads * hd))?;
+                .reshape((b * t, heads * hd))?;
             x = (x + layer.o.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm_slow(&x, &layer.ffn_norm, eps)?;
             let act = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&act)?)?;
         }
         let x = candle_nn::ops::rms_norm_slow(&x, &self.norm, eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head.t()?)?)
+        Ok(x.matmul(&self.lm_head.t()?)?
+            .reshape((b, t, s.vocab_size))?)
     }
 
     /// Mean next-token cross-entropy (nats) of windows `[batch, seq + 1]`: positions `0..seq`
@@ -407,8 +441,10 @@ impl TrainLlama {
         let t = t1 - 1;
         let inputs = windows.narrow(1, 0, t)?;
         let targets = windows.narrow(1, 1, t)?.flatten_all()?;
-        let logits = self.forward(&inputs)?.reshape((b * t, self.shape.vocab_size))?;
-        Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+        let logits = self
+            .forward(&inputs)?
+            .reshape((b * t, self.shape.vocab_size))?;
+        super::ops::cross_entropy(&logits, &targets)
     }
 
     /// The parameters as named tensors, in order (for export).
@@ -465,15 +501,6 @@ fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
     Ok(x.unsqueeze(2)?
         .expand((b, kv, rep, t, hd))?
         .reshape((b, kv * rep, t, hd))?)
-}
-
-/// `[t, t]`: 0 on and below the diagonal, −∞ above (the diagonal is never masked, so no
-/// softmax row is all −∞).
-fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (t, t), device)?)
 }
 
 #[cfg(test)]

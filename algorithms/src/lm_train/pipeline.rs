@@ -14,7 +14,7 @@ use super::error::{LmTrainError, Result};
 use super::export::{save_hf_folder, write_json, WeightDtype};
 use super::model::{LmShape, TrainLlama};
 use super::tokenizer::{encode_documents, load_tokenizer, train_bpe};
-use super::train::{evaluate, eval_windows, train, StepInfo, TrainReport, TrainSettings};
+use super::train::{eval_windows, evaluate, train, StepInfo, TrainReport, TrainSettings};
 
 /// The architecture without the vocabulary and context, which come from the tokenizer and the
 /// training settings.
@@ -205,9 +205,13 @@ pub fn run_job(
         seed: job.settings.seed.wrapping_add(1),
         ..job.settings.clone()
     };
-    let report = train(&model, &train_tokens, &val_tokens, &sampler_settings, |info| {
-        on_event(Event::Step(info))
-    })?;
+    let report = train(
+        &model,
+        &train_tokens,
+        &val_tokens,
+        &sampler_settings,
+        |info| on_event(Event::Step(info)),
+    )?;
 
     model.round_through(job.export_dtype.dtype())?;
     let exported_val_loss = evaluate(
@@ -264,7 +268,8 @@ pub fn greedy_complete(model_dir: &Path, prompt: &str, max_new_tokens: usize) ->
             break;
         }
         let logits = model.forward(&fresh, &mut cache).map_err(rt)?;
-        let next = sampling::argmax(&LlmModel::last_logits(&logits).map_err(rt)?).map_err(|e| rt(e.into()))?;
+        let next = sampling::argmax(&LlmModel::last_logits(&logits).map_err(rt)?)
+            .map_err(|e| rt(e.into()))?;
         if model.config().is_eos(next) {
             break;
         }

@@ -73,7 +73,10 @@ impl TrainSettings {
             return bad("batch sizes must be at least 1".into());
         }
         if self.context < 2 {
-            return bad(format!("context must be at least 2 tokens, got {}", self.context));
+            return bad(format!(
+                "context must be at least 2 tokens, got {}",
+                self.context
+            ));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate < 1.0)
         {
@@ -184,7 +187,10 @@ pub fn evaluate(model: &TrainLlama, windows: &[&[u32]], batch_size: usize) -> Re
         while j < windows.len() && j - i < batch_size && windows[j].len() == len {
             j += 1;
         }
-        let flat: Vec<u32> = windows[i..j].iter().flat_map(|w| w.iter().copied()).collect();
+        let flat: Vec<u32> = windows[i..j]
+            .iter()
+            .flat_map(|w| w.iter().copied())
+            .collect();
         let batch = Tensor::from_vec(flat, (j - i, len), dev)?;
         let loss = model.loss(&batch)?.to_scalar::<f32>()?;
         let targets = (j - i) * (len - 1);
@@ -205,7 +211,11 @@ fn clip_gradients(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     let norm = sq.sqrt();
@@ -416,11 +426,26 @@ mod tests {
         let ok = TrainSettings::default();
         assert!(ok.check().is_ok());
         for bad in [
-            TrainSettings { steps: 0, ..ok.clone() },
-            TrainSettings { learning_rate: 0.0, ..ok.clone() },
-            TrainSettings { learning_rate: f64::NAN, ..ok.clone() },
-            TrainSettings { context: 1, ..ok.clone() },
-            TrainSettings { weight_decay: -1.0, ..ok.clone() },
+            TrainSettings {
+                steps: 0,
+                ..ok.clone()
+            },
+            TrainSettings {
+                learning_rate: 0.0,
+                ..ok.clone()
+            },
+            TrainSettings {
+                learning_rate: f64::NAN,
+                ..ok.clone()
+            },
+            TrainSettings {
+                context: 1,
+                ..ok.clone()
+            },
+            TrainSettings {
+                weight_decay: -1.0,
+                ..ok.clone()
+            },
         ] {
             assert!(bad.check().is_err());
         }

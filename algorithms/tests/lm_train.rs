@@ -256,9 +256,8 @@ fn check_export_matches(tie: bool) {
     let m = trained(tie);
     let dir = tempfile::tempdir().unwrap();
     save_hf_folder(m, &f.tokenizer, dir.path(), WeightDtype::F32).unwrap();
-    assert_eq!(
+    assert!(
         dir.path().join("model.safetensors").exists(),
-        true,
         "weights written"
     );
     let ids: Vec<u32> = f.val_tokens[..40].to_vec();
@@ -505,4 +504,36 @@ fn bad_inputs_are_clear_errors() {
     // Evaluation over a validation stream of one token is an error, not NaN.
     let e = evaluate(&m, &eval_windows(&[0], 8), 4).unwrap_err();
     assert!(e.to_string().contains("fewer than two tokens"), "{e}");
+}
+
+/// The speculative-decoding prompts are held out: each starts a validation document of the
+/// committed corpus and occurs in no training document.
+#[test]
+fn scenario_prompts_come_from_the_validation_split() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let corpus = load_corpus(
+        &[root.join("datasets/lm/corpus/fortunes")],
+        ianvs_algorithms::lm_train::corpus::DEFAULT_VAL_EVERY,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(root.join("testenvs/speculative-decoding/prompts.jsonl"))
+        .expect("prompts.jsonl");
+    let prompts: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["prompt"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(prompts.len() >= 12, "{} prompts", prompts.len());
+    for p in &prompts {
+        assert!(
+            corpus.validation.iter().any(|d| d.starts_with(p.as_str())),
+            "{p:?} does not start a validation document"
+        );
+        assert!(
+            !corpus.train.iter().any(|d| d.contains(p.as_str())),
+            "{p:?} occurs in the training split"
+        );
+    }
 }

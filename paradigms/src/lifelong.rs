@@ -337,7 +337,10 @@ impl Paradigm for LifelongLearning {
         data: &DataSplits,
         registry: &Registry,
     ) -> anyhow::Result<()> {
-        plan_tasks(case, data, registry).map(|_| ())
+        plan_tasks(case, data, registry)?;
+        // Building the modules checks what only the data can tell (a CNN on inputs too small
+        // for it, a base model the strategies cannot train); it costs one weight init.
+        build_modules(case, data, registry, &Settings::read(&case.settings)?).map(|_| ())
     }
 
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
@@ -357,41 +360,8 @@ impl Paradigm for LifelongLearning {
         let tasks = ctx.cache.get_or_try_insert(&key, || {
             materialise(taskdef.as_ref(), &specs[..rounds], ctx.data, &settings)
         })?;
-        let build = BuildContext {
-            input_shape: ctx.data.input_shape,
-            num_classes: ctx.data.num_classes,
-            seed: case.seed,
-        };
-        let strategy_m = case.require("task_update_decision")?;
-        let scx = StrategyContext {
-            build: build.clone(),
-            basemodel: case.require("basemodel")?.clone(),
-        };
-        let mut strategy = ctx.registry.build_task_update_decision(
-            &strategy_m.name,
-            &strategy_m.hyperparameters,
-            &scx,
-        )?;
-        let det_m = module_or_default(
-            case,
-            ctx.registry,
-            "unseen_sample_recognition",
-            DEFAULT_DETECTOR,
-        )?;
-        let mut detector = ctx.registry.build_unseen_sample_recognition(
-            &det_m.name,
-            &det_m.hyperparameters,
-            &build,
-        )?;
-        let mut allocator = if strategy.per_task_models() && settings.scenario_class_incremental {
-            let m = module_or_default(case, ctx.registry, "task_allocation", DEFAULT_ALLOCATION)?;
-            Some(
-                ctx.registry
-                    .build_task_allocation(&m.name, &m.hyperparameters, &build)?,
-            )
-        } else {
-            None
-        };
+        let (mut strategy, mut detector, mut allocator) =
+            build_modules(case, ctx.data, ctx.registry, &settings)?;
         Flow {
             tasks: &tasks,
             settings: &settings,
@@ -405,6 +375,49 @@ impl Paradigm for LifelongLearning {
             allocator.as_deref_mut(),
         )
     }
+}
+
+type Modules = (
+    Box<dyn TaskUpdateDecision>,
+    Box<dyn UnseenTaskDetect>,
+    Option<Box<dyn TaskAllocation>>,
+);
+
+/// The strategy, the detector and, when the knowledge base keeps one model per task and the
+/// task is not given at test time, the allocator.
+fn build_modules(
+    case: &CaseSpec,
+    data: &DataSplits,
+    registry: &Registry,
+    settings: &Settings,
+) -> anyhow::Result<Modules> {
+    let build = BuildContext {
+        input_shape: data.input_shape,
+        num_classes: data.num_classes,
+        seed: case.seed,
+    };
+    let strategy_m = case.require("task_update_decision")?;
+    let scx = StrategyContext {
+        build: build.clone(),
+        basemodel: case.require("basemodel")?.clone(),
+    };
+    let strategy =
+        registry.build_task_update_decision(&strategy_m.name, &strategy_m.hyperparameters, &scx)?;
+    let det_m = module_or_default(
+        case,
+        registry,
+        "unseen_sample_recognition",
+        DEFAULT_DETECTOR,
+    )?;
+    let detector =
+        registry.build_unseen_sample_recognition(&det_m.name, &det_m.hyperparameters, &build)?;
+    let allocator = if strategy.per_task_models() && settings.scenario_class_incremental {
+        let m = module_or_default(case, registry, "task_allocation", DEFAULT_ALLOCATION)?;
+        Some(registry.build_task_allocation(&m.name, &m.hyperparameters, &build)?)
+    } else {
+        None
+    };
+    Ok((strategy, detector, allocator))
 }
 
 /// The paradigm's test-environment settings, read once.

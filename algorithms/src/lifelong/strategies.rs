@@ -5,8 +5,9 @@
 //!   forgetting, McCloskey & Cohen 1989).
 //! - `Replay`: experience replay from a fixed-size reservoir buffer (Chaudhry et al. 2019, "On
 //!   Tiny Episodic Memories in Continual Learning").
-//! - `EWC`: elastic weight consolidation, one quadratic penalty per round with its own anchor and
-//!   Fisher diagonal (Kirkpatrick et al. 2017).
+//! - `EWC`: elastic weight consolidation, a quadratic penalty per earlier round with its own
+//!   anchor and Fisher diagonal (Kirkpatrick et al. 2017), folded into one quadratic with the
+//!   same gradient.
 //! - `PerTaskModels`: one model per task, chosen on the edge by task allocation (Sedna's
 //!   multi-task knowledge base).
 //! - `Joint`: train on every sample seen so far, each round (the upper bound).
@@ -327,8 +328,8 @@ pub struct Ewc {
     model: Classifier,
     lambda: f64,
     fisher_samples: usize,
-    /// (anchor parameters, Fisher diagonal) after each earlier round.
-    penalties: Vec<(Params, Params)>,
+    /// The penalties of every earlier round folded into one: (anchor θ̄, Fisher sum F).
+    consolidated: Option<(Params, Params)>,
     rounds: u64,
 }
 
@@ -342,7 +343,7 @@ pub fn build_ewc(
         recipe,
         lambda: hps.float("lambda")?,
         fisher_samples: hps.usize("fisher_samples")?,
-        penalties: Vec::new(),
+        consolidated: None,
         rounds: 0,
     }))
 }
@@ -358,36 +359,33 @@ impl TaskUpdateDecision for Ewc {
         if data.is_empty() {
             return Ok(UpdateReport::default());
         }
-        let secs = if self.penalties.is_empty() || self.lambda == 0.0 {
-            self.recipe
-                .fit(&mut self.model, &data, self.rounds, None, work)?
-        } else {
-            let (penalties, lambda) = (&self.penalties, self.lambda);
-            let mut penalty = |vars: &[(String, Tensor)]| -> candle_core::Result<Tensor> {
-                let mut total: Option<Tensor> = None;
-                for (anchor, fisher) in penalties {
-                    let p = ewc_penalty(vars, anchor, fisher, lambda)?;
-                    total = Some(match total {
-                        Some(t) => (t + p)?,
-                        None => p,
-                    });
-                }
-                total.ok_or_else(|| candle_core::Error::Msg("no EWC penalty".into()))
-            };
-            self.recipe.fit(
-                &mut self.model,
-                &data,
-                self.rounds,
-                Some(&mut penalty),
-                work,
-            )?
+        let secs = match &self.consolidated {
+            Some((anchor, fisher)) if self.lambda > 0.0 => {
+                let lambda = self.lambda;
+                let mut penalty =
+                    |vars: &[(String, Tensor)]| ewc_penalty(vars, anchor, fisher, lambda);
+                self.recipe.fit(
+                    &mut self.model,
+                    &data,
+                    self.rounds,
+                    Some(&mut penalty),
+                    work,
+                )?
+            }
+            _ => self
+                .recipe
+                .fit(&mut self.model, &data, self.rounds, None, work)?,
         };
         // The parameters that matter for this round's data, to be held in place from now on.
         let t0 = std::time::Instant::now();
         let fisher =
             self.model
                 .fisher_diagonal(&data.features, &data.labels, self.fisher_samples)?;
-        self.penalties.push((self.model.snapshot()?, fisher));
+        let theta = self.model.snapshot()?;
+        self.consolidated = Some(match self.consolidated.take() {
+            None => (theta, fisher),
+            Some((anchor, sum)) => consolidate(&anchor, &sum, &theta, &fisher)?,
+        });
         Ok(UpdateReport {
             train_seconds: secs + t0.elapsed().as_secs_f64(),
             trained_samples: data.len(),
@@ -407,6 +405,38 @@ impl TaskUpdateDecision for Ewc {
     fn num_parameters(&self) -> usize {
         self.model.num_parameters()
     }
+}
+
+/// Folds a new penalty `F_new·(θ − θ_new)²` into `F·(θ − θ̄)²`: since
+/// `Σ_k F_k (θ − θ*_k)² = (Σ_k F_k)(θ − θ̄)² + const` with `θ̄ = Σ_k F_k θ*_k / Σ_k F_k`
+/// (elementwise), one quadratic has exactly the gradient of one penalty per earlier round
+/// (Kirkpatrick et al. 2017), and a training step costs the same however many rounds came before.
+fn consolidate(
+    anchor: &Params,
+    sum: &Params,
+    theta: &Params,
+    fisher: &Params,
+) -> anyhow::Result<(Params, Params)> {
+    let find = |set: &Params, name: &str| {
+        set.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| anyhow::anyhow!("EWC: parameter `{name}` is missing"))
+    };
+    let mut new_anchor = Vec::with_capacity(anchor.len());
+    let mut new_sum = Vec::with_capacity(sum.len());
+    for (name, a) in anchor {
+        let (f, t, fnew) = (find(sum, name)?, find(theta, name)?, find(fisher, name)?);
+        let total = (&f + &fnew)?;
+        // Where no round found the parameter important (F = 0) its anchor has no weight.
+        let weighted = ((&f * a)? + (&fnew * &t)?)?;
+        new_anchor.push((
+            name.clone(),
+            weighted.div(&total.clamp(1e-30f32, f32::MAX)?)?,
+        ));
+        new_sum.push((name.clone(), total));
+    }
+    Ok((new_anchor, new_sum))
 }
 
 // ---- Joint ----------------------------------------------------------------------------------
@@ -634,5 +664,35 @@ mod tests {
         let second = r.buffer.labels.iter().filter(|&&l| l == 1).count();
         // Each sample is kept with probability 100/2000: about half the buffer is task 2.
         assert!((35..=65).contains(&second), "{second}");
+    }
+
+    #[test]
+    fn consolidated_penalty_differs_from_the_sum_by_a_constant() {
+        let dev = Device::Cpu;
+        let p = |v: &[f32]| -> Params {
+            vec![(
+                "w".to_string(),
+                Tensor::from_slice(v, v.len(), &dev).unwrap(),
+            )]
+        };
+        let (a1, f1) = (p(&[1.0, -2.0, 0.5]), p(&[0.5, 0.0, 2.0]));
+        let (a2, f2) = (p(&[0.0, 3.0, 1.5]), p(&[1.5, 0.0, 1.0]));
+        let (anchor, sum) = consolidate(&a1, &f1, &a2, &f2).unwrap();
+        let value = |t: Tensor| f64::from(t.to_scalar::<f32>().unwrap());
+        let both = |theta: &Params| {
+            value(ewc_penalty(theta, &a1, &f1, 2.0).unwrap())
+                + value(ewc_penalty(theta, &a2, &f2, 2.0).unwrap())
+        };
+        let one = |theta: &Params| value(ewc_penalty(theta, &anchor, &sum, 2.0).unwrap());
+        let (x, y) = (p(&[0.3, 7.0, -1.0]), p(&[-2.0, 1.0, 4.0]));
+        // Same objective up to a constant, hence the same gradient everywhere.
+        assert!(
+            ((both(&x) - both(&y)) - (one(&x) - one(&y))).abs() < 1e-4,
+            "{} {}",
+            both(&x) - both(&y),
+            one(&x) - one(&y)
+        );
+        // A parameter no round found important keeps zero weight.
+        assert_eq!(sum[0].1.to_vec1::<f32>().unwrap()[1], 0.0);
     }
 }

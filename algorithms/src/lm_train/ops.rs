@@ -36,11 +36,7 @@ fn par_rows(
     out_width: usize,
     f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
 ) {
-    let rows = if in_width == 0 {
-        0
-    } else {
-        input.len() / in_width
-    };
+    let rows = input.len().checked_div(in_width).unwrap_or(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Small tensors are not worth a thread.
     if threads <= 1 || input.len() < 1 << 16 {

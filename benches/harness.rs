@@ -10,11 +10,14 @@ use ianvs::controller::{self, CaseResult, Status};
 use ianvs::story::{self, JobMeta};
 use std::sync::LazyLock;
 
-static PARADIGMS: LazyLock<Vec<Box<dyn ianvs_paradigms::Paradigm>>> = LazyLock::new(ianvs_paradigms::paradigms);
+static PARADIGMS: LazyLock<Vec<Box<dyn ianvs_paradigms::Paradigm>>> =
+    LazyLock::new(ianvs_paradigms::paradigms);
 
 /// Writes a job whose single algorithm has 4 axes of 10 values: 10,000 cases.
 fn write_job(dir: &Path) -> std::path::PathBuf {
-    let data: String = (0..20).map(|i| format!("{},{},{}\n", i, i * 2, i % 2)).collect();
+    let data: String = (0..20)
+        .map(|i| format!("{},{},{}\n", i, i * 2, i % 2))
+        .collect();
     std::fs::write(dir.join("data.csv"), data).unwrap();
     std::fs::write(dir.join("testenv.yaml"), "testenv:\n  dataset:\n    data: ./data.csv\n  metrics:\n    - name: accuracy\n    - name: latency-mean\n").unwrap();
     let vals = |f: &dyn Fn(usize) -> String| (0..10).map(f).collect::<Vec<_>>().join(", ");
@@ -57,7 +60,18 @@ fn bench(c: &mut Criterion) {
             paradigm: "singletasklearning".into(),
             status: Status::Ok,
             error: None,
-            metrics: [("accuracy".to_string(), serde_json::json!((i * 7919 % 1000) as f64 / 1000.0)), ("latency-mean".to_string(), serde_json::json!(0.1 + (i % 13) as f64))].into_iter().collect(),
+            metrics: [
+                (
+                    "accuracy".to_string(),
+                    serde_json::json!((i * 7919 % 1000) as f64 / 1000.0),
+                ),
+                (
+                    "latency-mean".to_string(),
+                    serde_json::json!(0.1 + (i % 13) as f64),
+                ),
+            ]
+            .into_iter()
+            .collect(),
             metric_errors: BTreeMap::new(),
             measurements: BTreeMap::new(),
             intervals: BTreeMap::new(),
@@ -73,7 +87,9 @@ fn bench(c: &mut Criterion) {
         .collect();
     let job_dir = dir.path().join("ws/bench");
     std::fs::create_dir_all(&job_dir).unwrap();
-    g.bench_function("rank+write-leaderboards", |b| b.iter(|| story::write_rank_from(&job_dir, &meta, &results).unwrap()));
+    g.bench_function("rank+write-leaderboards", |b| {
+        b.iter(|| story::write_rank_from(&job_dir, &meta, &results).unwrap())
+    });
     g.finish();
 }
 

@@ -67,7 +67,9 @@ enum Command {
         dir: PathBuf,
     },
     /// Regression gate: compare two leaderboards case by case; exit 1 on a regression.
-    #[command(after_help = "BASELINE and CURRENT are each a job folder or a leaderboard.json (also the JSON `ianvs run --json` prints).\nCases match by algorithm and hyperparameters. A metric regresses when it is worse than its tolerance\nand outside the 95 % confidence interval. Exit codes: 0 no regression, 1 regression, 2 bad input.")]
+    #[command(
+        after_help = "BASELINE and CURRENT are each a job folder or a leaderboard.json (also the JSON `ianvs run --json` prints).\nCases match by algorithm and hyperparameters. A metric regresses when it is worse than its tolerance\nand outside the 95 % confidence interval. Exit codes: 0 no regression, 1 regression, 2 bad input."
+    )]
     Compare(Box<CompareArgs>),
     /// Train a small Llama-architecture LM (and its BPE tokenizer) on a text corpus; export it
     /// as a Hugging Face folder (how the speculative-decoding draft/verifier pair is made).
@@ -152,7 +154,10 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe (`ianvs list modules | head`) is not an error.
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
@@ -190,7 +195,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 return Ok(EXIT_CONFIG);
             }
             if json {
-                out(&format!("{}\n", serde_json::to_string_pretty(&cases_json(&job, &cases))?))?;
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&cases_json(&job, &cases))?
+                ))?;
             } else {
                 let d = &job.testenv.data;
                 out(&format!(
@@ -211,10 +219,16 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let meta = story::read_meta(&dir)?;
             let (all, selected) = story::write_rank(&dir, &meta)?;
             if json {
-                out(&format!("{}\n", serde_json::to_string_pretty(&all.to_json())?))?;
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&all.to_json())?
+                ))?;
             } else {
                 out(&selected.to_markdown())?;
-                eprintln!("leaderboard files written to {}", dir.join("rank").display());
+                eprintln!(
+                    "leaderboard files written to {}",
+                    dir.join("rank").display()
+                );
             }
             Ok(0)
         }
@@ -224,7 +238,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 return Ok(EXIT_CONFIG);
             }
             let w = report::write(&dir)?;
-            out(&format!("report written: {} and {} ({} chart(s) in {})\n", w.html.display(), w.markdown.display(), w.charts, dir.join("plots").display()))?;
+            out(&format!(
+                "report written: {} and {} ({} chart(s) in {})\n",
+                w.html.display(),
+                w.markdown.display(),
+                w.charts,
+                dir.join("plots").display()
+            ))?;
             Ok(0)
         }
         Command::Compare(args) => cmd_compare(*args),
@@ -254,7 +274,10 @@ fn cases_json(job: &config::Job, cases: &[controller::PlannedCase]) -> serde_jso
 
 fn cmd_run(args: RunArgs) -> Result<u8> {
     let reg = registry();
-    let ov = Overrides { workspace: args.workspace.clone(), seed: args.seed };
+    let ov = Overrides {
+        workspace: args.workspace.clone(),
+        seed: args.seed,
+    };
     let mut job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
         Ok(j) => j,
         Err(d) => {
@@ -285,12 +308,28 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     }
     if args.dry_run {
         if args.json {
-            out(&format!("{}\n", serde_json::to_string_pretty(&cases_json(&job, &cases))?))?;
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&cases_json(&job, &cases))?
+            ))?;
         } else {
-            let mut s = format!("{} case(s) in job \"{}\" (nothing run):\n", cases.len(), job.name);
+            let mut s = format!(
+                "{} case(s) in job \"{}\" (nothing run):\n",
+                cases.len(),
+                job.name
+            );
             for c in &cases {
-                let grid: Vec<String> = c.grid_values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                s.push_str(&format!("  {}  {:<24} {}\n", c.spec.id, c.spec.algorithm, grid.join(" ")));
+                let grid: Vec<String> = c
+                    .grid_values
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                s.push_str(&format!(
+                    "  {}  {:<24} {}\n",
+                    c.spec.id,
+                    c.spec.algorithm,
+                    grid.join(" ")
+                ));
             }
             out(&s)?;
         }
@@ -313,14 +352,37 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     story::write_meta(&job_dir, &meta)?;
     report::RunInfo::of(&job, args.jobs as usize).write(&job_dir)?;
     if !args.quiet {
-        eprintln!("running job \"{}\": {} case(s), {} at a time; results in {}", job.name, cases.len(), args.jobs, job_dir.display());
+        eprintln!(
+            "running job \"{}\": {} case(s), {} at a time; results in {}",
+            job.name,
+            cases.len(),
+            args.jobs,
+            job_dir.display()
+        );
     }
-    let summary = controller::run(&job, &cases, &reg, &RunOptions { jobs: args.jobs as usize, resume: args.resume, quiet: args.quiet }, &cancel)?;
+    let summary = controller::run(
+        &job,
+        &cases,
+        &reg,
+        &RunOptions {
+            jobs: args.jobs as usize,
+            resume: args.resume,
+            quiet: args.quiet,
+        },
+        &cancel,
+    )?;
     let (all, selected) = story::write_rank(&job_dir, &meta).context("writing the leaderboard")?;
     if args.json {
-        out(&format!("{}\n", serde_json::to_string_pretty(&all.to_json())?))?;
+        out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&all.to_json())?
+        ))?;
     } else if !args.quiet && job.rank.visualization_mode != "none" {
-        let table = if job.rank.visualization_mode == "all" { &all } else { &selected };
+        let table = if job.rank.visualization_mode == "all" {
+            &all
+        } else {
+            &selected
+        };
         out(&table.to_markdown())?;
     }
     if !args.quiet {
@@ -353,7 +415,12 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
             out(&format!("\n{md}"))?;
         }
         if cmp.failed() {
-            eprintln!("regression gate failed: {} regression(s) against {}; details in {}", cmp.regressions(), cmp.baseline.source, summary_file.display());
+            eprintln!(
+                "regression gate failed: {} regression(s) against {}; details in {}",
+                cmp.regressions(),
+                cmp.baseline.source,
+                summary_file.display()
+            );
             regressed = true;
         }
     }
@@ -366,7 +433,10 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     })
 }
 
-fn load_gate(baseline: &std::path::Path, tolerance: Option<&std::path::Path>) -> Result<(compare::Board, compare::Tolerances)> {
+fn load_gate(
+    baseline: &std::path::Path,
+    tolerance: Option<&std::path::Path>,
+) -> Result<(compare::Board, compare::Tolerances)> {
     let b = compare::Board::load(baseline).context("loading the baseline")?;
     let t = match tolerance {
         Some(f) => compare::Tolerances::load(f)?,
@@ -377,7 +447,13 @@ fn load_gate(baseline: &std::path::Path, tolerance: Option<&std::path::Path>) ->
 
 fn cmd_compare(args: CompareArgs) -> Result<u8> {
     // Bad input is exit 2, so a CI job can tell "the gate could not run" from "it found a regression".
-    let loaded = load_gate(&args.baseline, args.tolerance.as_deref()).and_then(|(b, t)| Ok((b, compare::Board::load(&args.current).context("loading the current results")?, t)));
+    let loaded = load_gate(&args.baseline, args.tolerance.as_deref()).and_then(|(b, t)| {
+        Ok((
+            b,
+            compare::Board::load(&args.current).context("loading the current results")?,
+            t,
+        ))
+    });
     let (baseline, current, tolerances) = match loaded {
         Ok(x) => x,
         Err(e) => {
@@ -403,7 +479,13 @@ fn cmd_compare(args: CompareArgs) -> Result<u8> {
 
 fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {
     let reg = registry();
-    let bold = |s: &str| if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() { console::style(s).bold().to_string() } else { s.to_string() };
+    let bold = |s: &str| {
+        if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            console::style(s).bold().to_string()
+        } else {
+            s.to_string()
+        }
+    };
     match what {
         ListWhat::Paradigms => {
             if as_json {
@@ -414,12 +496,28 @@ fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {
                 for p in PARADIGMS.iter() {
                     s.push_str(&format!("{}  {}\n", bold(p.name()), p.summary()));
                     for slot in p.slots() {
-                        s.push_str(&format!("    module {:<22} {}{}\n", slot.module_type, if slot.required { "" } else { "(optional) " }, slot.help));
+                        s.push_str(&format!(
+                            "    module {:<22} {}{}\n",
+                            slot.module_type,
+                            if slot.required { "" } else { "(optional) " },
+                            slot.help
+                        ));
                     }
                     for h in p.settings() {
-                        s.push_str(&format!("    testenv.{:<20} {} (default {}) {}\n", h.name, h.kind, h.default.as_ref().map_or("required".into(), |d| d.to_string()), h.help));
+                        s.push_str(&format!(
+                            "    testenv.{:<20} {} (default {}) {}\n",
+                            h.name,
+                            h.kind,
+                            h.default
+                                .as_ref()
+                                .map_or("required".into(), |d| d.to_string()),
+                            h.help
+                        ));
                     }
-                    s.push_str(&format!("    metrics: {}\n", metrics::ids_for(p.record_kind()).join(", ")));
+                    s.push_str(&format!(
+                        "    metrics: {}\n",
+                        metrics::ids_for(p.record_kind()).join(", ")
+                    ));
                 }
                 out(&s)?;
             }
@@ -431,9 +529,22 @@ fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {
             } else {
                 let mut s = String::new();
                 for e in reg.entries() {
-                    s.push_str(&format!("{} {}  {}\n", e.module_type, bold(e.name), e.summary));
+                    s.push_str(&format!(
+                        "{} {}  {}\n",
+                        e.module_type,
+                        bold(e.name),
+                        e.summary
+                    ));
                     for h in &e.hyperparameters {
-                        s.push_str(&format!("    {:<18} {:<36} default {:<10} {}\n", h.name, h.kind.to_string(), h.default.as_ref().map_or("(required)".into(), |d| d.to_string()), h.help));
+                        s.push_str(&format!(
+                            "    {:<18} {:<36} default {:<10} {}\n",
+                            h.name,
+                            h.kind.to_string(),
+                            h.default
+                                .as_ref()
+                                .map_or("(required)".into(), |d| d.to_string()),
+                            h.help
+                        ));
                     }
                 }
                 out(&s)?;
@@ -446,7 +557,18 @@ fn cmd_list(what: ListWhat, as_json: bool) -> Result<u8> {
             } else {
                 let mut s = String::new();
                 for m in metrics::all() {
-                    s.push_str(&format!("{:<16} {:<10} {:<6} {}  (aliases: {})\n", bold(m.id), if m.unit.is_empty() { "-" } else { m.unit }, if m.higher_is_better { "higher" } else { "lower" }, m.help, m.aliases.join(", ")));
+                    s.push_str(&format!(
+                        "{:<16} {:<10} {:<6} {}  (aliases: {})\n",
+                        bold(m.id),
+                        if m.unit.is_empty() { "-" } else { m.unit },
+                        if m.higher_is_better {
+                            "higher"
+                        } else {
+                            "lower"
+                        },
+                        m.help,
+                        m.aliases.join(", ")
+                    ));
                 }
                 out(&s)?;
             }

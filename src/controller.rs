@@ -73,7 +73,13 @@ pub struct CaseResult {
 }
 
 /// Short stable hash of everything that determines a case's result.
-pub fn case_id(algorithm: &str, paradigm: &str, modules: &[ResolvedModule], settings: &Hyperparameters, data_fingerprint: &str) -> String {
+pub fn case_id(
+    algorithm: &str,
+    paradigm: &str,
+    modules: &[ResolvedModule],
+    settings: &Hyperparameters,
+    data_fingerprint: &str,
+) -> String {
     let canon = serde_json::json!({
         "algorithm": algorithm, "paradigm": paradigm, "modules": modules,
         "settings": settings, "data": data_fingerprint,
@@ -100,7 +106,11 @@ pub fn data_fingerprint(job: &Job) -> String {
             h.update([0]);
         }
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Expands every algorithm's grid: the Cartesian product of all axes of all modules, in YAML
@@ -110,10 +120,16 @@ pub fn plan(job: &Job) -> Vec<PlannedCase> {
     let mut out = Vec::new();
     for (ai, alg) in job.algorithms.iter().enumerate() {
         // Flatten axes across modules, remembering which module each belongs to.
-        let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg.modules.iter().enumerate().flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a))).collect();
+        let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg
+            .modules
+            .iter()
+            .enumerate()
+            .flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a)))
+            .collect();
         let total: usize = axes.iter().map(|(_, a)| a.len()).product();
         for n in 0..total {
-            let mut hps: Vec<BTreeMap<String, Value>> = alg.modules.iter().map(|m| m.fixed.clone()).collect();
+            let mut hps: Vec<BTreeMap<String, Value>> =
+                alg.modules.iter().map(|m| m.fixed.clone()).collect();
             let mut grid_values = Vec::new();
             let mut rem = n;
             let mut picks = vec![0; axes.len()];
@@ -124,12 +140,34 @@ pub fn plan(job: &Job) -> Vec<PlannedCase> {
             for (k, (mi, axis)) in axes.iter().enumerate() {
                 for (name, v) in &axis[picks[k]] {
                     hps[*mi].insert(name.clone(), v.clone());
-                    grid_values.push((format!("{}-{}", alg.modules[*mi].module_type, name), v.clone()));
+                    grid_values.push((
+                        format!("{}-{}", alg.modules[*mi].module_type, name),
+                        v.clone(),
+                    ));
                 }
             }
-            let modules: Vec<ResolvedModule> = alg.modules.iter().zip(hps).map(|(m, h)| ResolvedModule { module_type: m.module_type.clone(), name: m.name.clone(), hyperparameters: Hyperparameters(h) }).collect();
+            let modules: Vec<ResolvedModule> = alg
+                .modules
+                .iter()
+                .zip(hps)
+                .map(|(m, h)| ResolvedModule {
+                    module_type: m.module_type.clone(),
+                    name: m.name.clone(),
+                    hyperparameters: Hyperparameters(h),
+                })
+                .collect();
             let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
-            out.push(PlannedCase { algorithm_index: ai, spec: CaseSpec { id, algorithm: alg.name.clone(), modules, settings: alg.settings.clone(), seed: job.seed }, grid_values });
+            out.push(PlannedCase {
+                algorithm_index: ai,
+                spec: CaseSpec {
+                    id,
+                    algorithm: alg.name.clone(),
+                    modules,
+                    settings: alg.settings.clone(),
+                    seed: job.seed,
+                },
+                grid_values,
+            });
         }
     }
     out
@@ -158,24 +196,47 @@ pub fn case_dir(job: &Job, case: &PlannedCase) -> PathBuf {
 
 /// True when the case folder holds a finished, successful result.
 pub fn is_complete(dir: &Path) -> bool {
-    std::fs::read(dir.join("metrics.json")).ok().and_then(|b| serde_json::from_slice::<CaseResult>(&b).ok()).is_some_and(|r| r.status == Status::Ok)
+    std::fs::read(dir.join("metrics.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CaseResult>(&b).ok())
+        .is_some_and(|r| r.status == Status::Ok)
 }
 
 fn bar_style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 /// Runs the planned cases and persists each as it ends. Returns once all are done or Ctrl-C.
-pub fn run(job: &Job, cases: &[PlannedCase], registry: &Registry, opts: &RunOptions, cancel: &AtomicBool) -> Result<RunSummary> {
+pub fn run(
+    job: &Job,
+    cases: &[PlannedCase],
+    registry: &Registry,
+    opts: &RunOptions,
+    cancel: &AtomicBool,
+) -> Result<RunSummary> {
     let show = !opts.quiet && std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-    let todo: Vec<&PlannedCase> = cases.iter().filter(|c| !(opts.resume && is_complete(&case_dir(job, c)))).collect();
+    let multi = MultiProgress::with_draw_target(if show {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let todo: Vec<&PlannedCase> = cases
+        .iter()
+        .filter(|c| !(opts.resume && is_complete(&case_dir(job, c))))
+        .collect();
     let skipped = cases.len() - todo.len();
     if skipped > 0 && !opts.quiet {
-        eprintln!("resume: {skipped} of {} cases already complete, skipping them", cases.len());
+        eprintln!(
+            "resume: {skipped} of {} cases already complete, skipping them",
+            cases.len()
+        );
     }
     let overall = multi.add(ProgressBar::new(todo.len() as u64));
-    overall.set_style(bar_style("{prefix:>8} [{bar:30}] {pos}/{len} cases  {elapsed_precise} (eta {eta})"));
+    overall.set_style(bar_style(
+        "{prefix:>8} [{bar:30}] {pos}/{len} cases  {elapsed_precise} (eta {eta})",
+    ));
     overall.set_prefix("cases");
     let cache = JobCache::default();
     let next = AtomicUsize::new(0);
@@ -202,7 +263,12 @@ pub fn run(job: &Job, cases: &[PlannedCase], registry: &Registry, opts: &RunOpti
                             ran.fetch_add(1, Ordering::Relaxed);
                             if r.status == Status::Failed {
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                let msg = format!("case {} ({}) failed: {}", r.case_id, r.algorithm, r.error.as_deref().unwrap_or("?"));
+                                let msg = format!(
+                                    "case {} ({}) failed: {}",
+                                    r.case_id,
+                                    r.algorithm,
+                                    r.error.as_deref().unwrap_or("?")
+                                );
                                 if show {
                                     multi.println(msg).ok();
                                 } else if !opts.quiet {
@@ -229,12 +295,24 @@ pub fn run(job: &Job, cases: &[PlannedCase], registry: &Registry, opts: &RunOpti
     if let Some(e) = first_err.into_inner().ok().flatten() {
         return Err(e);
     }
-    Ok(RunSummary { ran: ran.into_inner(), skipped, failed: failed.into_inner(), cancelled: cancel.load(Ordering::Relaxed) })
+    Ok(RunSummary {
+        ran: ran.into_inner(),
+        skipped,
+        failed: failed.into_inner(),
+        cancelled: cancel.load(Ordering::Relaxed),
+    })
 }
 
 /// Runs one case (`repeat` times) and writes its folder. `Ok(None)` when cancelled before it
 /// finished.
-fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache, bar: &ProgressBar, cancel: &AtomicBool) -> Result<Option<CaseResult>> {
+fn run_one(
+    job: &Job,
+    case: &PlannedCase,
+    registry: &Registry,
+    cache: &JobCache,
+    bar: &ProgressBar,
+    cancel: &AtomicBool,
+) -> Result<Option<CaseResult>> {
     let alg = &job.algorithms[case.algorithm_index];
     let started = chrono::Local::now();
     let t0 = Instant::now();
@@ -242,17 +320,37 @@ fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache,
     let mut outputs: Vec<CaseOutput> = Vec::with_capacity(repeat);
     let mut error = None;
     for run in 0..repeat {
-        let ctx = CaseContext { data: &job.testenv.data, registry, cache, progress: bar, cancel };
+        let ctx = CaseContext {
+            data: &job.testenv.data,
+            registry,
+            cache,
+            progress: bar,
+            cancel,
+        };
         // A panic inside a module is a bug, but it must not take the other cases down with it.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alg.paradigm.run(&case.spec, &ctx)))
-            .unwrap_or_else(|p| Err(anyhow::anyhow!("panicked: {}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            alg.paradigm.run(&case.spec, &ctx)
+        }))
+        .unwrap_or_else(|p| {
+            Err(anyhow::anyhow!(
+                "panicked: {}",
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            ))
+        });
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
         match outcome {
             Ok(out) => outputs.push(out),
             Err(e) => {
-                error = Some(if repeat > 1 { format!("run {} of {repeat}: {e:#}", run + 1) } else { format!("{e:#}") });
+                error = Some(if repeat > 1 {
+                    format!("run {} of {repeat}: {e:#}", run + 1)
+                } else {
+                    format!("{e:#}")
+                });
                 break;
             }
         }
@@ -295,13 +393,20 @@ fn run_one(job: &Job, case: &PlannedCase, registry: &Registry, cache: &JobCache,
 /// each metric is the mean over runs, its interval the envelope of the runs' intervals.
 fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs: &[CaseOutput]) {
     let repeat = outputs.len();
-    let per_run: Vec<Vec<(&'static str, Result<f64>)>> = outputs.iter().map(|o| metrics::compute_all(defs, o)).collect();
+    let per_run: Vec<Vec<(&'static str, Result<f64>)>> = outputs
+        .iter()
+        .map(|o| metrics::compute_all(defs, o))
+        .collect();
     let mut values: Vec<Vec<(&'static str, f64)>> = vec![Vec::new(); repeat];
     for (mi, m) in defs.iter().enumerate() {
         let mut xs = Vec::with_capacity(repeat);
         let mut why = None;
         for (run, r) in per_run.iter().enumerate() {
-            let prefix = if repeat > 1 { format!("run {} of {repeat}: ", run + 1) } else { String::new() };
+            let prefix = if repeat > 1 {
+                format!("run {} of {repeat}: ", run + 1)
+            } else {
+                String::new()
+            };
             match &r[mi].1 {
                 Ok(x) if x.is_finite() => xs.push(*x),
                 Ok(x) => why = why.or(Some(format!("{prefix}not a finite number ({x})"))),
@@ -313,7 +418,9 @@ fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs:
             result.metric_errors.insert(m.id.to_string(), why);
             continue;
         }
-        result.metrics.insert(m.id.to_string(), serde_json::json!(metrics::mean(&xs)));
+        result
+            .metrics
+            .insert(m.id.to_string(), serde_json::json!(metrics::mean(&xs)));
         for (run, x) in xs.iter().enumerate() {
             values[run].push((m.id, *x));
         }
@@ -325,10 +432,24 @@ fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs:
         .iter()
         .zip(&values)
         .enumerate()
-        .map(|(run, (o, vals))| metrics::interval::intervals(defs, o, vals, &if run == 0 { result.case_id.clone() } else { format!("{}#{run}", result.case_id) }))
+        .map(|(run, (o, vals))| {
+            metrics::interval::intervals(
+                defs,
+                o,
+                vals,
+                &if run == 0 {
+                    result.case_id.clone()
+                } else {
+                    format!("{}#{run}", result.case_id)
+                },
+            )
+        })
         .collect();
     for m in defs {
-        let ivs: Vec<metrics::Interval> = per_run_iv.iter().filter_map(|r| r.get(m.id).copied()).collect();
+        let ivs: Vec<metrics::Interval> = per_run_iv
+            .iter()
+            .filter_map(|r| r.get(m.id).copied())
+            .collect();
         if ivs.len() == repeat {
             if let Some(mut iv) = metrics::Interval::envelope(&ivs) {
                 // The mean over runs lies inside the envelope already; keep it explicit.
@@ -343,7 +464,10 @@ fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs:
     // Case-level measurements (training time, ...) are averaged over runs as well.
     if let Some(first) = outputs.first() {
         for k in first.measurements.keys() {
-            let xs: Vec<f64> = outputs.iter().filter_map(|o| o.measurements.get(k).copied()).collect();
+            let xs: Vec<f64> = outputs
+                .iter()
+                .filter_map(|o| o.measurements.get(k).copied())
+                .collect();
             if xs.len() == repeat {
                 result.measurements.insert(k.clone(), metrics::mean(&xs));
             }
@@ -353,10 +477,16 @@ fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs:
 
 /// Writes the case folder atomically: everything goes into a hidden sibling folder that is
 /// renamed into place last, so a case folder is either complete or absent.
-fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, outputs: &[CaseOutput]) -> Result<()> {
+fn persist(
+    job: &Job,
+    case: &PlannedCase,
+    result: &CaseResult,
+    outputs: &[CaseOutput],
+) -> Result<()> {
     let dir = case_dir(job, case);
     let parent = dir.parent().context("case folder has no parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = parent.join(format!(".{}.partial", case.spec.id));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -372,8 +502,14 @@ fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, outputs: &[CaseOu
         "repeat": alg.repeat,
         "modules": case.spec.modules,
     });
-    let write = |name: &str, bytes: &[u8]| std::fs::write(tmp.join(name), bytes).with_context(|| format!("cannot write {}", tmp.join(name).display()));
-    write("resolved.yaml", serde_yaml_ng::to_string(&resolved)?.as_bytes())?;
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(tmp.join(name), bytes)
+            .with_context(|| format!("cannot write {}", tmp.join(name).display()))
+    };
+    write(
+        "resolved.yaml",
+        serde_yaml_ng::to_string(&resolved)?.as_bytes(),
+    )?;
     // Run 1 is `records.jsonl` (and its artifacts); further runs of a repeated case keep their
     // records beside it as `records-run<k>.jsonl`.
     let mut jsonl = Vec::new();
@@ -389,10 +525,15 @@ fn persist(job: &Job, case: &PlannedCase, result: &CaseResult, outputs: &[CaseOu
         out.records.write_jsonl(&mut jsonl)?;
         write(&format!("records-run{}.jsonl", k + 1), &jsonl)?;
     }
-    write("metrics.json", serde_json::to_string_pretty(result)?.as_bytes())?;
+    write(
+        "metrics.json",
+        serde_json::to_string_pretty(result)?.as_bytes(),
+    )?;
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
     }
-    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot move {} into place", dir.display()))?;
     Ok(())
 }

@@ -33,7 +33,12 @@ impl JobMeta {
         Self {
             name: job.name.clone(),
             benchmark_file: job.file.to_string_lossy().into_owned(),
-            metrics: job.testenv.metrics.iter().map(|m| m.id.to_string()).collect(),
+            metrics: job
+                .testenv
+                .metrics
+                .iter()
+                .map(|m| m.id.to_string())
+                .collect(),
             module_types: module_types(&job.algorithms),
             grid_columns: grid_columns(&job.algorithms),
             rank: job.rank.clone(),
@@ -64,7 +69,11 @@ fn module_types(algs: &[Algorithm]) -> Vec<String> {
 fn grid_columns(algs: &[Algorithm]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for ty in module_types(algs) {
-        for m in algs.iter().flat_map(|a| &a.modules).filter(|m| m.module_type == ty) {
+        for m in algs
+            .iter()
+            .flat_map(|a| &a.modules)
+            .filter(|m| m.module_type == ty)
+        {
             for axis in &m.axes {
                 let mut names = BTreeSet::new();
                 for point in axis {
@@ -84,7 +93,20 @@ fn grid_columns(algs: &[Algorithm]) -> Vec<String> {
 
 /// Every column a leaderboard of this job can have (for validating `selected_output_columns`).
 pub fn possible_columns(metrics: &[&'static MetricDef], algs: &[Algorithm]) -> Vec<String> {
-    let meta = JobMeta { name: String::new(), benchmark_file: String::new(), metrics: metrics.iter().map(|m| m.id.to_string()).collect(), module_types: module_types(algs), grid_columns: grid_columns(algs), rank: RankConfig { sort_by: vec![], visualization_mode: String::new(), selected: Default::default(), save_mode: String::new(), selected_output_columns: None } };
+    let meta = JobMeta {
+        name: String::new(),
+        benchmark_file: String::new(),
+        metrics: metrics.iter().map(|m| m.id.to_string()).collect(),
+        module_types: module_types(algs),
+        grid_columns: grid_columns(algs),
+        rank: RankConfig {
+            sort_by: vec![],
+            visualization_mode: String::new(),
+            selected: Default::default(),
+            save_mode: String::new(),
+            selected_output_columns: None,
+        },
+    };
     let mut c = meta.columns();
     for m in &meta.metrics {
         c.extend(CONFIDENCE_SUFFIXES.iter().map(|s| format!("{m}{s}")));
@@ -105,7 +127,10 @@ pub fn confidence_columns(meta: &JobMeta, results: &[CaseResult]) -> Vec<String>
             c.push(format!("{m}-ci-low"));
             c.push(format!("{m}-ci-high"));
         }
-        if results.iter().any(|r| r.runs.get(m).is_some_and(|v| v.len() > 1)) {
+        if results
+            .iter()
+            .any(|r| r.runs.get(m).is_some_and(|v| v.len() > 1))
+        {
             c.push(format!("{m}-std"));
         }
     }
@@ -113,15 +138,35 @@ pub fn confidence_columns(meta: &JobMeta, results: &[CaseResult]) -> Vec<String>
 }
 
 /// The metric a confidence column qualifies and which bound it holds.
-pub fn confidence_column<'a>(metrics: &'a [String], column: &str) -> Option<(&'a str, &'static str)> {
-    CONFIDENCE_SUFFIXES.iter().find_map(|s| column.strip_suffix(s).and_then(|m| metrics.iter().find(|x| *x == m)).map(|m| (m.as_str(), *s)))
+pub fn confidence_column<'a>(
+    metrics: &'a [String],
+    column: &str,
+) -> Option<(&'a str, &'static str)> {
+    CONFIDENCE_SUFFIXES.iter().find_map(|s| {
+        column
+            .strip_suffix(s)
+            .and_then(|m| metrics.iter().find(|x| *x == m))
+            .map(|m| (m.as_str(), *s))
+    })
 }
 
 fn confidence_cell(r: &CaseResult, metric: &str, suffix: &str) -> Value {
     match suffix {
-        "-ci-low" => r.intervals.get(metric).map_or(Value::Null, |i| serde_json::json!(i.low)),
-        "-ci-high" => r.intervals.get(metric).map_or(Value::Null, |i| serde_json::json!(i.high)),
-        _ => r.runs.get(metric).filter(|v| v.len() > 1).map_or(Value::Null, |v| serde_json::json!(crate::metrics::interval::std_dev(v))),
+        "-ci-low" => r
+            .intervals
+            .get(metric)
+            .map_or(Value::Null, |i| serde_json::json!(i.low)),
+        "-ci-high" => r
+            .intervals
+            .get(metric)
+            .map_or(Value::Null, |i| serde_json::json!(i.high)),
+        _ => r
+            .runs
+            .get(metric)
+            .filter(|v| v.len() > 1)
+            .map_or(Value::Null, |v| {
+                serde_json::json!(crate::metrics::interval::std_dev(v))
+            }),
     }
 }
 
@@ -132,16 +177,35 @@ pub const RESERVED_DIRS: &[&str] = &["rank", "plots", "compare"];
 /// Reads every case result stored under a job folder (`<job>/<algorithm>/<case-id>/metrics.json`).
 pub fn collect(job_dir: &Path) -> Result<Vec<CaseResult>> {
     let mut out = Vec::new();
-    let Ok(algs) = std::fs::read_dir(job_dir) else { return Ok(out) };
-    let mut alg_dirs: Vec<PathBuf> = algs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir() && p.file_name().is_some_and(|n| !RESERVED_DIRS.iter().any(|r| n == *r) && !n.to_string_lossy().starts_with('.'))).collect();
+    let Ok(algs) = std::fs::read_dir(job_dir) else {
+        return Ok(out);
+    };
+    let mut alg_dirs: Vec<PathBuf> = algs
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name().is_some_and(|n| {
+                    !RESERVED_DIRS.iter().any(|r| n == *r) && !n.to_string_lossy().starts_with('.')
+                })
+        })
+        .collect();
     alg_dirs.sort();
     for ad in alg_dirs {
-        let mut cases: Vec<PathBuf> = std::fs::read_dir(&ad)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))).collect();
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&ad)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
         cases.sort();
         for c in cases {
             let f = c.join("metrics.json");
             if let Ok(bytes) = std::fs::read(&f) {
-                let r: CaseResult = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid case result", f.display()))?;
+                let r: CaseResult = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a valid case result", f.display()))?;
                 out.push(r);
             }
         }
@@ -181,7 +245,9 @@ pub fn format_number(x: f64) -> String {
 }
 
 fn time_of(r: &CaseResult) -> String {
-    chrono::DateTime::parse_from_rfc3339(&r.finished_at).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|_| r.finished_at.clone())
+    chrono::DateTime::parse_from_rfc3339(&r.finished_at)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| r.finished_at.clone())
 }
 
 /// Builds the full leaderboard with polars: one row per case, ranked by the multi-key `sort_by`
@@ -191,10 +257,25 @@ pub fn build(meta: &JobMeta, results: &[CaseResult]) -> Result<Leaderboard> {
     columns.extend(confidence_columns(meta, results));
     let n = results.len();
     let mut cols: Vec<Column> = Vec::new();
-    cols.push(Column::new("_failed".into(), results.iter().map(|r| r.status == Status::Failed).collect::<Vec<_>>()));
-    cols.push(Column::new("_order".into(), (0..n as u32).collect::<Vec<_>>()));
+    cols.push(Column::new(
+        "_failed".into(),
+        results
+            .iter()
+            .map(|r| r.status == Status::Failed)
+            .collect::<Vec<_>>(),
+    ));
+    cols.push(Column::new(
+        "_order".into(),
+        (0..n as u32).collect::<Vec<_>>(),
+    ));
     for m in &meta.metrics {
-        cols.push(Column::new(m.as_str().into(), results.iter().map(|r| r.metrics.get(m).and_then(Value::as_f64)).collect::<Vec<Option<f64>>>()));
+        cols.push(Column::new(
+            m.as_str().into(),
+            results
+                .iter()
+                .map(|r| r.metrics.get(m).and_then(Value::as_f64))
+                .collect::<Vec<Option<f64>>>(),
+        ));
     }
     let mut by: Vec<String> = vec!["_failed".into()];
     let mut desc = vec![false];
@@ -208,8 +289,19 @@ pub fn build(meta: &JobMeta, results: &[CaseResult]) -> Result<Leaderboard> {
     by.push("_order".into());
     desc.push(false);
     let df = DataFrame::new_infer_height(cols)?;
-    let sorted = df.sort(&by, SortMultipleOptions::new().with_order_descending_multi(desc).with_nulls_last(true).with_maintain_order(true))?;
-    let order: Vec<usize> = sorted.column("_order")?.u32()?.into_no_null_iter().map(|i| i as usize).collect();
+    let sorted = df.sort(
+        &by,
+        SortMultipleOptions::new()
+            .with_order_descending_multi(desc)
+            .with_nulls_last(true)
+            .with_maintain_order(true),
+    )?;
+    let order: Vec<usize> = sorted
+        .column("_order")?
+        .u32()?
+        .into_no_null_iter()
+        .map(|i| i as usize)
+        .collect();
 
     let mut rows = Vec::with_capacity(n);
     let mut rank = 0;
@@ -230,12 +322,24 @@ pub fn build(meta: &JobMeta, results: &[CaseResult]) -> Result<Leaderboard> {
                 "paradigm" => Value::String(r.paradigm.clone()),
                 "time" => Value::String(time_of(r)),
                 "url" => Value::String(r.url.clone()),
-                "status" => Value::String(if r.status == Status::Ok { "ok".into() } else { "failed".into() }),
+                "status" => Value::String(if r.status == Status::Ok {
+                    "ok".into()
+                } else {
+                    "failed".into()
+                }),
                 "case_id" => Value::String(r.case_id.clone()),
-                c if meta.metrics.iter().any(|m| m == c) => r.metrics.get(c).cloned().unwrap_or(Value::Null),
-                c if meta.module_types.iter().any(|m| m == c) => r.modules.iter().find(|m| m.module_type == c).map_or(Value::Null, |m| Value::String(m.name.clone())),
+                c if meta.metrics.iter().any(|m| m == c) => {
+                    r.metrics.get(c).cloned().unwrap_or(Value::Null)
+                }
+                c if meta.module_types.iter().any(|m| m == c) => r
+                    .modules
+                    .iter()
+                    .find(|m| m.module_type == c)
+                    .map_or(Value::Null, |m| Value::String(m.name.clone())),
                 c => match confidence_column(&meta.metrics, c) {
-                    Some((m, suffix)) if !meta.grid_columns.iter().any(|g| g == c) => confidence_cell(r, m, suffix),
+                    Some((m, suffix)) if !meta.grid_columns.iter().any(|g| g == c) => {
+                        confidence_cell(r, m, suffix)
+                    }
                     _ => r.grid.get(c).cloned().unwrap_or(Value::Null),
                 },
             };
@@ -251,19 +355,29 @@ impl Leaderboard {
     pub fn select(&self, meta: &JobMeta) -> Leaderboard {
         let sel = &meta.rank.selected;
         let keep: Vec<usize> = match &meta.rank.selected_output_columns {
-            Some(cols) => cols.iter().filter_map(|c| self.columns.iter().position(|x| x == c)).collect(),
+            Some(cols) => cols
+                .iter()
+                .filter_map(|c| self.columns.iter().position(|x| x == c))
+                .collect(),
             None => (0..self.columns.len())
                 .filter(|&i| {
                     let c = &self.columns[i];
                     if meta.metrics.contains(c) {
                         sel.metrics.as_ref().is_none_or(|m| m.contains(c))
                     } else if c == "paradigm" {
-                        sel.paradigms.is_none() || sel.paradigms.as_ref().is_some_and(|p| !p.is_empty())
+                        sel.paradigms.is_none()
+                            || sel.paradigms.as_ref().is_some_and(|p| !p.is_empty())
                     } else if meta.module_types.contains(c) {
                         sel.modules.as_ref().is_none_or(|m| m.contains(c))
                     } else if meta.grid_columns.contains(c) {
                         let (ty, hp) = c.split_once('-').unwrap_or((c, c));
-                        sel.modules.as_ref().is_none_or(|m| m.iter().any(|x| x == ty)) && sel.hyperparameters.as_ref().is_none_or(|h| h.iter().any(|x| x == hp))
+                        sel.modules
+                            .as_ref()
+                            .is_none_or(|m| m.iter().any(|x| x == ty))
+                            && sel
+                                .hyperparameters
+                                .as_ref()
+                                .is_none_or(|h| h.iter().any(|x| x == hp))
                     } else {
                         // Interval bounds stay in the full files; a printed table keeps to values.
                         c != "case_id" && confidence_column(&meta.metrics, c).is_none()
@@ -271,19 +385,50 @@ impl Leaderboard {
                 })
                 .collect(),
         };
-        Leaderboard { columns: keep.iter().map(|&i| self.columns[i].clone()).collect(), rows: self.rows.iter().map(|r| keep.iter().map(|&i| r[i].clone()).collect()).collect() }
+        Leaderboard {
+            columns: keep.iter().map(|&i| self.columns[i].clone()).collect(),
+            rows: self
+                .rows
+                .iter()
+                .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+                .collect(),
+        }
     }
 
     /// A Markdown pipe table, columns padded so it also reads well in a terminal.
     pub fn to_markdown(&self) -> String {
-        let cells: Vec<Vec<String>> = self.rows.iter().map(|r| r.iter().map(cell_text).collect()).collect();
-        let widths: Vec<usize> = (0..self.columns.len()).map(|i| cells.iter().map(|r| r[i].chars().count()).chain([self.columns[i].chars().count(), 3]).max().unwrap_or(3)).collect();
+        let cells: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|r| r.iter().map(cell_text).collect())
+            .collect();
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|i| {
+                cells
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([self.columns[i].chars().count(), 3])
+                    .max()
+                    .unwrap_or(3)
+            })
+            .collect();
         let line = |vals: Vec<&str>| -> String {
-            let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+            let parts: Vec<String> = vals
+                .iter()
+                .zip(&widths)
+                .map(|(v, w)| format!("{v:<w$}"))
+                .collect();
             format!("| {} |\n", parts.join(" | "))
         };
         let mut s = line(self.columns.iter().map(String::as_str).collect());
-        s.push_str(&format!("|{}|\n", widths.iter().map(|w| "-".repeat(w + 2)).collect::<Vec<_>>().join("|")));
+        s.push_str(&format!(
+            "|{}|\n",
+            widths
+                .iter()
+                .map(|w| "-".repeat(w + 2))
+                .collect::<Vec<_>>()
+                .join("|")
+        ));
         for r in &cells {
             s.push_str(&line(r.iter().map(String::as_str).collect()));
         }
@@ -294,11 +439,30 @@ impl Leaderboard {
     fn to_frame(&self) -> Result<DataFrame> {
         let mut cols = Vec::new();
         for (i, name) in self.columns.iter().enumerate() {
-            let numeric = self.rows.iter().all(|r| r[i].is_number() || r[i].is_null()) && self.rows.iter().any(|r| r[i].is_number());
+            let numeric = self.rows.iter().all(|r| r[i].is_number() || r[i].is_null())
+                && self.rows.iter().any(|r| r[i].is_number());
             let col = if numeric {
-                Column::new(name.as_str().into(), self.rows.iter().map(|r| r[i].as_f64()).collect::<Vec<Option<f64>>>())
+                Column::new(
+                    name.as_str().into(),
+                    self.rows
+                        .iter()
+                        .map(|r| r[i].as_f64())
+                        .collect::<Vec<Option<f64>>>(),
+                )
             } else {
-                Column::new(name.as_str().into(), self.rows.iter().map(|r| if r[i].is_null() { None } else { Some(cell_text(&r[i])) }).collect::<Vec<Option<String>>>())
+                Column::new(
+                    name.as_str().into(),
+                    self.rows
+                        .iter()
+                        .map(|r| {
+                            if r[i].is_null() {
+                                None
+                            } else {
+                                Some(cell_text(&r[i]))
+                            }
+                        })
+                        .collect::<Vec<Option<String>>>(),
+                )
             };
             cols.push(col);
         }
@@ -308,12 +472,27 @@ impl Leaderboard {
     pub fn write_csv(&self, path: &Path) -> Result<()> {
         let mut df = self.to_frame()?;
         let mut buf = Vec::new();
-        CsvWriter::new(&mut buf).include_header(true).finish(&mut df)?;
+        CsvWriter::new(&mut buf)
+            .include_header(true)
+            .finish(&mut df)?;
         atomic_write(path, &buf)
     }
 
     pub fn to_json(&self) -> Value {
-        Value::Array(self.rows.iter().map(|r| Value::Object(self.columns.iter().cloned().zip(r.iter().cloned()).collect())).collect())
+        Value::Array(
+            self.rows
+                .iter()
+                .map(|r| {
+                    Value::Object(
+                        self.columns
+                            .iter()
+                            .cloned()
+                            .zip(r.iter().cloned())
+                            .collect(),
+                    )
+                })
+                .collect(),
+        )
     }
 }
 
@@ -331,7 +510,11 @@ pub fn write_rank(job_dir: &Path, meta: &JobMeta) -> Result<(Leaderboard, Leader
 }
 
 /// [`write_rank`] from results already in memory.
-pub fn write_rank_from(job_dir: &Path, meta: &JobMeta, results: &[CaseResult]) -> Result<(Leaderboard, Leaderboard)> {
+pub fn write_rank_from(
+    job_dir: &Path,
+    meta: &JobMeta,
+    results: &[CaseResult],
+) -> Result<(Leaderboard, Leaderboard)> {
     let all = build(meta, results)?;
     let selected = all.select(meta);
     let dir = job_dir.join("rank");
@@ -340,21 +523,55 @@ pub fn write_rank_from(job_dir: &Path, meta: &JobMeta, results: &[CaseResult]) -
         all.write_csv(&dir.join("all_rank.csv"))?;
     }
     selected.write_csv(&dir.join("selected_rank.csv"))?;
-    let sort_desc: Vec<String> = meta.rank.sort_by.iter().map(|(m, o)| format!("{m} ({})", if *o == Order::Descend { "higher first" } else { "lower first" })).collect();
-    let md = format!("# Leaderboard: {}\n\nRanked by {}. {} case(s).\n\n{}", meta.name, sort_desc.join(", then "), all.rows.len(), selected.to_markdown());
+    let sort_desc: Vec<String> = meta
+        .rank
+        .sort_by
+        .iter()
+        .map(|(m, o)| {
+            format!(
+                "{m} ({})",
+                if *o == Order::Descend {
+                    "higher first"
+                } else {
+                    "lower first"
+                }
+            )
+        })
+        .collect();
+    let md = format!(
+        "# Leaderboard: {}\n\nRanked by {}. {} case(s).\n\n{}",
+        meta.name,
+        sort_desc.join(", then "),
+        all.rows.len(),
+        selected.to_markdown()
+    );
     atomic_write(&dir.join("leaderboard.md"), md.as_bytes())?;
     let json = serde_json::json!({ "job": meta.name, "sort_by": meta.rank.sort_by, "metrics": meta.metrics, "module_types": meta.module_types, "grid_columns": meta.grid_columns, "columns": all.columns, "selected_columns": selected.columns, "rows": all.to_json() });
-    atomic_write(&dir.join("leaderboard.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    atomic_write(
+        &dir.join("leaderboard.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     Ok((all, selected))
 }
 
 pub fn write_meta(job_dir: &Path, meta: &JobMeta) -> Result<()> {
-    std::fs::create_dir_all(job_dir).with_context(|| format!("cannot create {}", job_dir.display()))?;
-    atomic_write(&job_dir.join("job.json"), serde_json::to_string_pretty(meta)?.as_bytes())
+    std::fs::create_dir_all(job_dir)
+        .with_context(|| format!("cannot create {}", job_dir.display()))?;
+    atomic_write(
+        &job_dir.join("job.json"),
+        serde_json::to_string_pretty(meta)?.as_bytes(),
+    )
 }
 
 pub fn read_meta(job_dir: &Path) -> Result<JobMeta> {
     let f = job_dir.join("job.json");
-    let bytes = std::fs::read(&f).with_context(|| format!("{} is not a job folder: cannot read {}", job_dir.display(), f.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid job.json", f.display()))
+    let bytes = std::fs::read(&f).with_context(|| {
+        format!(
+            "{} is not a job folder: cannot read {}",
+            job_dir.display(),
+            f.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a valid job.json", f.display()))
 }

@@ -12,18 +12,42 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = root.join("datasets/models/smollm2-135m-instruct-q4_1.gguf");
     if !model.exists() {
-        assert!(std::env::var_os("IANVS_REQUIRE_SMOLLM2").is_none(), "IANVS_REQUIRE_SMOLLM2 is set but {} is missing: run scripts/fetch-smollm2.sh", model.display());
-        eprintln!("skipping: {} is missing (run scripts/fetch-smollm2.sh)", model.display());
+        assert!(
+            std::env::var_os("IANVS_REQUIRE_SMOLLM2").is_none(),
+            "IANVS_REQUIRE_SMOLLM2 is set but {} is missing: run scripts/fetch-smollm2.sh",
+            model.display()
+        );
+        eprintln!(
+            "skipping: {} is missing (run scripts/fetch-smollm2.sh)",
+            model.display()
+        );
         return;
     }
     let ws = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("ianvs").unwrap().args(["run", "-f"]).arg(root.join("tests/fixtures/spec/benchmark.yaml")).arg("--workspace").arg(ws.path()).args(["--quiet", "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::cargo_bin("ianvs")
+        .unwrap()
+        .args(["run", "-f"])
+        .arg(root.join("tests/fixtures/spec/benchmark.yaml"))
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--quiet", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 5, "verifier-only + γ ∈ {{1, 2, 4, 8}}");
     for r in &rows {
         assert_eq!(r["status"], "ok");
-        assert_eq!(r["lossless"].as_f64(), Some(1.0), "greedy output must equal verifier-only output: {r}");
+        assert_eq!(
+            r["lossless"].as_f64(),
+            Some(1.0),
+            "greedy output must equal verifier-only output: {r}"
+        );
         assert_eq!(r["near-tie-divergences"].as_f64(), Some(0.0));
         assert!(r["token-throughput"].as_f64().unwrap() > 0.0);
         if r["algorithm"] == "speculative" {
@@ -34,8 +58,20 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
         }
     }
     // Per-prompt records name the mode and keep the generated text.
-    let case = std::fs::read_dir(ws.path().join("spec/speculative")).unwrap().next().unwrap().unwrap().path();
-    let first: Value = serde_json::from_str(std::fs::read_to_string(case.join("records.jsonl")).unwrap().lines().nth(1).unwrap()).unwrap();
+    let case = std::fs::read_dir(ws.path().join("spec/speculative"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(case.join("records.jsonl"))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["mode"], "speculative");
     assert!(case.join("acceptance_by_position.csv").is_file());
 }

@@ -19,25 +19,27 @@ fn ianvs() -> Command {
     c
 }
 
-/// A tiny shape and schedule: seconds, not minutes.
-const TINY: [&str; 16] = [
-    "--hidden",
-    "32",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--kv-heads",
-    "1",
-    "--intermediate",
-    "48",
-    "--context",
-    "32",
-    "--steps",
-    "12",
-    "--batch",
-    "4",
-];
+/// A tiny shape and schedule with `layers` blocks: seconds, not minutes.
+fn tiny(layers: &str) -> Vec<&str> {
+    vec![
+        "--hidden",
+        "32",
+        "--layers",
+        layers,
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--intermediate",
+        "48",
+        "--context",
+        "32",
+        "--steps",
+        "12",
+        "--batch",
+        "4",
+    ]
+}
 
 #[test]
 fn trains_a_draft_and_a_verifier_that_share_its_tokenizer() {
@@ -47,7 +49,7 @@ fn trains_a_draft_and_a_verifier_that_share_its_tokenizer() {
         .arg("train-lm")
         .arg("--corpus")
         .args([fortunes("goedel"), fortunes("magic"), fortunes("fortunes")])
-        .args(TINY)
+        .args(tiny("1"))
         .args([
             "--vocab-size",
             "400",
@@ -109,8 +111,8 @@ fn trains_a_draft_and_a_verifier_that_share_its_tokenizer() {
         .arg("--corpus")
         .arg(fortunes("goedel"))
         .arg(fortunes("magic"))
-        .args(TINY)
-        .args(["--layers", "2", "--quiet", "--tokenizer"])
+        .args(tiny("2"))
+        .args(["--quiet", "--tokenizer"])
         .arg(draft.join("tokenizer.json"))
         .arg("--out")
         .arg(&verifier)

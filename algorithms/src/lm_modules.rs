@@ -39,9 +39,24 @@ fn model_hps() -> Vec<HpSpec> {
 pub fn drafter_hps() -> Vec<HpSpec> {
     let mut v = model_hps();
     v.extend([
-        HpSpec::new("draft_tokens_per_step", HpKind::Int { min: 1, max: 64 }, json!(4), "γ: tokens drafted per round (the starting γ of an adaptive schedule)"),
-        HpSpec::new("schedule", HpKind::Choice(&["constant", "adaptive"]), json!("constant"), "constant γ, or adaptive: +1 after a fully accepted round, −1 after a rejection"),
-        HpSpec::new("max_draft_tokens", HpKind::Int { min: 1, max: 64 }, json!(16), "upper bound of γ for the adaptive schedule"),
+        HpSpec::new(
+            "draft_tokens_per_step",
+            HpKind::Int { min: 1, max: 64 },
+            json!(4),
+            "γ: tokens drafted per round (the starting γ of an adaptive schedule)",
+        ),
+        HpSpec::new(
+            "schedule",
+            HpKind::Choice(&["constant", "adaptive"]),
+            json!("constant"),
+            "constant γ, or adaptive: +1 after a fully accepted round, −1 after a rejection",
+        ),
+        HpSpec::new(
+            "max_draft_tokens",
+            HpKind::Int { min: 1, max: 64 },
+            json!(16),
+            "upper bound of γ for the adaptive schedule",
+        ),
     ]);
     v
 }
@@ -60,8 +75,15 @@ static LOADED: LazyLock<Mutex<HashMap<String, ModelCell>>> = LazyLock::new(Defau
 /// Loads (or reuses) a model by path, device and weight option.
 pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<Arc<LoadedLm>> {
     let key = format!("{}|{device}|{weights}", path.display());
-    let cell = LOADED.lock().map_err(|_| anyhow::anyhow!("model cache poisoned"))?.entry(key).or_default().clone();
-    let mut slot = cell.lock().map_err(|_| anyhow::anyhow!("model cache entry poisoned"))?;
+    let cell = LOADED
+        .lock()
+        .map_err(|_| anyhow::anyhow!("model cache poisoned"))?
+        .entry(key)
+        .or_default()
+        .clone();
+    let mut slot = cell
+        .lock()
+        .map_err(|_| anyhow::anyhow!("model cache entry poisoned"))?;
     if let Some(m) = slot.as_ref() {
         return Ok(m.clone());
     }
@@ -71,15 +93,26 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
         "f32" => Some(GgmlDType::F32),
         _ => None,
     };
-    let opts = LoadOptions { requantize, ..Default::default() };
-    let model = LlmModel::load_with(path, &choice.device, &opts).map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", path.display()))?;
-    let tokenizer = LlmTokenizer::load(path).map_err(|e| anyhow::anyhow!("cannot load the tokenizer of {}: {e}", path.display()))?;
+    let opts = LoadOptions {
+        requantize,
+        ..Default::default()
+    };
+    let model = LlmModel::load_with(path, &choice.device, &opts)
+        .map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", path.display()))?;
+    let tokenizer = LlmTokenizer::load(path)
+        .map_err(|e| anyhow::anyhow!("cannot load the tokenizer of {}: {e}", path.display()))?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for id in 0..tokenizer.vocab_size() as u32 {
         tokenizer.id_to_token(id).hash(&mut h);
     }
     let add_bos = model.config().bos_token_id.is_some() && tokenizer.bos_id().is_some();
-    let loaded = Arc::new(LoadedLm { label: format!("{} on {}", path.display(), choice.label), fingerprint: h.finish(), add_bos, model, tokenizer });
+    let loaded = Arc::new(LoadedLm {
+        label: format!("{} on {}", path.display(), choice.label),
+        fingerprint: h.finish(),
+        add_bos,
+        model,
+        tokenizer,
+    });
     *slot = Some(loaded.clone());
     Ok(loaded)
 }
@@ -112,20 +145,29 @@ impl LanguageModel for LoadedLm {
         Ok(self.tokenizer.decode(ids)?)
     }
     fn eos_id(&self) -> Option<u32> {
-        self.model.config().eos_token_id().or(self.tokenizer.eos_id())
+        self.model
+            .config()
+            .eos_token_id()
+            .or(self.tokenizer.eos_id())
     }
     fn weight_bytes(&self) -> usize {
         self.model.weight_bytes()
     }
     fn new_session(&self) -> Box<dyn LmSession + '_> {
-        Box::new(Session { lm: self, cache: self.model.new_cache() })
+        Box::new(Session {
+            lm: self,
+            cache: self.model.new_cache(),
+        })
     }
 }
 
 impl LmSession for Session<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<Vec<f32>>> {
         let logits = self.lm.model.forward(tokens, &mut self.cache)?;
-        Ok(logits.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?)
+        Ok(logits
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?
+            .to_vec2::<f32>()?)
     }
     fn len(&self) -> usize {
         self.cache.len()

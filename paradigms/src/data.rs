@@ -16,9 +16,16 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Malformed { path: PathBuf, line: usize, message: String },
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -61,7 +68,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { label: LabelColumn::Last, feature_scale: 1.0, text_field: None }
+        Self {
+            label: LabelColumn::Last,
+            feature_scale: 1.0,
+            text_field: None,
+        }
     }
 }
 
@@ -103,7 +114,11 @@ impl Dataset {
     }
     /// A new dataset holding the samples at `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Dataset {
-        let mut out = Dataset { source: self.source.clone(), dim: self.dim, ..Default::default() };
+        let mut out = Dataset {
+            source: self.source.clone(),
+            dim: self.dim,
+            ..Default::default()
+        };
         for &i in idx {
             if self.dim > 0 {
                 out.features.extend_from_slice(self.x(i));
@@ -146,7 +161,12 @@ impl SplitMethod {
 }
 
 /// Splits `data` into (train, test). Deterministic for a given seed.
-pub fn split(data: &Dataset, method: SplitMethod, test_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+pub fn split(
+    data: &Dataset,
+    method: SplitMethod,
+    test_fraction: f64,
+    seed: u64,
+) -> (Dataset, Dataset) {
     let n = data.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut train, mut test) = (Vec::new(), Vec::new());
@@ -190,10 +210,15 @@ pub fn split(data: &Dataset, method: SplitMethod, test_fraction: f64, seed: u64)
 }
 
 fn open(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = File::open(path).map_err(io)?;
     if path.extension().is_some_and(|e| e == "gz") {
-        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file))))
+        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            file,
+        ))))
     } else {
         Ok(Box::new(BufReader::new(file)))
     }
@@ -238,7 +263,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
         }
     };
     if ds.is_empty() {
-        return Err(DataError::Invalid { path: path.into(), message: "holds no samples".into() });
+        return Err(DataError::Invalid {
+            path: path.into(),
+            message: "holds no samples".into(),
+        });
     }
     if opts.feature_scale != 1.0 {
         let s = opts.feature_scale;
@@ -267,7 +295,10 @@ fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let mut width = 0;
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|source| DataError::Io { path: path.into(), source })?;
+        let line = line.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })?;
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
@@ -276,7 +307,11 @@ fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
         if width == 0 {
             width = fields.len();
             if width < 2 {
-                return Err(DataError::Malformed { path: path.into(), line: lineno, message: "a CSV row needs at least one feature and a label".into() });
+                return Err(DataError::Malformed {
+                    path: path.into(),
+                    line: lineno,
+                    message: "a CSV row needs at least one feature and a label".into(),
+                });
             }
             let header = fields.iter().any(|f| f.trim().parse::<f64>().is_err());
             let col = match &opts.label {
@@ -284,16 +319,27 @@ fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
                 LabelColumn::First => 0,
                 LabelColumn::Index(k) if *k < width => *k,
                 LabelColumn::Index(k) => {
-                    return Err(DataError::Invalid { path: path.into(), message: format!("label column {k} does not exist: rows have {width} columns") })
+                    return Err(DataError::Invalid {
+                        path: path.into(),
+                        message: format!(
+                            "label column {k} does not exist: rows have {width} columns"
+                        ),
+                    })
                 }
                 LabelColumn::Name(name) => {
                     if !header {
                         return Err(DataError::Invalid { path: path.into(), message: format!("label column \"{name}\" given by name, but the file has no header row") });
                     }
-                    fields.iter().position(|f| f.trim() == name).ok_or_else(|| DataError::Invalid {
-                        path: path.into(),
-                        message: format!("no column named \"{name}\"; columns are: {}", fields.join(", ")),
-                    })?
+                    fields
+                        .iter()
+                        .position(|f| f.trim() == name)
+                        .ok_or_else(|| DataError::Invalid {
+                            path: path.into(),
+                            message: format!(
+                                "no column named \"{name}\"; columns are: {}",
+                                fields.join(", ")
+                            ),
+                        })?
                 }
             };
             label_col = Some(col);
@@ -303,7 +349,11 @@ fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
             }
         }
         if fields.len() != width {
-            return Err(DataError::Malformed { path: path.into(), line: lineno, message: format!("expected {width} columns, found {}", fields.len()) });
+            return Err(DataError::Malformed {
+                path: path.into(),
+                line: lineno,
+                message: format!("expected {width} columns, found {}", fields.len()),
+            });
         }
         let col = label_col.unwrap_or(width - 1);
         for (j, f) in fields.iter().enumerate() {
@@ -329,22 +379,42 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let mut ds = Dataset::default();
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|source| DataError::Io { path: path.into(), source })?;
+        let line = line.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |message: String| DataError::Malformed { path: path.into(), line: lineno, message };
-        let row: Value = serde_json::from_str(&line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let obj = row.as_object().ok_or_else(|| bad("each line must be a JSON object".into()))?;
+        let bad = |message: String| DataError::Malformed {
+            path: path.into(),
+            line: lineno,
+            message,
+        };
+        let row: Value =
+            serde_json::from_str(&line).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let obj = row
+            .as_object()
+            .ok_or_else(|| bad("each line must be a JSON object".into()))?;
         if let Some(feats) = obj.get("features") {
-            let arr = feats.as_array().ok_or_else(|| bad("\"features\" must be a list of numbers".into()))?;
+            let arr = feats
+                .as_array()
+                .ok_or_else(|| bad("\"features\" must be a list of numbers".into()))?;
             if ds.dim == 0 && ds.is_empty() {
                 ds.dim = arr.len();
             } else if arr.len() != ds.dim {
-                return Err(bad(format!("\"features\" has {} values, earlier rows have {}", arr.len(), ds.dim)));
+                return Err(bad(format!(
+                    "\"features\" has {} values, earlier rows have {}",
+                    arr.len(),
+                    ds.dim
+                )));
             }
             for v in arr {
-                ds.features.push(v.as_f64().ok_or_else(|| bad(format!("feature {v} is not a number")))? as f32);
+                ds.features.push(
+                    v.as_f64()
+                        .ok_or_else(|| bad(format!("feature {v} is not a number")))?
+                        as f32,
+                );
             }
         }
         let text_key = match &opts.text_field {
@@ -352,7 +422,10 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
             None => TEXT_FIELDS.iter().copied().find(|k| obj.contains_key(*k)),
         };
         if let Some(k) = text_key {
-            let t = obj.get(k).and_then(Value::as_str).ok_or_else(|| bad(format!("field \"{k}\" is missing or not text")))?;
+            let t = obj
+                .get(k)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("field \"{k}\" is missing or not text")))?;
             ds.texts.push(t.to_string());
         }
         if let Some(label) = obj.get("label") {
@@ -364,13 +437,19 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
             ds.labels.push(parse_label(&l, path, lineno)?);
         }
         if ds.dim == 0 && text_key.is_none() {
-            return Err(bad(format!("row has neither \"features\" nor a text field ({})", TEXT_FIELDS.join(", "))));
+            return Err(bad(format!(
+                "row has neither \"features\" nor a text field ({})",
+                TEXT_FIELDS.join(", ")
+            )));
         }
         ds.rows.push(row);
     }
     let n = ds.rows.len();
     if !ds.labels.is_empty() && ds.labels.len() != n {
-        return Err(DataError::Invalid { path: path.into(), message: "some rows have a \"label\" and others do not".into() });
+        return Err(DataError::Invalid {
+            path: path.into(),
+            message: "some rows have a \"label\" and others do not".into(),
+        });
     }
     Ok(ds)
 }
@@ -383,20 +462,36 @@ fn load_index(path: &Path, _opts: &LoadOptions) -> Result<Dataset, DataError> {
     let mut ds = Dataset::default();
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|source| DataError::Io { path: path.into(), source })?;
-        let bad = |message: String| DataError::Malformed { path: path.into(), line: lineno, message };
+        let line = line.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let bad = |message: String| DataError::Malformed {
+            path: path.into(),
+            line: lineno,
+            message,
+        };
         let parts: Vec<&str> = line.split_whitespace().collect();
         match parts.len() {
             0 => continue,
             2 => {}
-            k => return Err(bad(format!("expected \"<sample path> <label>\", found {k} fields"))),
+            k => {
+                return Err(bad(format!(
+                    "expected \"<sample path> <label>\", found {k} fields"
+                )))
+            }
         }
         let sample = base.join(parts[0]);
-        let feats = read_sample(&sample).map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
+        let feats =
+            read_sample(&sample).map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
         if ds.is_empty() {
             ds.dim = feats.len();
         } else if feats.len() != ds.dim {
-            return Err(bad(format!("sample has {} values, earlier samples have {}", feats.len(), ds.dim)));
+            return Err(bad(format!(
+                "sample has {} values, earlier samples have {}",
+                feats.len(),
+                ds.dim
+            )));
         }
         ds.features.extend(feats);
         ds.labels.push(parse_label(parts[1], path, lineno)?);
@@ -406,14 +501,19 @@ fn load_index(path: &Path, _opts: &LoadOptions) -> Result<Dataset, DataError> {
 
 fn read_sample(path: &Path) -> Result<Vec<f32>, String> {
     let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
     if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
         return read_pgm(&bytes);
     }
     let text = String::from_utf8(bytes).map_err(|_| "not a text file or PGM image".to_string())?;
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<f32>().map_err(|_| format!("\"{t}\" is not a number")))
+        .map(|t| {
+            t.parse::<f32>()
+                .map_err(|_| format!("\"{t}\" is not a number"))
+        })
         .collect()
 }
 
@@ -435,7 +535,10 @@ fn read_pgm(bytes: &[u8]) -> Result<Vec<f32>, String> {
         while pos < bytes.len() && bytes[pos].is_ascii_digit() {
             pos += 1;
         }
-        let v: usize = std::str::from_utf8(&bytes[start..pos]).ok().and_then(|s| s.parse().ok()).ok_or("bad PGM header")?;
+        let v: usize = std::str::from_utf8(&bytes[start..pos])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("bad PGM header")?;
         header.push(v);
     }
     let (w, h, max) = (header[0], header[1], header[2]);
@@ -443,13 +546,22 @@ fn read_pgm(bytes: &[u8]) -> Result<Vec<f32>, String> {
         return Err("16-bit PGM is not supported".into());
     }
     if binary {
-        let data = bytes.get(pos + 1..pos + 1 + w * h).ok_or("PGM pixel data is truncated")?;
+        let data = bytes
+            .get(pos + 1..pos + 1 + w * h)
+            .ok_or("PGM pixel data is truncated")?;
         Ok(data.iter().map(|&b| b as f32).collect())
     } else {
         let text = std::str::from_utf8(&bytes[pos..]).map_err(|_| "bad PGM body")?;
-        let px: Vec<f32> = text.split_whitespace().map(|t| t.parse::<f32>().map_err(|_| "bad PGM pixel".to_string())).collect::<Result<_, _>>()?;
+        let px: Vec<f32> = text
+            .split_whitespace()
+            .map(|t| t.parse::<f32>().map_err(|_| "bad PGM pixel".to_string()))
+            .collect::<Result<_, _>>()?;
         if px.len() != w * h {
-            return Err(format!("PGM has {} pixels, header says {}", px.len(), w * h));
+            return Err(format!(
+                "PGM has {} pixels, header says {}",
+                px.len(),
+                w * h
+            ));
         }
         Ok(px)
     }
@@ -462,7 +574,10 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
-        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         p
     }
 
@@ -470,7 +585,14 @@ mod tests {
     fn csv_with_header_and_named_label() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "a.csv", "y,a,b\n1,0.5,2\n0,1,3\n");
-        let ds = load(&p, &LoadOptions { label: LabelColumn::Name("y".into()), ..Default::default() }).unwrap();
+        let ds = load(
+            &p,
+            &LoadOptions {
+                label: LabelColumn::Name("y".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!((ds.len(), ds.dim), (2, 2));
         assert_eq!(ds.labels, vec![1, 0]);
         assert_eq!(ds.x(1), &[1.0, 3.0]);
@@ -481,7 +603,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "a.csv", "1,2,0\n1,x,1\n");
         let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
-        assert!(e.ends_with("a.csv:2: column 2 holds \"x\", not a number"), "{e}");
+        assert!(
+            e.ends_with("a.csv:2: column 2 holds \"x\", not a number"),
+            "{e}"
+        );
         let p = write(d.path(), "b.jsonl", "{\"prompt\": \"hi\"}\n{bad\n");
         let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
         assert!(e.contains("b.jsonl:2: not valid JSON"), "{e}");
@@ -503,7 +628,12 @@ mod tests {
 
     #[test]
     fn splits_are_balanced_and_deterministic() {
-        let ds = Dataset { dim: 1, features: (0..100).map(|i| i as f32).collect(), labels: (0..100).map(|i| (i / 10) as u32).collect(), ..Default::default() };
+        let ds = Dataset {
+            dim: 1,
+            features: (0..100).map(|i| i as f32).collect(),
+            labels: (0..100).map(|i| (i / 10) as u32).collect(),
+            ..Default::default()
+        };
         let (tr, te) = split(&ds, SplitMethod::Interleaved, 0.2, 0);
         assert_eq!((tr.len(), te.len()), (80, 20));
         let (_, te1) = split(&ds, SplitMethod::Stratified, 0.2, 7);

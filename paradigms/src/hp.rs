@@ -13,14 +13,23 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 pub enum HpKind {
     /// An integer in `[min, max]`.
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// A float in `[min, max]` (integers are accepted and widened).
-    Float { min: f64, max: f64 },
+    Float {
+        min: f64,
+        max: f64,
+    },
     Bool,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
     /// A list of integers, each in `[min, max]`; a single integer is accepted as a one-item list.
-    IntList { min: i64, max: i64 },
+    IntList {
+        min: i64,
+        max: i64,
+    },
     /// Free text (a model name, a path relative to the YAML file that names it, ...).
     Text,
     /// A file or folder path; resolved relative to the YAML file that names it.
@@ -52,8 +61,18 @@ pub struct HpSpec {
 }
 
 impl HpSpec {
-    pub fn new(name: &'static str, kind: HpKind, default: impl Into<Option<Value>>, help: &'static str) -> Self {
-        Self { name, kind, default: default.into(), help }
+    pub fn new(
+        name: &'static str,
+        kind: HpKind,
+        default: impl Into<Option<Value>>,
+        help: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            default: default.into(),
+            help,
+        }
     }
 
     /// Checks `value` against the kind and returns it in canonical form (ints widened to
@@ -82,7 +101,9 @@ impl HpSpec {
                     Err(format!("\"{s}\" is not one of {}", choices.join(", ")))
                 }
             }
-            (HpKind::IntList { .. }, Value::Number(_)) => self.check(&Value::Array(vec![value.clone()])),
+            (HpKind::IntList { .. }, Value::Number(_)) => {
+                self.check(&Value::Array(vec![value.clone()]))
+            }
             (HpKind::IntList { min, max }, Value::Array(items)) => {
                 for item in items {
                     match item.as_i64() {
@@ -124,10 +145,16 @@ pub struct HpError {
 
 impl Hyperparameters {
     fn get(&self, name: &str) -> Result<&Value, HpError> {
-        self.0.get(name).ok_or_else(|| HpError { name: name.into(), reason: "missing".into() })
+        self.0.get(name).ok_or_else(|| HpError {
+            name: name.into(),
+            reason: "missing".into(),
+        })
     }
     fn bad(name: &str, want: &str, v: &Value) -> HpError {
-        HpError { name: name.into(), reason: format!("expected {want}, found {}", describe(v)) }
+        HpError {
+            name: name.into(),
+            reason: format!("expected {want}, found {}", describe(v)),
+        }
     }
     pub fn int(&self, name: &str) -> Result<i64, HpError> {
         let v = self.get(name)?;
@@ -135,11 +162,17 @@ impl Hyperparameters {
     }
     pub fn usize(&self, name: &str) -> Result<usize, HpError> {
         let v = self.int(name)?;
-        usize::try_from(v).map_err(|_| HpError { name: name.into(), reason: format!("{v} is negative") })
+        usize::try_from(v).map_err(|_| HpError {
+            name: name.into(),
+            reason: format!("{v} is negative"),
+        })
     }
     pub fn u64(&self, name: &str) -> Result<u64, HpError> {
         let v = self.int(name)?;
-        u64::try_from(v).map_err(|_| HpError { name: name.into(), reason: format!("{v} is negative") })
+        u64::try_from(v).map_err(|_| HpError {
+            name: name.into(),
+            reason: format!("{v} is negative"),
+        })
     }
     pub fn float(&self, name: &str) -> Result<f64, HpError> {
         let v = self.get(name)?;
@@ -147,7 +180,8 @@ impl Hyperparameters {
     }
     pub fn bool(&self, name: &str) -> Result<bool, HpError> {
         let v = self.get(name)?;
-        v.as_bool().ok_or_else(|| Self::bad(name, "true or false", v))
+        v.as_bool()
+            .ok_or_else(|| Self::bad(name, "true or false", v))
     }
     pub fn str(&self, name: &str) -> Result<&str, HpError> {
         let v = self.get(name)?;
@@ -157,7 +191,10 @@ impl Hyperparameters {
         let v = self.get(name)?;
         match v {
             Value::Number(_) => Ok(vec![self.int(name)?]),
-            Value::Array(items) => items.iter().map(|i| i.as_i64().ok_or_else(|| Self::bad(name, "integers", i))).collect(),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_i64().ok_or_else(|| Self::bad(name, "integers", i)))
+                .collect(),
             _ => Err(Self::bad(name, "a list of integers", v)),
         }
     }
@@ -173,10 +210,18 @@ mod tests {
 
     #[test]
     fn check_ranges_and_kinds() {
-        let s = HpSpec::new("threshold", HpKind::Float { min: 0.0, max: 1.0 }, json!(0.5), "");
+        let s = HpSpec::new(
+            "threshold",
+            HpKind::Float { min: 0.0, max: 1.0 },
+            json!(0.5),
+            "",
+        );
         assert_eq!(s.check(&json!(1)).unwrap(), json!(1.0));
         assert!(s.check(&json!(1.5)).unwrap_err().contains("out of range"));
-        assert!(s.check(&json!("x")).unwrap_err().contains("expected number"));
+        assert!(s
+            .check(&json!("x"))
+            .unwrap_err()
+            .contains("expected number"));
         let c = HpSpec::new("opt", HpKind::Choice(&["sgd", "adam"]), None, "");
         assert!(c.check(&json!("adamw")).is_err());
         let l = HpSpec::new("hidden", HpKind::IntList { min: 1, max: 10 }, None, "");

@@ -15,9 +15,16 @@ pub mod sampling;
 pub mod single_task;
 pub mod speculative;
 
-pub use paradigm::{CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, ResolvedModule};
+pub use paradigm::{
+    CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, ResolvedModule,
+};
 
 /// Every paradigm this build knows, in the order `ianvs list paradigms` shows them.
 pub fn paradigms() -> Vec<Box<dyn Paradigm>> {
-    vec![Box::new(single_task::SingleTaskLearning), Box::new(joint_inference::JointInference), Box::new(lifelong::LifelongLearning), Box::new(speculative::SpeculativeDecoding)]
+    vec![
+        Box::new(single_task::SingleTaskLearning),
+        Box::new(joint_inference::JointInference),
+        Box::new(lifelong::LifelongLearning),
+        Box::new(speculative::SpeculativeDecoding),
+    ]
 }

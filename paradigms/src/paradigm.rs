@@ -49,7 +49,8 @@ impl CaseSpec {
         self.modules.iter().find(|m| m.module_type == module_type)
     }
     pub fn require(&self, module_type: &str) -> anyhow::Result<&ResolvedModule> {
-        self.module(module_type).ok_or_else(|| anyhow::anyhow!("the algorithm has no `{module_type}` module"))
+        self.module(module_type)
+            .ok_or_else(|| anyhow::anyhow!("the algorithm has no `{module_type}` module"))
     }
 }
 
@@ -74,14 +75,26 @@ pub struct JobCache {
 }
 
 impl JobCache {
-    pub fn get_or_try_insert<T: Any + Send + Sync>(&self, key: &str, build: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<Arc<T>> {
+    pub fn get_or_try_insert<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        build: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<Arc<T>> {
         let cell = {
-            let mut cells = self.cells.lock().map_err(|_| anyhow::anyhow!("job cache poisoned"))?;
+            let mut cells = self
+                .cells
+                .lock()
+                .map_err(|_| anyhow::anyhow!("job cache poisoned"))?;
             cells.entry(key.to_string()).or_default().clone()
         };
-        let mut slot = cell.lock().map_err(|_| anyhow::anyhow!("job cache entry `{key}` poisoned"))?;
+        let mut slot = cell
+            .lock()
+            .map_err(|_| anyhow::anyhow!("job cache entry `{key}` poisoned"))?;
         if let Some(v) = slot.as_ref() {
-            return v.clone().downcast::<T>().map_err(|_| anyhow::anyhow!("job cache entry `{key}` has another type"));
+            return v
+                .clone()
+                .downcast::<T>()
+                .map_err(|_| anyhow::anyhow!("job cache entry `{key}` has another type"));
         }
         let v: Arc<T> = Arc::new(build()?);
         *slot = Some(v.clone());
@@ -100,7 +113,10 @@ pub struct CaseContext<'a> {
 
 impl CaseContext<'_> {
     pub fn work(&self) -> WorkContext<'_> {
-        WorkContext { progress: self.progress, cancel: self.cancel }
+        WorkContext {
+            progress: self.progress,
+            cancel: self.cancel,
+        }
     }
 }
 
@@ -116,7 +132,12 @@ pub trait Paradigm: Send + Sync {
     /// Cheap checks of one case against the loaded data and the registry (module compatibility,
     /// model files, class counts), run for every case before the first case runs, so
     /// `ianvs validate` reports them and `ianvs run` writes nothing when one fails.
-    fn preflight(&self, _case: &CaseSpec, _data: &DataSplits, _registry: &Registry) -> anyhow::Result<()> {
+    fn preflight(
+        &self,
+        _case: &CaseSpec,
+        _data: &DataSplits,
+        _registry: &Registry,
+    ) -> anyhow::Result<()> {
         Ok(())
     }
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput>;

@@ -95,7 +95,9 @@ impl Records {
     pub fn classification(&self) -> Option<std::borrow::Cow<'_, [ClassificationRecord]>> {
         match self {
             Records::Classification(r) => Some(std::borrow::Cow::Borrowed(r)),
-            Records::JointInference(r) => Some(std::borrow::Cow::Owned(r.iter().map(|x| x.as_classification()).collect())),
+            Records::JointInference(r) => Some(std::borrow::Cow::Owned(
+                r.iter().map(|x| x.as_classification()).collect(),
+            )),
             Records::Lifelong(_) | Records::Speculative(_) => None,
         }
     }
@@ -113,6 +115,10 @@ pub struct CaseOutput {
 
 impl CaseOutput {
     pub fn new(records: Records) -> Self {
-        Self { records, measurements: BTreeMap::new(), artifacts: Vec::new() }
+        Self {
+            records,
+            measurements: BTreeMap::new(),
+            artifacts: Vec::new(),
+        }
     }
 }

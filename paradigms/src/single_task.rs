@@ -12,7 +12,11 @@ use crate::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
 
 pub struct SingleTaskLearning;
 
-const SLOTS: &[ModuleSlot] = &[ModuleSlot { module_type: "basemodel", required: true, help: "the model to train and evaluate" }];
+const SLOTS: &[ModuleSlot] = &[ModuleSlot {
+    module_type: "basemodel",
+    required: true,
+    help: "the model to train and evaluate",
+}];
 
 impl Paradigm for SingleTaskLearning {
     fn name(&self) -> &'static str {
@@ -27,7 +31,10 @@ impl Paradigm for SingleTaskLearning {
     fn settings(&self) -> Vec<HpSpec> {
         vec![HpSpec::new(
             "warmup_samples",
-            HpKind::Int { min: 0, max: 1_000_000 },
+            HpKind::Int {
+                min: 0,
+                max: 1_000_000,
+            },
             json!(10),
             "test samples at the start whose latency is recorded but left out of latency metrics",
         )]
@@ -38,9 +45,17 @@ impl Paradigm for SingleTaskLearning {
 
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
         let module = case.require("basemodel")?;
-        let train = ctx.data.train.as_ref().ok_or_else(|| anyhow::anyhow!("single-task learning needs a train split in the test environment"))?;
-        let build = BuildContext { input_shape: ctx.data.input_shape, num_classes: ctx.data.num_classes, seed: case.seed };
-        let mut model = ctx.registry.build_basemodel(&module.name, &module.hyperparameters, &build)?;
+        let train = ctx.data.train.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("single-task learning needs a train split in the test environment")
+        })?;
+        let build = BuildContext {
+            input_shape: ctx.data.input_shape,
+            num_classes: ctx.data.num_classes,
+            seed: case.seed,
+        };
+        let mut model =
+            ctx.registry
+                .build_basemodel(&module.name, &module.hyperparameters, &build)?;
 
         let report = model.train(train, &ctx.work())?;
 
@@ -60,18 +75,36 @@ impl Paradigm for SingleTaskLearning {
             let probs = model.predict_proba(test.x(i))?;
             let latency_s = t0.elapsed().as_secs_f64();
             let (prediction, confidence) = argmax(&probs);
-            records.push(ClassificationRecord { index: i, label: test.labels[i], prediction: prediction as u32, confidence, latency_s, warmup: i < warmup });
+            records.push(ClassificationRecord {
+                index: i,
+                label: test.labels[i],
+                prediction: prediction as u32,
+                confidence,
+                latency_s,
+                warmup: i < warmup,
+            });
             ctx.progress.inc(1);
         }
         let mut out = CaseOutput::new(Records::Classification(records));
-        out.measurements.insert("training_time_s".into(), report.seconds);
-        out.measurements.insert("num_parameters".into(), model.num_parameters() as f64);
-        out.measurements.insert("final_train_loss".into(), report.final_loss);
+        out.measurements
+            .insert("training_time_s".into(), report.seconds);
+        out.measurements
+            .insert("num_parameters".into(), model.num_parameters() as f64);
+        out.measurements
+            .insert("final_train_loss".into(), report.final_loss);
         Ok(out)
     }
 }
 
 /// Index and value of the largest probability (lowest index on ties).
 pub fn argmax(p: &[f32]) -> (usize, f32) {
-    p.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+    p.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
 }

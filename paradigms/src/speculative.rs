@@ -46,9 +46,21 @@ use crate::sampling::{self, SamplingParams};
 pub struct SpeculativeDecoding;
 
 const SLOTS: &[ModuleSlot] = &[
-    ModuleSlot { module_type: "drafter", required: false, help: "the small draft LM on the edge (alone: the drafter-only baseline)" },
-    ModuleSlot { module_type: "verifier", required: false, help: "the large verifier LM in the cloud (alone: the verifier-only baseline)" },
-    ModuleSlot { module_type: "link", required: false, help: "the emulated edge-cloud network (default: a 1 ms, 100 Mbit/s LAN)" },
+    ModuleSlot {
+        module_type: "drafter",
+        required: false,
+        help: "the small draft LM on the edge (alone: the drafter-only baseline)",
+    },
+    ModuleSlot {
+        module_type: "verifier",
+        required: false,
+        help: "the large verifier LM in the cloud (alone: the verifier-only baseline)",
+    },
+    ModuleSlot {
+        module_type: "link",
+        required: false,
+        help: "the emulated edge-cloud network (default: a 1 ms, 100 Mbit/s LAN)",
+    },
 ];
 
 /// Logit margin (top-1 minus top-2) below which a greedy divergence is put down to batched and
@@ -130,7 +142,9 @@ pub struct Generation {
 pub enum Schedule {
     Constant,
     /// Raise γ after a fully accepted round, lower it after a rejection, within [1, max].
-    Adaptive { max: usize },
+    Adaptive {
+        max: usize,
+    },
 }
 
 /// Verification rule.
@@ -227,10 +241,22 @@ fn finish(out: &mut Vec<u32>, times: &mut Vec<f64>, gen: &Generation, eos: Optio
 /// Autoregressive decoding with one model. `streamed` adds the link: prompt up once, each token
 /// down one one-way delay after it was produced (verifier-only); `None` decodes on the edge.
 /// Also returns the verifier's top-2 logit margin at each generated position.
-pub fn autoregressive(model: &dyn LanguageModel, prompt: &[u32], gen: &Generation, mut streamed: Option<&mut Link>, index: usize) -> anyhow::Result<(SpeculativeRecord, Vec<f32>)> {
-    let mode = if streamed.is_some() { "verifier-only" } else { "drafter-only" };
+pub fn autoregressive(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    gen: &Generation,
+    mut streamed: Option<&mut Link>,
+    index: usize,
+) -> anyhow::Result<(SpeculativeRecord, Vec<f32>)> {
+    let mode = if streamed.is_some() {
+        "verifier-only"
+    } else {
+        "drafter-only"
+    };
     let mut rec = empty_record(index, mode, prompt.len());
-    let mut rng = ChaCha8Rng::seed_from_u64(gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     let (mut up_s, mut down_s) = (0.0, 0.0);
     if let Some(link) = streamed.as_deref_mut() {
         let mut ex = link.exchange();
@@ -255,18 +281,29 @@ pub fn autoregressive(model: &dyn LanguageModel, prompt: &[u32], gen: &Generatio
             rec.verify_step_s += dt;
         }
         first = false;
-        let logits = rows.last().ok_or_else(|| anyhow::anyhow!("the model returned no logits"))?;
+        let logits = rows
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("the model returned no logits"))?;
         margins.push(top2_margin(logits));
         let (tok, _) = pick(logits, gen, &mut rng)?;
         rec.output_tokens.push(tok);
         rec.token_times_s.push(up_s + compute + down_s);
-        if finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, model.eos_id()) {
+        if finish(
+            &mut rec.output_tokens,
+            &mut rec.token_times_s,
+            gen,
+            model.eos_id(),
+        ) {
             break;
         }
         feed = vec![tok];
     }
     margins.truncate(rec.output_tokens.len());
-    rec.verifier_calls = if streamed.is_some() { rec.output_tokens.len() } else { 0 };
+    rec.verifier_calls = if streamed.is_some() {
+        rec.output_tokens.len()
+    } else {
+        0
+    };
     if streamed.is_some() {
         rec.verify_s = compute;
         rec.link_s = up_s + down_s;
@@ -285,7 +322,17 @@ pub fn autoregressive(model: &dyn LanguageModel, prompt: &[u32], gen: &Generatio
 
 /// Speculative decoding of one prompt.
 #[allow(clippy::too_many_arguments)]
-pub fn speculative(drafter: &dyn LanguageModel, verifier: &dyn LanguageModel, prompt: &[u32], gen: &Generation, gamma0: usize, schedule: Schedule, rule: Verification, link: &mut Link, index: usize) -> anyhow::Result<SpeculativeRecord> {
+pub fn speculative(
+    drafter: &dyn LanguageModel,
+    verifier: &dyn LanguageModel,
+    prompt: &[u32],
+    gen: &Generation,
+    gamma0: usize,
+    schedule: Schedule,
+    rule: Verification,
+    link: &mut Link,
+    index: usize,
+) -> anyhow::Result<SpeculativeRecord> {
     let mut rec = empty_record(index, "speculative", prompt.len());
     let seed = gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut edge_rng = ChaCha8Rng::seed_from_u64(seed);
@@ -326,8 +373,15 @@ pub fn speculative(drafter: &dyn LanguageModel, verifier: &dyn LanguageModel, pr
                 rec.draft_steps += 1;
                 rec.draft_s += 0.0;
             }
-            let logits = rows.last().ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
-            let (tok, q) = if greedy { (sampling::argmax(logits)?, Vec::new()) } else { let q = sampling::probs(logits, &gen.params)?; (sampling::sample(&q, &mut edge_rng)?, q) };
+            let logits = rows
+                .last()
+                .ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
+            let (tok, q) = if greedy {
+                (sampling::argmax(logits)?, Vec::new())
+            } else {
+                let q = sampling::probs(logits, &gen.params)?;
+                (sampling::sample(&q, &mut edge_rng)?, q)
+            };
             drafts.push(tok);
             qs.push(q);
             feed = vec![tok];
@@ -421,15 +475,28 @@ pub fn speculative(drafter: &dyn LanguageModel, verifier: &dyn LanguageModel, pr
         // The drafter fed its pending tokens and d1..d(γ-1).
         let keep = before_d + fed_before + k.min(gamma - 1);
         ds.truncate(keep)?;
-        unfed_d = if k == gamma { vec![drafts[gamma - 1], t] } else { vec![t] };
+        unfed_d = if k == gamma {
+            vec![drafts[gamma - 1], t]
+        } else {
+            vec![t]
+        };
         // The cloud produced t itself, so nothing committed is unsent.
         unsent = 0;
         first_round = false;
-        if finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, verifier.eos_id()) {
+        if finish(
+            &mut rec.output_tokens,
+            &mut rec.token_times_s,
+            gen,
+            verifier.eos_id(),
+        ) {
             break;
         }
         if let Schedule::Adaptive { max } = schedule {
-            gamma = if k == gamma { (gamma + 1).min(max) } else { gamma.saturating_sub(1).max(1) };
+            gamma = if k == gamma {
+                (gamma + 1).min(max)
+            } else {
+                gamma.saturating_sub(1).max(1)
+            };
         }
     }
     rec.ttft_s = rec.token_times_s.first().copied().unwrap_or(0.0);
@@ -446,33 +513,119 @@ pub struct Reference {
 
 fn settings_hps() -> Vec<HpSpec> {
     vec![
-        HpSpec::new("max_new_tokens", HpKind::Int { min: 1, max: 100_000 }, json!(32), "tokens to generate per prompt (fewer when EOS comes first)"),
-        HpSpec::new("temperature", HpKind::Float { min: 0.0, max: 100.0 }, json!(0.0), "0 = greedy decoding; > 0 samples"),
-        HpSpec::new("top_k", HpKind::Int { min: 0, max: 10_000_000 }, json!(0), "keep the k most likely tokens (0 = off)"),
-        HpSpec::new("top_p", HpKind::Float { min: 1e-6, max: 1.0 }, json!(1.0), "nucleus sampling mass (1 = off)"),
-        HpSpec::new("generation_seed", HpKind::Int { min: 0, max: i64::MAX }, json!(0), "seeds sampling and acceptance tests"),
-        HpSpec::new("stop_at_eos", HpKind::Bool, json!(true), "stop a prompt at the end-of-sequence token"),
-        HpSpec::new("sample_size", HpKind::Int { min: 0, max: 1_000_000_000 }, json!(0), "prompts to use from the test data (0 = all)"),
-        HpSpec::new("warmup_samples", HpKind::Int { min: 0, max: 1_000_000 }, json!(1), "prompts run first and left out of every metric"),
+        HpSpec::new(
+            "max_new_tokens",
+            HpKind::Int {
+                min: 1,
+                max: 100_000,
+            },
+            json!(32),
+            "tokens to generate per prompt (fewer when EOS comes first)",
+        ),
+        HpSpec::new(
+            "temperature",
+            HpKind::Float {
+                min: 0.0,
+                max: 100.0,
+            },
+            json!(0.0),
+            "0 = greedy decoding; > 0 samples",
+        ),
+        HpSpec::new(
+            "top_k",
+            HpKind::Int {
+                min: 0,
+                max: 10_000_000,
+            },
+            json!(0),
+            "keep the k most likely tokens (0 = off)",
+        ),
+        HpSpec::new(
+            "top_p",
+            HpKind::Float {
+                min: 1e-6,
+                max: 1.0,
+            },
+            json!(1.0),
+            "nucleus sampling mass (1 = off)",
+        ),
+        HpSpec::new(
+            "generation_seed",
+            HpKind::Int {
+                min: 0,
+                max: i64::MAX,
+            },
+            json!(0),
+            "seeds sampling and acceptance tests",
+        ),
+        HpSpec::new(
+            "stop_at_eos",
+            HpKind::Bool,
+            json!(true),
+            "stop a prompt at the end-of-sequence token",
+        ),
+        HpSpec::new(
+            "sample_size",
+            HpKind::Int {
+                min: 0,
+                max: 1_000_000_000,
+            },
+            json!(0),
+            "prompts to use from the test data (0 = all)",
+        ),
+        HpSpec::new(
+            "warmup_samples",
+            HpKind::Int {
+                min: 0,
+                max: 1_000_000,
+            },
+            json!(1),
+            "prompts run first and left out of every metric",
+        ),
     ]
 }
 
 fn generation(s: &Hyperparameters) -> anyhow::Result<Generation> {
-    let params = SamplingParams { temperature: s.float("temperature")? as f32, top_k: s.usize("top_k")?, top_p: s.float("top_p")? as f32, seed: s.u64("generation_seed")? };
+    let params = SamplingParams {
+        temperature: s.float("temperature")? as f32,
+        top_k: s.usize("top_k")?,
+        top_p: s.float("top_p")? as f32,
+        seed: s.u64("generation_seed")?,
+    };
     params.validate()?;
-    Ok(Generation { params, max_new_tokens: s.usize("max_new_tokens")?, stop_at_eos: s.bool("stop_at_eos")? })
+    Ok(Generation {
+        params,
+        max_new_tokens: s.usize("max_new_tokens")?,
+        stop_at_eos: s.bool("stop_at_eos")?,
+    })
 }
 
-fn load_lm(registry: &Registry, case: &CaseSpec, module_type: &str) -> anyhow::Result<Option<std::sync::Arc<dyn LanguageModel>>> {
+fn load_lm(
+    registry: &Registry,
+    case: &CaseSpec,
+    module_type: &str,
+) -> anyhow::Result<Option<std::sync::Arc<dyn LanguageModel>>> {
     match case.module(module_type) {
         None => Ok(None),
-        Some(m) => Ok(Some(registry.build_language_model(module_type, &m.name, &m.hyperparameters)?)),
+        Some(m) => Ok(Some(registry.build_language_model(
+            module_type,
+            &m.name,
+            &m.hyperparameters,
+        )?)),
     }
 }
 
 fn link_spec(registry: &Registry, case: &CaseSpec) -> anyhow::Result<LinkSpec> {
     match case.module("link") {
-        Some(m) => registry.build_link(&m.name, &m.hyperparameters, &crate::modules::BuildContext { input_shape: (1, 1, 1), num_classes: 0, seed: case.seed }),
+        Some(m) => registry.build_link(
+            &m.name,
+            &m.hyperparameters,
+            &crate::modules::BuildContext {
+                input_shape: (1, 1, 1),
+                num_classes: 0,
+                seed: case.seed,
+            },
+        ),
         None => Ok(LinkSpec::lan(case.seed)),
     }
 }
@@ -494,14 +647,21 @@ impl Paradigm for SpeculativeDecoding {
         RecordKind::Speculative
     }
 
-    fn preflight(&self, case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Result<()> {
+    fn preflight(
+        &self,
+        case: &CaseSpec,
+        data: &DataSplits,
+        registry: &Registry,
+    ) -> anyhow::Result<()> {
         if data.test.texts.is_empty() {
             anyhow::bail!("speculative decoding needs prompts: give `testenv.dataset.test_data` as JSONL with a \"prompt\" (or \"text\") field");
         }
         let d = load_lm(registry, case, "drafter")?;
         let v = load_lm(registry, case, "verifier")?;
         if d.is_none() && v.is_none() {
-            anyhow::bail!("a speculative-decoding algorithm needs a `drafter`, a `verifier`, or both");
+            anyhow::bail!(
+                "a speculative-decoding algorithm needs a `drafter`, a `verifier`, or both"
+            );
         }
         if let (Some(d), Some(v)) = (&d, &v) {
             if d.vocab_fingerprint() != v.vocab_fingerprint() || d.vocab_size() != v.vocab_size() {
@@ -534,23 +694,35 @@ impl Paradigm for SpeculativeDecoding {
         // computed once per job (by whichever case needs it first) for speed-up and losslessness.
         let reference = match &verifier {
             Some(v) => {
-                let key = format!("spec-ref|{}|{:?}|{}|{}|{:?}|{}", v.describe(), gen.params, gen.max_new_tokens, gen.stop_at_eos, spec, n);
+                let key = format!(
+                    "spec-ref|{}|{:?}|{}|{}|{:?}|{}",
+                    v.describe(),
+                    gen.params,
+                    gen.max_new_tokens,
+                    gen.stop_at_eos,
+                    spec,
+                    n
+                );
                 let v2 = v.clone();
                 let spec2 = spec.clone();
-                Some(ctx.cache.get_or_try_insert(&key, || -> anyhow::Result<Reference> {
-                    let mut link = Link::new(spec2);
-                    let mut records = Vec::new();
-                    let mut margins = Vec::new();
-                    for (i, p) in prompts.iter().enumerate() {
-                        ctx.work().check_cancelled()?;
-                        let ids = v2.encode(p)?;
-                        let (mut r, m) = autoregressive(v2.as_ref(), &ids, &gen, Some(&mut link), i)?;
-                        r.warmup = i < warmup;
-                        records.push(r);
-                        margins.push(m);
-                    }
-                    Ok(Reference { records, margins })
-                })?)
+                Some(
+                    ctx.cache
+                        .get_or_try_insert(&key, || -> anyhow::Result<Reference> {
+                            let mut link = Link::new(spec2);
+                            let mut records = Vec::new();
+                            let mut margins = Vec::new();
+                            for (i, p) in prompts.iter().enumerate() {
+                                ctx.work().check_cancelled()?;
+                                let ids = v2.encode(p)?;
+                                let (mut r, m) =
+                                    autoregressive(v2.as_ref(), &ids, &gen, Some(&mut link), i)?;
+                                r.warmup = i < warmup;
+                                records.push(r);
+                                margins.push(m);
+                            }
+                            Ok(Reference { records, margins })
+                        })?,
+                )
             }
             None => None,
         };
@@ -558,10 +730,14 @@ impl Paradigm for SpeculativeDecoding {
         let mut records = Vec::with_capacity(n);
         match (&drafter, &verifier) {
             (None, Some(_)) => {
-                records = reference.as_ref().map(|r| r.records.clone()).unwrap_or_default();
+                records = reference
+                    .as_ref()
+                    .map(|r| r.records.clone())
+                    .unwrap_or_default();
                 for r in &mut records {
                     r.baseline_e2e_s = Some(r.e2e_s);
-                    r.baseline_step_s = (r.verify_step_calls > 0).then(|| r.verify_step_s / r.verify_step_calls as f64);
+                    r.baseline_step_s = (r.verify_step_calls > 0)
+                        .then(|| r.verify_step_s / r.verify_step_calls as f64);
                     if gen.params.is_greedy() {
                         r.lossless = Some(true);
                     }
@@ -582,50 +758,99 @@ impl Paradigm for SpeculativeDecoding {
                 let m = case.require("drafter")?;
                 let gamma = m.hyperparameters.usize("draft_tokens_per_step")?;
                 let schedule = match m.hyperparameters.str("schedule")? {
-                    "adaptive" => Schedule::Adaptive { max: m.hyperparameters.usize("max_draft_tokens")? },
+                    "adaptive" => Schedule::Adaptive {
+                        max: m.hyperparameters.usize("max_draft_tokens")?,
+                    },
                     _ => Schedule::Constant,
                 };
-                let rule = match case.require("verifier")?.hyperparameters.str("verification")? {
+                let rule = match case
+                    .require("verifier")?
+                    .hyperparameters
+                    .str("verification")?
+                {
                     "rejection-sampling" => Verification::RejectionSampling,
                     _ => Verification::Greedy,
                 };
                 let mut link = Link::new(spec.clone());
-                let refr = reference.as_ref().ok_or_else(|| anyhow::anyhow!("no reference"))?;
+                let refr = reference
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("no reference"))?;
                 for (i, p) in prompts.iter().enumerate() {
                     ctx.work().check_cancelled()?;
                     let ids = v.encode(p)?;
-                    let mut r = speculative(d.as_ref(), v.as_ref(), &ids, &gen, gamma, schedule, rule, &mut link, i)?;
+                    let mut r = speculative(
+                        d.as_ref(),
+                        v.as_ref(),
+                        &ids,
+                        &gen,
+                        gamma,
+                        schedule,
+                        rule,
+                        &mut link,
+                        i,
+                    )?;
                     r.warmup = i < warmup;
                     let base = &refr.records[i];
                     r.baseline_e2e_s = Some(base.e2e_s);
-                    r.baseline_step_s = (base.verify_step_calls > 0).then(|| base.verify_step_s / base.verify_step_calls as f64);
+                    r.baseline_step_s = (base.verify_step_calls > 0)
+                        .then(|| base.verify_step_s / base.verify_step_calls as f64);
                     if gen.params.is_greedy() {
                         let same = r.output_tokens == base.output_tokens;
                         r.lossless = Some(same);
                         if !same {
-                            let pos = r.output_tokens.iter().zip(&base.output_tokens).position(|(a, b)| a != b).unwrap_or(r.output_tokens.len().min(base.output_tokens.len()));
+                            let pos = r
+                                .output_tokens
+                                .iter()
+                                .zip(&base.output_tokens)
+                                .position(|(a, b)| a != b)
+                                .unwrap_or(r.output_tokens.len().min(base.output_tokens.len()));
                             let margin = refr.margins[i].get(pos).copied().unwrap_or(f32::INFINITY);
-                            r.divergence = Some(Divergence { position: pos, margin, near_tie: margin < NEAR_TIE_MARGIN });
+                            r.divergence = Some(Divergence {
+                                position: pos,
+                                margin,
+                                near_tie: margin < NEAR_TIE_MARGIN,
+                            });
                         }
                     }
                     records.push(r);
                     ctx.progress.inc(1);
                 }
             }
-            (None, None) => anyhow::bail!("a speculative-decoding algorithm needs a `drafter`, a `verifier`, or both"),
+            (None, None) => anyhow::bail!(
+                "a speculative-decoding algorithm needs a `drafter`, a `verifier`, or both"
+            ),
         }
         let mut out = CaseOutput::new(Records::Speculative(records.clone()));
         // Per-position acceptance as a small CSV next to the records.
         let measured: Vec<&SpeculativeRecord> = records.iter().filter(|r| !r.warmup).collect();
-        let width = measured.iter().map(|r| r.reached_by_position.len()).max().unwrap_or(0);
+        let width = measured
+            .iter()
+            .map(|r| r.reached_by_position.len())
+            .max()
+            .unwrap_or(0);
         if width > 0 {
             let mut csv = String::from("position,reached,accepted,acceptance\n");
             for i in 0..width {
-                let reached: usize = measured.iter().map(|r| r.reached_by_position.get(i).copied().unwrap_or(0)).sum();
-                let acc: usize = measured.iter().map(|r| r.accepted_by_position.get(i).copied().unwrap_or(0)).sum();
-                csv.push_str(&format!("{},{reached},{acc},{}\n", i + 1, if reached > 0 { acc as f64 / reached as f64 } else { f64::NAN }));
+                let reached: usize = measured
+                    .iter()
+                    .map(|r| r.reached_by_position.get(i).copied().unwrap_or(0))
+                    .sum();
+                let acc: usize = measured
+                    .iter()
+                    .map(|r| r.accepted_by_position.get(i).copied().unwrap_or(0))
+                    .sum();
+                csv.push_str(&format!(
+                    "{},{reached},{acc},{}\n",
+                    i + 1,
+                    if reached > 0 {
+                        acc as f64 / reached as f64
+                    } else {
+                        f64::NAN
+                    }
+                ));
             }
-            out.artifacts.push(("acceptance_by_position.csv".into(), csv.into_bytes()));
+            out.artifacts
+                .push(("acceptance_by_position.csv".into(), csv.into_bytes()));
         }
         let mut meta = BTreeMap::new();
         if let Some(v) = &verifier {
@@ -676,7 +901,10 @@ mod tests {
             0
         }
         fn new_session(&self) -> Box<dyn LmSession + '_> {
-            Box::new(ToySession { m: self, seq: vec![] })
+            Box::new(ToySession {
+                m: self,
+                seq: vec![],
+            })
         }
     }
     impl LmSession for ToySession<'_> {
@@ -685,7 +913,11 @@ mod tests {
             for &t in tokens {
                 self.seq.push(t);
                 let s: u32 = self.seq.iter().sum::<u32>() + self.seq.len() as u32 * self.m.shift;
-                rows.push((0..5).map(|v| if v == s % 5 { 2.0 } else { (v as f32) * 0.1 }).collect());
+                rows.push(
+                    (0..5)
+                        .map(|v| if v == s % 5 { 2.0 } else { (v as f32) * 0.1 })
+                        .collect(),
+                );
             }
             Ok(rows)
         }
@@ -699,24 +931,63 @@ mod tests {
     }
 
     fn gen(max: usize) -> Generation {
-        Generation { params: SamplingParams::greedy(), max_new_tokens: max, stop_at_eos: true }
+        Generation {
+            params: SamplingParams::greedy(),
+            max_new_tokens: max,
+            stop_at_eos: true,
+        }
     }
 
     #[test]
     fn greedy_speculative_equals_autoregressive_for_every_gamma() {
         let (draft, target) = (Toy { shift: 1 }, Toy { shift: 0 });
         let prompt = target.encode("hello").unwrap();
-        let (base, _) = autoregressive(&target, &prompt, &gen(20), Some(&mut Link::new(LinkSpec::lan(0))), 0).unwrap();
+        let (base, _) = autoregressive(
+            &target,
+            &prompt,
+            &gen(20),
+            Some(&mut Link::new(LinkSpec::lan(0))),
+            0,
+        )
+        .unwrap();
         for gamma in [1, 2, 4, 8] {
             for schedule in [Schedule::Constant, Schedule::Adaptive { max: 8 }] {
-                let r = speculative(&draft, &target, &prompt, &gen(20), gamma, schedule, Verification::Greedy, &mut Link::new(LinkSpec::lan(0)), 0).unwrap();
-                assert_eq!(r.output_tokens, base.output_tokens, "γ={gamma} {schedule:?}");
-                assert_eq!(r.accepted + r.rejections.min(r.drafted), r.accepted_by_position.iter().sum::<usize>() + r.rejections);
+                let r = speculative(
+                    &draft,
+                    &target,
+                    &prompt,
+                    &gen(20),
+                    gamma,
+                    schedule,
+                    Verification::Greedy,
+                    &mut Link::new(LinkSpec::lan(0)),
+                    0,
+                )
+                .unwrap();
+                assert_eq!(
+                    r.output_tokens, base.output_tokens,
+                    "γ={gamma} {schedule:?}"
+                );
+                assert_eq!(
+                    r.accepted + r.rejections.min(r.drafted),
+                    r.accepted_by_position.iter().sum::<usize>() + r.rejections
+                );
                 assert!(r.verifier_calls <= base.output_tokens.len());
             }
         }
         // A drafter identical to the target gets everything accepted: one verifier call per γ+1 tokens.
-        let r = speculative(&target, &target, &prompt, &gen(20), 4, Schedule::Constant, Verification::Greedy, &mut Link::new(LinkSpec::lan(0)), 0).unwrap();
+        let r = speculative(
+            &target,
+            &target,
+            &prompt,
+            &gen(20),
+            4,
+            Schedule::Constant,
+            Verification::Greedy,
+            &mut Link::new(LinkSpec::lan(0)),
+            0,
+        )
+        .unwrap();
         assert_eq!(r.output_tokens, base.output_tokens);
         assert_eq!(r.accepted, r.drafted);
         assert_eq!(r.verifier_calls, 4);
@@ -726,7 +997,18 @@ mod tests {
     fn bytes_follow_the_protocol() {
         let (draft, target) = (Toy { shift: 1 }, Toy { shift: 0 });
         let prompt = vec![1, 2, 3];
-        let r = speculative(&draft, &target, &prompt, &gen(6), 2, Schedule::Constant, Verification::Greedy, &mut Link::new(LinkSpec::lan(0)), 0).unwrap();
+        let r = speculative(
+            &draft,
+            &target,
+            &prompt,
+            &gen(6),
+            2,
+            Schedule::Constant,
+            Verification::Greedy,
+            &mut Link::new(LinkSpec::lan(0)),
+            0,
+        )
+        .unwrap();
         // Round 1 sends the prompt and 2 drafts; later rounds only drafts. Each answer is 8 bytes.
         assert_eq!(r.uplink_bytes, 4 * 3 + 4 * 2 * r.verifier_calls);
         assert_eq!(r.downlink_bytes, 8 * r.verifier_calls);
@@ -763,7 +1045,10 @@ mod tests {
             0
         }
         fn new_session(&self) -> Box<dyn LmSession + '_> {
-            Box::new(SmoothSession { m: self, seq: vec![] })
+            Box::new(SmoothSession {
+                m: self,
+                seq: vec![],
+            })
         }
     }
     impl LmSession for SmoothSession<'_> {
@@ -787,10 +1072,14 @@ mod tests {
 
     fn chi_square(counts: &[usize], p: &[f32]) -> f64 {
         let n: usize = counts.iter().sum();
-        counts.iter().zip(p).map(|(&c, &pi)| {
-            let e = n as f64 * f64::from(pi);
-            (c as f64 - e).powi(2) / e
-        }).sum()
+        counts
+            .iter()
+            .zip(p)
+            .map(|(&c, &pi)| {
+                let e = n as f64 * f64::from(pi);
+                (c as f64 - e).powi(2) / e
+            })
+            .sum()
     }
 
     /// Rejection sampling preserves the verifier's distribution: the second generated token
@@ -799,10 +1088,35 @@ mod tests {
     /// what a wrong rule ("always accept the draft") produces fails.
     #[test]
     fn rejection_sampling_preserves_the_verifier_distribution() {
-        let target = Smooth { table: [[1.0, 0.2, -0.5, 0.7, 0.0], [0.1, 0.9, 0.3, -0.2, 0.4], [0.5, 0.5, 0.5, 0.5, 2.0], [-1.0, 0.0, 1.0, 0.3, 0.2], [0.0, 0.3, 0.6, 0.9, 1.2]] };
-        let draft = Smooth { table: [[0.2, 1.0, 0.1, 0.0, 0.5], [0.6, 0.2, 0.9, 0.1, -0.3], [1.0, 0.0, 0.4, 0.2, 0.3], [0.0, 0.5, 0.2, 1.1, -0.2], [0.3, 0.3, 0.3, 0.3, 0.3]] };
-        let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 11 };
-        let g = Generation { params, max_new_tokens: 2, stop_at_eos: false };
+        let target = Smooth {
+            table: [
+                [1.0, 0.2, -0.5, 0.7, 0.0],
+                [0.1, 0.9, 0.3, -0.2, 0.4],
+                [0.5, 0.5, 0.5, 0.5, 2.0],
+                [-1.0, 0.0, 1.0, 0.3, 0.2],
+                [0.0, 0.3, 0.6, 0.9, 1.2],
+            ],
+        };
+        let draft = Smooth {
+            table: [
+                [0.2, 1.0, 0.1, 0.0, 0.5],
+                [0.6, 0.2, 0.9, 0.1, -0.3],
+                [1.0, 0.0, 0.4, 0.2, 0.3],
+                [0.0, 0.5, 0.2, 1.1, -0.2],
+                [0.3, 0.3, 0.3, 0.3, 0.3],
+            ],
+        };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 11,
+        };
+        let g = Generation {
+            params,
+            max_new_tokens: 2,
+            stop_at_eos: false,
+        };
         // Condition on the first token: collect second tokens for first token == 0.
         let p_next = sampling::probs(&target.table[0], &params).unwrap();
         let q_next = sampling::probs(&draft.table[0], &params).unwrap();
@@ -810,7 +1124,18 @@ mod tests {
         let mut wrong = [0usize; 5];
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for i in 0..40_000 {
-            let r = speculative(&draft, &target, &[0], &g, 2, Schedule::Constant, Verification::RejectionSampling, &mut Link::new(LinkSpec::lan(0)), i).unwrap();
+            let r = speculative(
+                &draft,
+                &target,
+                &[0],
+                &g,
+                2,
+                Schedule::Constant,
+                Verification::RejectionSampling,
+                &mut Link::new(LinkSpec::lan(0)),
+                i,
+            )
+            .unwrap();
             if r.output_tokens[0] == 0 {
                 counts[r.output_tokens[1] as usize] += 1;
             }
@@ -820,16 +1145,39 @@ mod tests {
         assert!(n > 3000, "enough conditioned samples ({n})");
         // df = 4: the 0.001 critical value is 18.47.
         let good = chi_square(&counts, &p_next);
-        assert!(good < 18.47, "speculative sampling drifted from p: chi² = {good}, counts {counts:?}, p {p_next:?}");
+        assert!(
+            good < 18.47,
+            "speculative sampling drifted from p: chi² = {good}, counts {counts:?}, p {p_next:?}"
+        );
         let bad = chi_square(&wrong, &p_next);
-        assert!(bad > 18.47, "the test must be able to fail: chi² of the wrong rule = {bad}");
+        assert!(
+            bad > 18.47,
+            "the test must be able to fail: chi² of the wrong rule = {bad}"
+        );
         // The marginal of the first token follows p(· | prompt) too.
         let mut first = [0usize; 5];
         for i in 0..20_000 {
-            let r = speculative(&draft, &target, &[0], &Generation { max_new_tokens: 1, ..g }, 3, Schedule::Constant, Verification::RejectionSampling, &mut Link::new(LinkSpec::lan(0)), 100_000 + i).unwrap();
+            let r = speculative(
+                &draft,
+                &target,
+                &[0],
+                &Generation {
+                    max_new_tokens: 1,
+                    ..g
+                },
+                3,
+                Schedule::Constant,
+                Verification::RejectionSampling,
+                &mut Link::new(LinkSpec::lan(0)),
+                100_000 + i,
+            )
+            .unwrap();
             first[r.output_tokens[0] as usize] += 1;
         }
         let chi = chi_square(&first, &p_next);
-        assert!(chi < 18.47, "first-token distribution: chi² = {chi}, counts {first:?}");
+        assert!(
+            chi < 18.47,
+            "first-token distribution: chi² = {chi}, counts {first:?}"
+        );
     }
 }

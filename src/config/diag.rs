@@ -21,8 +21,21 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(file: &Path, mark: Option<Mark>, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), mark, path: path.into(), message: message.into(), valid: Vec::new(), suggestion: None, help: None }
+    pub fn new(
+        file: &Path,
+        mark: Option<Mark>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            mark,
+            path: path.into(),
+            message: message.into(),
+            valid: Vec::new(),
+            suggestion: None,
+            help: None,
+        }
     }
     /// Lists the valid choices and suggests the closest to `bad`.
     pub fn choices<S: AsRef<str>>(&mut self, bad: &str, valid: &[S]) -> &mut Self {
@@ -118,7 +131,12 @@ impl fmt::Display for Diagnostics {
                 writeln!(f, "   = help: {h}")?;
             }
         }
-        write!(f, "{} configuration error{} found; nothing was run or written", self.items.len(), if self.items.len() == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{} configuration error{} found; nothing was run or written",
+            self.items.len(),
+            if self.items.len() == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -130,7 +148,10 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        let c: Vec<String> = ["accuracy", "macro-f1", "edge-ratio"].iter().map(|s| s.to_string()).collect();
+        let c: Vec<String> = ["accuracy", "macro-f1", "edge-ratio"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(did_you_mean("acuracy", &c).as_deref(), Some("accuracy"));
         assert_eq!(did_you_mean("macro_f1", &c).as_deref(), Some("macro-f1"));
         assert_eq!(did_you_mean("zzzzzz", &c), None);

@@ -60,7 +60,12 @@ pub struct Algorithm {
 
 /// The `repeat` key of an algorithm: an `HpSpec` so its range check reads like any other.
 pub fn repeat_spec() -> HpSpec {
-    HpSpec::new("repeat", ianvs_paradigms::hp::HpKind::Int { min: 1, max: 1000 }, serde_json::json!(1), "runs of each case; metrics are averaged and intervals cover every run")
+    HpSpec::new(
+        "repeat",
+        ianvs_paradigms::hp::HpKind::Int { min: 1, max: 1000 },
+        serde_json::json!(1),
+        "runs of each case; metrics are averaged and intervals cover every run",
+    )
 }
 
 pub struct ModuleConfig {
@@ -151,44 +156,78 @@ struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, v)| *v)
     }
 }
 
 impl Walker<'_> {
     fn err(&mut self, mark: Option<Mark>, path: &str, msg: impl Into<String>) -> &mut Diagnostic {
-        self.diags.push(Diagnostic::new(&self.file, mark, path, msg));
+        self.diags
+            .push(Diagnostic::new(&self.file, mark, path, msg));
         self.diags.items.last_mut().expect("just pushed")
     }
 
     fn expected(&mut self, node: &Node, path: &str, want: &str) {
         let found = node.type_name();
-        self.err(Some(node.mark), path, format!("`{path}` must be {want}, found {found}"));
+        self.err(
+            Some(node.mark),
+            path,
+            format!("`{path}` must be {want}, found {found}"),
+        );
     }
 
     /// Checks that `node` is a mapping whose keys are all in `allowed` (or `extra`); keys in
     /// `unsupported` are Ianvs keys we do not implement yet and get their own message.
-    fn map<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str], unsupported: &[(&str, &str)]) -> Option<Fields<'n>> {
+    fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+        unsupported: &[(&str, &str)],
+    ) -> Option<Fields<'n>> {
         let Some(entries) = node.as_map() else {
             self.expected(node, path, "a mapping");
             return None;
         };
-        let mut fields = Fields { entries: Vec::new(), mark: node.mark };
+        let mut fields = Fields {
+            entries: Vec::new(),
+            mark: node.mark,
+        };
         let mut seen = BTreeSet::new();
         for (k, v) in entries {
             let key = k.key_text();
             let kp = join(path, &key);
             if !seen.insert(key.clone()) {
-                self.err(Some(k.mark), &kp, format!("key `{key}` appears twice in `{path}`"));
+                self.err(
+                    Some(k.mark),
+                    &kp,
+                    format!("key `{key}` appears twice in `{path}`"),
+                );
                 continue;
             }
             if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == key) {
-                self.err(Some(k.mark), &kp, format!("`{key}` is an Ianvs key ianvs does not support yet: {why}")).help(format!("remove `{key}`"));
+                self.err(
+                    Some(k.mark),
+                    &kp,
+                    format!("`{key}` is an Ianvs key ianvs does not support yet: {why}"),
+                )
+                .help(format!("remove `{key}`"));
                 continue;
             }
             if !allowed.contains(&key.as_str()) {
-                self.err(Some(k.mark), &kp, format!("unknown key `{key}` in `{path}`")).valid = allowed.iter().map(|s| s.to_string()).collect();
-                let sugg = diag::did_you_mean(&key, &allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+                self.err(
+                    Some(k.mark),
+                    &kp,
+                    format!("unknown key `{key}` in `{path}`"),
+                )
+                .valid = allowed.iter().map(|s| s.to_string()).collect();
+                let sugg = diag::did_you_mean(
+                    &key,
+                    &allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                );
                 self.diags.items.last_mut().expect("just pushed").suggestion = sugg;
                 continue;
             }
@@ -200,9 +239,15 @@ impl Walker<'_> {
     fn required<'n>(&mut self, f: &Fields<'n>, path: &str, key: &str) -> Option<&'n Node> {
         let v = f.get(key);
         // A misspelt key already reported with this key as its suggestion needs no second message.
-        let misspelt = self.diags.items.iter().any(|d| d.suggestion.as_deref() == Some(key) && d.file == self.file && d.path.starts_with(path));
+        let misspelt = self.diags.items.iter().any(|d| {
+            d.suggestion.as_deref() == Some(key) && d.file == self.file && d.path.starts_with(path)
+        });
         if v.is_none() && !misspelt {
-            self.err(Some(f.mark), path, format!("`{path}` is missing the required key `{key}`"));
+            self.err(
+                Some(f.mark),
+                path,
+                format!("`{path}` is missing the required key `{key}`"),
+            );
         }
         v
     }
@@ -240,8 +285,15 @@ impl Walker<'_> {
         let rel = self.string(node, path)?;
         let p = resolve_path(&self.file, &rel);
         if !p.exists() {
-            self.err(Some(node.mark), path, format!("`{path}` names \"{rel}\", which does not exist (looked for {})", p.display()))
-                .help("paths are relative to the YAML file that contains them");
+            self.err(
+                Some(node.mark),
+                path,
+                format!(
+                    "`{path}` names \"{rel}\", which does not exist (looked for {})",
+                    p.display()
+                ),
+            )
+            .help("paths are relative to the YAML file that contains them");
             return None;
         }
         Some(p)
@@ -257,13 +309,27 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Reads and parses one YAML file; problems become diagnostics.
-fn read_yaml(file: &Path, diags: &mut Diagnostics, referenced_from: Option<(&Path, Mark, &str)>) -> Option<Node> {
+fn read_yaml(
+    file: &Path,
+    diags: &mut Diagnostics,
+    referenced_from: Option<(&Path, Mark, &str)>,
+) -> Option<Node> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
             let d = match referenced_from {
-                Some((from, mark, key)) => Diagnostic::new(from, Some(mark), key, format!("cannot read {}: {e}", file.display())),
-                None => Diagnostic::new(file, None, "", format!("cannot read {}: {e}", file.display())),
+                Some((from, mark, key)) => Diagnostic::new(
+                    from,
+                    Some(mark),
+                    key,
+                    format!("cannot read {}: {e}", file.display()),
+                ),
+                None => Diagnostic::new(
+                    file,
+                    None,
+                    "",
+                    format!("cannot read {}: {e}", file.display()),
+                ),
             };
             diags.push(d);
             return None;
@@ -273,45 +339,101 @@ fn read_yaml(file: &Path, diags: &mut Diagnostics, referenced_from: Option<(&Pat
     match yaml::parse(&text) {
         Ok(n) => Some(n),
         Err(e) => {
-            diags.push(Diagnostic::new(file, Some(e.mark), "", format!("invalid YAML: {}", e.message)));
+            diags.push(Diagnostic::new(
+                file,
+                Some(e.mark),
+                "",
+                format!("invalid YAML: {}", e.message),
+            ));
             None
         }
     }
 }
 
 const JOB_KEYS: &[&str] = &["name", "workspace", "testenv", "test_object", "rank"];
-const JOB_UNSUPPORTED: &[(&str, &str)] = &[("simulation", "cluster simulation (Ianvs `simulation`) is not implemented; run on this machine")];
-const RANK_KEYS: &[&str] = &["sort_by", "visualization", "selected_dataitem", "save_mode", "selected_output_columns"];
-const DATASET_KEYS: &[&str] = &["train_data", "test_data", "train_index", "test_index", "train_url", "test_url", "data", "split", "label", "feature_scale", "shape", "text_field"];
+const JOB_UNSUPPORTED: &[(&str, &str)] = &[(
+    "simulation",
+    "cluster simulation (Ianvs `simulation`) is not implemented; run on this machine",
+)];
+const RANK_KEYS: &[&str] = &[
+    "sort_by",
+    "visualization",
+    "selected_dataitem",
+    "save_mode",
+    "selected_output_columns",
+];
+const DATASET_KEYS: &[&str] = &[
+    "train_data",
+    "test_data",
+    "train_index",
+    "test_index",
+    "train_url",
+    "test_url",
+    "data",
+    "split",
+    "label",
+    "feature_scale",
+    "shape",
+    "text_field",
+];
 const DATASET_UNSUPPORTED: &[(&str, &str)] = &[
-    ("train_data_info", "LLM metadata files are not read yet; give prompts as a JSONL `test_data`"),
-    ("test_data_info", "LLM metadata files are not read yet; give prompts as a JSONL `test_data`"),
+    (
+        "train_data_info",
+        "LLM metadata files are not read yet; give prompts as a JSONL `test_data`",
+    ),
+    (
+        "test_data_info",
+        "LLM metadata files are not read yet; give prompts as a JSONL `test_data`",
+    ),
 ];
 const TESTENV_BASE_KEYS: &[&str] = &["dataset", "metrics"];
-const TESTENV_UNSUPPORTED: &[(&str, &str)] = &[("model_eval", "model evaluation gates of incremental learning are not implemented yet")];
+const TESTENV_UNSUPPORTED: &[(&str, &str)] = &[(
+    "model_eval",
+    "model evaluation gates of incremental learning are not implemented yet",
+)];
 const ALGO_KEYS: &[&str] = &["paradigm_type", "initial_model_url", "modules", "repeat"];
 const MODULE_KEYS: &[&str] = &["type", "name", "url", "hyperparameters"];
 pub const SAVE_MODES: &[&str] = &["selected_and_all", "selected_only"];
 pub const VIS_MODES: &[&str] = &["selected_only", "all", "none"];
 
 /// Loads, resolves and validates a benchmarking job. Either a complete job or every problem.
-pub fn load_job(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn Paradigm>], ov: &Overrides) -> Result<Job, Diagnostics> {
+pub fn load_job(
+    file: &Path,
+    registry: &Registry,
+    paradigms: &'static [Box<dyn Paradigm>],
+    ov: &Overrides,
+) -> Result<Job, Diagnostics> {
     load_job_inner(file, registry, paradigms, ov).map_err(|mut d| {
         d.dedup();
         d
     })
 }
 
-fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn Paradigm>], ov: &Overrides) -> Result<Job, Diagnostics> {
+fn load_job_inner(
+    file: &Path,
+    registry: &Registry,
+    paradigms: &'static [Box<dyn Paradigm>],
+    ov: &Overrides,
+) -> Result<Job, Diagnostics> {
     let file = normalize(file);
     let mut diags = Diagnostics::default();
-    let Some(root) = read_yaml(&file, &mut diags, None) else { return Err(diags) };
-    let mut w = Walker { file: file.clone(), diags: &mut diags };
-    let top = w.map(&root, "", &["benchmarkingjob"], &[]);
-    let Some(job_node) = top.as_ref().and_then(|t| w.required(t, "", "benchmarkingjob")) else {
+    let Some(root) = read_yaml(&file, &mut diags, None) else {
         return Err(diags);
     };
-    let Some(jf) = w.map(job_node, "benchmarkingjob", JOB_KEYS, JOB_UNSUPPORTED) else { return Err(diags) };
+    let mut w = Walker {
+        file: file.clone(),
+        diags: &mut diags,
+    };
+    let top = w.map(&root, "", &["benchmarkingjob"], &[]);
+    let Some(job_node) = top
+        .as_ref()
+        .and_then(|t| w.required(t, "", "benchmarkingjob"))
+    else {
+        return Err(diags);
+    };
+    let Some(jf) = w.map(job_node, "benchmarkingjob", JOB_KEYS, JOB_UNSUPPORTED) else {
+        return Err(diags);
+    };
     let p = "benchmarkingjob";
 
     let name = w.required(&jf, p, "name").and_then(|n| {
@@ -325,10 +447,15 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
     });
     let workspace = match (&ov.workspace, jf.get("workspace")) {
         (Some(ws), _) => Some(ws.clone()),
-        (None, Some(n)) => w.string(n, "benchmarkingjob.workspace").map(|s| resolve_path(&file, &s)),
+        (None, Some(n)) => w
+            .string(n, "benchmarkingjob.workspace")
+            .map(|s| resolve_path(&file, &s)),
         (None, None) => Some(resolve_path(&file, "./workspace")),
     };
-    let testenv_ref = w.required(&jf, p, "testenv").and_then(|n| w.existing_path(n, "benchmarkingjob.testenv").map(|pth| (pth, n.mark)));
+    let testenv_ref = w.required(&jf, p, "testenv").and_then(|n| {
+        w.existing_path(n, "benchmarkingjob.testenv")
+            .map(|pth| (pth, n.mark))
+    });
 
     // test_object.algorithms
     let mut algo_refs: Vec<(String, PathBuf, Mark)> = Vec::new();
@@ -338,24 +465,44 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
             if let Some(t) = tf.get("type") {
                 if let Some(s) = w.string(t, &format!("{tp}.type")) {
                     if s != "algorithms" {
-                        w.err(Some(t.mark), &format!("{tp}.type"), format!("test object type \"{s}\" is not supported")).choices(&s, &["algorithms"]);
+                        w.err(
+                            Some(t.mark),
+                            &format!("{tp}.type"),
+                            format!("test object type \"{s}\" is not supported"),
+                        )
+                        .choices(&s, &["algorithms"]);
                     }
                 }
             }
             if let Some(algs) = w.required(&tf, tp, "algorithms") {
                 match algs.as_seq() {
                     Some([]) => {
-                        w.err(Some(algs.mark), &format!("{tp}.algorithms"), "the job lists no algorithms");
+                        w.err(
+                            Some(algs.mark),
+                            &format!("{tp}.algorithms"),
+                            "the job lists no algorithms",
+                        );
                     }
                     Some(items) => {
                         let mut names = BTreeSet::new();
                         for (i, a) in items.iter().enumerate() {
                             let ap = format!("{tp}.algorithms[{i}]");
-                            let Some(af) = w.map(a, &ap, &["name", "url"], &[]) else { continue };
-                            let n = w.required(&af, &ap, "name").and_then(|n| w.string(n, &format!("{ap}.name")).map(|s| (s, n.mark)));
-                            let u = w.required(&af, &ap, "url").and_then(|u| w.existing_path(u, &format!("{ap}.url")).map(|pth| (pth, u.mark)));
+                            let Some(af) = w.map(a, &ap, &["name", "url"], &[]) else {
+                                continue;
+                            };
+                            let n = w.required(&af, &ap, "name").and_then(|n| {
+                                w.string(n, &format!("{ap}.name")).map(|s| (s, n.mark))
+                            });
+                            let u = w.required(&af, &ap, "url").and_then(|u| {
+                                w.existing_path(u, &format!("{ap}.url"))
+                                    .map(|pth| (pth, u.mark))
+                            });
                             if let Some((n, m)) = &n {
-                                if !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || n.starts_with('.') {
+                                if !n
+                                    .chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                                    || n.starts_with('.')
+                                {
                                     w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" must be usable as a folder name: letters, digits, `.`, `_` and `-` only"));
                                 } else if crate::story::RESERVED_DIRS.contains(&n.as_str()) {
                                     w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" is reserved: the job folder keeps its {} there; choose another name", if n == "rank" { "leaderboards" } else if n == "plots" { "report's charts" } else { "regression gate's outputs" }));
@@ -383,21 +530,35 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
     let seed = ov.seed.unwrap_or(0);
     let mut algorithms = Vec::new();
     for (name, afile, mark) in &algo_refs {
-        if let Some(a) = read_algorithm(name, afile, &file, *mark, registry, paradigms, seed, &mut diags) {
+        if let Some(a) = read_algorithm(
+            name, afile, &file, *mark, registry, paradigms, seed, &mut diags,
+        ) {
             algorithms.push(a);
         }
     }
 
     // Cross-file checks: metrics fit each paradigm, settings fit the paradigms used, ranking
     // names metrics the cases produce.
-    let Some((te, te_settings_nodes)) = testenv else { return Err(diags) };
+    let Some((te, te_settings_nodes)) = testenv else {
+        return Err(diags);
+    };
     let mut used_settings: BTreeMap<String, HpSpec> = BTreeMap::new();
     for a in &mut algorithms {
         for m in &te.metrics {
             if !m.kinds.contains(&a.paradigm.record_kind()) {
                 diags.push(
-                    Diagnostic::new(&te.file, te.metric_marks.get(m.id).copied(), "testenv.metrics", format!("metric `{}` does not apply to paradigm `{}` of algorithm \"{}\"", m.id, a.paradigm.name(), a.name))
-                        .with_choices(m.id, &metrics::ids_for(a.paradigm.record_kind())),
+                    Diagnostic::new(
+                        &te.file,
+                        te.metric_marks.get(m.id).copied(),
+                        "testenv.metrics",
+                        format!(
+                            "metric `{}` does not apply to paradigm `{}` of algorithm \"{}\"",
+                            m.id,
+                            a.paradigm.name(),
+                            a.name
+                        ),
+                    )
+                    .with_choices(m.id, &metrics::ids_for(a.paradigm.record_kind())),
                 );
             }
         }
@@ -407,14 +568,32 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
                 Some((_, node)) => match spec.check(&node.to_json()) {
                     Ok(v) => v,
                     Err(why) => {
-                        diags.push(Diagnostic::new(&te.file, Some(node.mark), format!("testenv.{}", spec.name), format!("`testenv.{}`: {why}", spec.name)));
+                        diags.push(Diagnostic::new(
+                            &te.file,
+                            Some(node.mark),
+                            format!("testenv.{}", spec.name),
+                            format!("`testenv.{}`: {why}", spec.name),
+                        ));
                         Value::Null
                     }
                 },
                 None => spec.default.clone().unwrap_or(Value::Null),
             };
-            if v.is_null() && spec.default.is_none() && !te_settings_nodes.iter().any(|(k, _)| k == spec.name) {
-                diags.push(Diagnostic::new(&te.file, None, "testenv", format!("paradigm `{}` needs the test-environment setting `{}` ({})", a.paradigm.name(), spec.name, spec.help)));
+            if v.is_null()
+                && spec.default.is_none()
+                && !te_settings_nodes.iter().any(|(k, _)| k == spec.name)
+            {
+                diags.push(Diagnostic::new(
+                    &te.file,
+                    None,
+                    "testenv",
+                    format!(
+                        "paradigm `{}` needs the test-environment setting `{}` ({})",
+                        a.paradigm.name(),
+                        spec.name,
+                        spec.help
+                    ),
+                ));
             }
             settings.insert(spec.name.to_string(), v);
             used_settings.insert(spec.name.to_string(), spec);
@@ -435,7 +614,15 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
     valid_te_keys.extend(used_settings.keys().cloned());
     for (k, node) in &te_settings_nodes {
         if !used_settings.contains_key(k) {
-            diags.push(Diagnostic::new(&te.file, Some(node.mark), format!("testenv.{k}"), format!("unknown key `{k}` in `testenv` (no paradigm of this job reads it)")).with_choices(k, &valid_te_keys));
+            diags.push(
+                Diagnostic::new(
+                    &te.file,
+                    Some(node.mark),
+                    format!("testenv.{k}"),
+                    format!("unknown key `{k}` in `testenv` (no paradigm of this job reads it)"),
+                )
+                .with_choices(k, &valid_te_keys),
+            );
         }
     }
 
@@ -488,8 +675,18 @@ fn load_job_inner(file: &Path, registry: &Registry, paradigms: &'static [Box<dyn
     if !diags.is_empty() {
         return Err(diags);
     }
-    let (Some(name), Some(workspace), Some(rank)) = (name, workspace, rank) else { return Err(diags) };
-    Ok(Job { name, file, workspace, testenv: te.env, algorithms, rank, seed })
+    let (Some(name), Some(workspace), Some(rank)) = (name, workspace, rank) else {
+        return Err(diags);
+    };
+    Ok(Job {
+        name,
+        file,
+        workspace,
+        testenv: te.env,
+        algorithms,
+        rank,
+        seed,
+    })
 }
 
 struct RankMarks {
@@ -504,7 +701,13 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
     let p = "benchmarkingjob.rank";
     let f = w.map(node, p, RANK_KEYS, &[])?;
     let mut ok = true;
-    let mut marks = RankMarks { sort_by: vec![], selected_metrics: vec![], selected_modules: vec![], selected_hps: vec![], output_columns: vec![] };
+    let mut marks = RankMarks {
+        sort_by: vec![],
+        selected_metrics: vec![],
+        selected_modules: vec![],
+        selected_hps: vec![],
+        output_columns: vec![],
+    };
     let mut sort_by = Vec::new();
     if let Some(sb) = w.required(&f, p, "sort_by") {
         match sb.as_seq() {
@@ -513,13 +716,20 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
                     let ip = format!("{p}.sort_by[{i}]");
                     match item.as_map() {
                         Some([(k, v)]) => {
-                            let metric = metrics::canonical(&k.key_text()).map(|m| m.id.to_string()).unwrap_or_else(|| k.key_text());
+                            let metric = metrics::canonical(&k.key_text())
+                                .map(|m| m.id.to_string())
+                                .unwrap_or_else(|| k.key_text());
                             let order = match v.as_str() {
                                 Some("descend") => Some(Order::Descend),
                                 Some("ascend") => Some(Order::Ascend),
                                 _ => {
                                     let shown = v.to_json().to_string();
-                                    w.err(Some(v.mark), &ip, format!("sort order {shown} is not valid")).choices(&shown, &["ascend", "descend"]);
+                                    w.err(
+                                        Some(v.mark),
+                                        &ip,
+                                        format!("sort order {shown} is not valid"),
+                                    )
+                                    .choices(&shown, &["ascend", "descend"]);
                                     ok = false;
                                     None
                                 }
@@ -537,7 +747,11 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
                 }
             }
             _ => {
-                w.expected(sb, &format!("{p}.sort_by"), "a non-empty list of `{metric: ascend|descend}`");
+                w.expected(
+                    sb,
+                    &format!("{p}.sort_by"),
+                    "a non-empty list of `{metric: ascend|descend}`",
+                );
                 ok = false;
             }
         }
@@ -551,7 +765,12 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
                     if VIS_MODES.contains(&s.as_str()) {
                         visualization_mode = s;
                     } else {
-                        w.err(Some(m.mark), &format!("{vp}.mode"), format!("visualization mode \"{s}\" is not valid")).choices(&s, VIS_MODES);
+                        w.err(
+                            Some(m.mark),
+                            &format!("{vp}.mode"),
+                            format!("visualization mode \"{s}\" is not valid"),
+                        )
+                        .choices(&s, VIS_MODES);
                         ok = false;
                     }
                 }
@@ -559,7 +778,12 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
             if let Some(m) = vf.get("method") {
                 if let Some(s) = w.string(m, &format!("{vp}.method")) {
                     if s != "print_table" {
-                        w.err(Some(m.mark), &format!("{vp}.method"), format!("visualization method \"{s}\" is not valid")).choices(&s, &["print_table"]);
+                        w.err(
+                            Some(m.mark),
+                            &format!("{vp}.method"),
+                            format!("visualization method \"{s}\" is not valid"),
+                        )
+                        .choices(&s, &["print_table"]);
                         ok = false;
                     }
                 }
@@ -569,7 +793,12 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
     let mut selected = SelectedDataitem::default();
     if let Some(sd) = f.get("selected_dataitem") {
         let sp = format!("{p}.selected_dataitem");
-        if let Some(sf) = w.map(sd, &sp, &["paradigms", "modules", "hyperparameters", "metrics"], &[]) {
+        if let Some(sf) = w.map(
+            sd,
+            &sp,
+            &["paradigms", "modules", "hyperparameters", "metrics"],
+            &[],
+        ) {
             let list = |w: &mut Walker, key: &str, marks: &mut Vec<Mark>| -> Option<Vec<String>> {
                 let n = sf.get(key)?;
                 let items = w.string_list(n, &format!("{sp}.{key}"))?;
@@ -577,7 +806,20 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
                     return None;
                 }
                 marks.extend(items.iter().map(|(_, m)| *m));
-                Some(items.into_iter().map(|(s, _)| if key == "metrics" { metrics::canonical(&s).map(|m| m.id.to_string()).unwrap_or(s) } else { s }).collect())
+                Some(
+                    items
+                        .into_iter()
+                        .map(|(s, _)| {
+                            if key == "metrics" {
+                                metrics::canonical(&s)
+                                    .map(|m| m.id.to_string())
+                                    .unwrap_or(s)
+                            } else {
+                                s
+                            }
+                        })
+                        .collect(),
+                )
             };
             let mut unused = Vec::new();
             selected.paradigms = list(w, "paradigms", &mut unused);
@@ -592,7 +834,12 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
             if SAVE_MODES.contains(&v.as_str()) {
                 save_mode = v;
             } else {
-                w.err(Some(s.mark), &format!("{p}.save_mode"), format!("save mode \"{v}\" is not valid")).choices(&v, SAVE_MODES);
+                w.err(
+                    Some(s.mark),
+                    &format!("{p}.save_mode"),
+                    format!("save mode \"{v}\" is not valid"),
+                )
+                .choices(&v, SAVE_MODES);
                 ok = false;
             }
         }
@@ -602,7 +849,16 @@ fn read_rank(w: &mut Walker, node: &Node) -> Option<(RankConfig, RankMarks)> {
         marks.output_columns = items.iter().map(|(_, m)| *m).collect();
         Some(items.into_iter().map(|(s, _)| s).collect())
     });
-    ok.then_some((RankConfig { sort_by, visualization_mode, selected, save_mode, selected_output_columns }, marks))
+    ok.then_some((
+        RankConfig {
+            sort_by,
+            visualization_mode,
+            selected,
+            save_mode,
+            selected_output_columns,
+        },
+        marks,
+    ))
 }
 
 struct LoadedTestEnv {
@@ -618,10 +874,18 @@ impl std::ops::Deref for LoadedTestEnv {
     }
 }
 
-fn read_testenv(file: &Path, from: &Path, mark: Mark, diags: &mut Diagnostics) -> Option<(LoadedTestEnv, Vec<(String, Node)>)> {
+fn read_testenv(
+    file: &Path,
+    from: &Path,
+    mark: Mark,
+    diags: &mut Diagnostics,
+) -> Option<(LoadedTestEnv, Vec<(String, Node)>)> {
     let root = read_yaml(file, diags, Some((from, mark, "benchmarkingjob.testenv")))?;
     let errors_before = diags.len();
-    let mut w = Walker { file: file.to_path_buf(), diags };
+    let mut w = Walker {
+        file: file.to_path_buf(),
+        diags,
+    };
     let top = w.map(&root, "", &["testenv"], &[])?;
     let te = w.required(&top, "", "testenv")?;
     // Paradigm settings are checked against the paradigms of the job later, so accept any key
@@ -640,9 +904,20 @@ fn read_testenv(file: &Path, from: &Path, mark: Mark, diags: &mut Diagnostics) -
             "metrics" => metrics_node = Some(v),
             _ => {
                 if let Some((_, why)) = TESTENV_UNSUPPORTED.iter().find(|(u, _)| *u == key) {
-                    w.err(Some(k.mark), &format!("testenv.{key}"), format!("`{key}` is an Ianvs key ianvs does not support yet: {why}")).help(format!("remove `{key}`"));
+                    w.err(
+                        Some(k.mark),
+                        &format!("testenv.{key}"),
+                        format!("`{key}` is an Ianvs key ianvs does not support yet: {why}"),
+                    )
+                    .help(format!("remove `{key}`"));
                 } else {
-                    settings_nodes.push((key, Node { kind: v.kind.clone(), mark: k.mark }));
+                    settings_nodes.push((
+                        key,
+                        Node {
+                            kind: v.kind.clone(),
+                            mark: k.mark,
+                        },
+                    ));
                 }
             }
         }
@@ -651,7 +926,11 @@ fn read_testenv(file: &Path, from: &Path, mark: Mark, diags: &mut Diagnostics) -
     let mut metric_marks = BTreeMap::new();
     match metrics_node {
         None => {
-            w.err(Some(te.mark), "testenv", "`testenv` is missing the required key `metrics`");
+            w.err(
+                Some(te.mark),
+                "testenv",
+                "`testenv` is missing the required key `metrics`",
+            );
         }
         Some(mn) => match mn.as_seq() {
             Some(items) if !items.is_empty() => {
@@ -663,27 +942,46 @@ fn read_testenv(file: &Path, from: &Path, mark: Mark, diags: &mut Diagnostics) -
                         _ => w.map(item, &ip, &["name"], &[("url", "metrics from Python files are not supported; use a built-in metric")]).and_then(|f| w.required(&f, &ip, "name")),
                     };
                     let Some(nn) = name_node else { continue };
-                    let Some(name) = w.string(nn, &format!("{ip}.name")) else { continue };
+                    let Some(name) = w.string(nn, &format!("{ip}.name")) else {
+                        continue;
+                    };
                     match metrics::canonical(&name) {
                         Some(m) => {
                             if metric_marks.insert(m.id, nn.mark).is_some() {
-                                w.err(Some(nn.mark), &ip, format!("metric `{}` is listed twice", m.id));
+                                w.err(
+                                    Some(nn.mark),
+                                    &ip,
+                                    format!("metric `{}` is listed twice", m.id),
+                                );
                             } else {
                                 metric_list.push(m);
                             }
                         }
                         None => {
-                            w.err(Some(nn.mark), &format!("{ip}.name"), format!("unknown metric \"{name}\"")).choices(&name, &metrics::all_ids());
+                            w.err(
+                                Some(nn.mark),
+                                &format!("{ip}.name"),
+                                format!("unknown metric \"{name}\""),
+                            )
+                            .choices(&name, &metrics::all_ids());
                         }
                     }
                 }
             }
-            _ => w.expected(mn, "testenv.metrics", "a non-empty list of `- name: <metric>`"),
+            _ => w.expected(
+                mn,
+                "testenv.metrics",
+                "a non-empty list of `- name: <metric>`",
+            ),
         },
     }
     let data = match dataset_node {
         None => {
-            w.err(Some(te.mark), "testenv", "`testenv` is missing the required key `dataset`");
+            w.err(
+                Some(te.mark),
+                "testenv",
+                "`testenv` is missing the required key `dataset`",
+            );
             None
         }
         Some(dn) => read_dataset(&mut w, dn),
@@ -693,7 +991,19 @@ fn read_testenv(file: &Path, from: &Path, mark: Mark, diags: &mut Diagnostics) -
     }
     let data = data?;
     Some((
-        LoadedTestEnv { env: TestEnv { file: file.to_path_buf(), data, metrics: metric_list, settings: settings_nodes.iter().map(|(k, n)| (k.clone(), n.to_json())).collect() }, file: file.to_path_buf(), metric_marks },
+        LoadedTestEnv {
+            env: TestEnv {
+                file: file.to_path_buf(),
+                data,
+                metrics: metric_list,
+                settings: settings_nodes
+                    .iter()
+                    .map(|(k, n)| (k.clone(), n.to_json()))
+                    .collect(),
+            },
+            file: file.to_path_buf(),
+            metric_marks,
+        },
         settings_nodes,
     ))
 }
@@ -708,7 +1018,11 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
             NodeKind::Int(i) if *i >= 0 => LabelColumn::Index(*i as usize),
             NodeKind::Str(s) => LabelColumn::parse(s),
             _ => {
-                w.expected(l, &format!("{p}.label"), "a column name, a 0-based column index, `first` or `last`");
+                w.expected(
+                    l,
+                    &format!("{p}.label"),
+                    "a column name, a 0-based column index, `first` or `last`",
+                );
                 LabelColumn::Last
             }
         };
@@ -717,7 +1031,11 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
         match &s.kind {
             NodeKind::Int(i) if *i > 0 => opts.feature_scale = *i as f32,
             NodeKind::Float(x) if *x > 0.0 => opts.feature_scale = *x as f32,
-            _ => w.expected(s, &format!("{p}.feature_scale"), "a positive number (each feature is divided by it)"),
+            _ => w.expected(
+                s,
+                &format!("{p}.feature_scale"),
+                "a positive number (each feature is divided by it)",
+            ),
         }
     }
     if let Some(t) = f.get("text_field") {
@@ -725,31 +1043,66 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
     }
     let mut shape = None;
     if let Some(s) = f.get("shape") {
-        match s.to_json().as_array().map(|a| a.iter().filter_map(|v| v.as_u64()).filter(|v| *v > 0).map(|v| v as usize).collect::<Vec<_>>()) {
+        match s.to_json().as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .filter(|v| *v > 0)
+                .map(|v| v as usize)
+                .collect::<Vec<_>>()
+        }) {
             Some(v) if v.len() == 3 => shape = Some((v[0], v[1], v[2])),
-            _ => w.expected(s, &format!("{p}.shape"), "a list of three positive integers [channels, height, width]"),
+            _ => w.expected(
+                s,
+                &format!("{p}.shape"),
+                "a list of three positive integers [channels, height, width]",
+            ),
         }
     }
 
-    let key_of = |a: &str, b: &str| if f.get(a).is_some() { Some(a.to_string()) } else if f.get(b).is_some() { Some(b.to_string()) } else { None };
-    let train_key = key_of("train_data", "train_index").or_else(|| f.get("train_url").map(|_| "train_url".to_string()));
-    let test_key = key_of("test_data", "test_index").or_else(|| f.get("test_url").map(|_| "test_url".to_string()));
-    for pair in [["train_data", "train_index"], ["test_data", "test_index"], ["train_index", "train_url"], ["test_index", "test_url"]] {
+    let key_of = |a: &str, b: &str| {
+        if f.get(a).is_some() {
+            Some(a.to_string())
+        } else if f.get(b).is_some() {
+            Some(b.to_string())
+        } else {
+            None
+        }
+    };
+    let train_key = key_of("train_data", "train_index")
+        .or_else(|| f.get("train_url").map(|_| "train_url".to_string()));
+    let test_key = key_of("test_data", "test_index")
+        .or_else(|| f.get("test_url").map(|_| "test_url".to_string()));
+    for pair in [
+        ["train_data", "train_index"],
+        ["test_data", "test_index"],
+        ["train_index", "train_url"],
+        ["test_index", "test_url"],
+    ] {
         if let (Some(_), Some(b)) = (f.get(pair[0]), f.get(pair[1])) {
-            w.err(Some(b.mark), &format!("{p}.{}", pair[1]), format!("give either `{}` or `{}`, not both", pair[0], pair[1]));
+            w.err(
+                Some(b.mark),
+                &format!("{p}.{}", pair[1]),
+                format!("give either `{}` or `{}`, not both", pair[0], pair[1]),
+            );
         }
     }
     let load = |w: &mut Walker, key: &str| -> Option<Dataset> {
         let n = f.get(key)?;
         let path = w.existing_path(n, &format!("{p}.{key}"))?;
-        if (key.ends_with("_index") || key.ends_with("_url")) && data::Format::of(&path) != Some(data::Format::Index) {
+        if (key.ends_with("_index") || key.ends_with("_url"))
+            && data::Format::of(&path) != Some(data::Format::Index)
+        {
             w.err(Some(n.mark), &format!("{p}.{key}"), format!("`{key}` must name an Ianvs index file (.txt with `<sample path> <label>` lines), not {}", path.display()));
             return None;
         }
         match data::load(&path, &opts) {
             Ok(d) => Some(d),
             Err(e) => {
-                w.err(Some(n.mark), &format!("{p}.{key}"), format!("cannot load `{key}`: {e}"));
+                w.err(
+                    Some(n.mark),
+                    &format!("{p}.{key}"),
+                    format!("cannot load `{key}`: {e}"),
+                );
                 None
             }
         }
@@ -768,7 +1121,12 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
                             match SplitMethod::parse(&ms) {
                                 Some(x) => method = x,
                                 None => {
-                                    w.err(Some(m.mark), &format!("{sp}.method"), format!("split method \"{ms}\" is not valid")).choices(&ms, SplitMethod::NAMES);
+                                    w.err(
+                                        Some(m.mark),
+                                        &format!("{sp}.method"),
+                                        format!("split method \"{ms}\" is not valid"),
+                                    )
+                                    .choices(&ms, SplitMethod::NAMES);
                                 }
                             }
                         }
@@ -803,12 +1161,19 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
         }
         (tr, te, None) => {
             if let Some(s) = f.get("split") {
-                w.err(Some(s.mark), &format!("{p}.split"), "`split` only applies to a single `data` file");
+                w.err(
+                    Some(s.mark),
+                    &format!("{p}.split"),
+                    "`split` only applies to a single `data` file",
+                );
             }
             if te.is_none() {
                 w.err(Some(f.mark), p, "`testenv.dataset` needs test data: `test_data`, `test_index`, or one `data` file with a `split`");
             }
-            (tr.as_ref().and_then(|k| load(w, k)), te.as_ref().and_then(|k| load(w, k)))
+            (
+                tr.as_ref().and_then(|k| load(w, k)),
+                te.as_ref().and_then(|k| load(w, k)),
+            )
         }
     };
     if w.diags.len() > errors_before {
@@ -817,7 +1182,14 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
     let test = test?;
     if let Some(tr) = &train {
         if tr.dim != test.dim {
-            w.err(Some(f.mark), p, format!("train samples have {} features but test samples have {}", tr.dim, test.dim));
+            w.err(
+                Some(f.mark),
+                p,
+                format!(
+                    "train samples have {} features but test samples have {}",
+                    tr.dim, test.dim
+                ),
+            );
             return None;
         }
     }
@@ -825,7 +1197,14 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
     let input_shape = match shape {
         Some((c, h, wd)) => {
             if c * h * wd != dim {
-                w.err(f.get("shape").map(|n| n.mark), &format!("{p}.shape"), format!("shape [{c}, {h}, {wd}] holds {} values but each sample has {dim}", c * h * wd));
+                w.err(
+                    f.get("shape").map(|n| n.mark),
+                    &format!("{p}.shape"),
+                    format!(
+                        "shape [{c}, {h}, {wd}] holds {} values but each sample has {dim}",
+                        c * h * wd
+                    ),
+                );
                 return None;
             }
             (c, h, wd)
@@ -841,15 +1220,39 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
             }
         }
     };
-    let num_classes = train.as_ref().map_or(0, |t| t.num_classes()).max(test.num_classes());
-    Some(DataSplits { train: train.map(Arc::new), test: Arc::new(test), input_shape, num_classes })
+    let num_classes = train
+        .as_ref()
+        .map_or(0, |t| t.num_classes())
+        .max(test.num_classes());
+    Some(DataSplits {
+        train: train.map(Arc::new),
+        test: Arc::new(test),
+        input_shape,
+        num_classes,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &Registry, paradigms: &'static [Box<dyn Paradigm>], seed: u64, diags: &mut Diagnostics) -> Option<Algorithm> {
-    let root = read_yaml(file, diags, Some((from, mark, "benchmarkingjob.test_object.algorithms")))?;
+fn read_algorithm(
+    name: &str,
+    file: &Path,
+    from: &Path,
+    mark: Mark,
+    registry: &Registry,
+    paradigms: &'static [Box<dyn Paradigm>],
+    seed: u64,
+    diags: &mut Diagnostics,
+) -> Option<Algorithm> {
+    let root = read_yaml(
+        file,
+        diags,
+        Some((from, mark, "benchmarkingjob.test_object.algorithms")),
+    )?;
     let errors_before = diags.len();
-    let mut w = Walker { file: file.to_path_buf(), diags };
+    let mut w = Walker {
+        file: file.to_path_buf(),
+        diags,
+    };
     let top = w.map(&root, "", &["algorithm"], &[])?;
     let an = w.required(&top, "", "algorithm")?;
     let p = "algorithm";
@@ -861,7 +1264,10 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
         .filter(|k| k.ends_with("_data_setting"))
         .map(|k| (k, "per-algorithm data settings are not implemented; split data in the test environment (`testenv.dataset.split`)".to_string()))
         .collect();
-    let unsupported_refs: Vec<(&str, &str)> = unsupported.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let unsupported_refs: Vec<(&str, &str)> = unsupported
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let f = w.map(an, p, ALGO_KEYS, &unsupported_refs)?;
     if let Some(iu) = f.get("initial_model_url") {
         match &iu.kind {
@@ -875,9 +1281,16 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
     let paradigm_names: Vec<&str> = paradigms.iter().map(|pd| pd.name()).collect();
     let paradigm = w.required(&f, p, "paradigm_type").and_then(|n| {
         let s = w.string(n, "algorithm.paradigm_type")?;
-        let found = paradigms.iter().find(|pd| pd.name().eq_ignore_ascii_case(&s));
+        let found = paradigms
+            .iter()
+            .find(|pd| pd.name().eq_ignore_ascii_case(&s));
         if found.is_none() {
-            w.err(Some(n.mark), "algorithm.paradigm_type", format!("unknown paradigm \"{s}\"")).choices(&s, &paradigm_names);
+            w.err(
+                Some(n.mark),
+                "algorithm.paradigm_type",
+                format!("unknown paradigm \"{s}\""),
+            )
+            .choices(&s, &paradigm_names);
         }
         found.map(|b| b.as_ref())
     });
@@ -889,11 +1302,25 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
                 let mut seen_types: BTreeMap<String, Mark> = BTreeMap::new();
                 for (i, m) in items.iter().enumerate() {
                     let mp = format!("algorithm.modules[{i}]");
-                    let Some(mf) = w.map(m, &mp, MODULE_KEYS, &[]) else { continue };
-                    let Some(tn) = w.required(&mf, &mp, "type") else { continue };
-                    let Some(mtype) = w.string(tn, &format!("{mp}.type")) else { continue };
+                    let Some(mf) = w.map(m, &mp, MODULE_KEYS, &[]) else {
+                        continue;
+                    };
+                    let Some(tn) = w.required(&mf, &mp, "type") else {
+                        continue;
+                    };
+                    let Some(mtype) = w.string(tn, &format!("{mp}.type")) else {
+                        continue;
+                    };
                     if !slot_types.contains(&mtype.as_str()) {
-                        w.err(Some(tn.mark), &format!("{mp}.type"), format!("module type \"{mtype}\" is not used by paradigm `{}`", pd.name())).choices(&mtype, &slot_types);
+                        w.err(
+                            Some(tn.mark),
+                            &format!("{mp}.type"),
+                            format!(
+                                "module type \"{mtype}\" is not used by paradigm `{}`",
+                                pd.name()
+                            ),
+                        )
+                        .choices(&mtype, &slot_types);
                         continue;
                     }
                     if let Some(prev) = seen_types.insert(mtype.clone(), tn.mark) {
@@ -905,10 +1332,19 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
                             w.err(Some(u.mark), &format!("{mp}.url"), "module `url` (a Python plug-in file) is not supported yet: built-in modules are chosen by `name`").help("remove `url`; `ianvs list modules` shows the built-in modules");
                         }
                     }
-                    let Some(nn) = w.required(&mf, &mp, "name") else { continue };
-                    let Some(mname) = w.string(nn, &format!("{mp}.name")) else { continue };
+                    let Some(nn) = w.required(&mf, &mp, "name") else {
+                        continue;
+                    };
+                    let Some(mname) = w.string(nn, &format!("{mp}.name")) else {
+                        continue;
+                    };
                     let Some(entry) = registry.find(&mtype, &mname) else {
-                        w.err(Some(nn.mark), &format!("{mp}.name"), format!("unknown {mtype} module \"{mname}\"")).choices(&mname, &registry.names(&mtype));
+                        w.err(
+                            Some(nn.mark),
+                            &format!("{mp}.name"),
+                            format!("unknown {mtype} module \"{mname}\""),
+                        )
+                        .choices(&mname, &registry.names(&mtype));
                         continue;
                     };
                     if let Some(mc) = read_module_hps(&mut w, &mp, &mf, entry, seed) {
@@ -917,7 +1353,21 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
                 }
                 for slot in pd.slots().iter().filter(|s| s.required) {
                     if !seen_types.contains_key(slot.module_type) {
-                        w.err(Some(mn.mark), "algorithm.modules", format!("paradigm `{}` needs a `{}` module ({})", pd.name(), slot.module_type, slot.help)).valid = registry.names(slot.module_type).iter().map(|s| s.to_string()).collect();
+                        w.err(
+                            Some(mn.mark),
+                            "algorithm.modules",
+                            format!(
+                                "paradigm `{}` needs a `{}` module ({})",
+                                pd.name(),
+                                slot.module_type,
+                                slot.help
+                            ),
+                        )
+                        .valid = registry
+                            .names(slot.module_type)
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect();
                     }
                 }
             }
@@ -929,17 +1379,34 @@ fn read_algorithm(name: &str, file: &Path, from: &Path, mark: Mark, registry: &R
         match repeat_spec().check(&rn.to_json()) {
             Ok(v) => repeat = v.as_u64().unwrap_or(1) as u32,
             Err(why) => {
-                w.err(Some(rn.mark), "algorithm.repeat", format!("`algorithm.repeat`: {why}"));
+                w.err(
+                    Some(rn.mark),
+                    "algorithm.repeat",
+                    format!("`algorithm.repeat`: {why}"),
+                );
             }
         }
     }
     if diags.len() > errors_before {
         return None;
     }
-    Some(Algorithm { name: name.to_string(), file: file.to_path_buf(), paradigm: paradigm?, modules, settings: Hyperparameters::default(), repeat })
+    Some(Algorithm {
+        name: name.to_string(),
+        file: file.to_path_buf(),
+        paradigm: paradigm?,
+        modules,
+        settings: Hyperparameters::default(),
+        repeat,
+    })
 }
 
-fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigms::registry::ModuleEntry, seed: u64) -> Option<ModuleConfig> {
+fn read_module_hps(
+    w: &mut Walker,
+    mp: &str,
+    mf: &Fields,
+    entry: &ianvs_paradigms::registry::ModuleEntry,
+    seed: u64,
+) -> Option<ModuleConfig> {
     let hp_names: Vec<&str> = entry.hyperparameters.iter().map(|h| h.name).collect();
     let mut axes: Vec<Vec<BTreeMap<String, Value>>> = Vec::new();
     let mut given: BTreeSet<String> = BTreeSet::new();
@@ -982,23 +1449,34 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
                         continue;
                     };
                     let mut sub = Diagnostics::default();
-                    let point = read_yaml(&path, &mut sub, Some((&w.file, v.mark, &vp))).and_then(|node| {
-                        let mut sw = Walker { file: path.clone(), diags: &mut sub };
-                        let fields = sw.map(&node, "", &hp_names, &[])?;
-                        let mut point = BTreeMap::new();
-                        for (name, kn, vn) in &fields.entries {
-                            let spec = entry.hp(name).expect("key checked against hp names");
-                            match spec.check(&vn.to_json()) {
-                                Ok(val) => {
-                                    point.insert(name.clone(), val);
-                                }
-                                Err(why) => {
-                                    sw.err(Some(kn.mark), name, format!("hyperparameter `{name}` of {} {}: {why}", entry.module_type, entry.name));
+                    let point =
+                        read_yaml(&path, &mut sub, Some((&w.file, v.mark, &vp))).and_then(|node| {
+                            let mut sw = Walker {
+                                file: path.clone(),
+                                diags: &mut sub,
+                            };
+                            let fields = sw.map(&node, "", &hp_names, &[])?;
+                            let mut point = BTreeMap::new();
+                            for (name, kn, vn) in &fields.entries {
+                                let spec = entry.hp(name).expect("key checked against hp names");
+                                match spec.check(&vn.to_json()) {
+                                    Ok(val) => {
+                                        point.insert(name.clone(), val);
+                                    }
+                                    Err(why) => {
+                                        sw.err(
+                                            Some(kn.mark),
+                                            name,
+                                            format!(
+                                                "hyperparameter `{name}` of {} {}: {why}",
+                                                entry.module_type, entry.name
+                                            ),
+                                        );
+                                    }
                                 }
                             }
-                        }
-                        Some(point)
-                    });
+                            Some(point)
+                        });
                     let failed = !sub.is_empty();
                     for d in sub.items.drain(..) {
                         w.diags.push(d);
@@ -1018,12 +1496,24 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
                 continue;
             }
             let Some(spec) = entry.hp(&key) else {
-                w.err(Some(k.mark), &kp, format!("{} module \"{}\" has no hyperparameter `{key}`", entry.module_type, entry.name)).choices(&key, &hp_names);
+                w.err(
+                    Some(k.mark),
+                    &kp,
+                    format!(
+                        "{} module \"{}\" has no hyperparameter `{key}`",
+                        entry.module_type, entry.name
+                    ),
+                )
+                .choices(&key, &hp_names);
                 ok = false;
                 continue;
             };
             if !given.insert(key.clone()) {
-                w.err(Some(k.mark), &kp, format!("hyperparameter `{key}` is given twice"));
+                w.err(
+                    Some(k.mark),
+                    &kp,
+                    format!("hyperparameter `{key}` is given twice"),
+                );
                 ok = false;
                 continue;
             }
@@ -1032,13 +1522,22 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
                 let mut json = v.to_json();
                 if spec.kind == ianvs_paradigms::hp::HpKind::Path {
                     if let Some(s) = json.as_str() {
-                        json = Value::String(resolve_path(&w.file, s).to_string_lossy().into_owned());
+                        json =
+                            Value::String(resolve_path(&w.file, s).to_string_lossy().into_owned());
                     }
                 }
                 match spec.check(&json) {
                     Ok(val) => axis.push(BTreeMap::from([(key.clone(), val)])),
                     Err(why) => {
-                        w.err(Some(v.mark), &format!("{kp}.values[{j}]"), format!("hyperparameter `{key}` of {} {}: {why}", entry.module_type, entry.name)).help(spec.help.to_string());
+                        w.err(
+                            Some(v.mark),
+                            &format!("{kp}.values[{j}]"),
+                            format!(
+                                "hyperparameter `{key}` of {} {}: {why}",
+                                entry.module_type, entry.name
+                            ),
+                        )
+                        .help(spec.help.to_string());
                         ok = false;
                     }
                 }
@@ -1059,7 +1558,14 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
             }
             None if given.contains(spec.name) => {}
             None => {
-                w.err(Some(mf.mark), mp, format!("{} module \"{}\" needs the hyperparameter `{}` ({})", entry.module_type, entry.name, spec.name, spec.help));
+                w.err(
+                    Some(mf.mark),
+                    mp,
+                    format!(
+                        "{} module \"{}\" needs the hyperparameter `{}` ({})",
+                        entry.module_type, entry.name, spec.name, spec.help
+                    ),
+                );
                 ok = false;
             }
         }
@@ -1068,7 +1574,12 @@ fn read_module_hps(w: &mut Walker, mp: &str, mf: &Fields, entry: &ianvs_paradigm
     if fixed.contains_key("seed") && !given.contains("seed") {
         fixed.insert("seed".into(), Value::from(seed));
     }
-    ok.then(|| ModuleConfig { module_type: entry.module_type.to_string(), name: entry.name.to_string(), axes, fixed })
+    ok.then(|| ModuleConfig {
+        module_type: entry.module_type.to_string(),
+        name: entry.name.to_string(),
+        axes,
+        fixed,
+    })
 }
 
 #[cfg(test)]
@@ -1077,9 +1588,21 @@ mod tests {
 
     #[test]
     fn normalize_keeps_leading_parent_dirs() {
-        assert_eq!(normalize(Path::new("../../tiny/x.yaml")), PathBuf::from("../../tiny/x.yaml"));
-        assert_eq!(normalize(Path::new("a/./b/../c.yaml")), PathBuf::from("a/c.yaml"));
-        assert_eq!(resolve_path(Path::new("testenvs/x/benchmark.yaml"), "./testenv.yaml"), PathBuf::from("testenvs/x/testenv.yaml"));
-        assert_eq!(resolve_path(Path::new("benchmark.yaml"), "../d.csv"), PathBuf::from("../d.csv"));
+        assert_eq!(
+            normalize(Path::new("../../tiny/x.yaml")),
+            PathBuf::from("../../tiny/x.yaml")
+        );
+        assert_eq!(
+            normalize(Path::new("a/./b/../c.yaml")),
+            PathBuf::from("a/c.yaml")
+        );
+        assert_eq!(
+            resolve_path(Path::new("testenvs/x/benchmark.yaml"), "./testenv.yaml"),
+            PathBuf::from("testenvs/x/testenv.yaml")
+        );
+        assert_eq!(
+            resolve_path(Path::new("benchmark.yaml"), "../d.csv"),
+            PathBuf::from("../d.csv")
+        );
     }
 }

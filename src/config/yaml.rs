@@ -81,10 +81,14 @@ impl Node {
             NodeKind::Null => Value::Null,
             NodeKind::Bool(b) => Value::Bool(*b),
             NodeKind::Int(i) => Value::from(*i),
-            NodeKind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeKind::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             NodeKind::Str(s) => Value::String(s.clone()),
             NodeKind::Seq(s) => Value::Array(s.iter().map(Node::to_json).collect()),
-            NodeKind::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.key_text(), v.to_json())).collect()),
+            NodeKind::Map(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.key_text(), v.to_json())).collect())
+            }
         }
     }
 }
@@ -98,7 +102,10 @@ pub struct SyntaxError {
 
 fn mark(m: Marker) -> Mark {
     // yaml-rust2 lines are 1-based, columns 0-based.
-    Mark { line: m.line(), col: m.col() + 1 }
+    Mark {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 fn scalar(text: String, style: TScalarStyle, tag: Option<&yaml_rust2::parser::Tag>) -> NodeKind {
@@ -129,7 +136,9 @@ fn parse_float(t: &str) -> Option<f64> {
         _ => {}
     }
     // Reject Rust-only spellings such as "inf" or "nan" that YAML reads as text.
-    if t.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') {
+    if t.chars()
+        .any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+    {
         return None;
     }
     t.parse::<f64>().ok()
@@ -174,8 +183,22 @@ impl MarkedEventReceiver for Builder {
                 let kind = scalar(text, style, tag.as_ref());
                 self.push_value(Node { kind, mark: at }, anchor)
             }
-            Event::SequenceStart(anchor, _) => self.stack.push((Node { kind: NodeKind::Seq(Vec::new()), mark: at }, None, anchor)),
-            Event::MappingStart(anchor, _) => self.stack.push((Node { kind: NodeKind::Map(Vec::new()), mark: at }, None, anchor)),
+            Event::SequenceStart(anchor, _) => self.stack.push((
+                Node {
+                    kind: NodeKind::Seq(Vec::new()),
+                    mark: at,
+                },
+                None,
+                anchor,
+            )),
+            Event::MappingStart(anchor, _) => self.stack.push((
+                Node {
+                    kind: NodeKind::Map(Vec::new()),
+                    mark: at,
+                },
+                None,
+                anchor,
+            )),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, _, anchor)) = self.stack.pop() {
                     self.push_value(node, anchor)
@@ -186,7 +209,12 @@ impl MarkedEventReceiver for Builder {
                     n.mark = at;
                     self.push_value(n, 0)
                 }
-                None => self.error = Some(SyntaxError { mark: at, message: "alias to an unknown anchor".into() }),
+                None => {
+                    self.error = Some(SyntaxError {
+                        mark: at,
+                        message: "alias to an unknown anchor".into(),
+                    })
+                }
             },
             _ => {}
         }
@@ -197,11 +225,17 @@ impl MarkedEventReceiver for Builder {
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut b = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut b, false).map_err(|e| SyntaxError { mark: mark(*e.marker()), message: e.info().to_string() })?;
+    parser.load(&mut b, false).map_err(|e| SyntaxError {
+        mark: mark(*e.marker()),
+        message: e.info().to_string(),
+    })?;
     if let Some(e) = b.error {
         return Err(e);
     }
-    Ok(b.root.unwrap_or(Node { kind: NodeKind::Null, mark: Mark { line: 1, col: 1 } }))
+    Ok(b.root.unwrap_or(Node {
+        kind: NodeKind::Null,
+        mark: Mark { line: 1, col: 1 },
+    }))
 }
 
 #[cfg(test)]

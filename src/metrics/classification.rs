@@ -35,7 +35,11 @@ fn cls(o: &CaseOutput) -> Result<Cow<'_, [ClassificationRecord]>> {
 }
 
 fn latencies_ms(o: &CaseOutput) -> Result<Vec<f64>> {
-    let v: Vec<f64> = cls(o)?.iter().filter(|r| !r.warmup).map(|r| r.latency_s * 1e3).collect();
+    let v: Vec<f64> = cls(o)?
+        .iter()
+        .filter(|r| !r.warmup)
+        .map(|r| r.latency_s * 1e3)
+        .collect();
     if v.is_empty() {
         bail!("every test sample was a warm-up sample; lower `warmup_samples`");
     }
@@ -49,7 +53,10 @@ pub fn accuracy_of(r: &[ClassificationRecord]) -> f64 {
 /// Macro F1 over the union of classes present in labels and predictions; a class with no
 /// true or predicted positives scores 0 (scikit-learn's `zero_division=0`).
 pub fn macro_f1_of(r: &[ClassificationRecord]) -> f64 {
-    macro_f1(&r.iter().map(|x| x.label).collect::<Vec<_>>(), &r.iter().map(|x| x.prediction).collect::<Vec<_>>())
+    macro_f1(
+        &r.iter().map(|x| x.label).collect::<Vec<_>>(),
+        &r.iter().map(|x| x.prediction).collect::<Vec<_>>(),
+    )
 }
 
 pub fn macro_f1(labels: &[u32], preds: &[u32]) -> f64 {
@@ -60,9 +67,21 @@ pub fn macro_f1(labels: &[u32], preds: &[u32]) -> f64 {
         return 0.0;
     }
     let f1s = classes.iter().map(|&c| {
-        let tp = labels.iter().zip(preds).filter(|(l, p)| **l == c && **p == c).count() as f64;
-        let fp = labels.iter().zip(preds).filter(|(l, p)| **l != c && **p == c).count() as f64;
-        let fn_ = labels.iter().zip(preds).filter(|(l, p)| **l == c && **p != c).count() as f64;
+        let tp = labels
+            .iter()
+            .zip(preds)
+            .filter(|(l, p)| **l == c && **p == c)
+            .count() as f64;
+        let fp = labels
+            .iter()
+            .zip(preds)
+            .filter(|(l, p)| **l != c && **p == c)
+            .count() as f64;
+        let fn_ = labels
+            .iter()
+            .zip(preds)
+            .filter(|(l, p)| **l == c && **p != c)
+            .count() as f64;
         let denom = 2.0 * tp + fp + fn_;
         if denom == 0.0 {
             0.0
@@ -73,13 +92,24 @@ pub fn macro_f1(labels: &[u32], preds: &[u32]) -> f64 {
     f1s.sum::<f64>() / classes.len() as f64
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn recs(labels: &[u32], preds: &[u32]) -> Vec<ClassificationRecord> {
-        labels.iter().zip(preds).enumerate().map(|(i, (&label, &prediction))| ClassificationRecord { index: i, label, prediction, confidence: 1.0, latency_s: 0.001 * (i + 1) as f64, warmup: false }).collect()
+        labels
+            .iter()
+            .zip(preds)
+            .enumerate()
+            .map(|(i, (&label, &prediction))| ClassificationRecord {
+                index: i,
+                label,
+                prediction,
+                confidence: 1.0,
+                latency_s: 0.001 * (i + 1) as f64,
+                warmup: false,
+            })
+            .collect()
     }
 
     #[test]
@@ -93,5 +123,4 @@ mod tests {
         let r = recs(&[0, 0], &[0, 3]);
         assert!((macro_f1_of(&r) - (2.0 / 3.0 + 0.0) / 2.0).abs() < 1e-12);
     }
-
 }

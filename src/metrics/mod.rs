@@ -21,16 +21,21 @@ pub struct MetricDef {
 }
 
 mod classification;
-mod lifelong;
 pub mod interval;
 mod joint;
+mod lifelong;
 mod speculative;
 
 pub use interval::{Interval, IntervalMethod};
 
 /// Every metric of this build, grouped by the records they read. A paradigm that adds a record
 /// kind adds one file here with its `METRICS` table and one entry in this list.
-pub static GROUPS: &[&[MetricDef]] = &[classification::METRICS, joint::METRICS, speculative::METRICS, lifelong::METRICS];
+pub static GROUPS: &[&[MetricDef]] = &[
+    classification::METRICS,
+    joint::METRICS,
+    speculative::METRICS,
+    lifelong::METRICS,
+];
 
 /// All metric definitions in listing order.
 pub fn all() -> impl Iterator<Item = &'static MetricDef> {
@@ -49,12 +54,18 @@ pub fn all_ids() -> Vec<&'static str> {
 }
 
 pub fn ids_for(kind: RecordKind) -> Vec<&'static str> {
-    all().filter(|m| m.kinds.contains(&kind)).map(|m| m.id).collect()
+    all()
+        .filter(|m| m.kinds.contains(&kind))
+        .map(|m| m.id)
+        .collect()
 }
 
 /// A case-level measurement the paradigm recorded (e.g. `training_time_s`).
 pub fn measurement(o: &CaseOutput, key: &str) -> Result<f64> {
-    o.measurements.get(key).copied().ok_or_else(|| anyhow::anyhow!("the paradigm did not measure `{key}`"))
+    o.measurements
+        .get(key)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("the paradigm did not measure `{key}`"))
 }
 
 pub fn mean(v: &[f64]) -> f64 {
@@ -74,7 +85,10 @@ pub fn percentile(v: &[f64], q: f64) -> f64 {
 }
 
 /// Computes every requested metric; a metric that fails yields its error.
-pub fn compute_all(defs: &[&'static MetricDef], out: &CaseOutput) -> Vec<(&'static str, Result<f64>)> {
+pub fn compute_all(
+    defs: &[&'static MetricDef],
+    out: &CaseOutput,
+) -> Vec<(&'static str, Result<f64>)> {
     defs.iter().map(|m| (m.id, (m.compute)(out))).collect()
 }
 
@@ -104,6 +118,8 @@ mod tests {
         d.sort();
         d.dedup();
         assert_eq!(d.len(), ids.len());
-        assert!(ids.iter().all(|i| i.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')));
+        assert!(ids.iter().all(|i| i
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')));
     }
 }

@@ -35,7 +35,11 @@ fn mean_of(o: &CaseOutput, f: impl Fn(&SpeculativeRecord) -> f64) -> Result<f64>
     Ok(r.iter().map(|x| f(x)).sum::<f64>() / r.len() as f64)
 }
 
-fn ratio(o: &CaseOutput, num: impl Fn(&SpeculativeRecord) -> f64, den: impl Fn(&SpeculativeRecord) -> f64) -> Result<f64> {
+fn ratio(
+    o: &CaseOutput,
+    num: impl Fn(&SpeculativeRecord) -> f64,
+    den: impl Fn(&SpeculativeRecord) -> f64,
+) -> Result<f64> {
     let r = recs(o)?;
     let d: f64 = r.iter().map(|x| den(x)).sum();
     if d == 0.0 {
@@ -45,16 +49,24 @@ fn ratio(o: &CaseOutput, num: impl Fn(&SpeculativeRecord) -> f64, den: impl Fn(&
 }
 
 fn itl_ms(r: &SpeculativeRecord) -> Option<f64> {
-    (r.output_tokens.len() > 1).then(|| (r.e2e_s - r.ttft_s) / (r.output_tokens.len() - 1) as f64 * 1e3)
+    (r.output_tokens.len() > 1)
+        .then(|| (r.e2e_s - r.ttft_s) / (r.output_tokens.len() - 1) as f64 * 1e3)
 }
 
 pub fn alpha(o: &CaseOutput) -> Result<f64> {
-    ratio(o, |r| r.accepted as f64, |r| (r.accepted + r.rejections) as f64)
+    ratio(
+        o,
+        |r| r.accepted as f64,
+        |r| (r.accepted + r.rejections) as f64,
+    )
 }
 
 fn mean_gamma(o: &CaseOutput) -> Result<f64> {
     let r = recs(o)?;
-    let (s, n) = r.iter().flat_map(|x| x.gammas.iter()).fold((0usize, 0usize), |(s, n), g| (s + g, n + 1));
+    let (s, n) = r
+        .iter()
+        .flat_map(|x| x.gammas.iter())
+        .fold((0usize, 0usize), |(s, n), g| (s + g, n + 1));
     if n == 0 {
         bail!("not a speculative case");
     }
@@ -81,7 +93,12 @@ pub fn verify_cost(o: &CaseOutput) -> Result<f64> {
 }
 
 pub fn predicted_speedup(o: &CaseOutput) -> Result<f64> {
-    let (a, g, c, v) = (alpha(o)?.min(1.0 - 1e-9), mean_gamma(o)?, cost_ratio(o)?, verify_cost(o)?);
+    let (a, g, c, v) = (
+        alpha(o)?.min(1.0 - 1e-9),
+        mean_gamma(o)?,
+        cost_ratio(o)?,
+        verify_cost(o)?,
+    );
     Ok((1.0 - a.powf(g + 1.0)) / ((1.0 - a) * (g * c + v)))
 }
 

@@ -814,7 +814,8 @@ mod tests {
             .map(|(n, t)| (n.clone(), t.ones_like().unwrap()))
             .collect();
         let c = cfg(OptimizerKind::Adam, 20, 0.05);
-        free.train(&x, &y, &c, &mut |_, _| true, &mut |_| {}).unwrap();
+        free.train(&x, &y, &c, &mut |_, _| true, &mut |_| {})
+            .unwrap();
         held.train_with_penalty(
             &x,
             &y,

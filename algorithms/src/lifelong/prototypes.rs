@@ -164,7 +164,7 @@ impl Prototypes {
     pub fn nearest(&self, x: &[f32]) -> anyhow::Result<Vec<Nearest>> {
         anyhow::ensure!(!self.tasks.is_empty(), "no task is known yet");
         anyhow::ensure!(
-            x.len() % self.dim == 0,
+            x.len().is_multiple_of(self.dim),
             "input is not whole samples of {} values",
             self.dim
         );
@@ -371,7 +371,7 @@ fn orthonormalise(b: &Tensor) -> anyhow::Result<Tensor> {
 /// `c` (`[m, dim]`), via `|x|² + |c|² − 2·x·cᵀ` on candle's matmul.
 pub fn distances(x: &[f32], c: &[f32], dim: usize) -> anyhow::Result<Vec<f32>> {
     anyhow::ensure!(
-        dim > 0 && x.len() % dim == 0 && c.len() % dim == 0,
+        dim > 0 && x.len().is_multiple_of(dim) && c.len().is_multiple_of(dim),
         "distance inputs are not whole samples of {dim} values"
     );
     let (n, m) = (x.len() / dim, c.len() / dim);

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::basemodels::train_config;
-use crate::classifiers::{ewc_penalty, Architecture, Classifier, TrainConfig};
+use crate::classifiers::{ewc_penalty, Architecture, Classifier, Penalty, TrainConfig};
 
 /// How to build and train the models of a strategy, from the algorithm's `basemodel`.
 #[derive(Clone)]
@@ -86,7 +86,7 @@ impl Recipe {
         model: &mut Classifier,
         data: &Dataset,
         round: u64,
-        penalty: Option<&mut dyn FnMut(&[(String, Tensor)]) -> candle_core::Result<Tensor>>,
+        penalty: Option<&mut Penalty<'_>>,
         work: &WorkContext,
     ) -> anyhow::Result<f64> {
         let cfg = TrainConfig {

@@ -158,6 +158,12 @@ fn job_from_args(a: &TrainLmArgs) -> std::result::Result<TrainLmJob, String> {
         seed: a.seed,
         ..d
     };
+    // Missing inputs are usage errors, reported before the (re-)start and any work.
+    for path in a.corpus.iter().chain(a.tokenizer.iter()) {
+        if !path.exists() {
+            return Err(format!("{} does not exist", path.display()));
+        }
+    }
     let tokenizer = match &a.tokenizer {
         Some(p) => TokenizerSource::Load(p.clone()),
         None => TokenizerSource::Train {
@@ -193,7 +199,11 @@ fn command_line() -> String {
         }
     };
     std::iter::once("ianvs".to_string())
-        .chain(std::env::args().skip(1).map(quote))
+        .chain(
+            std::env::args_os()
+                .skip(1)
+                .map(|a| quote(a.to_string_lossy().into_owned())),
+        )
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -167,8 +167,8 @@ fn usage_errors_exit_2_and_write_nothing() {
         .arg(&dest)
         .output()
         .unwrap();
-    assert_eq!(run.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("no/such/file"));
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no/such/file does not exist"));
     // --tokenizer and --vocab-size contradict each other.
     ianvs()
         .args([

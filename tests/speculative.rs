@@ -75,3 +75,100 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
     assert_eq!(first["mode"], "speculative");
     assert!(case.join("acceptance_by_position.csv").is_file());
 }
+
+/// The project's own trained pair (committed under `datasets/lm`, so this always runs):
+/// greedy speculative decoding is lossless for every γ; rejection sampling at a temperature the
+/// verifier module sets runs beside it against a verifier-only baseline at that temperature.
+#[test]
+fn trained_pair_greedy_is_lossless_and_sampling_runs_at_the_verifiers_temperature() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ws = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("ianvs")
+        .unwrap()
+        .args(["run", "-f"])
+        .arg(root.join("tests/fixtures/spec-pair/benchmark.yaml"))
+        .arg("--workspace")
+        .arg(ws.path())
+        .args(["--quiet", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 6, "2 verifier-only + 3 greedy γ + 1 sampled");
+    let mut sampled = 0;
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        let t = r["verifier-temperature"].as_f64();
+        let speed_up = r["speed-up"].as_f64().unwrap();
+        assert!(speed_up > 0.0, "{r}");
+        match (r["algorithm"].as_str().unwrap(), t) {
+            ("verifier-only", Some(t)) => {
+                assert!((speed_up - 1.0).abs() < 1e-9, "{r}");
+                if t == 0.0 {
+                    assert_eq!(r["lossless"].as_f64(), Some(1.0));
+                } else {
+                    assert!(r["lossless"].is_null(), "no lossless when sampling: {r}");
+                }
+            }
+            ("speculative", None) => {
+                assert_eq!(r["lossless"].as_f64(), Some(1.0), "greedy must be lossless: {r}");
+                assert_eq!(r["near-tie-divergences"].as_f64(), Some(0.0));
+                let acc = r["acceptance-rate"].as_f64().unwrap();
+                assert!(acc > 0.05 && acc <= 1.0, "the pair agrees often: {acc}");
+            }
+            ("speculative-sampling", Some(t)) => {
+                sampled += 1;
+                assert_eq!(t, 0.7);
+                assert!(r["lossless"].is_null(), "{r}");
+                let acc = r["acceptance-rate"].as_f64().unwrap();
+                assert!(acc > 0.05 && acc <= 1.0, "{acc}");
+                assert!(r["mean-accepted-length"].as_f64().unwrap() >= 1.0);
+            }
+            other => panic!("unexpected row {other:?}: {r}"),
+        }
+    }
+    assert_eq!(sampled, 1);
+}
+
+/// Greedy verification would silently ignore a temperature: refused before any case runs.
+#[test]
+fn greedy_verification_with_a_temperature_is_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let src = root.join("tests/fixtures/spec-pair");
+    let algo = std::fs::read_to_string(src.join("algorithms/speculative-sampling.yaml"))
+        .unwrap()
+        .replace("rejection-sampling", "greedy")
+        .replace("../../../../", &format!("{}/", root.display()));
+    std::fs::write(dir.path().join("algo.yaml"), algo).unwrap();
+    std::fs::write(
+        dir.path().join("testenv.yaml"),
+        std::fs::read_to_string(src.join("testenv.yaml"))
+            .unwrap()
+            .replace("../../../", &format!("{}/", root.display())),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("benchmark.yaml"),
+        "benchmarkingjob:\n  name: \"t\"\n  workspace: \"./ws\"\n  testenv: \"./testenv.yaml\"\n  test_object:\n    algorithms:\n      - name: \"s\"\n        url: \"./algo.yaml\"\n  rank:\n    sort_by:\n      - { \"token-throughput\": \"descend\" }\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("ianvs")
+        .unwrap()
+        .args(["run", "-f"])
+        .arg(dir.path().join("benchmark.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(
+        err.contains("rejection-sampling") && err.contains("0.7"),
+        "stderr: {err}"
+    );
+    assert!(!dir.path().join("ws").exists(), "nothing written");
+}

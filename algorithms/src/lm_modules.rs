@@ -63,6 +63,12 @@ pub fn drafter_hps() -> Vec<HpSpec> {
 
 pub fn verifier_hps() -> Vec<HpSpec> {
     let mut v = model_hps();
+    v.push(HpSpec::new(
+        "temperature",
+        HpKind::Float { min: 0.0, max: 100.0 },
+        Some(serde_json::Value::Null),
+        "sampling temperature of this case's target distribution (the drafter samples at the same temperature; 0 = greedy); unset = the test environment's `temperature`",
+    ));
     v.push(HpSpec::new("verification", HpKind::Choice(&["greedy", "rejection-sampling"]), json!("greedy"), "greedy: longest prefix matching the verifier's argmax; rejection-sampling: exact (Leviathan et al. 2023)"));
     v
 }

@@ -178,6 +178,13 @@ impl Hyperparameters {
         let v = self.get(name)?;
         v.as_f64().ok_or_else(|| Self::bad(name, "a number", v))
     }
+    /// A number, or `None` when the value is null (an optional hyperparameter left unset).
+    pub fn opt_float(&self, name: &str) -> Result<Option<f64>, HpError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| Self::bad(name, "a number", v)),
+        }
+    }
     pub fn bool(&self, name: &str) -> Result<bool, HpError> {
         let v = self.get(name)?;
         v.as_bool()

@@ -115,6 +115,10 @@ pub struct SpeculativeRecord {
     /// End-to-end time of the verifier-only baseline on this prompt (speed-up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_e2e_s: Option<f64>,
+    /// Tokens the verifier-only baseline generated for this prompt (equal to this record's
+    /// under greedy decoding; sampled outputs differ in length, so speed-up compares rates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_tokens: Option<usize>,
     /// Mean verifier one-token decode step of the baseline, seconds (cost ratios).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_step_s: Option<f64>,
@@ -204,6 +208,7 @@ fn empty_record(index: usize, mode: &str, prompt_tokens: usize) -> SpeculativeRe
         lossless: None,
         divergence: None,
         baseline_e2e_s: None,
+        baseline_tokens: None,
         baseline_step_s: None,
         gammas: vec![],
     }
@@ -585,6 +590,23 @@ fn settings_hps() -> Vec<HpSpec> {
     ]
 }
 
+/// The generation settings of one case: the test environment's, with the verifier module's
+/// `temperature` (when set) in place of the test environment's — so one job can hold greedy
+/// and sampled cases side by side.
+fn case_generation(case: &CaseSpec) -> anyhow::Result<Generation> {
+    let mut gen = generation(&case.settings)?;
+    if let Some(t) = case
+        .module("verifier")
+        .map(|m| m.hyperparameters.opt_float("temperature"))
+        .transpose()?
+        .flatten()
+    {
+        gen.params.temperature = t as f32;
+        gen.params.validate()?;
+    }
+    Ok(gen)
+}
+
 fn generation(s: &Hyperparameters) -> anyhow::Result<Generation> {
     let params = SamplingParams {
         temperature: s.float("temperature")? as f32,
@@ -668,12 +690,17 @@ impl Paradigm for SpeculativeDecoding {
                 anyhow::bail!("the drafter ({}, vocabulary {}) and the verifier ({}, vocabulary {}) do not share a tokenizer; speculative decoding needs identical vocabularies", d.describe(), d.vocab_size(), v.describe(), v.vocab_size());
             }
         }
-        generation(&case.settings)?;
+        let gen = case_generation(case)?;
+        if let (Some(_), Some(v)) = (case.module("drafter"), case.module("verifier")) {
+            if !gen.params.is_greedy() && v.hyperparameters.str("verification")? == "greedy" {
+                anyhow::bail!("verifier `verification: greedy` keeps the verifier's argmax and would ignore `temperature: {}`; use `verification: rejection-sampling` to sample losslessly, or temperature 0", gen.params.temperature);
+            }
+        }
         Ok(())
     }
 
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
-        let gen = generation(&case.settings)?;
+        let gen = case_generation(case)?;
         let drafter = load_lm(ctx.registry, case, "drafter")?;
         let verifier = load_lm(ctx.registry, case, "verifier")?;
         let spec = link_spec(ctx.registry, case)?;
@@ -736,6 +763,7 @@ impl Paradigm for SpeculativeDecoding {
                     .unwrap_or_default();
                 for r in &mut records {
                     r.baseline_e2e_s = Some(r.e2e_s);
+                    r.baseline_tokens = Some(r.output_tokens.len());
                     r.baseline_step_s = (r.verify_step_calls > 0)
                         .then(|| r.verify_step_s / r.verify_step_calls as f64);
                     if gen.params.is_greedy() {
@@ -792,6 +820,7 @@ impl Paradigm for SpeculativeDecoding {
                     r.warmup = i < warmup;
                     let base = &refr.records[i];
                     r.baseline_e2e_s = Some(base.e2e_s);
+                    r.baseline_tokens = Some(base.output_tokens.len());
                     r.baseline_step_s = (base.verify_step_calls > 0)
                         .then(|| base.verify_step_s / base.verify_step_calls as f64);
                     if gen.params.is_greedy() {

@@ -537,6 +537,29 @@ fn load_job_inner(
         }
     }
 
+    // An unknown metric's valid choices: once every algorithm loaded, only the metrics of the
+    // job's paradigms (not every metric ianvs knows).
+    if !algorithms.is_empty() && algorithms.len() == algo_refs.len() {
+        let mut valid: Vec<&'static str> = Vec::new();
+        for a in &algorithms {
+            for id in metrics::ids_for(a.paradigm.record_kind()) {
+                if !valid.contains(&id) {
+                    valid.push(id);
+                }
+            }
+        }
+        for d in diags.items.iter_mut() {
+            if let Some(bad) = d
+                .message
+                .strip_prefix("unknown metric \"")
+                .and_then(|m| m.strip_suffix('"'))
+                .map(str::to_string)
+            {
+                d.choices(&bad, &valid);
+            }
+        }
+    }
+
     // Cross-file checks: metrics fit each paradigm, settings fit the paradigms used, ranking
     // names metrics the cases produce.
     let Some((te, te_settings_nodes)) = testenv else {

@@ -63,7 +63,11 @@ fn totals(recs: &[SpeculativeRecord]) -> Totals {
 }
 
 fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // IANVS_ROOT: the checkout, when the bench binary runs away from where it was built.
+    let root_buf = std::env::var_os("IANVS_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    let root = root_buf.as_path();
     let device = std::env::var("IANVS_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let drafter = load_shared(&root.join("datasets/lm/draft"), "cpu", "native")?;
     let verifier = load_shared(&root.join("datasets/lm/verifier"), &device, "native")?;

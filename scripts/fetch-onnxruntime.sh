@@ -27,16 +27,11 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest_dir="${1:-$repo_root/datasets/models/onnxruntime}"
 dest="$dest_dir/libonnxruntime.so.1.31.1"
 
-sha256_of() {
-    sha256sum "$1" | cut -d' ' -f1
-}
-
-if [[ -f "$dest" ]]; then
-    if [[ "$(sha256_of "$dest")" == "$LIB_SHA256" ]]; then
-        echo "fetch-onnxruntime: $dest already present and verified"
-        exit 0
-    fi
-    echo "fetch-onnxruntime: $dest has an unexpected sha256, fetching again" >&2
+# shellcheck source=lib/fetch-wheel-member.sh
+source "$repo_root/scripts/lib/fetch-wheel-member.sh"
+if [[ -f "$dest" && "$(sha256_of "$dest")" == "$LIB_SHA256" ]]; then
+    echo "fetch-onnxruntime: $dest already present and verified"
+    exit 0
 fi
 
 if [[ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]]; then
@@ -45,55 +40,5 @@ if [[ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]]; then
     exit 1
 fi
 
-for tool in python3 sha256sum; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "fetch-onnxruntime: error: '$tool' is required but not installed" >&2
-        exit 1
-    fi
-done
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-
-echo "fetch-onnxruntime: downloading $PACKAGE (manylinux_2_28_x86_64) from PyPI"
-python3 -m pip download --quiet --no-deps --disable-pip-version-check --only-binary=:all: \
-    --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
-    -d "$work" "$PACKAGE"
-
-shopt -s nullglob
-wheels=("$work"/*.whl)
-if [[ ${#wheels[@]} -ne 1 ]]; then
-    echo "fetch-onnxruntime: error: expected exactly one wheel in $work, found ${#wheels[@]}" >&2
-    exit 1
-fi
-wheel="${wheels[0]}"
-
-actual="$(sha256_of "$wheel")"
-if [[ "$actual" != "$WHEEL_SHA256" ]]; then
-    echo "fetch-onnxruntime: error: sha256 mismatch for $(basename "$wheel")" >&2
-    echo "  expected $WHEEL_SHA256" >&2
-    echo "  actual   $actual" >&2
-    exit 1
-fi
-
-# A wheel is a zip file; Python's zipfile avoids depending on `unzip` being installed.
-mkdir -p "$dest_dir"
-python3 - "$wheel" "$MEMBER" "$dest.part" <<'PY'
-import shutil
-import sys
-import zipfile
-
-wheel, member, out = sys.argv[1:4]
-with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst, length=1 << 20)
-PY
-actual="$(sha256_of "$dest.part")"
-if [[ "$actual" != "$LIB_SHA256" ]]; then
-    rm -f "$dest.part"
-    echo "fetch-onnxruntime: error: sha256 mismatch for the extracted $MEMBER" >&2
-    echo "  expected $LIB_SHA256" >&2
-    echo "  actual   $actual" >&2
-    exit 1
-fi
-mv "$dest.part" "$dest"
-echo "fetch-onnxruntime: wrote $dest ($(du -h "$dest" | cut -f1))"
+fetch_wheel_member fetch-onnxruntime "$PACKAGE" "$WHEEL_SHA256" "$MEMBER" "$LIB_SHA256" "$dest" \
+    --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11 --implementation cp --abi cp311

@@ -201,15 +201,22 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 ))?;
             } else {
                 let d = &job.testenv.data;
+                let data = if d.test.texts.is_empty() {
+                    format!(
+                        "{} train / {} test samples, {} features, {} classes",
+                        d.train.as_ref().map_or(0, |t| t.len()),
+                        d.test.len(),
+                        d.test.dim,
+                        d.num_classes
+                    )
+                } else {
+                    format!("{} prompts", d.test.texts.len())
+                };
                 out(&format!(
-                    "ok: job \"{}\" is valid: {} algorithm(s), {} case(s); data: {} train / {} test samples, {} features, {} classes\n",
+                    "ok: job \"{}\" is valid: {} algorithm(s), {} case(s); data: {data}\n",
                     job.name,
                     job.algorithms.len(),
                     cases.len(),
-                    d.train.as_ref().map_or(0, |t| t.len()),
-                    d.test.len(),
-                    d.test.dim,
-                    d.num_classes
                 ))?;
             }
             Ok(0)

@@ -7,6 +7,26 @@ use std::path::Path;
 use assert_cmd::Command;
 use serde_json::Value;
 
+/// Runs a job with `--json` into `ws`; asserts exit 0 and returns the leaderboard rows.
+fn run_json(benchmark: &Path, ws: &Path) -> Vec<Value> {
+    let out = Command::cargo_bin("ianvs")
+        .unwrap()
+        .args(["run", "-f"])
+        .arg(benchmark)
+        .arg("--workspace")
+        .arg(ws)
+        .args(["--quiet", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -24,22 +44,7 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
         return;
     }
     let ws = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("ianvs")
-        .unwrap()
-        .args(["run", "-f"])
-        .arg(root.join("tests/fixtures/spec/benchmark.yaml"))
-        .arg("--workspace")
-        .arg(ws.path())
-        .args(["--quiet", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = run_json(&root.join("tests/fixtures/spec/benchmark.yaml"), ws.path());
     assert_eq!(rows.len(), 5, "verifier-only + γ ∈ {{1, 2, 4, 8}}");
     for r in &rows {
         assert_eq!(r["status"], "ok");
@@ -83,22 +88,7 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
 fn trained_pair_greedy_is_lossless_and_sampling_runs_at_the_verifiers_temperature() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ws = tempfile::tempdir().unwrap();
-    let out = Command::cargo_bin("ianvs")
-        .unwrap()
-        .args(["run", "-f"])
-        .arg(root.join("tests/fixtures/spec-pair/benchmark.yaml"))
-        .arg("--workspace")
-        .arg(ws.path())
-        .args(["--quiet", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = run_json(&root.join("tests/fixtures/spec-pair/benchmark.yaml"), ws.path());
     assert_eq!(rows.len(), 6, "2 verifier-only + 3 greedy γ + 1 sampled");
     let mut sampled = 0;
     for r in &rows {

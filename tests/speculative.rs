@@ -125,6 +125,34 @@ fn trained_pair_greedy_is_lossless_and_sampling_runs_at_the_verifiers_temperatur
     assert_eq!(sampled, 1);
 }
 
+/// Writes a one-algorithm job (the spec-pair test environment) into `dir`, runs it and
+/// asserts it is refused as a configuration error (exit 2); returns stderr.
+fn refused(dir: &Path, algo: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(dir.join("algo.yaml"), algo).unwrap();
+    std::fs::write(
+        dir.join("testenv.yaml"),
+        std::fs::read_to_string(root.join("tests/fixtures/spec-pair/testenv.yaml"))
+            .unwrap()
+            .replace("../../../", &format!("{}/", root.display())),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("benchmark.yaml"),
+        "benchmarkingjob:\n  name: \"t\"\n  workspace: \"./ws\"\n  testenv: \"./testenv.yaml\"\n  test_object:\n    algorithms:\n      - name: \"s\"\n        url: \"./algo.yaml\"\n  rank:\n    sort_by:\n      - { \"token-throughput\": \"descend\" }\n",
+    )
+    .unwrap();
+    let out = Command::cargo_bin("ianvs")
+        .unwrap()
+        .args(["run", "-f"])
+        .arg(dir.join("benchmark.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    err
+}
+
 /// Greedy verification would silently ignore a temperature: refused before any case runs.
 #[test]
 fn greedy_verification_with_a_temperature_is_refused() {
@@ -135,30 +163,41 @@ fn greedy_verification_with_a_temperature_is_refused() {
         .unwrap()
         .replace("rejection-sampling", "greedy")
         .replace("../../../../", &format!("{}/", root.display()));
-    std::fs::write(dir.path().join("algo.yaml"), algo).unwrap();
-    std::fs::write(
-        dir.path().join("testenv.yaml"),
-        std::fs::read_to_string(src.join("testenv.yaml"))
-            .unwrap()
-            .replace("../../../", &format!("{}/", root.display())),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("benchmark.yaml"),
-        "benchmarkingjob:\n  name: \"t\"\n  workspace: \"./ws\"\n  testenv: \"./testenv.yaml\"\n  test_object:\n    algorithms:\n      - name: \"s\"\n        url: \"./algo.yaml\"\n  rank:\n    sort_by:\n      - { \"token-throughput\": \"descend\" }\n",
-    )
-    .unwrap();
-    let out = Command::cargo_bin("ianvs")
-        .unwrap()
-        .args(["run", "-f"])
-        .arg(dir.path().join("benchmark.yaml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    let err = refused(dir.path(), &algo);
     assert!(
         err.contains("rejection-sampling") && err.contains("0.7"),
         "stderr: {err}"
     );
+    assert!(!dir.path().join("ws").exists(), "nothing written");
+}
+
+/// A drafter whose tokenizer maps ids to different tokens than the verifier's (here: the
+/// trained draft with two vocabulary ids swapped) is refused before any case runs.
+#[test]
+fn a_drafter_with_another_vocabulary_is_refused_before_any_case_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let draft = dir.path().join("draft");
+    std::fs::create_dir(&draft).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer_config.json"] {
+        std::fs::copy(root.join("datasets/lm/draft").join(f), draft.join(f)).unwrap();
+    }
+    let mut tok: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("datasets/lm/draft/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    let (a, b) = (vocab["Ġyou"].clone(), vocab["Ġis"].clone());
+    vocab.insert("Ġyou".into(), b);
+    vocab.insert("Ġis".into(), a);
+    std::fs::write(draft.join("tokenizer.json"), tok.to_string()).unwrap();
+
+    let src = root.join("tests/fixtures/spec-pair");
+    let algo = std::fs::read_to_string(src.join("algorithms/speculative.yaml"))
+        .unwrap()
+        .replace("../../../../datasets/lm/draft", &draft.display().to_string())
+        .replace("../../../../", &format!("{}/", root.display()));
+    let err = refused(dir.path(), &algo);
+    assert!(err.contains("do not share a tokenizer"), "stderr: {err}");
     assert!(!dir.path().join("ws").exists(), "nothing written");
 }

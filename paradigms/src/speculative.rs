@@ -95,8 +95,11 @@ pub struct SpeculativeRecord {
     pub accepted_by_position: Vec<usize>,
     pub uplink_bytes: usize,
     pub downlink_bytes: usize,
-    /// Drafter single-token forward passes and their total time (cost ratio c).
+    /// Drafter single-token forward passes and their total time (cost ratio c); multi-token
+    /// feeds (the prompt, a correction plus the last draft) are in `draft_s` only.
     pub draft_steps: usize,
+    #[serde(default)]
+    pub draft_step_s: f64,
     /// Verifier passes over more than one new token after the first round, their total time and
     /// total new tokens (cost of verifying γ+1 tokens at once).
     pub verify_batch_calls: usize,
@@ -200,6 +203,7 @@ fn empty_record(index: usize, mode: &str, prompt_tokens: usize) -> SpeculativeRe
         uplink_bytes: 0,
         downlink_bytes: 0,
         draft_steps: 0,
+        draft_step_s: 0.0,
         verify_batch_calls: 0,
         verify_batch_s: 0.0,
         verify_batch_tokens: 0,
@@ -316,6 +320,7 @@ pub fn autoregressive(
     } else {
         rec.draft_s = compute;
         rec.draft_steps = rec.verify_step_calls;
+        rec.draft_step_s = rec.verify_step_s;
         rec.verify_step_calls = 0;
         rec.verify_step_s = 0.0;
     }
@@ -376,7 +381,7 @@ pub fn speculative(
             draft_s += dt;
             if i > 0 || fed_before == 1 {
                 rec.draft_steps += 1;
-                rec.draft_s += 0.0;
+                rec.draft_step_s += dt;
             }
             let logits = rows
                 .last()

@@ -104,7 +104,7 @@ fn step_s(o: &CaseOutput) -> Result<f64> {
 }
 
 pub fn cost_ratio(o: &CaseOutput) -> Result<f64> {
-    let draft = ratio(o, |r| r.draft_s, |r| r.draft_steps as f64)?;
+    let draft = ratio(o, |r| r.draft_step_s, |r| r.draft_steps as f64)?;
     Ok(draft / step_s(o)?)
 }
 

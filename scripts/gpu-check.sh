@@ -5,7 +5,7 @@
 #   scripts/build-cuda.sh                                   # -> target/cuda/release/ianvs
 #   mkdir -p .devcarry && strip -o /tmp/ianvs target/cuda/release/ianvs \
 #     && xz -T2 -6 -c /tmp/ianvs > .devcarry/ianvs.xz \
-#     && (cd /tmp && sha256sum ianvs) > .devcarry/ianvs.sha256
+#     && sha256sum /tmp/ianvs > .devcarry/ianvs.sha256
 #   # on the GPU machine, from a checkout of this repo with .devcarry/ beside it:
 #   OUT=/tmp/gpu-check bash scripts/gpu-check.sh
 #

@@ -98,8 +98,16 @@ fn main() -> anyhow::Result<()> {
     let models: Vec<(String, PathBuf, &str)> = vec![
         ("SmolLM2-135M Q4_1".into(), smol.clone(), "native"),
         ("SmolLM2-135M Q4_1→Q8_0".into(), smol, "q8_0"),
-        ("trained verifier 5.8 M".into(), root.join("datasets/lm/verifier"), "native"),
-        ("trained draft 0.9 M".into(), root.join("datasets/lm/draft"), "native"),
+        (
+            "trained verifier 5.8 M".into(),
+            root.join("datasets/lm/verifier"),
+            "native",
+        ),
+        (
+            "trained draft 0.9 M".into(),
+            root.join("datasets/lm/draft"),
+            "native",
+        ),
     ];
     let bw = read_bandwidth();
     println!(
@@ -116,7 +124,10 @@ fn main() -> anyhow::Result<()> {
         let m = load_shared(&path, &device, weights)?;
         let steps = decode(m.as_ref())?;
         rows.push(Row {
-            name: format!("{name} ({})", m.describe().rsplit(" on ").next().unwrap_or("?")),
+            name: format!(
+                "{name} ({})",
+                m.describe().rsplit(" on ").next().unwrap_or("?")
+            ),
             weight_bytes: m.weight_bytes(),
             steps,
         });

@@ -100,11 +100,21 @@ fn main() -> anyhow::Result<()> {
 
     // (label, temperature, γ / None for verifier-only, rule)
     let mut configs: Vec<(String, f32, Option<usize>, Verification)> = Vec::new();
-    configs.push(("verifier-only greedy".into(), 0.0, None, Verification::Greedy));
+    configs.push((
+        "verifier-only greedy".into(),
+        0.0,
+        None,
+        Verification::Greedy,
+    ));
     for g in [1, 2, 4, 8] {
         configs.push((format!("greedy γ={g}"), 0.0, Some(g), Verification::Greedy));
     }
-    configs.push(("verifier-only T=0.7".into(), 0.7, None, Verification::Greedy));
+    configs.push((
+        "verifier-only T=0.7".into(),
+        0.7,
+        None,
+        Verification::Greedy,
+    ));
     for g in [2, 4] {
         configs.push((
             format!("rejection sampling T=0.7 γ={g}"),

@@ -88,7 +88,10 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
 fn trained_pair_greedy_is_lossless_and_sampling_runs_at_the_verifiers_temperature() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ws = tempfile::tempdir().unwrap();
-    let rows = run_json(&root.join("tests/fixtures/spec-pair/benchmark.yaml"), ws.path());
+    let rows = run_json(
+        &root.join("tests/fixtures/spec-pair/benchmark.yaml"),
+        ws.path(),
+    );
     assert_eq!(rows.len(), 6, "2 verifier-only + 3 greedy γ + 1 sampled");
     let mut sampled = 0;
     for r in &rows {
@@ -106,7 +109,11 @@ fn trained_pair_greedy_is_lossless_and_sampling_runs_at_the_verifiers_temperatur
                 }
             }
             ("speculative", None) => {
-                assert_eq!(r["lossless"].as_f64(), Some(1.0), "greedy must be lossless: {r}");
+                assert_eq!(
+                    r["lossless"].as_f64(),
+                    Some(1.0),
+                    "greedy must be lossless: {r}"
+                );
                 assert_eq!(r["near-tie-divergences"].as_f64(), Some(0.0));
                 let acc = r["acceptance-rate"].as_f64().unwrap();
                 assert!(acc > 0.05 && acc <= 1.0, "the pair agrees often: {acc}");
@@ -195,7 +202,10 @@ fn a_drafter_with_another_vocabulary_is_refused_before_any_case_runs() {
     let src = root.join("tests/fixtures/spec-pair");
     let algo = std::fs::read_to_string(src.join("algorithms/speculative.yaml"))
         .unwrap()
-        .replace("../../../../datasets/lm/draft", &draft.display().to_string())
+        .replace(
+            "../../../../datasets/lm/draft",
+            &draft.display().to_string(),
+        )
         .replace("../../../../", &format!("{}/", root.display()));
     let err = refused(dir.path(), &algo);
     assert!(err.contains("do not share a tokenizer"), "stderr: {err}");

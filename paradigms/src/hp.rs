@@ -182,7 +182,10 @@ impl Hyperparameters {
     pub fn opt_float(&self, name: &str) -> Result<Option<f64>, HpError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| Self::bad(name, "a number", v)),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| Self::bad(name, "a number", v)),
         }
     }
     pub fn bool(&self, name: &str) -> Result<bool, HpError> {

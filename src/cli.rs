@@ -200,18 +200,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     serde_json::to_string_pretty(&cases_json(&job, &cases))?
                 ))?;
             } else {
-                let d = &job.testenv.data;
-                let data = if d.test.texts.is_empty() {
-                    format!(
-                        "{} train / {} test samples, {} features, {} classes",
-                        d.train.as_ref().map_or(0, |t| t.len()),
-                        d.test.len(),
-                        d.test.dim,
-                        d.num_classes
-                    )
-                } else {
-                    format!("{} prompts", d.test.texts.len())
-                };
+                let data = job.testenv.data.summary();
                 out(&format!(
                     "ok: job \"{}\" is valid: {} algorithm(s), {} case(s); data: {data}\n",
                     job.name,

@@ -64,6 +64,26 @@ pub struct DataSplits {
     pub num_classes: usize,
 }
 
+impl DataSplits {
+    /// One line for people: "4000 train / 1000 test samples, 784 features, 10 classes", or
+    /// "20 prompts" for text data.
+    pub fn summary(&self) -> String {
+        if !self.test.texts.is_empty() {
+            return format!("{} prompts", self.test.texts.len());
+        }
+        let train = self
+            .train
+            .as_ref()
+            .map_or(String::new(), |t| format!("{} train / ", t.len()));
+        format!(
+            "{train}{} test samples, {} features, {} classes",
+            self.test.len(),
+            self.test.dim,
+            self.num_classes
+        )
+    }
+}
+
 /// Values shared by the cases of one job (trained models, loaded LLMs), built once on first
 /// use. Concurrent cases asking for the same key wait for the one that builds it.
 /// One cache entry: filled once, by the first case that asks.

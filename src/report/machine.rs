@@ -150,22 +150,7 @@ pub struct RunInfo {
 
 impl RunInfo {
     pub fn of(job: &Job, jobs: usize) -> RunInfo {
-        let d = &job.testenv.data;
-        let data = match &d.train {
-            Some(t) => format!(
-                "{} train / {} test samples, {} features, {} classes",
-                t.len(),
-                d.test.len(),
-                d.test.dim,
-                d.num_classes
-            ),
-            None => format!(
-                "{} test samples, {} features, {} classes",
-                d.test.len(),
-                d.test.dim,
-                d.num_classes
-            ),
-        };
+        let data = job.testenv.data.summary();
         let algorithms = job
             .algorithms
             .iter()

@@ -61,12 +61,17 @@ fn cuda() -> Result<DeviceChoice, String> {
             label: "cuda:0",
             fallback: None,
         })
-        .map_err(|e| format!("no CUDA device could be opened ({e})"))
+        // candle's error can carry a backtrace (RUST_BACKTRACE=1): keep its first line.
+        .map_err(|e| {
+            let e = e.to_string();
+            let first = e.lines().next().unwrap_or_default().trim();
+            format!("no CUDA device could be opened ({first})")
+        })
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda() -> Result<DeviceChoice, String> {
-    Err("this ianvs was built without CUDA support (rebuild with `cargo build --release --features cuda` on a machine with nvcc)".to_string())
+    Err("this ianvs was built without CUDA support (build one with `bash scripts/build-cuda.sh`, or `cargo build --release --features cuda` where nvcc is installed)".to_string())
 }
 
 /// Prints `msg` to stderr the first time it is seen in this process.

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -180,6 +181,101 @@ fn emptiest_corner(points: &[(f64, f64)], x: (f64, f64), y: (f64, f64)) -> Serie
         .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
+/// The `kind`, `title` and `caption` of a chart whose struct has `title` and `caption` fields.
+macro_rules! chart_text {
+    ($kind:literal) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn title(&self) -> String {
+            self.title.clone()
+        }
+        fn caption(&self) -> String {
+            self.caption.clone()
+        }
+    };
+}
+
+/// The frame every chart shares: the title on top, the margin, the x label area; the y label
+/// area is as wide as the chart's labels need.
+fn chart_builder<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    y_label_area: u32,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, (FONT, TITLE_SIZE))
+        .margin(18)
+        .x_label_area_size(56)
+        .y_label_area_size(y_label_area);
+    builder
+}
+
+/// The mesh of a chart, with the fonts every chart uses for tick labels and axis descriptions.
+fn mesh<'a, 'b, DB, X, Y>(
+    chart: &'b mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+) -> MeshStyle<'a, 'b, X, Y, DB>
+where
+    DB: DrawingBackend,
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.label_style((FONT, LABEL_SIZE))
+        .axis_desc_style((FONT, DESC_SIZE));
+    mesh
+}
+
+/// The legend box, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, LABEL_SIZE))
+        .draw()
+        .map_err(e)
+}
+
+/// The legend mark of a line series: a short stroke.
+fn line_legend(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style)
+}
+
+/// A value and the ends of its interval (the value itself where it has none).
+fn value_and_ends(v: f64, iv: Option<Interval>) -> [f64; 3] {
+    [v, iv.map_or(v, |i| i.low), iv.map_or(v, |i| i.high)]
+}
+
+/// An axis description, marked when the axis is drawn on a log scale.
+fn log_desc(desc: String, log: bool) -> String {
+    if log {
+        format!("{desc} (log scale)")
+    } else {
+        desc
+    }
+}
+
+/// The label of a tick at `v` on an axis that is drawn as log10 of the value when `log`.
+fn log_tick(v: f64, log: bool) -> String {
+    tick(if log { 10f64.powf(v) } else { v })
+}
+
+/// The ticks of an axis over the values `[lo, hi]`, drawn over `[a0, a1]`: 1-2-5 ticks on a log
+/// axis, round ones otherwise.
+fn axis_ticks(log: bool, lo: f64, hi: f64, a0: f64, a1: f64) -> Vec<f64> {
+    if log {
+        log_ticks(lo, hi)
+    } else {
+        nice_ticks(a0, a1, 8)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bars
 
@@ -193,15 +289,7 @@ pub struct BarChart {
 }
 
 impl Draw for BarChart {
-    fn kind(&self) -> &'static str {
-        "bar"
-    }
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn caption(&self) -> String {
-        self.caption.clone()
-    }
+    chart_text!("bar");
     fn size(&self) -> (u32, u32) {
         (WIDTH, (150 + 34 * self.rows.len() as u32).clamp(240, 1400))
     }
@@ -234,19 +322,14 @@ impl Draw for BarChart {
             .clamp(40, 420)
             + 16;
         let labels: Vec<&str> = self.rows.iter().map(|r| r.0.as_str()).collect();
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, TITLE_SIZE))
-            .margin(18)
-            .x_label_area_size(56)
-            .y_label_area_size(label_w)
+        let mut chart = chart_builder(root, &self.title, label_w)
             .build_cartesian_2d(x0..x1, (0..n - 1).into_segmented())
             .map_err(e)?;
         let ylabel = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if *i < n => labels[n - 1 - *i].to_string(),
             _ => String::new(),
         };
-        chart
-            .configure_mesh()
+        mesh(&mut chart)
             .disable_y_mesh()
             .y_labels(n)
             .y_label_formatter(&ylabel)
@@ -259,8 +342,6 @@ impl Draw for BarChart {
                 }
             })
             .x_desc(self.axis.described())
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(e)?;
@@ -394,15 +475,7 @@ impl ScatterChart {
 }
 
 impl Draw for ScatterChart {
-    fn kind(&self) -> &'static str {
-        "scatter"
-    }
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn caption(&self) -> String {
-        self.caption.clone()
-    }
+    chart_text!("scatter");
     fn size(&self) -> (u32, u32) {
         (WIDTH, 600)
     }
@@ -411,24 +484,12 @@ impl Draw for ScatterChart {
         let xs: Vec<f64> = self
             .points
             .iter()
-            .flat_map(|p| {
-                [
-                    p.x,
-                    p.x_iv.map_or(p.x, |i| i.low),
-                    p.x_iv.map_or(p.x, |i| i.high),
-                ]
-            })
+            .flat_map(|p| value_and_ends(p.x, p.x_iv))
             .collect();
         let ys: Vec<f64> = self
             .points
             .iter()
-            .flat_map(|p| {
-                [
-                    p.y,
-                    p.y_iv.map_or(p.y, |i| i.low),
-                    p.y_iv.map_or(p.y, |i| i.high),
-                ]
-            })
+            .flat_map(|p| value_and_ends(p.y, p.y_iv))
             .collect();
         // An axis whose values spread over orders of magnitude (a slow link next to a fast
         // one) is drawn on a log scale, or one outlier squeezes every other case into a line.
@@ -445,21 +506,9 @@ impl Draw for ScatterChart {
         let fy = move |v: f64| if ly { v.log10() } else { v };
         let (x0, x1) = padded(fx(xlo), fx(xhi), 0.12);
         let (y0, y1) = padded(fy(ylo), fy(yhi), 0.12);
-        let xt = if lx {
-            log_ticks(xlo, xhi)
-        } else {
-            nice_ticks(x0, x1, 8)
-        };
-        let yt = if ly {
-            log_ticks(ylo, yhi)
-        } else {
-            nice_ticks(y0, y1, 8)
-        };
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, TITLE_SIZE))
-            .margin(18)
-            .x_label_area_size(56)
-            .y_label_area_size(84)
+        let xt = axis_ticks(lx, xlo, xhi, x0, x1);
+        let yt = axis_ticks(ly, ylo, yhi, y0, y1);
+        let mut chart = chart_builder(root, &self.title, 84)
             .build_cartesian_2d(
                 Ticked {
                     range: x0..x1,
@@ -471,24 +520,11 @@ impl Draw for ScatterChart {
                 },
             )
             .map_err(e)?;
-        let xd = if lx {
-            format!("{} (log scale)", self.x.described())
-        } else {
-            self.x.described()
-        };
-        let yd = if ly {
-            format!("{} (log scale)", self.y.described())
-        } else {
-            self.y.described()
-        };
-        chart
-            .configure_mesh()
-            .x_desc(xd)
-            .y_desc(yd)
-            .x_label_formatter(&|v| tick(if lx { 10f64.powf(*v) } else { *v }))
-            .y_label_formatter(&|v| tick(if ly { 10f64.powf(*v) } else { *v }))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
+        mesh(&mut chart)
+            .x_desc(log_desc(self.x.described(), lx))
+            .y_desc(log_desc(self.y.described(), ly))
+            .x_label_formatter(&|v| log_tick(*v, lx))
+            .y_label_formatter(&|v| log_tick(*v, ly))
             .draw()
             .map_err(e)?;
         let grey = RGBColor(90, 90, 90);
@@ -499,9 +535,7 @@ impl Draw for ScatterChart {
             ))
             .map_err(e)?
             .label("Pareto frontier")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2))
-            });
+            .legend(line_legend(grey.stroke_width(2)));
         // Whiskers first so the points sit on top.
         let whisker = BLACK.mix(0.35).stroke_width(1);
         chart
@@ -557,15 +591,7 @@ impl Draw for ScatterChart {
             }))
             .map_err(e)?;
         let pts: Vec<(f64, f64)> = self.points.iter().map(|p| (fx(p.x), fy(p.y))).collect();
-        chart
-            .configure_series_labels()
-            .position(emptiest_corner(&pts, (x0, x1), (y0, y1)))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, LABEL_SIZE))
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        draw_legend(&mut chart, emptiest_corner(&pts, (x0, x1), (y0, y1)))
     }
 }
 
@@ -588,15 +614,7 @@ pub struct LineChart {
 }
 
 impl Draw for LineChart {
-    fn kind(&self) -> &'static str {
-        "line"
-    }
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn caption(&self) -> String {
-        self.caption.clone()
-    }
+    chart_text!("line");
     fn size(&self) -> (u32, u32) {
         (WIDTH, 560)
     }
@@ -628,11 +646,7 @@ impl Draw for LineChart {
             .collect();
         swept.sort_by(f64::total_cmp);
         swept.dedup();
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, TITLE_SIZE))
-            .margin(18)
-            .x_label_area_size(56)
-            .y_label_area_size(84)
+        let mut chart = chart_builder(root, &self.title, 84)
             .build_cartesian_2d(
                 Ticked {
                     range: x0..x1,
@@ -642,18 +656,11 @@ impl Draw for LineChart {
             )
             .map_err(e)?;
         let log = self.log_x;
-        chart
-            .configure_mesh()
-            .x_desc(if log {
-                format!("{} (log scale)", self.x.described())
-            } else {
-                self.x.described()
-            })
+        mesh(&mut chart)
+            .x_desc(log_desc(self.x.described(), log))
             .y_desc(self.y.described())
-            .x_label_formatter(&|v| if log { tick(10f64.powf(*v)) } else { tick(*v) })
+            .x_label_formatter(&|v| log_tick(*v, log))
             .y_label_formatter(&|v| tick(*v))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(e)?;
@@ -684,24 +691,14 @@ impl Draw for LineChart {
                 )
                 .map_err(e)?
                 .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-                });
+                .legend(line_legend(color.stroke_width(3)));
         }
         let pts: Vec<(f64, f64)> = self
             .series
             .iter()
             .flat_map(|(_, p)| p.iter().map(|q| (tx(q.0), q.1)))
             .collect();
-        chart
-            .configure_series_labels()
-            .position(emptiest_corner(&pts, (x0, x1), (y0, y1)))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, LABEL_SIZE))
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        draw_legend(&mut chart, emptiest_corner(&pts, (x0, x1), (y0, y1)))
     }
 }
 
@@ -721,15 +718,7 @@ pub struct HeatmapChart {
 }
 
 impl Draw for HeatmapChart {
-    fn kind(&self) -> &'static str {
-        "heatmap"
-    }
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn caption(&self) -> String {
-        self.caption.clone()
-    }
+    chart_text!("heatmap");
     fn size(&self) -> (u32, u32) {
         // Cells wide enough for their column labels, so long task names do not run together.
         let rows = self.row_labels.len() as u32;
@@ -772,16 +761,16 @@ impl Draw for HeatmapChart {
             .unwrap_or(20)
             .clamp(20, 300)
             + 16;
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, TITLE_SIZE))
-            .margin(18)
-            .x_label_area_size(56)
-            .y_label_area_size(label_w + if self.corner.is_empty() { 0 } else { 28 })
-            .build_cartesian_2d(
-                (0..cols - 1).into_segmented(),
-                (0..rows - 1).into_segmented(),
-            )
-            .map_err(e)?;
+        let mut chart = chart_builder(
+            root,
+            &self.title,
+            label_w + if self.corner.is_empty() { 0 } else { 28 },
+        )
+        .build_cartesian_2d(
+            (0..cols - 1).into_segmented(),
+            (0..rows - 1).into_segmented(),
+        )
+        .map_err(e)?;
         let xl = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if *i < cols => self.col_labels[*i].clone(),
             _ => String::new(),
@@ -803,8 +792,7 @@ impl Draw for HeatmapChart {
                 },
             ),
         };
-        chart
-            .configure_mesh()
+        mesh(&mut chart)
             .disable_mesh()
             .x_labels(cols)
             .y_labels(rows)
@@ -812,8 +800,6 @@ impl Draw for HeatmapChart {
             .y_label_formatter(&yl)
             .x_desc(xdesc)
             .y_desc(ydesc)
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
             .draw()
             .map_err(e)?;
         let cells: Vec<(usize, usize, Option<f64>)> = self
@@ -879,15 +865,7 @@ pub struct CdfChart {
 }
 
 impl Draw for CdfChart {
-    fn kind(&self) -> &'static str {
-        "cdf"
-    }
-    fn title(&self) -> String {
-        self.title.clone()
-    }
-    fn caption(&self) -> String {
-        self.caption.clone()
-    }
+    chart_text!("cdf");
     fn size(&self) -> (u32, u32) {
         (WIDTH, 560)
     }
@@ -902,16 +880,8 @@ impl Draw for CdfChart {
         let log = lo > 0.0 && hi / lo >= 50.0;
         let tx = |x: f64| if log { x.log10() } else { x };
         let (x0, x1) = padded(tx(lo), tx(hi), 0.04);
-        let ticks = if log {
-            log_ticks(lo, hi)
-        } else {
-            nice_ticks(x0, x1, 8)
-        };
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, TITLE_SIZE))
-            .margin(18)
-            .x_label_area_size(56)
-            .y_label_area_size(84)
+        let ticks = axis_ticks(log, lo, hi, x0, x1);
+        let mut chart = chart_builder(root, &self.title, 84)
             .build_cartesian_2d(
                 Ticked {
                     range: x0..x1,
@@ -920,18 +890,11 @@ impl Draw for CdfChart {
                 0.0..1.02,
             )
             .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc(if log {
-                format!("{} (log scale)", self.x_label)
-            } else {
-                self.x_label.clone()
-            })
+        mesh(&mut chart)
+            .x_desc(log_desc(self.x_label.clone(), log))
             .y_desc("share of samples at or below")
-            .x_label_formatter(&|v| if log { tick(10f64.powf(*v)) } else { tick(*v) })
+            .x_label_formatter(&|v| log_tick(*v, log))
             .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
-            .label_style((FONT, LABEL_SIZE))
-            .axis_desc_style((FONT, DESC_SIZE))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(e)?;
@@ -950,19 +913,9 @@ impl Draw for CdfChart {
                 .draw_series(LineSeries::new(steps, color.stroke_width(2)))
                 .map_err(e)?
                 .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-                });
+                .legend(line_legend(color.stroke_width(3)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .label_font((FONT, LABEL_SIZE))
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
     }
 }
 

@@ -125,12 +125,17 @@ impl Recipe {
     }
 }
 
-/// All samples of `parts`, in order.
-fn concat<'a>(dim: usize, parts: impl IntoIterator<Item = &'a Dataset>) -> Dataset {
-    let mut d = Dataset {
+/// A data set of `dim`-sized samples with none in it yet.
+fn empty(dim: usize) -> Dataset {
+    Dataset {
         dim,
         ..Default::default()
-    };
+    }
+}
+
+/// All samples of `parts`, in order.
+fn concat<'a>(dim: usize, parts: impl IntoIterator<Item = &'a Dataset>) -> Dataset {
+    let mut d = empty(dim);
     for p in parts {
         d.features.extend_from_slice(&p.features);
         d.labels.extend_from_slice(&p.labels);
@@ -143,58 +148,112 @@ fn input_dim(r: &Recipe) -> usize {
     c * h * w
 }
 
-// ---- FineTune -------------------------------------------------------------------------------
-
-pub struct FineTune {
+/// What every strategy with one model keeps: how to train it, the model the edge gets, and the
+/// rounds so far.
+struct Learner {
     recipe: Recipe,
     model: Classifier,
     rounds: u64,
+}
+
+impl Learner {
+    fn of(ctx: &StrategyContext) -> anyhow::Result<Self> {
+        let recipe = Recipe::of(ctx)?;
+        Ok(Self {
+            model: recipe.fresh()?,
+            recipe,
+            rounds: 0,
+        })
+    }
+
+    /// A data set of the model's input size with no samples yet.
+    fn no_data(&self) -> Dataset {
+        empty(input_dim(&self.recipe))
+    }
+
+    /// Counts a new round and gathers its uploaded samples, in order; `None` when none came
+    /// (the round then reports nothing).
+    fn begin(&mut self, batches: &[TaskBatch]) -> Option<Dataset> {
+        self.rounds += 1;
+        let new = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
+        (!new.is_empty()).then_some(new)
+    }
+
+    /// Trains the model on `data` for this round (see [`Recipe::fit`]).
+    fn fit(
+        &mut self,
+        data: &Dataset,
+        penalty: Option<&mut Penalty<'_>>,
+        work: &WorkContext,
+    ) -> anyhow::Result<f64> {
+        self.recipe
+            .fit(&mut self.model, data, self.rounds, penalty, work)
+    }
+
+    /// The round's report: the one model is sent down.
+    fn report(&self, train_seconds: f64, trained_samples: usize) -> UpdateReport {
+        UpdateReport {
+            train_seconds,
+            trained_samples,
+            model_bytes: self.model.parameter_bytes(),
+            models_sent: 1,
+        }
+    }
+}
+
+/// Implements [`TaskUpdateDecision`] for a strategy with one model, `self.learner`'s, whose
+/// inherent `train(&mut self, new: Dataset, work: &WorkContext)` takes each round's new samples
+/// (a round with none reports nothing).
+macro_rules! one_model_strategy {
+    ($strategy:ty) => {
+        impl TaskUpdateDecision for $strategy {
+            fn update(
+                &mut self,
+                batches: &[TaskBatch],
+                work: &WorkContext,
+            ) -> anyhow::Result<UpdateReport> {
+                match self.learner.begin(batches) {
+                    Some(new) => self.train(new, work),
+                    None => Ok(UpdateReport::default()),
+                }
+            }
+            fn per_task_models(&self) -> bool {
+                false
+            }
+            fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
+                Ok(self.learner.model.predict_proba(x)?)
+            }
+            fn num_classes(&self) -> usize {
+                self.learner.recipe.num_classes
+            }
+            fn num_parameters(&self) -> usize {
+                self.learner.model.num_parameters()
+            }
+        }
+    };
+}
+
+// ---- FineTune -------------------------------------------------------------------------------
+
+pub struct FineTune {
+    learner: Learner,
 }
 
 pub fn build_finetune(
     _: &Hyperparameters,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
-    let recipe = Recipe::of(ctx)?;
     Ok(Box::new(FineTune {
-        model: recipe.fresh()?,
-        recipe,
-        rounds: 0,
+        learner: Learner::of(ctx)?,
     }))
 }
 
-impl TaskUpdateDecision for FineTune {
-    fn update(
-        &mut self,
-        batches: &[TaskBatch],
-        work: &WorkContext,
-    ) -> anyhow::Result<UpdateReport> {
-        self.rounds += 1;
-        let data = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
-        if data.is_empty() {
-            return Ok(UpdateReport::default());
-        }
-        let secs = self
-            .recipe
-            .fit(&mut self.model, &data, self.rounds, None, work)?;
-        Ok(UpdateReport {
-            train_seconds: secs,
-            trained_samples: data.len(),
-            model_bytes: self.model.parameter_bytes(),
-            models_sent: 1,
-        })
-    }
-    fn per_task_models(&self) -> bool {
-        false
-    }
-    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
-        Ok(self.model.predict_proba(x)?)
-    }
-    fn num_classes(&self) -> usize {
-        self.recipe.num_classes
-    }
-    fn num_parameters(&self) -> usize {
-        self.model.num_parameters()
+one_model_strategy!(FineTune);
+
+impl FineTune {
+    fn train(&mut self, data: Dataset, work: &WorkContext) -> anyhow::Result<UpdateReport> {
+        let secs = self.learner.fit(&data, None, work)?;
+        Ok(self.learner.report(secs, data.len()))
     }
 }
 
@@ -224,35 +283,29 @@ pub fn replay_hps() -> Vec<HpSpec> {
 }
 
 pub struct Replay {
-    recipe: Recipe,
-    model: Classifier,
+    learner: Learner,
     buffer: Dataset,
     capacity: usize,
     /// Samples offered to the reservoir so far.
     seen: usize,
     rng: ChaCha8Rng,
-    rounds: u64,
 }
 
 pub fn build_replay(
     hps: &Hyperparameters,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
-    let recipe = Recipe::of(ctx)?;
-    let dim = input_dim(&recipe);
+    let learner = Learner::of(ctx)?;
     Ok(Box::new(Replay {
-        model: recipe.fresh()?,
-        recipe,
-        buffer: Dataset {
-            dim,
-            ..Default::default()
-        },
+        buffer: learner.no_data(),
+        learner,
         capacity: hps.usize("buffer_size")?,
         seen: 0,
         rng: ChaCha8Rng::seed_from_u64(hps.u64("seed")?),
-        rounds: 0,
     }))
 }
+
+one_model_strategy!(Replay);
 
 impl Replay {
     /// Reservoir sampling (Vitter's algorithm R): after `seen` samples every one of them is in
@@ -273,42 +326,12 @@ impl Replay {
             }
         }
     }
-}
 
-impl TaskUpdateDecision for Replay {
-    fn update(
-        &mut self,
-        batches: &[TaskBatch],
-        work: &WorkContext,
-    ) -> anyhow::Result<UpdateReport> {
-        self.rounds += 1;
-        let new = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
-        if new.is_empty() {
-            return Ok(UpdateReport::default());
-        }
+    fn train(&mut self, new: Dataset, work: &WorkContext) -> anyhow::Result<UpdateReport> {
         let data = concat(new.dim, [&new, &self.buffer]);
-        let secs = self
-            .recipe
-            .fit(&mut self.model, &data, self.rounds, None, work)?;
+        let secs = self.learner.fit(&data, None, work)?;
         self.remember(&new);
-        Ok(UpdateReport {
-            train_seconds: secs,
-            trained_samples: data.len(),
-            model_bytes: self.model.parameter_bytes(),
-            models_sent: 1,
-        })
-    }
-    fn per_task_models(&self) -> bool {
-        false
-    }
-    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
-        Ok(self.model.predict_proba(x)?)
-    }
-    fn num_classes(&self) -> usize {
-        self.recipe.num_classes
-    }
-    fn num_parameters(&self) -> usize {
-        self.model.num_parameters()
+        Ok(self.learner.report(secs, data.len()))
     }
 }
 
@@ -324,86 +347,49 @@ pub fn ewc_hps() -> Vec<HpSpec> {
 type Params = Vec<(String, Tensor)>;
 
 pub struct Ewc {
-    recipe: Recipe,
-    model: Classifier,
+    learner: Learner,
     lambda: f64,
     fisher_samples: usize,
     /// The penalties of every earlier round folded into one: (anchor θ̄, Fisher sum F).
     consolidated: Option<(Params, Params)>,
-    rounds: u64,
 }
 
 pub fn build_ewc(
     hps: &Hyperparameters,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
-    let recipe = Recipe::of(ctx)?;
     Ok(Box::new(Ewc {
-        model: recipe.fresh()?,
-        recipe,
+        learner: Learner::of(ctx)?,
         lambda: hps.float("lambda")?,
         fisher_samples: hps.usize("fisher_samples")?,
         consolidated: None,
-        rounds: 0,
     }))
 }
 
-impl TaskUpdateDecision for Ewc {
-    fn update(
-        &mut self,
-        batches: &[TaskBatch],
-        work: &WorkContext,
-    ) -> anyhow::Result<UpdateReport> {
-        self.rounds += 1;
-        let data = concat(input_dim(&self.recipe), batches.iter().map(|b| b.samples));
-        if data.is_empty() {
-            return Ok(UpdateReport::default());
-        }
+one_model_strategy!(Ewc);
+
+impl Ewc {
+    fn train(&mut self, data: Dataset, work: &WorkContext) -> anyhow::Result<UpdateReport> {
         let secs = match &self.consolidated {
             Some((anchor, fisher)) if self.lambda > 0.0 => {
                 let lambda = self.lambda;
                 let mut penalty =
                     |vars: &[(String, Tensor)]| ewc_penalty(vars, anchor, fisher, lambda);
-                self.recipe.fit(
-                    &mut self.model,
-                    &data,
-                    self.rounds,
-                    Some(&mut penalty),
-                    work,
-                )?
+                self.learner.fit(&data, Some(&mut penalty), work)?
             }
-            _ => self
-                .recipe
-                .fit(&mut self.model, &data, self.rounds, None, work)?,
+            _ => self.learner.fit(&data, None, work)?,
         };
         // The parameters that matter for this round's data, to be held in place from now on.
         let t0 = std::time::Instant::now();
-        let fisher =
-            self.model
-                .fisher_diagonal(&data.features, &data.labels, self.fisher_samples)?;
-        let theta = self.model.snapshot()?;
+        let model = &self.learner.model;
+        let fisher = model.fisher_diagonal(&data.features, &data.labels, self.fisher_samples)?;
+        let theta = model.snapshot()?;
         self.consolidated = Some(match self.consolidated.take() {
             None => (theta, fisher),
             Some((anchor, sum)) => consolidate(&anchor, &sum, &theta, &fisher)?,
         });
-        Ok(UpdateReport {
-            train_seconds: secs + t0.elapsed().as_secs_f64(),
-            trained_samples: data.len(),
-            model_bytes: self.model.parameter_bytes(),
-            models_sent: 1,
-        })
-    }
-    fn per_task_models(&self) -> bool {
-        false
-    }
-    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
-        Ok(self.model.predict_proba(x)?)
-    }
-    fn num_classes(&self) -> usize {
-        self.recipe.num_classes
-    }
-    fn num_parameters(&self) -> usize {
-        self.model.num_parameters()
+        let secs = secs + t0.elapsed().as_secs_f64();
+        Ok(self.learner.report(secs, data.len()))
     }
 }
 
@@ -448,67 +434,33 @@ pub fn joint_hps() -> Vec<HpSpec> {
 }
 
 pub struct Joint {
-    recipe: Recipe,
-    model: Classifier,
+    learner: Learner,
     all: Dataset,
     from_scratch: bool,
-    rounds: u64,
 }
 
 pub fn build_joint(
     hps: &Hyperparameters,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
-    let recipe = Recipe::of(ctx)?;
-    let dim = input_dim(&recipe);
+    let learner = Learner::of(ctx)?;
     Ok(Box::new(Joint {
-        model: recipe.fresh()?,
-        recipe,
-        all: Dataset {
-            dim,
-            ..Default::default()
-        },
+        all: learner.no_data(),
+        learner,
         from_scratch: hps.bool("from_scratch")?,
-        rounds: 0,
     }))
 }
 
-impl TaskUpdateDecision for Joint {
-    fn update(
-        &mut self,
-        batches: &[TaskBatch],
-        work: &WorkContext,
-    ) -> anyhow::Result<UpdateReport> {
-        self.rounds += 1;
-        let new = concat(self.all.dim, batches.iter().map(|b| b.samples));
-        if new.is_empty() {
-            return Ok(UpdateReport::default());
-        }
+one_model_strategy!(Joint);
+
+impl Joint {
+    fn train(&mut self, new: Dataset, work: &WorkContext) -> anyhow::Result<UpdateReport> {
         self.all = concat(self.all.dim, [&self.all, &new]);
         if self.from_scratch {
-            self.model = self.recipe.fresh()?;
+            self.learner.model = self.learner.recipe.fresh()?;
         }
-        let secs = self
-            .recipe
-            .fit(&mut self.model, &self.all, self.rounds, None, work)?;
-        Ok(UpdateReport {
-            train_seconds: secs,
-            trained_samples: self.all.len(),
-            model_bytes: self.model.parameter_bytes(),
-            models_sent: 1,
-        })
-    }
-    fn per_task_models(&self) -> bool {
-        false
-    }
-    fn predict_proba(&self, x: &[f32], _: Option<&[usize]>) -> anyhow::Result<Vec<f32>> {
-        Ok(self.model.predict_proba(x)?)
-    }
-    fn num_classes(&self) -> usize {
-        self.recipe.num_classes
-    }
-    fn num_parameters(&self) -> usize {
-        self.model.num_parameters()
+        let secs = self.learner.fit(&self.all, None, work)?;
+        Ok(self.learner.report(secs, self.all.len()))
     }
 }
 
@@ -554,10 +506,7 @@ impl TaskUpdateDecision for PerTaskModels {
         let mut report = UpdateReport::default();
         for b in batches {
             let dim = b.samples.dim;
-            let stored = self.data.entry(b.task).or_insert_with(|| Dataset {
-                dim,
-                ..Default::default()
-            });
+            let stored = self.data.entry(b.task).or_insert_with(|| empty(dim));
             stored.features.extend_from_slice(&b.samples.features);
             stored.labels.extend_from_slice(&b.samples.labels);
             // The task update decision: a new task gets a model; a known one is retrained on
@@ -638,18 +587,12 @@ mod tests {
                 hyperparameters: serde_json::from_value(json!({"hidden_sizes": [], "epochs": 1, "learning_rate": 0.01, "batch_size": 8, "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "seed": 0})).unwrap(),
             },
         };
-        let recipe = Recipe::of(&ctx).unwrap();
         let mut r = Replay {
-            model: recipe.fresh().unwrap(),
-            recipe,
-            buffer: Dataset {
-                dim: 1,
-                ..Default::default()
-            },
+            learner: Learner::of(&ctx).unwrap(),
+            buffer: empty(1),
             capacity: 100,
             seen: 0,
             rng: ChaCha8Rng::seed_from_u64(1),
-            rounds: 0,
         };
         // Two "tasks" of 1000 samples each, features = task id.
         for t in 0..2u32 {

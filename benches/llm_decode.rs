@@ -121,7 +121,13 @@ fn main() -> anyhow::Result<()> {
             println!("skipping {name}: {} is missing", path.display());
             continue;
         }
-        let m = load_shared(&path, &device, weights)?;
+        let m = match load_shared(&path, &device, weights) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("skipping {name}: {e}");
+                continue;
+            }
+        };
         let steps = decode(m.as_ref())?;
         rows.push(Row {
             name: format!(

@@ -25,7 +25,7 @@ pub struct LoadedLm {
 }
 
 fn weights_hp() -> HpSpec {
-    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or requantize GGUF weights at load time (candle has no fast x86 kernel for Q4_1/Q5_x)")
+    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; candle has no fast x86 kernel for Q4_1/Q5_x) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
 }
 
 fn model_hps() -> Vec<HpSpec> {
@@ -113,7 +113,12 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
     }
     let add_bos = model.config().bos_token_id.is_some() && tokenizer.bos_id().is_some();
     let loaded = Arc::new(LoadedLm {
-        label: format!("{} on {}", path.display(), choice.label),
+        // The weight option is part of the identity: the verifier-only reference of a job is
+        // cached by this label, and `native` and `f32` weights are different models.
+        label: match weights {
+            "native" => format!("{} on {}", path.display(), choice.label),
+            w => format!("{} as {w} on {}", path.display(), choice.label),
+        },
         fingerprint: h.finish(),
         add_bos,
         model,
@@ -126,6 +131,16 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
 pub fn build(hps: &Hyperparameters) -> anyhow::Result<Arc<dyn LanguageModel>> {
     let path = PathBuf::from(hps.str("model")?);
     let lm = load_shared(&path, hps.str("device")?, hps.str("weights")?)?;
+    let verifier = hps.str("verification").is_ok();
+    let quantized = lm.model.weight_bytes() < 4 * lm.model.num_parameters();
+    if verifier && quantized && !lm.model.device().is_cpu() {
+        ianvs_paradigms::device::warn_once(&format!(
+            "verifier {}: candle's quantized GPU kernels are not batch invariant, so greedy \
+             speculative output can drift from verifier-only output (measured on an H200 with \
+             SmolLM2 Q4_1); `weights: f32` keeps a GPU verifier lossless",
+            lm.describe()
+        ));
+    }
     Ok(lm)
 }
 

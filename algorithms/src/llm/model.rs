@@ -242,10 +242,13 @@ impl LlmModel {
         options: &LoadOptions,
         host_attention: bool,
     ) -> Result<Self> {
-        if options.requantize.is_some() && !device.is_cpu() {
-            return Err(LlmError::Unsupported(
-                "requantizing weights at load time is implemented for the CPU only".into(),
-            ));
+        if let Some(dtype) = options.requantize {
+            if dtype != GgmlDType::F32 && !device.is_cpu() {
+                return Err(LlmError::Unsupported(format!(
+                    "requantizing weights to {dtype:?} at load time is implemented for the CPU \
+                     only (`weights: f32`, dense weights, works on every device)"
+                )));
+            }
         }
         config.check().map_err(|reason| LlmError::InvalidFile {
             what: "model configuration in",

@@ -145,11 +145,21 @@ impl LinearFactory {
         let dims = raw.dims();
         let bias_len = bias.as_ref().map_or(0, |b| b.elem_count());
         let weight = match raw {
+            // `weights: f32`: dense on the device (cuBLAS), quantized files included.
+            RawTensor::Quant(q) if self.requantize == Some(GgmlDType::F32) => {
+                QMatMul::Tensor(q.dequantize(&self.device)?)
+            }
             RawTensor::Quant(q) => QMatMul::from_qtensor(q)?,
             RawTensor::Dense(t) => {
                 QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(&self.device)?)
             }
         };
+        // Not batch invariant on the GPU: candle's quantized CUDA matmul picks its kernel by row
+        // count and rounds activations to q8_1, and on an H200 greedy speculative output of a
+        // Q4_1 verifier drifted from the verifier's own at clear margins — also with chunks
+        // split row by row, so the cause is not (only) the row count. Dense f32 weights
+        // (`weights: f32`) were lossless there; the LLM module warns about the rest.
+        let split_rows = false;
         let bytes = match &weight {
             QMatMul::QTensor(q) => q.storage_size_in_bytes(),
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
@@ -159,7 +169,7 @@ impl LinearFactory {
         Ok(Linear {
             weight,
             bias,
-            split_rows: false,
+            split_rows,
             bytes: bytes + bias_len * 4,
             params: dims.iter().product::<usize>() + bias_len,
         })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use candle_core::quantized::GgmlDType;
-use ianvs_paradigms::device::{device_hp, select_device};
+use ianvs_paradigms::device::{device_hp, device_hp_defaulting_to, select_device};
 use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
 use ianvs_paradigms::modules::{LanguageModel, LmSession};
 use serde_json::json;
@@ -28,16 +28,18 @@ fn weights_hp() -> HpSpec {
     HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; candle has no fast x86 kernel for Q4_1/Q5_x) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
 }
 
-fn model_hps() -> Vec<HpSpec> {
+/// `device`: the drafter defaults to the CPU (it is the edge model), the verifier to `auto`
+/// (the cloud GPU when this build and machine have one).
+fn model_hps(device: HpSpec) -> Vec<HpSpec> {
     vec![
         HpSpec::new("model", HpKind::Path, None, "a GGUF file or a folder with config.json + *.safetensors (+ tokenizer.json); relative to the YAML file"),
-        device_hp(),
+        device,
         weights_hp(),
     ]
 }
 
 pub fn drafter_hps() -> Vec<HpSpec> {
-    let mut v = model_hps();
+    let mut v = model_hps(device_hp());
     v.extend([
         HpSpec::new(
             "draft_tokens_per_step",
@@ -62,7 +64,7 @@ pub fn drafter_hps() -> Vec<HpSpec> {
 }
 
 pub fn verifier_hps() -> Vec<HpSpec> {
-    let mut v = model_hps();
+    let mut v = model_hps(device_hp_defaulting_to("auto"));
     v.push(HpSpec::new(
         "temperature",
         HpKind::Float { min: 0.0, max: 100.0 },

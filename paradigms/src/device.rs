@@ -1,6 +1,7 @@
 //! Devices per role: each model of a collaboration flow (edge, cloud, drafter, verifier) names
-//! the device it runs on, `cpu` or `cuda`. A request this build or machine cannot honour falls
-//! back to the CPU with a message once per process, never with a panic.
+//! the device it runs on, `cpu`, `cuda`, or `auto` (the GPU when this build and machine have
+//! one, else the CPU). A request this build or machine cannot honour falls back to the CPU with
+//! a message once per process, never with a panic.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
@@ -10,11 +11,16 @@ use serde_json::json;
 
 use crate::hp::{HpKind, HpSpec};
 
-pub const DEVICE_NAMES: &[&str] = &["cpu", "cuda"];
+pub const DEVICE_NAMES: &[&str] = &["cpu", "cuda", "auto"];
 
-/// The `device` hyperparameter of a model module.
+/// The `device` hyperparameter of a model module (default `cpu`).
 pub fn device_hp() -> HpSpec {
-    HpSpec::new("device", HpKind::Choice(DEVICE_NAMES), json!("cpu"), "where this model runs: cpu, or cuda (needs a build with `--features cuda` and an NVIDIA GPU; otherwise the CPU is used, with a message)")
+    device_hp_defaulting_to("cpu")
+}
+
+/// The `device` hyperparameter with another default (the verifier's is `auto`).
+pub fn device_hp_defaulting_to(default: &'static str) -> HpSpec {
+    HpSpec::new("device", HpKind::Choice(DEVICE_NAMES), json!(default), "where this model runs: cpu; cuda (needs a build with `--features cuda` and an NVIDIA GPU; otherwise the CPU is used, with a message); or auto (the GPU when there is one, else the CPU, with a note)")
 }
 
 /// The device a model got.
@@ -46,9 +52,14 @@ pub fn select_device(requested: &str) -> DeviceChoice {
                 "device `cuda` requested but {why}; running on the CPU instead"
             )))
         }),
+        "auto" => cuda().unwrap_or_else(|why| {
+            cpu(Some(format!(
+                "note: device `auto` runs on the CPU here ({why})"
+            )))
+        }),
         "cpu" => cpu(None),
         other => cpu(Some(format!(
-            "unknown device \"{other}\" (expected cpu or cuda); running on the CPU"
+            "unknown device \"{other}\" (expected cpu, cuda or auto); running on the CPU"
         ))),
     }
 }
@@ -102,6 +113,15 @@ mod tests {
             );
         } else {
             assert_eq!(g.label, "cuda:0");
+        }
+        // `auto` takes the GPU exactly when `cuda` could, and says so when it cannot.
+        let a = select_device("auto");
+        assert_eq!(a.label, g.label);
+        if a.device.is_cpu() {
+            assert!(
+                a.fallback.as_deref().is_some_and(|m| m.contains("auto")),
+                "{a:?}"
+            );
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use ianvs_algorithms::lm_modules::load_shared;
 use ianvs_paradigms::modules::LanguageModel;
+use ianvs_paradigms::sampling::argmax;
 
 const STEPS: usize = 64;
 const WARMUP_STEPS: usize = 8;
@@ -65,12 +66,12 @@ fn decode(model: &dyn LanguageModel) -> anyhow::Result<Vec<f64>> {
     for _ in 0..RUNS {
         let mut s = model.new_session();
         let rows = s.forward(&prompt)?;
-        let mut tok = argmax(rows.last().unwrap());
+        let mut tok = argmax(rows.last().unwrap())?;
         for step in 0..STEPS {
             let t0 = Instant::now();
             let rows = s.forward(&[tok])?;
             let dt = t0.elapsed().as_secs_f64();
-            tok = argmax(rows.last().unwrap());
+            tok = argmax(rows.last().unwrap())?;
             if step >= WARMUP_STEPS {
                 all.push(dt);
             }
@@ -78,13 +79,6 @@ fn decode(model: &dyn LanguageModel) -> anyhow::Result<Vec<f64>> {
     }
     all.sort_by(|a, b| a.total_cmp(b));
     Ok(all)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i as u32)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -496,6 +496,25 @@ impl Leaderboard {
     }
 }
 
+/// "accuracy (higher first), then latency-mean (lower first)": the job's ranking in words.
+pub fn sort_text(meta: &JobMeta) -> String {
+    meta.rank
+        .sort_by
+        .iter()
+        .map(|(m, o)| {
+            format!(
+                "{m} ({})",
+                if *o == Order::Descend {
+                    "higher first"
+                } else {
+                    "lower first"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", then ")
+}
+
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -523,25 +542,10 @@ pub fn write_rank_from(
         all.write_csv(&dir.join("all_rank.csv"))?;
     }
     selected.write_csv(&dir.join("selected_rank.csv"))?;
-    let sort_desc: Vec<String> = meta
-        .rank
-        .sort_by
-        .iter()
-        .map(|(m, o)| {
-            format!(
-                "{m} ({})",
-                if *o == Order::Descend {
-                    "higher first"
-                } else {
-                    "lower first"
-                }
-            )
-        })
-        .collect();
     let md = format!(
         "# Leaderboard: {}\n\nRanked by {}. {} case(s).\n\n{}",
         meta.name,
-        sort_desc.join(", then "),
+        sort_text(meta),
         all.rows.len(),
         selected.to_markdown()
     );

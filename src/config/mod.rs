@@ -524,7 +524,10 @@ fn load_job_inner(
     let rank_raw = rank_node.and_then(|r| read_rank(&mut w, r));
 
     // Test environment.
-    let testenv = testenv_ref.and_then(|(tf, mark)| read_testenv(&tf, &file, mark, &mut diags));
+    // Unknown metric names (diagnostic index, name): their choices are narrowed below.
+    let mut unknown_metrics = Vec::new();
+    let testenv = testenv_ref
+        .and_then(|(tf, mark)| read_testenv(&tf, &file, mark, &mut diags, &mut unknown_metrics));
 
     // Algorithms.
     let seed = ov.seed.unwrap_or(0);
@@ -548,15 +551,8 @@ fn load_job_inner(
                 }
             }
         }
-        for d in diags.items.iter_mut() {
-            if let Some(bad) = d
-                .message
-                .strip_prefix("unknown metric \"")
-                .and_then(|m| m.strip_suffix('"'))
-                .map(str::to_string)
-            {
-                d.choices(&bad, &valid);
-            }
+        for (at, bad) in &unknown_metrics {
+            diags.items[*at].choices(bad, &valid);
         }
     }
 
@@ -902,6 +898,7 @@ fn read_testenv(
     from: &Path,
     mark: Mark,
     diags: &mut Diagnostics,
+    unknown_metrics: &mut Vec<(usize, String)>,
 ) -> Option<(LoadedTestEnv, Vec<(String, Node)>)> {
     let root = read_yaml(file, diags, Some((from, mark, "benchmarkingjob.testenv")))?;
     let errors_before = diags.len();
@@ -981,6 +978,7 @@ fn read_testenv(
                             }
                         }
                         None => {
+                            unknown_metrics.push((w.diags.items.len(), name.to_string()));
                             w.err(
                                 Some(nn.mark),
                                 &format!("{ip}.name"),

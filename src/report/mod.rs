@@ -14,11 +14,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::config::Order;
 use crate::controller::{CaseResult, Status};
 use crate::metrics::{self, interval::std_dev, Interval};
 use crate::plots::{self, Chart};
-use crate::story::{self, format_number, JobMeta, Leaderboard};
+use crate::story::{self, format_number, sort_text, JobMeta, Leaderboard};
 pub use machine::{Machine, RunInfo};
 
 /// A table: headers and rows of text cells.
@@ -61,24 +60,6 @@ fn kv(rows: Vec<(&str, String)>) -> Table {
             .map(|(k, v)| vec![k.to_string(), v])
             .collect(),
     }
-}
-
-fn sort_text(meta: &JobMeta) -> String {
-    meta.rank
-        .sort_by
-        .iter()
-        .map(|(m, o)| {
-            format!(
-                "{m} ({})",
-                if *o == Order::Descend {
-                    "higher first"
-                } else {
-                    "lower first"
-                }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", then ")
 }
 
 /// A metric cell: the value, its interval and, for repeated cases, the spread over runs.

@@ -154,12 +154,6 @@ impl LinearFactory {
                 QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(&self.device)?)
             }
         };
-        // Not batch invariant on the GPU: candle's quantized CUDA matmul picks its kernel by row
-        // count and rounds activations to q8_1, and on an H200 greedy speculative output of a
-        // Q4_1 verifier drifted from the verifier's own at clear margins — also with chunks
-        // split row by row, so the cause is not (only) the row count. Dense f32 weights
-        // (`weights: f32`) were lossless there; the LLM module warns about the rest.
-        let split_rows = false;
         let bytes = match &weight {
             QMatMul::QTensor(q) => q.storage_size_in_bytes(),
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
@@ -169,7 +163,12 @@ impl LinearFactory {
         Ok(Linear {
             weight,
             bias,
-            split_rows,
+            // Not batch invariant on the GPU: candle's quantized CUDA matmul picks its kernel by row
+            // count and rounds activations to q8_1, and on an H200 greedy speculative output of a
+            // Q4_1 verifier drifted from the verifier's own at clear margins — also with chunks
+            // split row by row, so the cause is not (only) the row count. Dense f32 weights
+            // (`weights: f32`) were lossless there; the LLM module warns about the rest.
+            split_rows: false,
             bytes: bytes + bias_len * 4,
             params: dims.iter().product::<usize>() + bias_len,
         })

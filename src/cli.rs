@@ -42,9 +42,11 @@ enum Command {
         /// The benchmark YAML (`benchmarkingjob: ...`).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
-        /// Print the planned cases as JSON.
+        /// Print the planned cases, and every path with the rule that found it, as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// List the built-in paradigms, modules (with their hyperparameters) or metrics.
     List {
@@ -101,8 +103,21 @@ struct CompareArgs {
     json: bool,
 }
 
+/// Options of the configuration layer, shared by `run` and `validate`.
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Keys KubeEdge-Ianvs ignores (e.g. `description`) are errors instead of warnings.
+    #[arg(long)]
+    strict: bool,
+    /// The most test cases a job may expand to (counted before anything is expanded).
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CASES)]
+    max_cases: u64,
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
     /// The benchmark YAML (`benchmarkingjob: ...`).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: PathBuf,
@@ -180,10 +195,18 @@ fn out(text: &str) -> Result<()> {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => cmd_run(args),
-        Command::Validate { file, json } => {
+        Command::Validate { file, json, config } => {
             let reg = registry();
-            let job = match config::load_job(&file, &reg, &PARADIGMS, &Overrides::default()) {
-                Ok(j) => j,
+            let ov = Overrides {
+                strict: config.strict,
+                max_cases: Some(config.max_cases),
+                ..Overrides::default()
+            };
+            let job = match config::load_job(&file, &reg, &PARADIGMS, &ov) {
+                Ok(j) => {
+                    print_warnings(&j);
+                    j
+                }
                 Err(d) => {
                     eprintln!("{d}");
                     return Ok(EXIT_CONFIG);
@@ -195,10 +218,14 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 return Ok(EXIT_CONFIG);
             }
             if json {
-                out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&cases_json(&job, &cases))?
-                ))?;
+                let mut v = cases_json(&job, &cases);
+                v["paths"] = serde_json::to_value(&job.paths)?;
+                v["warnings"] = job
+                    .warnings
+                    .iter()
+                    .map(|d| json!({"file": d.file, "line": d.mark.map(|m| m.line), "key": d.path, "message": d.message}))
+                    .collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             } else {
                 let data = job.testenv.data.summary();
                 out(&format!(
@@ -255,6 +282,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
     }
 }
 
+/// Keys KubeEdge-Ianvs ignores too: printed on stderr, the job still runs.
+fn print_warnings(job: &config::Job) {
+    if !job.warnings.is_empty() {
+        eprint!("{}", job.warnings_text);
+    }
+}
+
 fn cases_json(job: &config::Job, cases: &[controller::PlannedCase]) -> serde_json::Value {
     json!({
         "job": job.name,
@@ -273,9 +307,14 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     let ov = Overrides {
         workspace: args.workspace.clone(),
         seed: args.seed,
+        strict: args.config.strict,
+        max_cases: Some(args.config.max_cases),
     };
     let mut job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
-        Ok(j) => j,
+        Ok(j) => {
+            print_warnings(&j);
+            j
+        }
         Err(d) => {
             eprintln!("{d}");
             return Ok(EXIT_CONFIG);

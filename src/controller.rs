@@ -191,7 +191,9 @@ pub fn job_dir(job: &Job) -> PathBuf {
 }
 
 pub fn case_dir(job: &Job, case: &PlannedCase) -> PathBuf {
-    job_dir(job).join(&case.spec.algorithm).join(&case.spec.id)
+    // The algorithm's folder is its name sanitized (names may hold spaces or slashes).
+    let folder = &job.algorithms[case.algorithm_index].folder;
+    job_dir(job).join(folder).join(&case.spec.id)
 }
 
 /// True when the case folder holds a finished, successful result.

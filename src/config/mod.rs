@@ -7,10 +7,13 @@
 //! fixes them all in one go; nothing is run or written while any remain.
 
 pub mod diag;
+pub mod grid;
+pub mod keys;
+pub mod paths;
 pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ianvs_paradigms::data::{self, Dataset, LabelColumn, LoadOptions, SplitMethod};
@@ -20,6 +23,8 @@ use ianvs_paradigms::{DataSplits, Paradigm};
 use serde_json::Value;
 
 pub use diag::{Diagnostic, Diagnostics};
+use keys::*;
+pub use paths::{normalize, resolve_path, PathRule, ResolvedPath};
 use yaml::{Mark, Node, NodeKind};
 
 use crate::metrics::{self, MetricDef};
@@ -34,6 +39,12 @@ pub struct Job {
     pub algorithms: Vec<Algorithm>,
     pub rank: RankConfig,
     pub seed: u64,
+    /// Every path read from the YAML files, absolute, with the rule that found it.
+    pub paths: Vec<ResolvedPath>,
+    /// Keys KubeEdge-Ianvs ignores too (an error under `--strict`).
+    pub warnings: Vec<Diagnostic>,
+    /// The warnings as printed (with source snippets).
+    pub warnings_text: String,
 }
 
 pub struct TestEnv {
@@ -46,7 +57,10 @@ pub struct TestEnv {
 }
 
 pub struct Algorithm {
+    /// The name as written (leaderboards show it).
     pub name: String,
+    /// The folder of its cases under the job folder: the name, sanitized and collision-free.
+    pub folder: String,
     /// The algorithm YAML file (the leaderboard's `url` column).
     pub file: PathBuf,
     pub paradigm: &'static dyn Paradigm,
@@ -111,36 +125,15 @@ pub struct SelectedDataitem {
 pub struct Overrides {
     pub workspace: Option<PathBuf>,
     pub seed: Option<u64>,
+    /// Keys KubeEdge-Ianvs ignores become errors.
+    pub strict: bool,
+    /// The most test cases a job may expand to (`None`: [`DEFAULT_MAX_CASES`]).
+    pub max_cases: Option<u64>,
 }
 
-/// Joins `rel` onto the folder of `file` and removes `.` and `..` components lexically, so
-/// messages show `testenvs/x/testenv.yaml`, not `testenvs/x/./testenv.yaml`.
-pub fn resolve_path(file: &Path, rel: &str) -> PathBuf {
-    let base = file.parent().unwrap_or(Path::new(""));
-    normalize(&base.join(rel))
-}
-
-pub fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                let at_start = out.as_os_str().is_empty() || out.ends_with("..");
-                if at_start {
-                    out.push("..")
-                } else {
-                    out.pop();
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
+/// The default cap on a job's test cases, counted from the grid axes before anything is
+/// expanded (raise it with `--max-cases`).
+pub const DEFAULT_MAX_CASES: u64 = 100_000;
 
 /// Walks one file's YAML tree against a schema, pushing diagnostics.
 struct Walker<'d> {
@@ -212,9 +205,22 @@ impl Walker<'_> {
                 self.err(
                     Some(k.mark),
                     &kp,
-                    format!("`{key}` is an Ianvs key ianvs does not support yet: {why}"),
+                    format!("`{key}` is not supported yet: {why}"),
                 )
-                .help(format!("remove `{key}`"));
+                .help(format!(
+                    "remove `{key}` (a KubeEdge-Ianvs key ianvs does not implement)"
+                ));
+                continue;
+            }
+            if !allowed.contains(&key.as_str())
+                && keys::ignored(&keys::level_of(path)).contains(&key.as_str())
+            {
+                self.diags.warn(Diagnostic::new(
+                    &self.file,
+                    Some(k.mark),
+                    &kp,
+                    format!("`{key}` in `{path}` is ignored; KubeEdge-Ianvs ignores it too"),
+                ));
                 continue;
             }
             if !allowed.contains(&key.as_str()) {
@@ -280,24 +286,115 @@ impl Walker<'_> {
         Some(out)
     }
 
-    /// A path value, resolved relative to this file; checked to exist.
+    /// A path value, found by the path rule ([`paths::lookup`]): the YAML's folder, then the
+    /// working directory. Records which rule found it.
     fn existing_path(&mut self, node: &Node, path: &str) -> Option<PathBuf> {
         let rel = self.string(node, path)?;
-        let p = resolve_path(&self.file, &rel);
-        if !p.exists() {
-            self.err(
-                Some(node.mark),
-                path,
-                format!(
-                    "`{path}` names \"{rel}\", which does not exist (looked for {})",
-                    p.display()
-                ),
-            )
-            .help("paths are relative to the YAML file that contains them");
-            return None;
+        match paths::lookup(&self.file, &rel) {
+            paths::Lookup::Found(p, rule) => {
+                self.diags.resolved.push(ResolvedPath {
+                    file: paths::absolute(&self.file),
+                    key: path.to_string(),
+                    written: rel,
+                    path: paths::absolute(&p),
+                    rule,
+                });
+                Some(p)
+            }
+            paths::Lookup::Missing(tried) => {
+                let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                self.err(
+                    Some(node.mark),
+                    path,
+                    format!(
+                        "`{path}` names \"{rel}\", which does not exist (looked for {})",
+                        tried.join(" and ")
+                    ),
+                )
+                .help("relative paths are tried against the YAML file's folder, then the working directory");
+                None
+            }
+            paths::Lookup::Ambiguous { yaml, cwd } => {
+                self.err(
+                    Some(node.mark),
+                    path,
+                    format!(
+                        "`{path}` names \"{rel}\", which exists both relative to the YAML file ({}) and to the working directory ({}), and they differ",
+                        yaml.display(),
+                        cwd.display()
+                    ),
+                )
+                .help("write the path so only one reading exists (e.g. absolute), or run from another folder");
+                None
+            }
+            paths::Lookup::SymlinkLoop(p) => {
+                self.err(
+                    Some(node.mark),
+                    path,
+                    format!(
+                        "`{path}` names \"{rel}\": {} is a symbolic link that loops (or is nested too deep)",
+                        p.display()
+                    ),
+                );
+                None
+            }
         }
+    }
+
+    /// The workspace folder: the path rule, except that a workspace that does not exist yet is
+    /// created in the YAML's folder.
+    fn workspace(&mut self, node: &Node, path: &str) -> Option<PathBuf> {
+        let rel = self.string(node, path)?;
+        let (p, rule) = match paths::lookup(&self.file, &rel) {
+            paths::Lookup::Found(p, rule) => (p, rule),
+            paths::Lookup::Missing(_) if Path::new(&rel).is_absolute() => {
+                (normalize(Path::new(&rel)), PathRule::Absolute)
+            }
+            paths::Lookup::Missing(_) => (resolve_path(&self.file, &rel), PathRule::YamlFolderNew),
+            paths::Lookup::Ambiguous { .. } | paths::Lookup::SymlinkLoop(_) => {
+                return self.existing_path(node, path);
+            }
+        };
+        self.diags.resolved.push(ResolvedPath {
+            file: paths::absolute(&self.file),
+            key: path.to_string(),
+            written: rel,
+            path: paths::absolute(&p),
+            rule,
+        });
         Some(p)
     }
+}
+
+/// The node as JSON, or why not: `.nan` / `.inf` are read as numbers and refused here with
+/// their spelling (JSON would turn them into `null`, "found nothing").
+fn check_finite(node: &Node) -> Result<Value, String> {
+    match node.non_finite() {
+        Some((what, _)) => Err(format!("must be a finite number, found {what}")),
+        None => Ok(node.to_json()),
+    }
+}
+
+/// A module or metric `url:` naming a Python plug-in file. The plug-in issue replaces this
+/// one function with the real wiring; until then a non-empty `url` is a clear "plug-in" error.
+/// Returns true when it reported one.
+fn refuse_plugin_url(w: &mut Walker, url: &Node, path: &str, what: &str) -> bool {
+    if matches!(&url.kind, NodeKind::Str(s) if s.is_empty()) || matches!(url.kind, NodeKind::Null) {
+        return false;
+    }
+    let shown = url.as_str().unwrap_or("");
+    let (msg, help) = match what {
+        "metric" => (
+            format!("metric `url` \"{shown}\" (a Python plug-in file) is not supported yet: plug-in metrics are not run"),
+            "remove `url` to use the built-in metric of that name; `ianvs list metrics` shows them",
+        ),
+        _ => (
+            format!("module `url` \"{shown}\" (a Python plug-in file) is not supported yet: built-in modules are chosen by `name`"),
+            "remove `url`; `ianvs list modules` shows the built-in modules",
+        ),
+    };
+    w.err(Some(url.mark), path, msg).help(help);
+    true
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -350,50 +447,13 @@ fn read_yaml(
     }
 }
 
-const JOB_KEYS: &[&str] = &["name", "workspace", "testenv", "test_object", "rank"];
-const JOB_UNSUPPORTED: &[(&str, &str)] = &[(
-    "simulation",
-    "cluster simulation (Ianvs `simulation`) is not implemented; run on this machine",
-)];
-const RANK_KEYS: &[&str] = &[
-    "sort_by",
-    "visualization",
-    "selected_dataitem",
-    "save_mode",
-    "selected_output_columns",
+/// Ianvs's `Rank.save` modes. `selected_and_all_and_picture` saves both tables and, as in
+/// Ianvs, pictures: ianvs's charts (`ianvs report`) are drawn at the end of the run.
+pub const SAVE_MODES: &[&str] = &[
+    "selected_and_all",
+    "selected_only",
+    "selected_and_all_and_picture",
 ];
-const DATASET_KEYS: &[&str] = &[
-    "train_data",
-    "test_data",
-    "train_index",
-    "test_index",
-    "train_url",
-    "test_url",
-    "data",
-    "split",
-    "label",
-    "feature_scale",
-    "shape",
-    "text_field",
-];
-const DATASET_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "train_data_info",
-        "LLM metadata files are not read yet; give prompts as a JSONL `test_data`",
-    ),
-    (
-        "test_data_info",
-        "LLM metadata files are not read yet; give prompts as a JSONL `test_data`",
-    ),
-];
-const TESTENV_BASE_KEYS: &[&str] = &["dataset", "metrics"];
-const TESTENV_UNSUPPORTED: &[(&str, &str)] = &[(
-    "model_eval",
-    "model evaluation gates of incremental learning are not implemented yet",
-)];
-const ALGO_KEYS: &[&str] = &["paradigm_type", "initial_model_url", "modules", "repeat"];
-const MODULE_KEYS: &[&str] = &["type", "name", "url", "hyperparameters"];
-pub const SAVE_MODES: &[&str] = &["selected_and_all", "selected_only"];
 pub const VIS_MODES: &[&str] = &["selected_only", "all", "none"];
 
 /// Loads, resolves and validates a benchmarking job. Either a complete job or every problem.
@@ -447,9 +507,7 @@ fn load_job_inner(
     });
     let workspace = match (&ov.workspace, jf.get("workspace")) {
         (Some(ws), _) => Some(ws.clone()),
-        (None, Some(n)) => w
-            .string(n, "benchmarkingjob.workspace")
-            .map(|s| resolve_path(&file, &s)),
+        (None, Some(n)) => w.workspace(n, "benchmarkingjob.workspace"),
         (None, None) => Some(resolve_path(&file, "./workspace")),
     };
     let testenv_ref = w.required(&jf, p, "testenv").and_then(|n| {
@@ -461,7 +519,7 @@ fn load_job_inner(
     let mut algo_refs: Vec<(String, PathBuf, Mark)> = Vec::new();
     if let Some(to) = w.required(&jf, p, "test_object") {
         let tp = "benchmarkingjob.test_object";
-        if let Some(tf) = w.map(to, tp, &["type", "algorithms"], &[]) {
+        if let Some(tf) = w.map(to, tp, TEST_OBJECT_KEYS, &[]) {
             if let Some(t) = tf.get("type") {
                 if let Some(s) = w.string(t, &format!("{tp}.type")) {
                     if s != "algorithms" {
@@ -498,13 +556,9 @@ fn load_job_inner(
                                     .map(|pth| (pth, u.mark))
                             });
                             if let Some((n, m)) = &n {
-                                if !n
-                                    .chars()
-                                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                                    || n.starts_with('.')
-                                {
-                                    w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" must be usable as a folder name: letters, digits, `.`, `_` and `-` only"));
-                                } else if crate::story::RESERVED_DIRS.contains(&n.as_str()) {
+                                // Any name is accepted (Ianvs writes `"feature extraction"`); its
+                                // folder is a sanitized, collision-free form (`paths::folder_name`).
+                                if crate::story::RESERVED_DIRS.contains(&n.as_str()) {
                                     w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" is reserved: the job folder keeps its {} there; choose another name", if n == "rank" { "leaderboards" } else if n == "plots" { "report's charts" } else { "regression gate's outputs" }));
                                 } else if !names.insert(n.clone()) {
                                     w.err(Some(*m), &format!("{ap}.name"), format!("algorithm name \"{n}\" is used twice; names must be unique"));
@@ -584,7 +638,7 @@ fn load_job_inner(
         let mut settings = BTreeMap::new();
         for spec in a.paradigm.settings() {
             let v = match te_settings_nodes.iter().find(|(k, _)| k == spec.name) {
-                Some((_, node)) => match spec.check(&node.to_json()) {
+                Some((_, node)) => match check_finite(node).and_then(|j| spec.check(&j)) {
                     Ok(v) => v,
                     Err(why) => {
                         diags.push(Diagnostic::new(
@@ -691,9 +745,21 @@ fn load_job_inner(
         rank
     });
 
+    if ov.strict {
+        diags.promote_warnings();
+    }
+    if let Some(cap_diag) = grid::check_cap(
+        &algorithms,
+        &algo_refs,
+        ov.max_cases.unwrap_or(DEFAULT_MAX_CASES),
+        &file,
+    ) {
+        diags.push(cap_diag);
+    }
     if !diags.is_empty() {
         return Err(diags);
     }
+    diags.dedup();
     let (Some(name), Some(workspace), Some(rank)) = (name, workspace, rank) else {
         return Err(diags);
     };
@@ -705,6 +771,9 @@ fn load_job_inner(
         algorithms,
         rank,
         seed,
+        warnings_text: diags.warnings_text(),
+        paths: std::mem::take(&mut diags.resolved),
+        warnings: std::mem::take(&mut diags.warnings),
     })
 }
 
@@ -927,9 +996,11 @@ fn read_testenv(
                     w.err(
                         Some(k.mark),
                         &format!("testenv.{key}"),
-                        format!("`{key}` is an Ianvs key ianvs does not support yet: {why}"),
+                        format!("`{key}` is not supported yet: {why}"),
                     )
-                    .help(format!("remove `{key}`"));
+                    .help(format!(
+                        "remove `{key}` (a KubeEdge-Ianvs key ianvs does not implement)"
+                    ));
                 } else {
                     settings_nodes.push((
                         key,
@@ -959,7 +1030,23 @@ fn read_testenv(
                     // Ianvs writes `- name: accuracy` (optionally with `url`); a bare string is accepted too.
                     let name_node = match &item.kind {
                         NodeKind::Str(_) => Some(item),
-                        _ => w.map(item, &ip, &["name"], &[("url", "metrics from Python files are not supported; use a built-in metric")]).and_then(|f| w.required(&f, &ip, "name")),
+                        _ => w.map(item, &ip, &["name", "url"], &[]).and_then(|f| {
+                            let name = w.required(&f, &ip, "name");
+                            // A plug-in metric may have any name: only the plug-in is reported.
+                            match f.get("url") {
+                                Some(u)
+                                    if refuse_plugin_url(
+                                        &mut w,
+                                        u,
+                                        &format!("{ip}.url"),
+                                        "metric",
+                                    ) =>
+                                {
+                                    None
+                                }
+                                _ => name,
+                            }
+                        }),
                     };
                     let Some(nn) = name_node else { continue };
                     let Some(name) = w.string(nn, &format!("{ip}.name")) else {
@@ -1188,7 +1275,14 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
                     "`split` only applies to a single `data` file",
                 );
             }
-            if te.is_none() {
+            // `test_data_info` was already reported as not supported yet.
+            if te.is_none()
+                && !w
+                    .diags
+                    .items
+                    .iter()
+                    .any(|d| d.path == "testenv.dataset.test_data_info")
+            {
                 w.err(Some(f.mark), p, "`testenv.dataset` needs test data: `test_data`, `test_index`, or one `data` file with a `split`");
             }
             (
@@ -1283,7 +1377,12 @@ fn read_algorithm(
         .iter()
         .map(|(k, _)| k.key_text())
         .filter(|k| k.ends_with("_data_setting"))
-        .map(|k| (k, "per-algorithm data settings are not implemented; split data in the test environment (`testenv.dataset.split`)".to_string()))
+        .map(|k| (k, DATA_SETTING_WHY.to_string()))
+        .chain(
+            ALGO_UNSUPPORTED
+                .iter()
+                .map(|(k, w)| (k.to_string(), w.to_string())),
+        )
         .collect();
     let unsupported_refs: Vec<(&str, &str)> = unsupported
         .iter()
@@ -1306,12 +1405,23 @@ fn read_algorithm(
             .iter()
             .find(|pd| pd.name().eq_ignore_ascii_case(&s));
         if found.is_none() {
-            w.err(
-                Some(n.mark),
-                "algorithm.paradigm_type",
-                format!("unknown paradigm \"{s}\""),
-            )
-            .choices(&s, &paradigm_names);
+            if IANVS_PARADIGMS.contains(&s.to_ascii_lowercase().as_str()) {
+                w.err(
+                    Some(n.mark),
+                    "algorithm.paradigm_type",
+                    format!(
+                        "paradigm \"{s}\" is a KubeEdge-Ianvs paradigm ianvs does not run yet (not supported yet); ianvs runs: {}",
+                        paradigm_names.join(", ")
+                    ),
+                );
+            } else {
+                w.err(
+                    Some(n.mark),
+                    "algorithm.paradigm_type",
+                    format!("unknown paradigm \"{s}\""),
+                )
+                .choices(&s, &paradigm_names);
+            }
         }
         found.map(|b| b.as_ref())
     });
@@ -1349,8 +1459,10 @@ fn read_algorithm(
                         continue;
                     }
                     if let Some(u) = mf.get("url") {
-                        if !matches!(&u.kind, NodeKind::Str(s) if s.is_empty()) {
-                            w.err(Some(u.mark), &format!("{mp}.url"), "module `url` (a Python plug-in file) is not supported yet: built-in modules are chosen by `name`").help("remove `url`; `ianvs list modules` shows the built-in modules");
+                        // A plug-in module may have any name: only the plug-in is reported.
+                        if refuse_plugin_url(&mut w, u, &format!("{mp}.url"), "module") {
+                            seen_types.insert(mtype.clone(), tn.mark);
+                            continue;
                         }
                     }
                     let Some(nn) = w.required(&mf, &mp, "name") else {
@@ -1413,6 +1525,7 @@ fn read_algorithm(
     }
     Some(Algorithm {
         name: name.to_string(),
+        folder: paths::folder_name(name, crate::story::RESERVED_DIRS),
         file: file.to_path_buf(),
         paradigm: paradigm?,
         modules,
@@ -1480,7 +1593,7 @@ fn read_module_hps(
                             let mut point = BTreeMap::new();
                             for (name, kn, vn) in &fields.entries {
                                 let spec = entry.hp(name).expect("key checked against hp names");
-                                match spec.check(&vn.to_json()) {
+                                match check_finite(vn).and_then(|j| spec.check(&j)) {
                                     Ok(val) => {
                                         point.insert(name.clone(), val);
                                     }
@@ -1540,7 +1653,21 @@ fn read_module_hps(
             }
             let mut axis = Vec::new();
             for (j, v) in vals.iter().enumerate() {
-                let mut json = v.to_json();
+                let mut json = match check_finite(v) {
+                    Ok(j) => j,
+                    Err(why) => {
+                        w.err(
+                            Some(v.mark),
+                            &format!("{kp}.values[{j}]"),
+                            format!(
+                                "hyperparameter `{key}` of {} {}: {why}",
+                                entry.module_type, entry.name
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
                 if spec.kind == ianvs_paradigms::hp::HpKind::Path {
                     if let Some(s) = json.as_str() {
                         json =
@@ -1601,29 +1728,4 @@ fn read_module_hps(
         axes,
         fixed,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalize_keeps_leading_parent_dirs() {
-        assert_eq!(
-            normalize(Path::new("../../tiny/x.yaml")),
-            PathBuf::from("../../tiny/x.yaml")
-        );
-        assert_eq!(
-            normalize(Path::new("a/./b/../c.yaml")),
-            PathBuf::from("a/c.yaml")
-        );
-        assert_eq!(
-            resolve_path(Path::new("testenvs/x/benchmark.yaml"), "./testenv.yaml"),
-            PathBuf::from("testenvs/x/testenv.yaml")
-        );
-        assert_eq!(
-            resolve_path(Path::new("benchmark.yaml"), "../d.csv"),
-            PathBuf::from("../d.csv")
-        );
-    }
 }

@@ -569,7 +569,12 @@ pub fn plan(
         if heatmaps >= MAX_HEATMAPS {
             break;
         }
-        let dir = job_dir.join(&v.result.algorithm).join(&v.result.case_id);
+        let dir = job_dir
+            .join(crate::config::paths::folder_name(
+                &v.result.algorithm,
+                crate::story::RESERVED_DIRS,
+            ))
+            .join(&v.result.case_id);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -618,7 +623,10 @@ pub fn plan(
     let mut field_order: Vec<String> = Vec::new();
     for v in ok.iter().take(MAX_SERIES) {
         let f = job_dir
-            .join(&v.result.algorithm)
+            .join(crate::config::paths::folder_name(
+                &v.result.algorithm,
+                crate::story::RESERVED_DIRS,
+            ))
             .join(&v.result.case_id)
             .join("records.jsonl");
         for (field, ms) in time_fields(&f) {

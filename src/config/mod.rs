@@ -366,6 +366,49 @@ impl Walker<'_> {
     }
 }
 
+/// `warmup_samples` not smaller than the test set makes every sample a warm-up sample: every
+/// latency column would be blank. Written in the YAML it is an error; the default (10) on a
+/// tiny test set is a warning.
+fn check_warmup(
+    settings: &BTreeMap<String, Value>,
+    te: &LoadedTestEnv,
+    nodes: &[(String, Node)],
+    alg: &Algorithm,
+    diags: &mut Diagnostics,
+) {
+    // Only single-task learning marks test samples as warm-up; joint inference runs its
+    // warm-up passes apart from the recorded ones (capped at the test set).
+    if alg.paradigm.name() != "singletasklearning" {
+        return;
+    }
+    let Some(warmup) = settings.get("warmup_samples").and_then(Value::as_u64) else {
+        return;
+    };
+    let n = te.data.test.len() as u64;
+    if warmup < n {
+        return;
+    }
+    let written = nodes.iter().find(|(k, _)| k == "warmup_samples");
+    let msg = format!(
+        "`warmup_samples` = {warmup} is not smaller than the test set ({n} samples) of algorithm \"{}\": every sample would be a warm-up and the latency columns would be empty",
+        alg.name
+    );
+    let mut d = Diagnostic::new(
+        &te.file,
+        written.map(|(_, node)| node.mark),
+        "testenv.warmup_samples",
+        msg,
+    );
+    d.help(format!(
+        "set `warmup_samples` below {n} in the test environment"
+    ));
+    if written.is_some() {
+        diags.push(d);
+    } else {
+        diags.warn(d);
+    }
+}
+
 /// The node as JSON, or why not: `.nan` / `.inf` are read as numbers and refused here with
 /// their spelling (JSON would turn them into `null`, "found nothing").
 fn check_finite(node: &Node) -> Result<Value, String> {
@@ -411,7 +454,15 @@ fn read_yaml(
     diags: &mut Diagnostics,
     referenced_from: Option<(&Path, Mark, &str)>,
 ) -> Option<Node> {
-    let text = match std::fs::read_to_string(file) {
+    // A FIFO or device would block `read_to_string` forever.
+    let read = data::check_regular_file(file)
+        .map_err(|e| match e {
+            data::DataError::Io { source, .. } => source.to_string(),
+            data::DataError::Invalid { message, .. } => message,
+            other => other.to_string(),
+        })
+        .and_then(|()| std::fs::read_to_string(file).map_err(|e| e.to_string()));
+    let text = match read {
         Ok(t) => t,
         Err(e) => {
             let d = match referenced_from {
@@ -671,6 +722,7 @@ fn load_job_inner(
             settings.insert(spec.name.to_string(), v);
             used_settings.insert(spec.name.to_string(), spec);
         }
+        check_warmup(&settings, &te, &te_settings_nodes, a, &mut diags);
         a.settings = Hyperparameters(settings);
     }
     // When every algorithm loaded, a testenv key must be read by one of their paradigms; when
@@ -1146,6 +1198,18 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
             ),
         }
     }
+    if let Some(n) = f.get("num_classes") {
+        match &n.kind {
+            NodeKind::Int(i) if *i >= 1 && *i <= u32::MAX as i64 => {
+                opts.num_classes = Some(*i as u32)
+            }
+            _ => w.expected(
+                n,
+                &format!("{p}.num_classes"),
+                "a positive integer (labels run from 0 to num_classes - 1)",
+            ),
+        }
+    }
     if let Some(t) = f.get("text_field") {
         opts.text_field = w.string(t, &format!("{p}.text_field"));
     }
@@ -1338,7 +1402,8 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
     let num_classes = train
         .as_ref()
         .map_or(0, |t| t.num_classes())
-        .max(test.num_classes());
+        .max(test.num_classes())
+        .max(opts.num_classes.unwrap_or(0) as usize);
     Some(DataSplits {
         train: train.map(Arc::new),
         test: Arc::new(test),

@@ -212,7 +212,7 @@ impl Builder {
             self.fail(
                 at,
                 format!(
-                    "the file expands to more than {MAX_NODES} nodes (aliases counted at their expanded size); is it a YAML alias bomb?"
+                    "the file expands to more than {MAX_NODES} values (aliases counted at their expanded size): a YAML alias bomb, or far more than a configuration needs"
                 ),
             );
             return false;

@@ -1264,7 +1264,7 @@ fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
         if (key.ends_with("_index") || key.ends_with("_url"))
             && data::Format::of(&path) != Some(data::Format::Index)
         {
-            w.err(Some(n.mark), &format!("{p}.{key}"), format!("`{key}` must name an Ianvs index file (.txt with `<sample path> <label>` lines), not {}", path.display()));
+            w.err(Some(n.mark), &format!("{p}.{key}"), format!("`{key}` naming {} is not supported yet: ianvs reads index files as .txt with `<sample path> <label>` lines (Ianvs's JSON annotation indexes are not read)", path.display()));
             return None;
         }
         match data::load(&path, &opts) {

@@ -289,6 +289,58 @@ fn print_warnings(job: &config::Job) {
     }
 }
 
+/// `--dry-run`: one case per line (or per JSON array element), written as it is formatted, so
+/// a 100,000-case listing never sits in memory as one string.
+fn write_dry_run(
+    job: &config::Job,
+    cases: &[controller::PlannedCase],
+    as_json: bool,
+) -> Result<()> {
+    let mut so = std::io::BufWriter::new(std::io::stdout().lock());
+    if as_json {
+        write!(
+            so,
+            "{{\n  \"job\": {},\n  \"cases\": [",
+            serde_json::to_string(&job.name)?
+        )?;
+        for (i, c) in cases.iter().enumerate() {
+            let v = json!({
+                "case_id": c.spec.id,
+                "algorithm": c.spec.algorithm,
+                "paradigm": job.algorithms[c.algorithm_index].paradigm.name(),
+                "grid": c.grid_values.iter().cloned().collect::<serde_json::Map<_, _>>(),
+                "modules": c.spec.modules,
+            });
+            write!(so, "{}\n    ", if i == 0 { "" } else { "," })?;
+            serde_json::to_writer(&mut so, &v)?;
+        }
+        writeln!(so, "\n  ]\n}}")?;
+    } else {
+        writeln!(
+            so,
+            "{} case(s) in job \"{}\" (nothing run):",
+            cases.len(),
+            job.name
+        )?;
+        for c in cases {
+            let grid: Vec<String> = c
+                .grid_values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(
+                so,
+                "  {}  {:<24} {}",
+                c.spec.id,
+                c.spec.algorithm,
+                grid.join(" ")
+            )?;
+        }
+    }
+    so.flush()?;
+    Ok(())
+}
+
 fn cases_json(job: &config::Job, cases: &[controller::PlannedCase]) -> serde_json::Value {
     json!({
         "job": job.name,
@@ -342,32 +394,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         return Ok(EXIT_CONFIG);
     }
     if args.dry_run {
-        if args.json {
-            out(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&cases_json(&job, &cases))?
-            ))?;
-        } else {
-            let mut s = format!(
-                "{} case(s) in job \"{}\" (nothing run):\n",
-                cases.len(),
-                job.name
-            );
-            for c in &cases {
-                let grid: Vec<String> = c
-                    .grid_values
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                s.push_str(&format!(
-                    "  {}  {:<24} {}\n",
-                    c.spec.id,
-                    c.spec.algorithm,
-                    grid.join(" ")
-                ));
-            }
-            out(&s)?;
-        }
+        write_dry_run(&job, &cases, args.json)?;
         return Ok(0);
     }
 
@@ -407,6 +434,17 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         &cancel,
     )?;
     let (all, selected) = story::write_rank(&job_dir, &meta).context("writing the leaderboard")?;
+    if job.rank.save_mode == "selected_and_all_and_picture" {
+        // Ianvs draws pictures in this mode; ianvs's pictures are the report and its charts.
+        let w = report::write(&job_dir).context("drawing the pictures (save_mode)")?;
+        if !args.quiet {
+            eprintln!(
+                "pictures: {} chart(s) in {}",
+                w.charts,
+                job_dir.join("plots").display()
+            );
+        }
+    }
     if args.json {
         out(&format!(
             "{}\n",

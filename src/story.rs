@@ -538,7 +538,9 @@ pub fn write_rank_from(
     let selected = all.select(meta);
     let dir = job_dir.join("rank");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if meta.rank.save_mode == "selected_and_all" {
+    // `selected_and_all_and_picture` (Ianvs) saves the full table too; its pictures are the
+    // report's charts, drawn by the run.
+    if meta.rank.save_mode.starts_with("selected_and_all") {
         all.write_csv(&dir.join("all_rank.csv"))?;
     }
     selected.write_csv(&dir.join("selected_rank.csv"))?;

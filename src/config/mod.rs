@@ -109,7 +109,7 @@ pub struct RankConfig {
     /// `selected_only`, `all` or `none`: which table is printed at the end of a run.
     pub visualization_mode: String,
     pub selected: SelectedDataitem,
-    /// `selected_and_all` or `selected_only`.
+    /// `selected_and_all`, `selected_only` or `selected_and_all_and_picture` (as Ianvs).
     pub save_mode: String,
     pub selected_output_columns: Option<Vec<String>>,
 }

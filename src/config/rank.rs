@@ -6,8 +6,8 @@ use super::yaml::{Mark, Node};
 use super::*;
 use crate::metrics;
 
-/// Ianvs's `Rank.save` modes. `selected_and_all_and_picture` saves both tables and, as in
-/// Ianvs, pictures: ianvs's charts (`ianvs report`) are drawn at the end of the run.
+/// Ianvs's `Rank.save` modes. `selected_and_all_and_picture` saves both tables and, as Ianvs
+/// draws pictures in that mode, `ianvs run` writes the report and its charts at the end.
 pub const SAVE_MODES: &[&str] = &[
     "selected_and_all",
     "selected_only",

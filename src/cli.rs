@@ -212,12 +212,14 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     return Ok(EXIT_CONFIG);
                 }
             };
-            let cases = controller::plan(&job);
-            if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
+            // Checked one case at a time: validating a 100,000-case grid stays in flat memory.
+            if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
                 eprintln!("{d}");
                 return Ok(EXIT_CONFIG);
             }
+            let case_count = config::grid::total(&job.algorithms);
             if json {
+                let cases = controller::plan(&job);
                 let mut v = cases_json(&job, &cases);
                 v["paths"] = serde_json::to_value(&job.paths)?;
                 v["warnings"] = job
@@ -232,7 +234,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     "ok: job \"{}\" is valid: {} algorithm(s), {} case(s); data: {data}\n",
                     job.name,
                     job.algorithms.len(),
-                    cases.len(),
+                    case_count,
                 ))?;
             }
             Ok(0)
@@ -293,7 +295,7 @@ fn print_warnings(job: &config::Job) {
 /// a 100,000-case listing never sits in memory as one string.
 fn write_dry_run(
     job: &config::Job,
-    cases: &[controller::PlannedCase],
+    cases: impl Iterator<Item = controller::PlannedCase>,
     as_json: bool,
 ) -> Result<()> {
     let mut so = std::io::BufWriter::new(std::io::stdout().lock());
@@ -303,7 +305,7 @@ fn write_dry_run(
             "{{\n  \"job\": {},\n  \"cases\": [",
             serde_json::to_string(&job.name)?
         )?;
-        for (i, c) in cases.iter().enumerate() {
+        for (i, c) in cases.enumerate() {
             let v = json!({
                 "case_id": c.spec.id,
                 "algorithm": c.spec.algorithm,
@@ -319,7 +321,7 @@ fn write_dry_run(
         writeln!(
             so,
             "{} case(s) in job \"{}\" (nothing run):",
-            cases.len(),
+            config::grid::total(&job.algorithms),
             job.name
         )?;
         for c in cases {
@@ -388,14 +390,19 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         },
         None => None,
     };
+    if args.dry_run {
+        // Planned, checked and printed one case at a time: flat memory at any grid size.
+        if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
+            eprintln!("{d}");
+            return Ok(EXIT_CONFIG);
+        }
+        write_dry_run(&job, controller::plan_iter(&job), args.json)?;
+        return Ok(0);
+    }
     let cases = controller::plan(&job);
     if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
         eprintln!("{d}");
         return Ok(EXIT_CONFIG);
-    }
-    if args.dry_run {
-        write_dry_run(&job, &cases, args.json)?;
-        return Ok(0);
     }
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -116,61 +116,70 @@ pub fn data_fingerprint(job: &Job) -> String {
 /// Expands every algorithm's grid: the Cartesian product of all axes of all modules, in YAML
 /// order (the first axis varies slowest).
 pub fn plan(job: &Job) -> Vec<PlannedCase> {
+    plan_iter(job).collect()
+}
+
+/// [`plan`], one case at a time: nothing is allocated per case until it is asked for, so
+/// `validate` checks a 100,000-case job in flat memory. The case count is known beforehand
+/// from the axes (`config::grid`).
+pub fn plan_iter(job: &Job) -> impl Iterator<Item = PlannedCase> + '_ {
     let fp = data_fingerprint(job);
-    let mut out = Vec::new();
-    for (ai, alg) in job.algorithms.iter().enumerate() {
-        // Flatten axes across modules, remembering which module each belongs to.
-        let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg
-            .modules
-            .iter()
-            .enumerate()
-            .flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a)))
-            .collect();
-        let total: usize = axes.iter().map(|(_, a)| a.len()).product();
-        for n in 0..total {
-            let mut hps: Vec<BTreeMap<String, Value>> =
-                alg.modules.iter().map(|m| m.fixed.clone()).collect();
-            let mut grid_values = Vec::new();
-            let mut rem = n;
-            let mut picks = vec![0; axes.len()];
-            for (k, (_, axis)) in axes.iter().enumerate().rev() {
-                picks[k] = rem % axis.len();
-                rem /= axis.len();
-            }
-            for (k, (mi, axis)) in axes.iter().enumerate() {
-                for (name, v) in &axis[picks[k]] {
-                    hps[*mi].insert(name.clone(), v.clone());
-                    grid_values.push((
-                        format!("{}-{}", alg.modules[*mi].module_type, name),
-                        v.clone(),
-                    ));
-                }
-            }
-            let modules: Vec<ResolvedModule> = alg
+    job.algorithms
+        .iter()
+        .enumerate()
+        .flat_map(move |(ai, alg)| {
+            // Flatten axes across modules, remembering which module each belongs to.
+            let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg
                 .modules
                 .iter()
-                .zip(hps)
-                .map(|(m, h)| ResolvedModule {
-                    module_type: m.module_type.clone(),
-                    name: m.name.clone(),
-                    hyperparameters: Hyperparameters(h),
-                })
+                .enumerate()
+                .flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a)))
                 .collect();
-            let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
-            out.push(PlannedCase {
-                algorithm_index: ai,
-                spec: CaseSpec {
-                    id,
-                    algorithm: alg.name.clone(),
-                    modules,
-                    settings: alg.settings.clone(),
-                    seed: job.seed,
-                },
-                grid_values,
-            });
-        }
-    }
-    out
+            let total: usize = axes.iter().map(|(_, a)| a.len()).product();
+            let fp = fp.clone();
+            (0..total).map(move |n| {
+                let mut hps: Vec<BTreeMap<String, Value>> =
+                    alg.modules.iter().map(|m| m.fixed.clone()).collect();
+                let mut grid_values = Vec::new();
+                let mut rem = n;
+                let mut picks = vec![0; axes.len()];
+                for (k, (_, axis)) in axes.iter().enumerate().rev() {
+                    picks[k] = rem % axis.len();
+                    rem /= axis.len();
+                }
+                for (k, (mi, axis)) in axes.iter().enumerate() {
+                    for (name, v) in &axis[picks[k]] {
+                        hps[*mi].insert(name.clone(), v.clone());
+                        grid_values.push((
+                            format!("{}-{}", alg.modules[*mi].module_type, name),
+                            v.clone(),
+                        ));
+                    }
+                }
+                let modules: Vec<ResolvedModule> = alg
+                    .modules
+                    .iter()
+                    .zip(hps)
+                    .map(|(m, h)| ResolvedModule {
+                        module_type: m.module_type.clone(),
+                        name: m.name.clone(),
+                        hyperparameters: Hyperparameters(h),
+                    })
+                    .collect();
+                let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
+                PlannedCase {
+                    algorithm_index: ai,
+                    spec: CaseSpec {
+                        id,
+                        algorithm: alg.name.clone(),
+                        modules,
+                        settings: alg.settings.clone(),
+                        seed: job.seed,
+                    },
+                    grid_values,
+                }
+            })
+        })
 }
 
 pub struct RunOptions {

@@ -512,6 +512,8 @@ fn persist(
         "seed": case.spec.seed,
         "repeat": alg.repeat,
         "modules": case.spec.modules,
+        // Every path of the job's YAML files, absolute, with the rule that found it.
+        "paths": job.paths,
     });
     let write = |name: &str, bytes: &[u8]| {
         std::fs::write(tmp.join(name), bytes)

@@ -230,6 +230,45 @@ fn relative_paths_follow_the_yaml_folder_then_the_working_directory() {
     // The name with a space is shown as written.
     assert_eq!(v["cases"][0]["algorithm"], "feature extraction");
 
+    // Run it: the cases go into a sanitized folder, the leaderboard shows the name as written,
+    // and resolved.yaml records each path with its rule.
+    let ws = tempfile::tempdir().unwrap();
+    let run = Command::cargo_bin("ianvs")
+        .unwrap()
+        .current_dir(tmp.path())
+        .args([
+            "run",
+            "-q",
+            "-f",
+            "examples/x/benchmark.yaml",
+            "--workspace",
+        ])
+        .arg(ws.path())
+        .timeout(std::time::Duration::from_secs(300))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let job_dir = ws.path().join("h");
+    let folders: Vec<String> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("feature_extraction-"))
+        .collect();
+    assert_eq!(folders.len(), 1, "one sanitized algorithm folder");
+    let case = std::fs::read_dir(job_dir.join(&folders[0]))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("resolved.yaml").exists())
+        .unwrap();
+    let resolved = std::fs::read_to_string(case.join("resolved.yaml")).unwrap();
+    assert!(resolved.contains("rule: working_dir"), "{resolved}");
+    let board = std::fs::read_to_string(job_dir.join("rank/all_rank.csv")).unwrap();
+    assert!(board.contains("feature extraction"), "{board}");
+
     // The same relative path existing from both folders, as different files: an error naming both.
     let inner = ex.join("examples/x");
     std::fs::create_dir_all(&inner).unwrap();

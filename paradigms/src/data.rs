@@ -691,6 +691,54 @@ mod tests {
     }
 
     #[test]
+    fn hostile_values_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        // A label past the class cap, or past `num_classes` when given.
+        let p = write(d.path(), "l.csv", "1,2,0\n1,2,1000000\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("l.csv:2: label 1000000 implies 1000001 classes"),
+            "{e}"
+        );
+        let p = write(d.path(), "k.csv", "1,2,0\n1,2,3\n");
+        let opts = LoadOptions {
+            num_classes: Some(3),
+            ..LoadOptions::default()
+        };
+        let e = load(&p, &opts).unwrap_err().to_string();
+        assert!(
+            e.contains("k.csv:2: label 3 is not below `num_classes` = 3"),
+            "{e}"
+        );
+        // NaN and infinite features.
+        let p = write(d.path(), "n.csv", "1,2,0\n1,NaN,1\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("n.csv:2: column 2 is NaN, not a finite number"),
+            "{e}"
+        );
+        let p = write(d.path(), "i.csv", "1,2,0\ninf,2,1\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("i.csv:2: column 1 is inf"), "{e}");
+        // A line that is not UTF-8.
+        let p = d.path().join("u.jsonl");
+        std::fs::write(&p, b"{\"prompt\": \"a\"}\n{\"prompt\": \"\xff\"}\n").unwrap();
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("u.jsonl:2: the line is not valid UTF-8 text"),
+            "{e}"
+        );
+        // A folder is not a data file.
+        let e = load(&d.path().join("sub.csv"), &LoadOptions::default());
+        assert!(e.is_err());
+        std::fs::create_dir(d.path().join("dir.csv")).unwrap();
+        let e = load(&d.path().join("dir.csv"), &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a folder, not a regular file"), "{e}");
+    }
+
+    #[test]
     fn malformed_lines_name_file_and_line() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "a.csv", "1,2,0\n1,x,1\n");

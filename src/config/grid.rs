@@ -41,7 +41,7 @@ pub fn size(alg: &Algorithm) -> GridSize {
     }
 }
 
-/// The job's total case count, or `None` when it overflows `u128` (it cannot in practice).
+/// The job's total case count (saturating: a grid past `u128::MAX` reads as `u128::MAX`).
 pub fn total(algs: &[Algorithm]) -> u128 {
     algs.iter()
         .map(|a| size(a).cases)

@@ -291,24 +291,38 @@ impl MarkedEventReceiver for Builder {
 /// [`MAX_DEPTH`]). An empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (fixed, pads) = match indent_flow_continuations(text) {
-        Some((t, p)) => (Some(t), p),
-        None => (None, HashMap::new()),
-    };
+    match parse_with(text, HashMap::new()) {
+        Ok(n) => Ok(n),
+        // Only a text yaml-rust2 refuses is retried with its flow lines re-indented (so a
+        // valid file is never rewritten); the retry's result is used only when it parses.
+        Err((e, from_parser)) => match indent_flow_continuations(text) {
+            Some((fixed, pads)) if from_parser => parse_with(&fixed, pads).map_err(|_| e),
+            _ => Err(e),
+        },
+    }
+}
+
+/// Parses `text`; an error says whether the YAML parser (not the builder's caps) raised it.
+fn parse_with(text: &str, pads: HashMap<usize, usize>) -> Result<Node, (SyntaxError, bool)> {
     let mut b = Builder {
         pads,
         ..Builder::default()
     };
-    let mut parser = Parser::new_from_str(fixed.as_deref().unwrap_or(text));
+    let mut parser = Parser::new_from_str(text);
     let loaded = parser.load(&mut b, true);
     // A problem found by the builder (a bomb, a second document) comes first: the parser may
     // have stumbled later on the same input.
     if let Some(e) = b.error.take() {
-        return Err(e);
+        return Err((e, false));
     }
-    loaded.map_err(|e| SyntaxError {
-        mark: unpad(mark(*e.marker()), &b.pads),
-        message: e.info().to_string(),
+    loaded.map_err(|e| {
+        (
+            SyntaxError {
+                mark: unpad(mark(*e.marker()), &b.pads),
+                message: e.info().to_string(),
+            },
+            true,
+        )
     })?;
     Ok(b.root.unwrap_or(Node {
         kind: NodeKind::Null,
@@ -434,6 +448,9 @@ mod tests {
         assert!(
             matches!(n.as_map().unwrap()[1].1.kind, NodeKind::Float(f) if f == f64::NEG_INFINITY)
         );
+        // A valid file is never rewritten: an unbalanced `[` in a block scalar stays text.
+        let n = parse("a: |\n  see [the docs\nb: 1\n").unwrap();
+        assert_eq!(n.as_map().unwrap()[1].0.key_text(), "b");
         // Brackets inside quotes and comments do not open a flow collection.
         assert!(indent_flow_continuations("a: \"[x\"\nb: 1 # [\nc: 2\n").is_none());
     }

@@ -77,6 +77,9 @@ pub struct Diagnostics {
     pub items: Vec<Diagnostic>,
     /// Keys KubeEdge-Ianvs ignores too: reported, not fatal (fatal under `--strict`).
     pub warnings: Vec<Diagnostic>,
+    /// (file, mapping path, suggested key) of each unknown key reported with a did-you-mean,
+    /// so a "missing required key" is not reported a second time for the same typo.
+    pub suggested: HashSet<(PathBuf, String, String)>,
     /// Paths resolved so far, with the rule that found each (for `validate --json`).
     pub resolved: Vec<ResolvedPath>,
     /// Each file's text and the byte offset of each line start, for snippets in O(1).

@@ -114,6 +114,11 @@ impl Walker<'_> {
                     &key,
                     &allowed.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
                 );
+                if let Some(sg) = &sugg {
+                    self.diags
+                        .suggested
+                        .insert((self.file.clone(), path.to_string(), sg.clone()));
+                }
                 self.diags.items.last_mut().expect("just pushed").suggestion = sugg;
                 continue;
             }
@@ -130,9 +135,13 @@ impl Walker<'_> {
     ) -> Option<&'n Node> {
         let v = f.get(key);
         // A misspelt key already reported with this key as its suggestion needs no second message.
-        let misspelt = self.diags.items.iter().any(|d| {
-            d.suggestion.as_deref() == Some(key) && d.file == self.file && d.path.starts_with(path)
-        });
+        // (A set look-up, not a scan of every diagnostic: checks stay linear in the file.)
+        let misspelt = v.is_none()
+            && self.diags.suggested.contains(&(
+                self.file.clone(),
+                path.to_string(),
+                key.to_string(),
+            ));
         if v.is_none() && !misspelt {
             self.err(
                 Some(f.mark),

@@ -147,6 +147,7 @@ fn ranking_uses_every_sort_key_and_puts_failures_last() {
             save_mode: "selected_and_all".into(),
             selected_output_columns: None,
         },
+        planned: None,
     };
     let rs = vec![
         result("c1", Some(0.9), 5.0, Status::Ok),

@@ -274,11 +274,15 @@ pub fn run(
     } else {
         ProgressDrawTarget::hidden()
     });
+    // A case id is run at most once, even if a caller passes a plan with repeats: two workers
+    // on one case folder would race on it.
+    let mut ids = std::collections::HashSet::new();
     let todo: Vec<&PlannedCase> = cases
         .iter()
+        .filter(|c| ids.insert(c.spec.id.as_str()))
         .filter(|c| !(opts.resume && is_complete(&case_dir(job, c))))
         .collect();
-    let skipped = cases.len() - todo.len();
+    let skipped = ids.len() - todo.len();
     if skipped > 0 && !opts.quiet {
         eprintln!(
             "resume: {skipped} of {} cases already complete, skipping them",

@@ -1,5 +1,6 @@
 //! Safe writes into a job folder: atomic files (a uniquely named temporary file in the target's
-//! folder, synced, then renamed over the final name) and the advisory lock that keeps two ianvs
+//! folder, synced, then renamed over the final name; named here rather than by `tempfile`, whose
+//! errors append the temporary's name and whose files are owner-only) and the advisory lock that keeps two ianvs
 //! processes from writing the same job at once.
 //!
 //! Why unique temporary names: two renders of one job used to share `leaderboard.tmp` for
@@ -9,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -16,23 +18,43 @@ use anyhow::{Context, Result};
 /// prefix: a temporary file named uniquely in the same folder, fsynced, renamed into place.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_of(path);
-    let stem = path
+    let (tmp, mut f) = unique_name(dir, path, ".tmp", |p| {
+        OpenOptions::new().write(true).create_new(true).open(p)
+    })
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    let r = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates `.<name of target>.<pid>-<n>.<suffix>` in `dir` with `create` (which must fail when
+/// the name exists), trying the next `n` on a clash. pid + counter make the name unique between
+/// processes and threads; `create_new` makes it safe even against a leftover file.
+fn unique_name<T>(
+    dir: &Path,
+    target: &Path,
+    suffix: &str,
+    create: impl Fn(&Path) -> std::io::Result<T>,
+) -> std::io::Result<(PathBuf, T)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{stem}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // The temporary file is deleted when `persist` fails (its error owns and drops it).
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = dir.join(format!(".{name}.{}-{n}{suffix}", std::process::id()));
+        match create(&p) {
+            Ok(t) => return Ok((p, t)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A new, uniquely named hidden folder beside `final_dir` to fill and then move into place with
@@ -41,16 +63,9 @@ pub fn staging_dir(final_dir: &Path) -> Result<PathBuf> {
     let parent = parent_of(final_dir);
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let name = final_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempdir_in(parent)
+    let (p, ()) = unique_name(parent, final_dir, ".partial", |p| std::fs::create_dir(p))
         .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
-    Ok(tmp.keep())
+    Ok(p)
 }
 
 /// Writes one file into a staging folder, synced (the folder is renamed into place afterwards,
@@ -181,6 +196,16 @@ mod tests {
         atomic_write(&f, b"one").unwrap();
         atomic_write(&f, b"two").unwrap();
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        // The same permissions as a file written the plain way (0o666 less the umask).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let plain = d.path().join("plain");
+            std::fs::write(&plain, b"x").unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode(&f), mode(&plain));
+            std::fs::remove_file(plain).unwrap();
+        }
         let names: Vec<_> = std::fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -194,6 +219,10 @@ mod tests {
         let f = d.path().join("nope").join("a.md");
         let e = format!("{:#}", atomic_write(&f, b"x").unwrap_err());
         assert!(e.contains("a.md") && e.contains("No such file"), "{e}");
+        assert!(
+            !e.contains(".a.md.") && !e.contains("at path"),
+            "the temporary's name leaks: {e}"
+        );
     }
 
     #[test]

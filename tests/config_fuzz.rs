@@ -4,7 +4,7 @@
 //! with the public `ianvs::config::load_job`, planned and preflighted. Whatever the input, the
 //! loader must return a job or a non-empty diagnostic, never panic.
 //!
-//! Bounded for CI: `IANVS_FUZZ_CASES` cases (default 200, about ten seconds), seeded by
+//! Bounded for CI: `IANVS_FUZZ_CASES` cases (default 500, a few seconds), seeded by
 //! `IANVS_FUZZ_SEED` (default 13) so a failure reproduces; set a larger count and another seed
 //! to fuzz longer.
 
@@ -185,7 +185,7 @@ fn mutated_fixture_configs_never_panic_the_loader() {
             .unwrap_or(default)
     };
     let mut runner = TestRunner::new(Config {
-        cases: env("IANVS_FUZZ_CASES", 200) as u32,
+        cases: env("IANVS_FUZZ_CASES", 500) as u32,
         rng_seed: RngSeed::Fixed(env("IANVS_FUZZ_SEED", 13)),
         failure_persistence: None,
         ..Config::default()

@@ -497,6 +497,18 @@ fn compare_cannot_pass_on_nothing() {
     }
     let o = compare_in(d.path(), &["empty.json", "base.json", "--allow-empty"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The one-step gate of a run cannot pass on nothing either.
+    let o = run(
+        &fixtures().join("tiny/benchmark.yaml"),
+        &[
+            "--workspace",
+            d.path().join("ws").to_str().unwrap(),
+            "--baseline",
+            d.path().join("renamed.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("renamed.json"));
 
     // A metric stored as text cannot be compared: a failure unless the tolerance skips it.
     let mut texty = base.clone();

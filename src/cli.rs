@@ -230,16 +230,20 @@ fn on_signals(cancel: Arc<AtomicBool>) -> Result<Arc<AtomicI32>> {
     let g = got.clone();
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            if cancel.swap(true, Ordering::SeqCst) {
+            // Record the signal before raising `cancel`, so the run never sees one without the other.
+            if g.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
                 std::process::exit(128 + sig);
             }
-            g.store(sig, Ordering::SeqCst);
+            cancel.store(true, Ordering::SeqCst);
             let name = match sig {
                 SIGINT => "interrupted",
                 SIGTERM => "terminated (SIGTERM)",
                 _ => "hung up (SIGHUP)",
             };
-            eprintln!("\n{name}: stopping after the current step; finished cases are kept and ranked (send it again, or press Ctrl-C, to quit now)");
+            // Not eprintln!: after SIGHUP the terminal may be gone, and a failed write must not panic.
+            let _ = writeln!(std::io::stderr(), "\n{name}: stopping after the current step; finished cases are kept and ranked (send it again, or press Ctrl-C, to quit now)");
         }
     });
     Ok(got)

@@ -540,9 +540,10 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         }
         let dir = job_dir.join("compare");
         let summary_file = dir.join("summary.md");
-        let _ = std::fs::remove_file(&summary_file);
-        compare::write_outputs(&cmp, Some(&summary_file), Some(&dir.join("junit.xml")))?;
+        compare::write_outputs(&cmp, None, Some(&dir.join("junit.xml")))?;
         let md = compare::to_markdown(&cmp);
+        // The job's own summary is replaced whole (`--summary` of `ianvs compare` appends).
+        crate::workspace::atomic_write(&summary_file, md.as_bytes())?;
         if args.json || args.quiet {
             eprint!("{}", if args.quiet { String::new() } else { md });
         } else {

@@ -393,6 +393,24 @@ fn a_full_or_read_only_disk_is_exit_3_with_a_plain_message_and_no_partial_file()
 }
 
 #[test]
+fn a_report_that_cannot_be_written_fails_the_run_with_exit_3() {
+    let d = tempfile::tempdir().unwrap();
+    let bench = job(d.path(), "noreport", TWO, None);
+    let o = run(&bench, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // `plots` becomes a file: the charts cannot be drawn into it.
+    let job_dir = d.path().join("ws/noreport");
+    std::fs::remove_dir_all(job_dir.join("plots")).unwrap();
+    std::fs::write(job_dir.join("plots"), "in the way").unwrap();
+    let o = run(&bench, &["--resume"]);
+    assert_plain_io_error(&o, "plots");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("could not write the report"), "{err}");
+    // The leaderboard of the finished cases was still written.
+    assert_eq!(ranked_ids(&job_dir).len(), 2);
+}
+
+#[test]
 fn stale_results_are_listed_not_ranked_and_prune_removes_them() {
     let d = tempfile::tempdir().unwrap();
     let bench = job(d.path(), "stale", TWO, None);

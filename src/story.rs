@@ -273,11 +273,12 @@ pub fn prune(job_dir: &Path, meta: &JobMeta) -> Result<Vec<String>> {
         removed.push(format!("{}/{}", r.algorithm, r.case_id));
     }
     if let Ok(algs) = std::fs::read_dir(job_dir) {
-        for a in algs
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-        {
+        for a in algs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| {
+            p.is_dir()
+                && !RESERVED_DIRS
+                    .iter()
+                    .any(|r| p.file_name().is_some_and(|n| n == *r))
+        }) {
             for e in std::fs::read_dir(&a)
                 .into_iter()
                 .flatten()
@@ -288,6 +289,8 @@ pub fn prune(job_dir: &Path, meta: &JobMeta) -> Result<Vec<String>> {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
+            // The folder of an algorithm the job dropped, now empty (fails harmlessly if not).
+            let _ = std::fs::remove_dir(&a);
         }
     }
     Ok(removed)

@@ -458,7 +458,11 @@ fn stale_results_are_listed_not_ranked_and_prune_removes_them() {
     );
     assert_eq!(metrics_files(&job_dir), 3);
 
+    // What a run killed by a second signal leaves: a hidden staging folder, never ranked.
+    let leftover = job_dir.join("a/.0123456789ab.999-0.partial");
+    std::fs::create_dir_all(&leftover).unwrap();
     let o = ianvs().arg("prune").arg(&job_dir).output().unwrap();
+    assert!(!leftover.exists());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("removed 2 stale"));
     assert_eq!(metrics_files(&job_dir), 1);

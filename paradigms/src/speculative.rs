@@ -406,7 +406,20 @@ pub fn speculative(
         let n_unfed = vfeed.len();
         vfeed.extend_from_slice(&drafts);
         let t0 = Instant::now();
-        let rows = vs.forward(&vfeed)?;
+        // The prompt is prefilled on its own, exactly as verifier-only decoding does, and the
+        // drafts go in a chunk of their own: a model is batch invariant only for short chunks
+        // (a prompt-plus-drafts chunk would compute the draft rows with the prefill kernels,
+        // which for some weight types round differently from one-token decode, and greedy
+        // output would then differ from verifier-only output).
+        let rows = if n_unfed > 1 {
+            let mut rows = vs.forward(&vfeed[..n_unfed])?;
+            if !drafts.is_empty() {
+                rows.extend(vs.forward(&vfeed[n_unfed..])?);
+            }
+            rows
+        } else {
+            vs.forward(&vfeed)?
+        };
         let verify_s = t0.elapsed().as_secs_f64();
         rec.verify_s += verify_s;
         rec.verifier_calls += 1;

@@ -214,7 +214,7 @@ impl LinearFactory {
         let mut split = false;
         'probe: for m in PROBE_ROWS {
             let batched = mm.forward(&lhs.narrow(0, 0, m)?)?.to_vec2::<f32>()?;
-            for r in 0..m {
+            for (r, row) in batched.iter().enumerate() {
                 let single = match singles.entry(r) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => e.insert(
@@ -223,7 +223,7 @@ impl LinearFactory {
                             .to_vec1::<f32>()?,
                     ),
                 };
-                if batched[r]
+                if row
                     .iter()
                     .zip(single)
                     .any(|(a, b)| a.to_bits() != b.to_bits())

@@ -219,4 +219,69 @@ mod tests {
         assert!(check_hello(&old, None).unwrap_err().contains("version 0"));
         assert!(check_hello(&Frame::Welcome, None).is_err());
     }
+
+    /// A real loopback socket: a listener that requires a token refuses a client without it
+    /// (Refused frame) and accepts one with it (Welcome), then answers a request.
+    #[test]
+    fn loopback_handshake_refuses_missing_token() {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let hello = Frame::read_from(&mut s).unwrap();
+                match check_hello(&hello, Some(b"tok")) {
+                    Err(reason) => Frame::Refused { reason }.write_to(&mut s).unwrap(),
+                    Ok(()) => {
+                        Frame::Welcome.write_to(&mut s).unwrap();
+                        if let Frame::Request { id, payload } = Frame::read_from(&mut s).unwrap() {
+                            Frame::Response {
+                                id,
+                                compute_ns: 1,
+                                payload,
+                            }
+                            .write_to(&mut s)
+                            .unwrap();
+                        }
+                    }
+                }
+            }
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        Frame::Hello {
+            version: VERSION,
+            token: vec![],
+        }
+        .write_to(&mut c)
+        .unwrap();
+        assert!(matches!(
+            Frame::read_from(&mut c).unwrap(),
+            Frame::Refused { .. }
+        ));
+        let mut c = TcpStream::connect(addr).unwrap();
+        Frame::Hello {
+            version: VERSION,
+            token: b"tok".to_vec(),
+        }
+        .write_to(&mut c)
+        .unwrap();
+        assert_eq!(Frame::read_from(&mut c).unwrap(), Frame::Welcome);
+        Frame::Request {
+            id: 3,
+            payload: vec![5; 10],
+        }
+        .write_to(&mut c)
+        .unwrap();
+        let r = Frame::read_from(&mut c).unwrap();
+        assert_eq!(
+            r,
+            Frame::Response {
+                id: 3,
+                compute_ns: 1,
+                payload: vec![5; 10]
+            }
+        );
+        server.join().unwrap();
+    }
 }

@@ -886,9 +886,7 @@ pub fn render(
     let mut charts = Vec::new();
     for (stem, chart) in plan(meta, results, lb, job_dir) {
         let svg = chart.svg().with_context(|| format!("drawing {stem}.svg"))?;
-        std::fs::write(dir.join(format!("{stem}.svg")), &svg).with_context(|| {
-            format!("cannot write {}", dir.join(format!("{stem}.svg")).display())
-        })?;
+        crate::workspace::atomic_write(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
         chart
             .png(&dir.join(format!("{stem}.png")))
             .with_context(|| format!("drawing {stem}.png"))?;
@@ -994,6 +992,7 @@ mod tests {
                 save_mode: "selected_and_all".into(),
                 selected_output_columns: None,
             },
+            planned: None,
         }
     }
 

@@ -124,12 +124,12 @@ pub fn plan(job: &Job) -> Vec<PlannedCase> {
 /// grid points collapse onto the same case some other way (two settings files with equal
 /// content). A case id is planned, and so run, at most once: two workers never write one case.
 pub fn plan_with_warnings(job: &Job) -> (Vec<PlannedCase>, Vec<String>) {
-    let fp = data_fingerprint(job);
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut repeated = vec![0usize; job.algorithms.len()];
     for (ai, alg) in job.algorithms.iter().enumerate() {
-        let mut repeated_axes = 0;
+        let repeated_axes = &mut repeated[ai];
         for m in &alg.modules {
             for axis in &m.axes {
                 let dups: Vec<&BTreeMap<String, Value>> = axis
@@ -139,7 +139,7 @@ pub fn plan_with_warnings(job: &Job) -> (Vec<PlannedCase>, Vec<String>) {
                     .map(|(_, p)| p)
                     .collect();
                 if let Some(first) = dups.first() {
-                    repeated_axes += 1;
+                    *repeated_axes += 1;
                     let names: Vec<&str> = first.keys().map(String::as_str).collect();
                     let value = if first.len() == 1 {
                         first
@@ -160,73 +160,29 @@ pub fn plan_with_warnings(job: &Job) -> (Vec<PlannedCase>, Vec<String>) {
                 }
             }
         }
-        let mut collapsed = 0usize;
-        // Flatten axes across modules, remembering which module each belongs to.
-        let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg
-            .modules
-            .iter()
-            .enumerate()
-            .flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a)))
-            .collect();
-        let total: usize = axes.iter().map(|(_, a)| a.len()).product();
-        for n in 0..total {
-            let mut hps: Vec<BTreeMap<String, Value>> =
-                alg.modules.iter().map(|m| m.fixed.clone()).collect();
-            let mut grid_values = Vec::new();
-            let mut rem = n;
-            let mut picks = vec![0; axes.len()];
-            for (k, (_, axis)) in axes.iter().enumerate().rev() {
-                picks[k] = rem % axis.len();
-                rem /= axis.len();
-            }
-            for (k, (mi, axis)) in axes.iter().enumerate() {
-                for (name, v) in &axis[picks[k]] {
-                    hps[*mi].insert(name.clone(), v.clone());
-                    grid_values.push((
-                        format!("{}-{}", alg.modules[*mi].module_type, name),
-                        v.clone(),
-                    ));
-                }
-            }
-            let modules: Vec<ResolvedModule> = alg
-                .modules
-                .iter()
-                .zip(hps)
-                .map(|(m, h)| ResolvedModule {
-                    module_type: m.module_type.clone(),
-                    name: m.name.clone(),
-                    hyperparameters: Hyperparameters(h),
-                })
-                .collect();
-            let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
-            if !seen.insert(id.clone()) {
-                collapsed += 1;
-                continue;
-            }
-            out.push(PlannedCase {
-                algorithm_index: ai,
-                spec: CaseSpec {
-                    id,
-                    algorithm: alg.name.clone(),
-                    modules,
-                    settings: alg.settings.clone(),
-                    seed: job.seed,
-                },
-                grid_values,
-            });
+    }
+    // One pass over the streamed grid: a case id already seen is a collapsed grid point.
+    let mut collapsed = vec![0usize; job.algorithms.len()];
+    for case in plan_iter(job) {
+        if seen.insert(case.spec.id.clone()) {
+            out.push(case);
+        } else {
+            collapsed[case.algorithm_index] += 1;
         }
-        if collapsed > 0 && repeated_axes == 0 {
+    }
+    for (ai, alg) in job.algorithms.iter().enumerate() {
+        if collapsed[ai] > 0 && repeated[ai] == 0 {
             warnings.push(format!(
-                "algorithm \"{}\": {collapsed} grid point(s) resolve to the same hyperparameters as an earlier one; each distinct case is planned once",
-                alg.name
+                "algorithm \"{}\": {} grid point(s) resolve to the same hyperparameters as an earlier one; each distinct case is planned once",
+                alg.name, collapsed[ai]
             ));
         }
     }
     (out, warnings)
 }
 
-/// The grid, one case at a time (no dedupe: `validate` and `--dry-run` stream it): nothing is allocated per case until it is asked for, so
-/// `validate` checks a 100,000-case job in flat memory. The case count is known beforehand
+/// The grid, one case at a time, without dedupe (`validate` and `--dry-run` stream it):
+/// nothing is allocated per case until it is asked for, so `validate` checks a 100,000-case job in flat memory. The case count is known beforehand
 /// from the axes (`config::grid`).
 pub fn plan_iter(job: &Job) -> impl Iterator<Item = PlannedCase> + '_ {
     let fp = data_fingerprint(job);

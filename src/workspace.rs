@@ -10,51 +10,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
+use ianvs_paradigms::fsio::{self, parent_of, unique_name};
 
 /// Writes `bytes` to `path` so that `path` is either its old content or all of `bytes`, never a
 /// prefix: a temporary file named uniquely in the same folder, fsynced, renamed into place.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_of(path);
-    let (tmp, mut f) = unique_name(dir, path, ".tmp", |p| {
-        OpenOptions::new().write(true).create_new(true).open(p)
-    })
-    .with_context(|| format!("cannot write {}", path.display()))?;
-    let r = f
-        .write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Creates `.<name of target>.<pid>-<n>.<suffix>` in `dir` with `create` (which must fail when
-/// the name exists), trying the next `n` on a clash. pid + counter make the name unique between
-/// processes and threads; `create_new` makes it safe even against a leftover file.
-fn unique_name<T>(
-    dir: &Path,
-    target: &Path,
-    suffix: &str,
-    create: impl Fn(&Path) -> std::io::Result<T>,
-) -> std::io::Result<(PathBuf, T)> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = dir.join(format!(".{name}.{}-{n}{suffix}", std::process::id()));
-        match create(&p) {
-            Ok(t) => return Ok((p, t)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    fsio::atomic_write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A new, uniquely named hidden folder beside `final_dir` to fill and then move into place with
@@ -96,13 +59,6 @@ pub fn commit_dir(staging: &Path, final_dir: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(staging);
     }
     r
-}
-
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
 }
 
 /// The lock file inside a job folder. Hidden, so result collection skips it.

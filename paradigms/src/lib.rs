@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod device;
+pub mod fsio;
 pub mod hp;
 pub mod joint_inference;
 pub mod lifelong;

@@ -38,9 +38,7 @@ impl WeightDtype {
 
 /// Writes `bytes` to `path` atomically (temporary file + rename).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).map_err(|e| LmTrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LmTrainError::io(path, e))
+    ianvs_paradigms::fsio::atomic_write(path, bytes).map_err(|e| LmTrainError::io(path, e))
 }
 
 /// The `config.json` of a model of this shape, in `transformers`' `LlamaConfig` keys.
@@ -104,9 +102,11 @@ pub fn save_hf_folder(
         .map(|(n, t)| Ok((n, t.to_dtype(dtype)?)))
         .collect::<Result<_>>()?;
     let weights = dir.join("model.safetensors");
-    let tmp = weights.with_extension("tmp-write");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &weights).map_err(|e| LmTrainError::io(&weights, e))?;
+    ianvs_paradigms::fsio::atomic_write_with(
+        &weights,
+        |tmp| candle_core::safetensors::save(&tensors, tmp).map_err(LmTrainError::from),
+        |p, e| LmTrainError::io(p, e),
+    )?;
 
     let config = config_json(model.shape(), eot, dtype);
     write_json(&dir.join("config.json"), &config)?;

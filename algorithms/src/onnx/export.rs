@@ -222,12 +222,8 @@ pub fn save_onnx(model: &Classifier, path: &Path) -> anyhow::Result<()> {
 
 /// Writes ONNX bytes to `path` through a temporary sibling renamed into place.
 pub fn write_atomically(bytes: &[u8], path: &Path) -> anyhow::Result<()> {
-    let tmp = path.with_extension("onnx.tmp");
-    std::fs::write(&tmp, bytes)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("cannot move {} into place: {e}", path.display()))?;
-    Ok(())
+    ianvs_paradigms::fsio::atomic_write(path, bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -56,7 +56,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// List the built-in paradigms, modules (with their hyperparameters) or metrics.
+    /// List the paradigms, modules (with their hyperparameters) or metrics of this build.
     List {
         what: ListWhat,
         /// Machine-readable output.
@@ -191,8 +191,38 @@ enum ListWhat {
     Metrics,
 }
 
-/// Entry point: runs the CLI and turns the outcome into an exit code.
+/// The paradigms of this build.
+pub fn paradigms() -> &'static [Box<dyn Paradigm>] {
+    &PARADIGMS
+}
+
+/// The modules every command sees: the built-ins, plus a downstream crate's (set once by
+/// [`main_with`]).
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// Entry point of the `ianvs` binary: the CLI with the built-in modules and metrics.
 pub fn main() -> ExitCode {
+    main_with(crate::Extensions::builtin())
+}
+
+/// Entry point for a downstream crate: the whole CLI with the modules and metrics of `ext`
+/// (see [`crate::Extensions`]). A problem with an extension is reported before the arguments
+/// are read: exit 2.
+pub fn main_with(ext: crate::Extensions) -> ExitCode {
+    match ext.install() {
+        Ok(reg) => {
+            if REGISTRY.set(reg).is_err() {
+                eprintln!("error: ianvs::cli::main_with was called twice in one process");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -272,8 +302,8 @@ fn signal_exit_code(sig: i32) -> u8 {
     }
 }
 
-fn registry() -> Registry {
-    ianvs_algorithms::registry()
+fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(ianvs_algorithms::registry)
 }
 
 fn out(text: &str) -> Result<()> {

@@ -58,6 +58,35 @@ impl ModuleEntry {
     }
 }
 
+/// Why a module from outside the built-ins could not be registered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("module {module_type} \"{name}\" is already registered (as \"{existing}\"; names match case-insensitively): pick another name")]
+    Taken {
+        module_type: &'static str,
+        name: &'static str,
+        existing: &'static str,
+    },
+    #[error("module {module_type} \"{name}\": a module name must be non-empty and without spaces")]
+    BadName {
+        module_type: &'static str,
+        name: &'static str,
+    },
+    #[error("module {module_type} \"{name}\" declares hyperparameter `{hp}` twice")]
+    DuplicateHp {
+        module_type: &'static str,
+        name: &'static str,
+        hp: &'static str,
+    },
+    #[error("module {module_type} \"{name}\": the default of hyperparameter `{hp}` does not fit its own spec: {reason}")]
+    BadDefault {
+        module_type: &'static str,
+        name: &'static str,
+        hp: &'static str,
+        reason: String,
+    },
+}
+
 /// All modules known to this build.
 #[derive(Default)]
 pub struct Registry {
@@ -68,6 +97,7 @@ impl Registry {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Adds a built-in module; registering the same `(module type, name)` twice is a bug.
     pub fn register(&mut self, entry: ModuleEntry) {
         debug_assert!(
             self.find(entry.module_type, entry.name).is_none(),
@@ -76,6 +106,59 @@ impl Registry {
             entry.name
         );
         self.entries.push(entry);
+    }
+
+    /// Adds a module from outside this build's built-ins (a downstream crate), refusing one
+    /// whose `(module type, name)` is already taken (names match case-insensitively, as in
+    /// YAML) or whose name or hyperparameters cannot be written in a config.
+    pub fn try_register(&mut self, entry: ModuleEntry) -> Result<(), RegistryError> {
+        if let Some(e) = self.find(entry.module_type, entry.name) {
+            return Err(RegistryError::Taken {
+                module_type: entry.module_type,
+                name: entry.name,
+                existing: e.name,
+            });
+        }
+        if entry.name.is_empty() || entry.name.chars().any(|c| c.is_whitespace()) {
+            return Err(RegistryError::BadName {
+                module_type: entry.module_type,
+                name: entry.name,
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for h in &entry.hyperparameters {
+            if !seen.insert(h.name) {
+                return Err(RegistryError::DuplicateHp {
+                    module_type: entry.module_type,
+                    name: entry.name,
+                    hp: h.name,
+                });
+            }
+            if let Some(d) = &h.default {
+                if !d.is_null() {
+                    if let Err(reason) = h.check(d) {
+                        return Err(RegistryError::BadDefault {
+                            module_type: entry.module_type,
+                            name: entry.name,
+                            hp: h.name,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+    /// The module types some entry is registered under, in registration order.
+    pub fn module_types(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for e in &self.entries {
+            if !out.contains(&e.module_type) {
+                out.push(e.module_type);
+            }
+        }
+        out
     }
     pub fn entries(&self) -> &[ModuleEntry] {
         &self.entries
@@ -254,5 +337,55 @@ impl Registry {
                 self.names("task_update_decision").join(", ")
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hp::HpKind;
+    use serde_json::json;
+
+    fn entry(name: &'static str, hyperparameters: Vec<HpSpec>) -> ModuleEntry {
+        ModuleEntry {
+            module_type: "link",
+            name,
+            summary: "",
+            hyperparameters,
+            constructor: Constructor::Link(|_, _| anyhow::bail!("not built in this test")),
+        }
+    }
+
+    #[test]
+    fn try_register_refuses_clashes_and_bad_specs() {
+        let mut r = Registry::new();
+        r.try_register(entry("Wan", vec![])).unwrap();
+        let e = r.try_register(entry("WAN", vec![])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RegistryError::Taken {
+                    existing: "Wan",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("already registered"), "{e}");
+        let t = HpSpec::new("t", HpKind::Float { min: 0.0, max: 1.0 }, json!(2.0), "");
+        let e = r.try_register(entry("Lan", vec![t.clone()])).unwrap_err();
+        assert!(e.to_string().contains("`t`"), "{e}");
+        let ok = HpSpec::new("t", HpKind::Float { min: 0.0, max: 1.0 }, json!(0.5), "");
+        let e = r
+            .try_register(entry("Lan", vec![ok.clone(), ok.clone()]))
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::DuplicateHp { hp: "t", .. }),
+            "{e}"
+        );
+        assert!(r.try_register(entry("my link", vec![])).is_err());
+        r.try_register(entry("Lan", vec![ok])).unwrap();
+        assert_eq!(r.names("link"), vec!["Wan", "Lan"]);
+        assert_eq!(r.module_types(), vec!["link"]);
     }
 }

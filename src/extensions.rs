@@ -1,0 +1,117 @@
+//! The one entry point for Rust plug-ins: a downstream crate starts from the built-in modules
+//! and metrics, adds its own, and hands the set to [`crate::cli::main_with`] to get the whole
+//! `ianvs` command line (run, validate, list, leaderboard, report, compare) with them in it.
+//!
+//! ```no_run
+//! use ianvs::metrics::MetricDef;
+//! use ianvs_paradigms::registry::{Constructor, ModuleEntry};
+//! # fn build(_: &ianvs_paradigms::hp::Hyperparameters, _: &ianvs_paradigms::modules::BuildContext)
+//! #   -> anyhow::Result<Box<dyn ianvs_paradigms::joint_inference::HardExampleMiner>> { todo!() }
+//! fn main() -> std::process::ExitCode {
+//!     let ext = ianvs::Extensions::builtin()
+//!         .module(ModuleEntry {
+//!             module_type: "hard_example_mining",
+//!             name: "Gini",
+//!             summary: "hard iff the Gini confidence of the edge output is below threshold",
+//!             hyperparameters: vec![],
+//!             constructor: Constructor::HardExampleMiner(build),
+//!         })
+//!         .metric(MetricDef {
+//!             id: "always-one",
+//!             aliases: &[],
+//!             unit: "",
+//!             higher_is_better: true,
+//!             kinds: &[ianvs_paradigms::records::RecordKind::JointInference],
+//!             help: "1 for every case",
+//!             compute: |_| Ok(1.0),
+//!         });
+//!     ianvs::cli::main_with(ext)
+//! }
+//! ```
+//!
+//! Problems (a name already taken, a metric id clashing with a built-in, a module type no
+//! paradigm uses) are collected and reported together when the CLI starts, before it reads any
+//! argument: exit 2.
+
+use ianvs_paradigms::registry::{ModuleEntry, Registry};
+
+use crate::metrics::{self, MetricDef};
+
+/// The modules and metrics one `ianvs` binary knows: the built-ins plus a downstream crate's.
+pub struct Extensions {
+    registry: Registry,
+    metrics: Vec<MetricDef>,
+    problems: Vec<String>,
+}
+
+impl Extensions {
+    /// Every built-in module and metric, nothing else.
+    pub fn builtin() -> Self {
+        Self {
+            registry: ianvs_algorithms::registry(),
+            metrics: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Adds a module of any module type a paradigm has a slot for (`basemodel`, `edgemodel`,
+    /// `cloudmodel`, `hard_example_mining`, `dataset_processor`, `task_definition`, ...; see
+    /// `ianvs list paradigms`). YAML names it by `name`, case-insensitively, and its
+    /// hyperparameters are validated against `hyperparameters` like a built-in's.
+    pub fn module(mut self, entry: ModuleEntry) -> Self {
+        if let Err(e) = self.registry.try_register(entry) {
+            self.problems.push(e.to_string());
+        }
+        self
+    }
+
+    /// Adds a metric: listed, accepted in a testenv's `metrics:`, computed for every case whose
+    /// records it reads (`kinds`), ranked and reported like a built-in one.
+    pub fn metric(mut self, def: MetricDef) -> Self {
+        self.metrics.push(def);
+        self
+    }
+
+    /// The modules, built-in and added, as config validation and the controller see them.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Checks everything added and makes the metrics known to this process. Returns the
+    /// registry, or every problem found (one line each).
+    pub fn install(self) -> Result<Registry, Vec<String>> {
+        let mut problems = self.problems;
+        let slots: Vec<&'static str> = crate::cli::paradigms()
+            .iter()
+            .flat_map(|p| p.slots().iter().map(|s| s.module_type))
+            .collect();
+        for ty in self.registry.module_types() {
+            if !slots.contains(&ty) {
+                problems.push(format!(
+                    "module type \"{ty}\" is not a slot of any paradigm, so no YAML could use it; valid types: {}",
+                    dedup(&slots).join(", ")
+                ));
+            }
+        }
+        for def in self.metrics {
+            if let Err(e) = metrics::register(def) {
+                problems.push(e.to_string());
+            }
+        }
+        if problems.is_empty() {
+            Ok(self.registry)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn dedup(v: &[&'static str]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for s in v {
+        if !out.contains(s) {
+            out.push(s);
+        }
+    }
+    out
+}

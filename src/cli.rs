@@ -323,7 +323,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 max_cases: Some(config.max_cases),
                 ..Overrides::default()
             };
-            let job = match config::load_job(&file, &reg, &PARADIGMS, &ov) {
+            let job = match config::load_job(&file, reg, &PARADIGMS, &ov) {
                 Ok(j) => {
                     print_warnings(&j);
                     j
@@ -334,7 +334,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 }
             };
             // Checked one case at a time: validating a 100,000-case grid stays in flat memory.
-            if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
+            if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), reg) {
                 eprintln!("{d}");
                 return Ok(EXIT_CONFIG);
             }
@@ -515,7 +515,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         strict: args.config.strict,
         max_cases: Some(args.config.max_cases),
     };
-    let mut job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
+    let mut job = match config::load_job(&args.file, reg, &PARADIGMS, &ov) {
         Ok(j) => {
             print_warnings(&j);
             j
@@ -543,7 +543,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     };
     if args.dry_run {
         // Planned, checked and printed one case at a time: flat memory at any grid size.
-        if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
+        if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), reg) {
             eprintln!("{d}");
             return Ok(EXIT_CONFIG);
         }
@@ -554,7 +554,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
+    if let Err(d) = crate::preflight::check(&job, &cases, reg) {
         eprintln!("{d}");
         return Ok(EXIT_CONFIG);
     }
@@ -580,7 +580,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     let summary = controller::run(
         &job,
         &cases,
-        &reg,
+        reg,
         &RunOptions {
             jobs: args.jobs as usize,
             resume: args.resume,

@@ -115,3 +115,50 @@ fn dedup(v: &[&'static str]) -> Vec<&'static str> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ianvs_paradigms::records::RecordKind;
+    use ianvs_paradigms::registry::Constructor;
+
+    #[test]
+    fn every_problem_is_reported_and_nothing_clashing_is_installed() {
+        let dup = ModuleEntry {
+            module_type: "basemodel",
+            name: "mlp",
+            summary: "",
+            hyperparameters: vec![],
+            constructor: Constructor::Link(|_, _| anyhow::bail!("unused")),
+        };
+        let nowhere = ModuleEntry {
+            module_type: "reranker",
+            name: "Mine",
+            summary: "",
+            hyperparameters: vec![],
+            constructor: Constructor::Link(|_, _| anyhow::bail!("unused")),
+        };
+        let clash = MetricDef {
+            id: "extensions-test-accuracy",
+            aliases: &["acc uracy"],
+            unit: "",
+            higher_is_better: true,
+            kinds: &[RecordKind::Classification],
+            help: "",
+            compute: |_| Ok(0.0),
+        };
+        let problems = Extensions::builtin()
+            .module(dup)
+            .module(nowhere)
+            .metric(clash)
+            .install()
+            .err()
+            .unwrap();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].contains("basemodel \"mlp\" is already registered (as \"MLP\""));
+        assert!(problems[1].contains("\"reranker\" is not a slot of any paradigm"));
+        assert!(problems[1].contains("hard_example_mining"));
+        assert!(problems[2].contains("clashes with the metric \"accuracy\""));
+        assert!(metrics::canonical("extensions-test-accuracy").is_none());
+    }
+}

@@ -4,24 +4,45 @@
 //!
 //! ```no_run
 //! use ianvs::metrics::MetricDef;
-//! use ianvs_paradigms::registry::{Constructor, ModuleEntry};
-//! # fn build(_: &ianvs_paradigms::hp::Hyperparameters, _: &ianvs_paradigms::modules::BuildContext)
-//! #   -> anyhow::Result<Box<dyn ianvs_paradigms::joint_inference::HardExampleMiner>> { todo!() }
+//! use ianvs_paradigms::hp::HpKind;
+//! use ianvs_paradigms::joint_inference::{HardExampleMiner, MinerNeeds, MiningQuery};
+//! use ianvs_paradigms::modules::BuildContext;
+//! use ianvs_paradigms::records::RecordKind;
+//! use ianvs_paradigms::registry::ModuleEntry;
+//!
+//! ianvs_paradigms::hyperparameters! {
+//!     pub struct TopTwoHps {
+//!         pub threshold: f64 {
+//!             kind: HpKind::Float { min: 0.0, max: 1.0 },
+//!             default: 0.5,
+//!             help: "hard iff the two largest probabilities sum to less than this",
+//!         },
+//!     }
+//! }
+//!
+//! struct TopTwo(f64);
+//! impl HardExampleMiner for TopTwo {
+//!     fn needs(&self) -> MinerNeeds { MinerNeeds::EdgeOutput }
+//!     fn is_hard(&mut self, q: &MiningQuery<'_>) -> anyhow::Result<bool> {
+//!         let mut p = q.edge_probs.unwrap_or_default().to_vec();
+//!         p.sort_by(|a, b| b.total_cmp(a));
+//!         Ok((p.iter().take(2).sum::<f32>() as f64) < self.0)
+//!     }
+//! }
+//!
+//! fn build(h: TopTwoHps, _: &BuildContext) -> anyhow::Result<Box<dyn HardExampleMiner>> {
+//!     Ok(Box::new(TopTwo(h.threshold)))
+//! }
+//!
 //! fn main() -> std::process::ExitCode {
 //!     let ext = ianvs::Extensions::builtin()
-//!         .module(ModuleEntry {
-//!             module_type: "hard_example_mining",
-//!             name: "Gini",
-//!             summary: "hard iff the Gini confidence of the edge output is below threshold",
-//!             hyperparameters: vec![],
-//!             constructor: Constructor::HardExampleMiner(build),
-//!         })
+//!         .module(ModuleEntry::miner("TopTwo", "hard iff top-2 mass < threshold", build))
 //!         .metric(MetricDef {
-//!             id: "always-one",
+//!             id: "case-count",
 //!             aliases: &[],
 //!             unit: "",
 //!             higher_is_better: true,
-//!             kinds: &[ianvs_paradigms::records::RecordKind::JointInference],
+//!             kinds: &[RecordKind::JointInference],
 //!             help: "1 for every case",
 //!             compute: |_| Ok(1.0),
 //!         });
@@ -129,14 +150,14 @@ mod tests {
             name: "mlp",
             summary: "",
             hyperparameters: vec![],
-            constructor: Constructor::Link(|_, _| anyhow::bail!("unused")),
+            constructor: Constructor::Link(Box::new(|_, _| anyhow::bail!("unused"))),
         };
         let nowhere = ModuleEntry {
             module_type: "reranker",
             name: "Mine",
             summary: "",
             hyperparameters: vec![],
-            constructor: Constructor::Link(|_, _| anyhow::bail!("unused")),
+            constructor: Constructor::Link(Box::new(|_, _| anyhow::bail!("unused"))),
         };
         let clash = MetricDef {
             id: "extensions-test-accuracy",

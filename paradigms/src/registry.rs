@@ -2,7 +2,7 @@
 //! hyperparameters and a constructor. `ianvs list`, config validation and "did you mean"
 //! suggestions are all generated from it.
 
-use crate::hp::{HpSpec, Hyperparameters};
+use crate::hp::{HpSpec, HpStruct, Hyperparameters};
 use crate::joint_inference::{DatasetProcessor, HardExampleMiner};
 use crate::lifelong::{
     StrategyContext, TaskAllocation, TaskDefinition, TaskUpdateDecision, UnseenTaskDetect,
@@ -10,37 +10,46 @@ use crate::lifelong::{
 use crate::link::LinkSpec;
 use crate::modules::{BaseModel, BuildContext};
 
-/// Builds a module from its resolved hyperparameters.
+/// A constructor taking the case's resolved hyperparameters and a context.
+pub type Build<C, T> = Box<dyn Fn(&Hyperparameters, &C) -> anyhow::Result<T> + Send + Sync>;
+
+/// A constructor of a shared language model (no context: it is loaded once per job).
+pub type BuildLanguageModel = Box<
+    dyn Fn(&Hyperparameters) -> anyhow::Result<std::sync::Arc<dyn crate::modules::LanguageModel>>
+        + Send
+        + Sync,
+>;
+
+/// Builds a module from its resolved hyperparameters. Usually made by a typed helper of
+/// [`ModuleEntry`] (`ModuleEntry::miner::<MyHps>(...)`), which parses the values into the
+/// module's hyperparameter struct first.
 pub enum Constructor {
     /// A classifier: `basemodel`, and the `edgemodel` / `cloudmodel` of joint inference.
-    BaseModel(fn(&Hyperparameters, &BuildContext) -> anyhow::Result<Box<dyn BaseModel>>),
+    BaseModel(Build<BuildContext, Box<dyn BaseModel>>),
     /// A `hard_example_mining` module of joint inference.
-    HardExampleMiner(
-        fn(&Hyperparameters, &BuildContext) -> anyhow::Result<Box<dyn HardExampleMiner>>,
-    ),
+    HardExampleMiner(Build<BuildContext, Box<dyn HardExampleMiner>>),
     /// A `dataset_processor` module.
-    DatasetProcessor(
-        fn(&Hyperparameters, &BuildContext) -> anyhow::Result<Box<dyn DatasetProcessor>>,
-    ),
+    DatasetProcessor(Build<BuildContext, Box<dyn DatasetProcessor>>),
     /// A `link` module: the emulated edge-cloud network.
-    Link(fn(&Hyperparameters, &BuildContext) -> anyhow::Result<LinkSpec>),
+    Link(Build<BuildContext, LinkSpec>),
     /// A `drafter` or `verifier` language model of speculative decoding (shared, loaded once).
-    LanguageModel(
-        fn(&Hyperparameters) -> anyhow::Result<std::sync::Arc<dyn crate::modules::LanguageModel>>,
-    ),
+    LanguageModel(BuildLanguageModel),
     /// A `task_definition` module of lifelong learning.
-    TaskDefinition(fn(&Hyperparameters, &BuildContext) -> anyhow::Result<Box<dyn TaskDefinition>>),
+    TaskDefinition(Build<BuildContext, Box<dyn TaskDefinition>>),
     /// An `unseen_sample_recognition` module of lifelong learning.
-    UnseenTaskDetect(
-        fn(&Hyperparameters, &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>>,
-    ),
+    UnseenTaskDetect(Build<BuildContext, Box<dyn UnseenTaskDetect>>),
     /// A `task_allocation` module of lifelong learning.
-    TaskAllocation(fn(&Hyperparameters, &BuildContext) -> anyhow::Result<Box<dyn TaskAllocation>>),
+    TaskAllocation(Build<BuildContext, Box<dyn TaskAllocation>>),
     /// A `task_update_decision` module (lifelong-learning strategy); it builds its models from
     /// the algorithm's `basemodel`.
-    TaskUpdateDecision(
-        fn(&Hyperparameters, &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>>,
-    ),
+    TaskUpdateDecision(Build<StrategyContext, Box<dyn TaskUpdateDecision>>),
+}
+
+/// Wraps a constructor of a typed hyperparameter struct into one of resolved values.
+fn typed<H: HpStruct + 'static, C: ?Sized, T>(
+    f: fn(H, &C) -> anyhow::Result<T>,
+) -> impl Fn(&Hyperparameters, &C) -> anyhow::Result<T> + Send + Sync {
+    move |h, c| f(H::parse(h)?, c)
 }
 
 /// One registered module.
@@ -53,6 +62,121 @@ pub struct ModuleEntry {
 }
 
 impl ModuleEntry {
+    fn of<H: HpStruct>(
+        module_type: &'static str,
+        name: &'static str,
+        summary: &'static str,
+        constructor: Constructor,
+    ) -> Self {
+        Self {
+            module_type,
+            name,
+            summary,
+            hyperparameters: H::specs(),
+            constructor,
+        }
+    }
+
+    /// A classifier of module type `basemodel`, `edgemodel` or `cloudmodel` whose
+    /// hyperparameters are the struct `H` (spec table and parse both from `H`).
+    pub fn model<H: HpStruct + 'static>(
+        module_type: &'static str,
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &BuildContext) -> anyhow::Result<Box<dyn BaseModel>>,
+    ) -> Self {
+        Self::of::<H>(
+            module_type,
+            name,
+            summary,
+            Constructor::BaseModel(Box::new(typed(build))),
+        )
+    }
+
+    /// A `hard_example_mining` module with hyperparameters `H`.
+    pub fn miner<H: HpStruct + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &BuildContext) -> anyhow::Result<Box<dyn HardExampleMiner>>,
+    ) -> Self {
+        Self::of::<H>(
+            "hard_example_mining",
+            name,
+            summary,
+            Constructor::HardExampleMiner(Box::new(typed(build))),
+        )
+    }
+
+    /// A `dataset_processor` module with hyperparameters `H`.
+    pub fn dataset_processor<H: HpStruct + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &BuildContext) -> anyhow::Result<Box<dyn DatasetProcessor>>,
+    ) -> Self {
+        Self::of::<H>(
+            "dataset_processor",
+            name,
+            summary,
+            Constructor::DatasetProcessor(Box::new(typed(build))),
+        )
+    }
+
+    /// A `task_definition` module (lifelong learning) with hyperparameters `H`.
+    pub fn task_definition<H: HpStruct + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &BuildContext) -> anyhow::Result<Box<dyn TaskDefinition>>,
+    ) -> Self {
+        Self::of::<H>(
+            "task_definition",
+            name,
+            summary,
+            Constructor::TaskDefinition(Box::new(typed(build))),
+        )
+    }
+
+    /// An `unseen_sample_recognition` module (lifelong learning) with hyperparameters `H`.
+    pub fn unseen_sample_recognition<H: HpStruct + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &BuildContext) -> anyhow::Result<Box<dyn UnseenTaskDetect>>,
+    ) -> Self {
+        Self::of::<H>(
+            "unseen_sample_recognition",
+            name,
+            summary,
+            Constructor::UnseenTaskDetect(Box::new(typed(build))),
+        )
+    }
+
+    /// A `task_allocation` module (lifelong learning) with hyperparameters `H`.
+    pub fn task_allocation<H: HpStruct + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &BuildContext) -> anyhow::Result<Box<dyn TaskAllocation>>,
+    ) -> Self {
+        Self::of::<H>(
+            "task_allocation",
+            name,
+            summary,
+            Constructor::TaskAllocation(Box::new(typed(build))),
+        )
+    }
+
+    /// A `task_update_decision` module (lifelong-learning strategy) with hyperparameters `H`.
+    pub fn task_update_decision<H: HpStruct + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        build: fn(H, &StrategyContext) -> anyhow::Result<Box<dyn TaskUpdateDecision>>,
+    ) -> Self {
+        Self::of::<H>(
+            "task_update_decision",
+            name,
+            summary,
+            Constructor::TaskUpdateDecision(Box::new(typed(build))),
+        )
+    }
+
     pub fn hp(&self, name: &str) -> Option<&HpSpec> {
         self.hyperparameters.iter().find(|h| h.name == name)
     }
@@ -352,7 +476,9 @@ mod tests {
             name,
             summary: "",
             hyperparameters,
-            constructor: Constructor::Link(|_, _| anyhow::bail!("not built in this test")),
+            constructor: Constructor::Link(Box::new(|_, _| {
+                anyhow::bail!("not built in this test")
+            })),
         }
     }
 

@@ -4,25 +4,22 @@
 //! registered through the one entry point, [`ianvs::Extensions`].
 
 use ianvs::metrics::MetricDef;
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::HpKind;
 use ianvs_paradigms::joint_inference::{
     HardExampleMiner, JointInferenceRecord, MinerNeeds, MiningQuery, Route,
 };
 use ianvs_paradigms::modules::BuildContext;
 use ianvs_paradigms::records::{CaseOutput, RecordKind, Records};
-use ianvs_paradigms::registry::{Constructor, ModuleEntry};
-use serde_json::json;
+use ianvs_paradigms::registry::ModuleEntry;
 
 /// The built-in modules and metrics plus this crate's.
 pub fn extensions() -> ianvs::Extensions {
     ianvs::Extensions::builtin()
-        .module(ModuleEntry {
-            module_type: "hard_example_mining",
-            name: "Gini",
-            summary: "hard iff the Gini confidence (K·Σp² − 1)/(K − 1) of the temperature-scaled edge output < threshold",
-            hyperparameters: gini_hps(),
-            constructor: Constructor::HardExampleMiner(build_gini),
-        })
+        .module(ModuleEntry::miner(
+            "Gini",
+            "hard iff the Gini confidence (K·Σp² − 1)/(K − 1) of the temperature-scaled edge output < threshold",
+            build_gini,
+        ))
         .metric(HARD_PRECISION)
 }
 
@@ -64,33 +61,28 @@ pub fn gini_confidence(p: &[f32], temperature: f64) -> f64 {
     ((k * sum_sq - 1.0) / (k - 1.0)).clamp(0.0, 1.0)
 }
 
-pub fn gini_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "threshold",
-            HpKind::Float { min: 0.0, max: 1.0 },
-            json!(0.5),
-            "hard iff the Gini confidence is below this; higher sends more to the cloud",
-        ),
-        HpSpec::new(
-            "temperature",
-            HpKind::Float {
-                min: 0.05,
-                max: 20.0,
-            },
-            json!(1.0),
-            "p^(1/T) before the score: above 1 flattens the output (more samples look hard)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `Gini`'s hyperparameters: the spec table `custom-miner list modules` shows and config
+    /// validation checks, and the struct [`build_gini`] receives.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct GiniHps {
+        pub threshold: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.5,
+            help: "hard iff the Gini confidence is below this; higher sends more to the cloud",
+        },
+        pub temperature: f64 {
+            kind: HpKind::Float { min: 0.05, max: 20.0 },
+            default: 1.0,
+            help: "p^(1/T) before the score: above 1 flattens the output (more samples look hard)",
+        },
+    }
 }
 
-pub fn build_gini(
-    h: &Hyperparameters,
-    _: &BuildContext,
-) -> anyhow::Result<Box<dyn HardExampleMiner>> {
+pub fn build_gini(h: GiniHps, _: &BuildContext) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(Gini {
-        threshold: h.float("threshold")?,
-        temperature: h.float("temperature")?,
+        threshold: h.threshold,
+        temperature: h.temperature,
     }))
 }
 

@@ -124,6 +124,25 @@ fn custom_miner_and_metric_rank_in_one_leaderboard() {
         }
     }
     assert_eq!(checked, 6);
+    // The regression gate knows the custom metric's direction: comparable, not skipped.
+    let cmp: Value = serde_json::from_str(&stdout(custom_miner().args([
+        "compare",
+        "--json",
+        job.to_str().unwrap(),
+        job.to_str().unwrap(),
+    ])))
+    .unwrap();
+    let hp_checks: Vec<&Value> = cmp["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["metric"] == "hard-precision")
+        .collect();
+    assert_eq!(hp_checks.len(), 6, "{cmp}");
+    for c in hp_checks {
+        assert_eq!(c["higher_is_better"], true, "{c}");
+        assert_eq!(c["verdict"], "unchanged", "{c}");
+    }
 }
 
 #[test]

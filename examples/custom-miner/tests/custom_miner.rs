@@ -176,3 +176,43 @@ fn a_bad_custom_hyperparameter_is_a_located_config_error() {
     assert!(err.contains("[0.05, 20]"), "{err}");
     assert!(!dir.path().join("ws").exists());
 }
+
+#[test]
+fn misspelled_custom_names_get_a_did_you_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gini.yaml"),
+        std::fs::read_to_string(here("algorithms/gini.yaml"))
+            .unwrap()
+            .replace("name: \"Gini\"", "name: \"Ginni\""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("testenv.yaml"),
+        std::fs::read_to_string(here("testenv.yaml"))
+            .unwrap()
+            .replace(
+                "../../datasets/",
+                &format!("{}/../../datasets/", env!("CARGO_MANIFEST_DIR")),
+            )
+            .replace("name: \"hard-precision\"", "name: \"hard-precison\""),
+    )
+    .unwrap();
+    let bench = dir.path().join("benchmark.yaml");
+    std::fs::write(
+        &bench,
+        "benchmarkingjob:\n  name: typo\n  workspace: ./ws\n  testenv: ./testenv.yaml\n  test_object:\n    algorithms:\n      - { name: gini, url: ./gini.yaml }\n  rank:\n    sort_by:\n      - { accuracy: descend }\n",
+    )
+    .unwrap();
+    let out = custom_miner()
+        .current_dir(dir.path())
+        .args(["validate", "-f", bench.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"Ginni\""), "{err}");
+    assert!(err.contains("did you mean `Gini`"), "{err}");
+    assert!(err.contains("\"hard-precison\""), "{err}");
+    assert!(err.contains("did you mean `hard-precision`"), "{err}");
+}

@@ -191,11 +191,6 @@ enum ListWhat {
     Metrics,
 }
 
-/// The paradigms of this build.
-pub fn paradigms() -> &'static [Box<dyn Paradigm>] {
-    &PARADIGMS
-}
-
 /// The modules every command sees: the built-ins, plus a downstream crate's (set once by
 /// [`main_with`]).
 static REGISTRY: OnceLock<Registry> = OnceLock::new();

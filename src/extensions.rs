@@ -50,8 +50,8 @@
 //! }
 //! ```
 //!
-//! Problems (a name already taken, a metric id clashing with a built-in, a module type no
-//! paradigm uses) are collected and reported together when the CLI starts, before it reads any
+//! Problems (a name already taken, a constructor that does not build the module type it is
+//! registered under, a metric id clashing with a built-in) are collected and reported together when the CLI starts, before it reads any
 //! argument: exit 2.
 
 use ianvs_paradigms::registry::{ModuleEntry, Registry};
@@ -102,18 +102,6 @@ impl Extensions {
     /// registry, or every problem found (one line each).
     pub fn install(self) -> Result<Registry, Vec<String>> {
         let mut problems = self.problems;
-        let slots: Vec<&'static str> = crate::cli::paradigms()
-            .iter()
-            .flat_map(|p| p.slots().iter().map(|s| s.module_type))
-            .collect();
-        for ty in self.registry.module_types() {
-            if !slots.contains(&ty) {
-                problems.push(format!(
-                    "module type \"{ty}\" is not a slot of any paradigm, so no YAML could use it; valid types: {}",
-                    dedup(&slots).join(", ")
-                ));
-            }
-        }
         for def in self.metrics {
             if let Err(e) = metrics::register(def) {
                 problems.push(e.to_string());
@@ -125,16 +113,6 @@ impl Extensions {
             Err(problems)
         }
     }
-}
-
-fn dedup(v: &[&'static str]) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = Vec::new();
-    for s in v {
-        if !out.contains(s) {
-            out.push(s);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -177,8 +155,11 @@ mod tests {
             .unwrap();
         assert_eq!(problems.len(), 3, "{problems:#?}");
         assert!(problems[0].contains("basemodel \"mlp\" is already registered (as \"MLP\""));
-        assert!(problems[1].contains("\"reranker\" is not a slot of any paradigm"));
-        assert!(problems[1].contains("hard_example_mining"));
+        assert!(
+            problems[1].contains("its constructor builds modules of type link, not reranker"),
+            "{}",
+            problems[1]
+        );
         assert!(problems[2].contains("clashes with the metric \"accuracy\""));
         assert!(metrics::canonical("extensions-test-accuracy").is_none());
     }

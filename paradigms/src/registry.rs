@@ -45,6 +45,23 @@ pub enum Constructor {
     TaskUpdateDecision(Build<StrategyContext, Box<dyn TaskUpdateDecision>>),
 }
 
+impl Constructor {
+    /// The module types this kind of constructor serves (what the paradigms ask it for).
+    pub fn module_types(&self) -> &'static [&'static str] {
+        match self {
+            Constructor::BaseModel(_) => &["basemodel", "edgemodel", "cloudmodel"],
+            Constructor::HardExampleMiner(_) => &["hard_example_mining"],
+            Constructor::DatasetProcessor(_) => &["dataset_processor"],
+            Constructor::Link(_) => &["link"],
+            Constructor::LanguageModel(_) => &["drafter", "verifier"],
+            Constructor::TaskDefinition(_) => &["task_definition"],
+            Constructor::UnseenTaskDetect(_) => &["unseen_sample_recognition"],
+            Constructor::TaskAllocation(_) => &["task_allocation"],
+            Constructor::TaskUpdateDecision(_) => &["task_update_decision"],
+        }
+    }
+}
+
 /// Wraps a constructor of a typed hyperparameter struct into one of resolved values.
 fn typed<H: HpStruct + 'static, C: ?Sized, T>(
     f: fn(H, &C) -> anyhow::Result<T>,
@@ -191,6 +208,12 @@ pub enum RegistryError {
         name: &'static str,
         existing: &'static str,
     },
+    #[error("module {module_type} \"{name}\": its constructor builds modules of type {}, not {module_type}", serves.join(" / "))]
+    WrongConstructor {
+        module_type: &'static str,
+        name: &'static str,
+        serves: &'static [&'static str],
+    },
     #[error("module {module_type} \"{name}\": a module name must be non-empty and without spaces")]
     BadName {
         module_type: &'static str,
@@ -229,6 +252,15 @@ impl Registry {
             entry.module_type,
             entry.name
         );
+        debug_assert!(
+            entry
+                .constructor
+                .module_types()
+                .contains(&entry.module_type),
+            "{} {}: constructor for another module type",
+            entry.module_type,
+            entry.name
+        );
         self.entries.push(entry);
     }
 
@@ -247,6 +279,14 @@ impl Registry {
             return Err(RegistryError::BadName {
                 module_type: entry.module_type,
                 name: entry.name,
+            });
+        }
+        let serves = entry.constructor.module_types();
+        if !serves.contains(&entry.module_type) {
+            return Err(RegistryError::WrongConstructor {
+                module_type: entry.module_type,
+                name: entry.name,
+                serves,
             });
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -301,19 +341,24 @@ impl Registry {
             .collect()
     }
 
+    /// The constructor of `(module_type, name)`, or an error listing the known names.
+    fn constructor(&self, module_type: &str, name: &str) -> anyhow::Result<&Constructor> {
+        match self.find(module_type, name) {
+            Some(e) => Ok(&e.constructor),
+            None => anyhow::bail!(
+                "no {module_type} module named \"{name}\"; known: {}",
+                self.names(module_type).join(", ")
+            ),
+        }
+    }
+
     pub fn build_basemodel(
         &self,
         name: &str,
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn BaseModel>> {
-        match self.find("basemodel", name).map(|e| &e.constructor) {
-            Some(Constructor::BaseModel(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no basemodel named \"{name}\"; known: {}",
-                self.names("basemodel").join(", ")
-            ),
-        }
+        self.build_model("basemodel", name, hps, ctx)
     }
 
     /// Builds a classifier of any module type registered with [`Constructor::BaseModel`]
@@ -325,12 +370,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn BaseModel>> {
-        match self.find(module_type, name).map(|e| &e.constructor) {
-            Some(Constructor::BaseModel(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no {module_type} model named \"{name}\"; known: {}",
-                self.names(module_type).join(", ")
-            ),
+        match self.constructor(module_type, name)? {
+            Constructor::BaseModel(f) => f(hps, ctx),
+            c => Err(mismatch(module_type, name, c)),
         }
     }
 
@@ -340,15 +382,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
-        match self
-            .find("hard_example_mining", name)
-            .map(|e| &e.constructor)
-        {
-            Some(Constructor::HardExampleMiner(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no hard_example_mining module named \"{name}\"; known: {}",
-                self.names("hard_example_mining").join(", ")
-            ),
+        match self.constructor("hard_example_mining", name)? {
+            Constructor::HardExampleMiner(f) => f(hps, ctx),
+            c => Err(mismatch("hard_example_mining", name, c)),
         }
     }
 
@@ -358,12 +394,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn DatasetProcessor>> {
-        match self.find("dataset_processor", name).map(|e| &e.constructor) {
-            Some(Constructor::DatasetProcessor(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no dataset_processor module named \"{name}\"; known: {}",
-                self.names("dataset_processor").join(", ")
-            ),
+        match self.constructor("dataset_processor", name)? {
+            Constructor::DatasetProcessor(f) => f(hps, ctx),
+            c => Err(mismatch("dataset_processor", name, c)),
         }
     }
 
@@ -373,12 +406,9 @@ impl Registry {
         name: &str,
         hps: &Hyperparameters,
     ) -> anyhow::Result<std::sync::Arc<dyn crate::modules::LanguageModel>> {
-        match self.find(module_type, name).map(|e| &e.constructor) {
-            Some(Constructor::LanguageModel(f)) => f(hps),
-            _ => anyhow::bail!(
-                "no {module_type} named \"{name}\"; known: {}",
-                self.names(module_type).join(", ")
-            ),
+        match self.constructor(module_type, name)? {
+            Constructor::LanguageModel(f) => f(hps),
+            c => Err(mismatch(module_type, name, c)),
         }
     }
 
@@ -388,12 +418,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<LinkSpec> {
-        match self.find("link", name).map(|e| &e.constructor) {
-            Some(Constructor::Link(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no link module named \"{name}\"; known: {}",
-                self.names("link").join(", ")
-            ),
+        match self.constructor("link", name)? {
+            Constructor::Link(f) => f(hps, ctx),
+            c => Err(mismatch("link", name, c)),
         }
     }
 
@@ -403,12 +430,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn TaskDefinition>> {
-        match self.find("task_definition", name).map(|e| &e.constructor) {
-            Some(Constructor::TaskDefinition(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no task_definition module named \"{name}\"; known: {}",
-                self.names("task_definition").join(", ")
-            ),
+        match self.constructor("task_definition", name)? {
+            Constructor::TaskDefinition(f) => f(hps, ctx),
+            c => Err(mismatch("task_definition", name, c)),
         }
     }
 
@@ -418,15 +442,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
-        match self
-            .find("unseen_sample_recognition", name)
-            .map(|e| &e.constructor)
-        {
-            Some(Constructor::UnseenTaskDetect(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no unseen_sample_recognition module named \"{name}\"; known: {}",
-                self.names("unseen_sample_recognition").join(", ")
-            ),
+        match self.constructor("unseen_sample_recognition", name)? {
+            Constructor::UnseenTaskDetect(f) => f(hps, ctx),
+            c => Err(mismatch("unseen_sample_recognition", name, c)),
         }
     }
 
@@ -436,12 +454,9 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &BuildContext,
     ) -> anyhow::Result<Box<dyn TaskAllocation>> {
-        match self.find("task_allocation", name).map(|e| &e.constructor) {
-            Some(Constructor::TaskAllocation(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no task_allocation module named \"{name}\"; known: {}",
-                self.names("task_allocation").join(", ")
-            ),
+        match self.constructor("task_allocation", name)? {
+            Constructor::TaskAllocation(f) => f(hps, ctx),
+            c => Err(mismatch("task_allocation", name, c)),
         }
     }
 
@@ -451,17 +466,20 @@ impl Registry {
         hps: &Hyperparameters,
         ctx: &StrategyContext,
     ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
-        match self
-            .find("task_update_decision", name)
-            .map(|e| &e.constructor)
-        {
-            Some(Constructor::TaskUpdateDecision(f)) => f(hps, ctx),
-            _ => anyhow::bail!(
-                "no task_update_decision module named \"{name}\"; known: {}",
-                self.names("task_update_decision").join(", ")
-            ),
+        match self.constructor("task_update_decision", name)? {
+            Constructor::TaskUpdateDecision(f) => f(hps, ctx),
+            c => Err(mismatch("task_update_decision", name, c)),
         }
     }
+}
+
+/// A module whose constructor does not build what its type asks for: registration refuses
+/// this, so reaching it is a bug.
+fn mismatch(module_type: &str, name: &str, c: &Constructor) -> anyhow::Error {
+    anyhow::anyhow!(
+        "module {module_type} \"{name}\" was registered with a constructor for {}",
+        c.module_types().join(" / ")
+    )
 }
 
 #[cfg(test)]
@@ -510,6 +528,21 @@ mod tests {
             "{e}"
         );
         assert!(r.try_register(entry("my link", vec![])).is_err());
+        let miner = ModuleEntry {
+            module_type: "hard_example_mining",
+            ..entry("Lan", vec![])
+        };
+        let e = r.try_register(miner).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RegistryError::WrongConstructor {
+                    serves: ["link"],
+                    ..
+                }
+            ),
+            "{e}"
+        );
         r.try_register(entry("Lan", vec![ok])).unwrap();
         assert_eq!(r.names("link"), vec!["Wan", "Lan"]);
         assert_eq!(r.module_types(), vec!["link"]);

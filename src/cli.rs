@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -56,7 +56,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// List the built-in paradigms, modules (with their hyperparameters) or metrics.
+    /// List the paradigms, modules (with their hyperparameters) or metrics of this build.
     List {
         what: ListWhat,
         /// Machine-readable output.
@@ -191,8 +191,33 @@ enum ListWhat {
     Metrics,
 }
 
-/// Entry point: runs the CLI and turns the outcome into an exit code.
+/// The modules every command sees: the built-ins, plus a downstream crate's (set once by
+/// [`main_with`]).
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// Entry point of the `ianvs` binary: the CLI with the built-in modules and metrics.
 pub fn main() -> ExitCode {
+    main_with(crate::Extensions::builtin())
+}
+
+/// Entry point for a downstream crate: the whole CLI with the modules and metrics of `ext`
+/// (see [`crate::Extensions`]). A problem with an extension is reported before the arguments
+/// are read: exit 2.
+pub fn main_with(ext: crate::Extensions) -> ExitCode {
+    match ext.install() {
+        Ok(reg) => {
+            if REGISTRY.set(reg).is_err() {
+                eprintln!("error: ianvs::cli::main_with was called twice in one process");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("error: {p}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
@@ -272,8 +297,8 @@ fn signal_exit_code(sig: i32) -> u8 {
     }
 }
 
-fn registry() -> Registry {
-    ianvs_algorithms::registry()
+fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(ianvs_algorithms::registry)
 }
 
 fn out(text: &str) -> Result<()> {
@@ -293,7 +318,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 max_cases: Some(config.max_cases),
                 ..Overrides::default()
             };
-            let job = match config::load_job(&file, &reg, &PARADIGMS, &ov) {
+            let job = match config::load_job(&file, reg, &PARADIGMS, &ov) {
                 Ok(j) => {
                     print_warnings(&j);
                     j
@@ -304,7 +329,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 }
             };
             // Checked one case at a time: validating a 100,000-case grid stays in flat memory.
-            if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
+            if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), reg) {
                 eprintln!("{d}");
                 return Ok(EXIT_CONFIG);
             }
@@ -485,7 +510,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         strict: args.config.strict,
         max_cases: Some(args.config.max_cases),
     };
-    let mut job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
+    let mut job = match config::load_job(&args.file, reg, &PARADIGMS, &ov) {
         Ok(j) => {
             print_warnings(&j);
             j
@@ -513,7 +538,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     };
     if args.dry_run {
         // Planned, checked and printed one case at a time: flat memory at any grid size.
-        if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
+        if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), reg) {
             eprintln!("{d}");
             return Ok(EXIT_CONFIG);
         }
@@ -524,7 +549,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
+    if let Err(d) = crate::preflight::check(&job, &cases, reg) {
         eprintln!("{d}");
         return Ok(EXIT_CONFIG);
     }
@@ -550,7 +575,7 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     let summary = controller::run(
         &job,
         &cases,
-        &reg,
+        reg,
         &RunOptions {
             jobs: args.jobs as usize,
             resume: args.resume,

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod controller;
+pub mod extensions;
 pub mod metrics;
 pub mod plots;
 pub mod preflight;
@@ -12,3 +13,5 @@ pub mod report;
 pub mod story;
 pub mod train_lm;
 pub mod workspace;
+
+pub use extensions::Extensions;

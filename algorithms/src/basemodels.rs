@@ -4,135 +4,127 @@ use std::time::Instant;
 
 use candle_core::Device;
 use ianvs_paradigms::data::Dataset;
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::HpKind;
 use ianvs_paradigms::modules::{BaseModel, BuildContext, TrainReport, WorkContext};
 use serde_json::json;
 
 use crate::classifiers::{Architecture, Classifier, OptimizerKind, TrainConfig};
 
-/// Training hyperparameters shared by every built-in classifier.
-pub fn training_hps(epochs: i64) -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "epochs",
-            HpKind::Int {
-                min: 1,
-                max: 10_000,
-            },
-            json!(epochs),
-            "passes over the training data",
-        ),
-        HpSpec::new(
-            "learning_rate",
-            HpKind::Float {
-                min: 1e-8,
-                max: 10.0,
-            },
-            json!(0.001),
-            "optimizer step size",
-        ),
-        HpSpec::new(
-            "batch_size",
-            HpKind::Int {
-                min: 1,
-                max: 1_000_000,
-            },
-            json!(64),
-            "samples per optimizer step",
-        ),
-        HpSpec::new(
-            "optimizer",
-            HpKind::Choice(&["adam", "adamw", "sgd"]),
-            json!("adam"),
-            "adam, adamw (decoupled weight decay) or sgd (with momentum)",
-        ),
-        HpSpec::new(
-            "momentum",
-            HpKind::Float {
-                min: 0.0,
-                max: 0.999,
-            },
-            json!(0.9),
-            "SGD momentum (sgd only)",
-        ),
-        HpSpec::new(
-            "weight_decay",
-            HpKind::Float { min: 0.0, max: 1.0 },
-            json!(0.01),
-            "AdamW weight decay (adamw only)",
-        ),
-        HpSpec::new(
-            "seed",
-            HpKind::Int {
-                min: 0,
-                max: i64::MAX,
-            },
-            None,
-            "seeds weight initialisation and shuffling (default: the job seed, `ianvs run --seed`)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// Training hyperparameters shared by every built-in classifier.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct TrainingHps {
+        pub epochs: usize {
+            kind: HpKind::Int { min: 1, max: 10_000 },
+            default: 5,
+            help: "passes over the training data",
+        },
+        pub learning_rate: f64 {
+            kind: HpKind::Float { min: 1e-8, max: 10.0 },
+            default: 0.001,
+            help: "optimizer step size",
+        },
+        pub batch_size: usize {
+            kind: HpKind::Int { min: 1, max: 1_000_000 },
+            default: 64,
+            help: "samples per optimizer step",
+        },
+        pub optimizer: String {
+            kind: HpKind::Choice(&["adam", "adamw", "sgd"]),
+            default: "adam",
+            help: "adam, adamw (decoupled weight decay) or sgd (with momentum)",
+        },
+        pub momentum: f64 {
+            kind: HpKind::Float { min: 0.0, max: 0.999 },
+            default: 0.9,
+            help: "SGD momentum (sgd only)",
+        },
+        pub weight_decay: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.01,
+            help: "AdamW weight decay (adamw only)",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds weight initialisation and shuffling (default: the job seed, `ianvs run --seed`)",
+        },
+    }
 }
 
-pub fn mlp_hps() -> Vec<HpSpec> {
-    let mut v = vec![HpSpec::new(
-        "hidden_sizes",
-        HpKind::IntList {
-            min: 1,
-            max: 65_536,
-        },
-        json!([128]),
-        "widths of the hidden layers, e.g. [256, 128]; [] is logistic regression",
-    )];
-    v.extend(training_hps(5));
-    v
-}
-
-pub fn cnn_hps() -> Vec<HpSpec> {
-    let mut v = vec![
-        HpSpec::new(
-            "conv1_channels",
-            HpKind::Int { min: 1, max: 1024 },
-            json!(6),
-            "filters of the first 5x5 convolution",
-        ),
-        HpSpec::new(
-            "conv2_channels",
-            HpKind::Int { min: 1, max: 1024 },
-            json!(16),
-            "filters of the second 5x5 convolution",
-        ),
-        HpSpec::new(
-            "fc_hidden",
-            HpKind::Int {
-                min: 1,
-                max: 65_536,
+impl TrainingHps {
+    /// The classifier's training configuration.
+    pub fn config(&self) -> TrainConfig {
+        let optimizer = match self.optimizer.as_str() {
+            "sgd" => OptimizerKind::Sgd {
+                momentum: self.momentum,
             },
-            json!(120),
-            "width of the fully connected hidden layer",
-        ),
-    ];
-    v.extend(training_hps(5));
-    v
+            "adamw" => OptimizerKind::AdamW {
+                weight_decay: self.weight_decay,
+            },
+            _ => OptimizerKind::Adam,
+        };
+        TrainConfig {
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size,
+            optimizer,
+            seed: self.seed,
+        }
+    }
 }
 
-/// Reads the shared training hyperparameters.
-pub fn train_config(hps: &Hyperparameters) -> anyhow::Result<TrainConfig> {
-    let optimizer = match hps.str("optimizer")? {
-        "sgd" => OptimizerKind::Sgd {
-            momentum: hps.float("momentum")?,
+ianvs_paradigms::hyperparameters! {
+    /// The `MLP` base model's hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct MlpHps {
+        pub hidden_sizes: Vec<usize> {
+            kind: HpKind::IntList { min: 1, max: 65_536 },
+            default: json!([128]),
+            help: "widths of the hidden layers, e.g. [256, 128]; [] is logistic regression",
         },
-        "adamw" => OptimizerKind::AdamW {
-            weight_decay: hps.float("weight_decay")?,
+        pub training: TrainingHps { flatten },
+    }
+}
+
+impl MlpHps {
+    pub fn architecture(&self) -> Architecture {
+        Architecture::Mlp {
+            hidden: self.hidden_sizes.clone(),
+        }
+    }
+}
+
+ianvs_paradigms::hyperparameters! {
+    /// The `CNN` base model's hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CnnHps {
+        pub conv1_channels: usize {
+            kind: HpKind::Int { min: 1, max: 1024 },
+            default: 6,
+            help: "filters of the first 5x5 convolution",
         },
-        _ => OptimizerKind::Adam,
-    };
-    Ok(TrainConfig {
-        epochs: hps.usize("epochs")?,
-        learning_rate: hps.float("learning_rate")?,
-        batch_size: hps.usize("batch_size")?,
-        optimizer,
-        seed: hps.u64("seed")?,
-    })
+        pub conv2_channels: usize {
+            kind: HpKind::Int { min: 1, max: 1024 },
+            default: 16,
+            help: "filters of the second 5x5 convolution",
+        },
+        pub fc_hidden: usize {
+            kind: HpKind::Int { min: 1, max: 65_536 },
+            default: 120,
+            help: "width of the fully connected hidden layer",
+        },
+        pub training: TrainingHps { flatten },
+    }
+}
+
+impl CnnHps {
+    pub fn architecture(&self) -> Architecture {
+        Architecture::Cnn {
+            conv_channels: (self.conv1_channels, self.conv2_channels),
+            fc_hidden: self.fc_hidden,
+        }
+    }
 }
 
 /// A [`Classifier`] as a `basemodel` module.
@@ -144,10 +136,10 @@ pub struct ClassifierModel {
 impl ClassifierModel {
     pub fn build(
         arch: Architecture,
-        hps: &Hyperparameters,
+        training: &TrainingHps,
         ctx: &BuildContext,
     ) -> anyhow::Result<Self> {
-        let train = train_config(hps)?;
+        let train = training.config();
         let model = Classifier::new(
             arch,
             ctx.input_shape,
@@ -159,29 +151,30 @@ impl ClassifierModel {
     }
 }
 
-pub fn build_mlp(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
-    let hidden = hps
-        .int_list("hidden_sizes")?
-        .into_iter()
-        .map(|h| h as usize)
-        .collect();
+pub fn build_mlp(h: MlpHps, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
     Ok(Box::new(ClassifierModel::build(
-        Architecture::Mlp { hidden },
-        hps,
+        h.architecture(),
+        &h.training,
         ctx,
     )?))
 }
 
-pub fn build_cnn(hps: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
+pub fn build_cnn(h: CnnHps, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
+    check_cnn_input(ctx)?;
+    Ok(Box::new(ClassifierModel::build(
+        h.architecture(),
+        &h.training,
+        ctx,
+    )?))
+}
+
+/// The CNN's two 5x5 convolutions and pools need images of at least 12x12 pixels.
+pub fn check_cnn_input(ctx: &BuildContext) -> anyhow::Result<()> {
     let (_, h, w) = ctx.input_shape;
     if h < 12 || w < 12 {
         anyhow::bail!("the CNN needs image inputs of at least 12x12 pixels, but samples are {:?} (set `testenv.dataset.shape` for image data)", ctx.input_shape);
     }
-    let arch = Architecture::Cnn {
-        conv_channels: (hps.usize("conv1_channels")?, hps.usize("conv2_channels")?),
-        fc_hidden: hps.usize("fc_hidden")?,
-    };
-    Ok(Box::new(ClassifierModel::build(arch, hps, ctx)?))
+    Ok(())
 }
 
 impl BaseModel for ClassifierModel {

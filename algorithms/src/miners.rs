@@ -8,12 +8,11 @@
 //! hidden Markov models for information extraction"). `Oracle` knows the label and both models'
 //! predictions: the best any router can do.
 
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::{HpKind, NoHyperparameters};
 use ianvs_paradigms::joint_inference::{HardExampleMiner, MinerNeeds, MiningQuery};
 use ianvs_paradigms::modules::BuildContext;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 
 /// The probabilities a confidence miner reads; a bug in the paradigm if they are missing.
 fn edge_probs<'a>(q: &MiningQuery<'a>, miner: &str) -> anyhow::Result<&'a [f32]> {
@@ -168,100 +167,103 @@ pub fn margin(p: &[f32]) -> f32 {
     }
 }
 
-fn threshold_hp(default: f64, help: &'static str) -> Vec<HpSpec> {
-    vec![HpSpec::new(
-        "threshold",
-        HpKind::Float { min: 0.0, max: 1.0 },
-        json!(default),
-        help,
-    )]
+ianvs_paradigms::hyperparameters! {
+    /// `Threshold`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ThresholdHps {
+        pub threshold: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.5,
+            help: "hard iff the edge model's largest class probability is below this; higher sends more to the cloud",
+        },
+    }
 }
 
-pub fn threshold_hps() -> Vec<HpSpec> {
-    threshold_hp(0.5, "hard iff the edge model's largest class probability is below this; higher sends more to the cloud")
+ianvs_paradigms::hyperparameters! {
+    /// `CrossEntropy`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CrossEntropyHps {
+        pub threshold: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.5,
+            help: "hard iff 1 − entropy / ln(classes) of the edge output is below this; higher sends more to the cloud",
+        },
+    }
 }
 
-pub fn cross_entropy_hps() -> Vec<HpSpec> {
-    threshold_hp(0.5, "hard iff 1 − entropy / ln(classes) of the edge output is below this; higher sends more to the cloud")
+ianvs_paradigms::hyperparameters! {
+    /// `Margin`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct MarginHps {
+        pub threshold: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.5,
+            help: "hard iff top-1 minus top-2 probability of the edge output is below this; higher sends more to the cloud",
+        },
+    }
 }
 
-pub fn margin_hps() -> Vec<HpSpec> {
-    threshold_hp(0.5, "hard iff top-1 minus top-2 probability of the edge output is below this; higher sends more to the cloud")
-}
-
-pub fn random_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "probability",
-            HpKind::Float { min: 0.0, max: 1.0 },
-            json!(0.5),
-            "chance that a sample is sent to the cloud",
-        ),
-        HpSpec::new(
-            "seed",
-            HpKind::Int {
-                min: 0,
-                max: i64::MAX,
-            },
-            None,
-            "seeds the draws (default: the job seed)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `Random`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct RandomHps {
+        pub probability: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.5,
+            help: "chance that a sample is sent to the cloud",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds the draws (default: the job seed)",
+        },
+    }
 }
 
 pub fn build_edge_only(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(EdgeOnly))
 }
 
 pub fn build_cloud_only(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(CloudOnly))
 }
 
-pub fn build_random(
-    h: &Hyperparameters,
-    _: &BuildContext,
-) -> anyhow::Result<Box<dyn HardExampleMiner>> {
-    Ok(Box::new(RandomMiner::new(
-        h.float("probability")?,
-        h.u64("seed")?,
-    )))
+pub fn build_random(h: RandomHps, _: &BuildContext) -> anyhow::Result<Box<dyn HardExampleMiner>> {
+    Ok(Box::new(RandomMiner::new(h.probability, h.seed)))
 }
 
 pub fn build_threshold(
-    h: &Hyperparameters,
+    h: ThresholdHps,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(Threshold {
-        threshold: h.float("threshold")?,
+        threshold: h.threshold,
     }))
 }
 
 pub fn build_cross_entropy(
-    h: &Hyperparameters,
+    h: CrossEntropyHps,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(CrossEntropy {
-        threshold: h.float("threshold")?,
+        threshold: h.threshold,
     }))
 }
 
-pub fn build_margin(
-    h: &Hyperparameters,
-    _: &BuildContext,
-) -> anyhow::Result<Box<dyn HardExampleMiner>> {
+pub fn build_margin(h: MarginHps, _: &BuildContext) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(Margin {
-        threshold: h.float("threshold")?,
+        threshold: h.threshold,
     }))
 }
 
 pub fn build_oracle(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
     Ok(Box::new(Oracle))

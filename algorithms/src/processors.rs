@@ -3,13 +3,12 @@
 //! see how a collaboration strategy copes with inputs the edge model finds harder.
 
 use ianvs_paradigms::data::Dataset;
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::HpKind;
 use ianvs_paradigms::joint_inference::DatasetProcessor;
 use ianvs_paradigms::modules::BuildContext;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 
 /// Keeps at most `max_samples` samples, taking classes in turn (seeded order within each class),
 /// so the subset stays balanced; the kept samples keep their original order.
@@ -81,73 +80,57 @@ impl DatasetProcessor for GaussianNoise {
     }
 }
 
-pub fn subset_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "max_samples",
-            HpKind::Int {
-                min: 1,
-                max: i64::MAX,
-            },
-            json!(1000),
-            "keep at most this many test samples, classes in turn",
-        ),
-        HpSpec::new(
-            "seed",
-            HpKind::Int {
-                min: 0,
-                max: i64::MAX,
-            },
-            None,
-            "seeds which samples of each class are kept (default: the job seed)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `Subset`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct SubsetHps {
+        pub max_samples: usize {
+            kind: HpKind::Int { min: 1, max: i64::MAX },
+            default: 1000,
+            help: "keep at most this many test samples, classes in turn",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds which samples of each class are kept (default: the job seed)",
+        },
+    }
 }
 
-pub fn noise_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "std",
-            HpKind::Float { min: 0.0, max: 1e6 },
-            json!(0.1),
-            "standard deviation of the noise, in feature units (after feature_scale)",
-        ),
-        HpSpec::new(
-            "clip",
-            HpKind::Bool,
-            json!(true),
-            "clip noisy features to [0, 1] (pixel intensities after feature_scale)",
-        ),
-        HpSpec::new(
-            "seed",
-            HpKind::Int {
-                min: 0,
-                max: i64::MAX,
-            },
-            None,
-            "seeds the noise (default: the job seed)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `GaussianNoise`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct NoiseHps {
+        pub std: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1e6 },
+            default: 0.1,
+            help: "standard deviation of the noise, in feature units (after feature_scale)",
+        },
+        pub clip: bool {
+            kind: HpKind::Bool,
+            default: true,
+            help: "clip noisy features to [0, 1] (pixel intensities after feature_scale)",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds the noise (default: the job seed)",
+        },
+    }
 }
 
-pub fn build_subset(
-    h: &Hyperparameters,
-    _: &BuildContext,
-) -> anyhow::Result<Box<dyn DatasetProcessor>> {
+pub fn build_subset(h: SubsetHps, _: &BuildContext) -> anyhow::Result<Box<dyn DatasetProcessor>> {
     Ok(Box::new(Subset {
-        max_samples: h.usize("max_samples")?,
-        seed: h.u64("seed")?,
+        max_samples: h.max_samples,
+        seed: h.seed,
     }))
 }
 
-pub fn build_noise(
-    h: &Hyperparameters,
-    _: &BuildContext,
-) -> anyhow::Result<Box<dyn DatasetProcessor>> {
+pub fn build_noise(h: NoiseHps, _: &BuildContext) -> anyhow::Result<Box<dyn DatasetProcessor>> {
     Ok(Box::new(GaussianNoise {
-        std: h.float("std")?,
-        seed: h.u64("seed")?,
-        clip: h.bool("clip")?.then_some((0.0, 1.0)),
+        std: h.std,
+        seed: h.seed,
+        clip: h.clip.then_some((0.0, 1.0)),
     }))
 }
 

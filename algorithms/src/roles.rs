@@ -2,32 +2,47 @@
 //! as the `basemodel`s (same hyperparameters, same seeded training), each placed on the device
 //! its `device` hyperparameter names.
 
-use ianvs_paradigms::device::{device_hp, select_device};
-use ianvs_paradigms::hp::{HpSpec, Hyperparameters};
+use ianvs_paradigms::device::{device_hp, select_device, DEVICE_NAMES};
+use ianvs_paradigms::hp::HpKind;
 use ianvs_paradigms::modules::{BaseModel, BuildContext};
 
-use crate::basemodels::{cnn_hps, mlp_hps, train_config, ClassifierModel};
+use crate::basemodels::{ClassifierModel, CnnHps, MlpHps, TrainingHps};
 use crate::classifiers::{Architecture, Classifier};
 
-pub fn mlp_role_hps() -> Vec<HpSpec> {
-    let mut v = mlp_hps();
-    v.push(device_hp());
-    v
+ianvs_paradigms::hyperparameters! {
+    /// The `MLP` edge or cloud model: the `MLP` base model's hyperparameters and a device.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct MlpRoleHps {
+        pub model: MlpHps { flatten },
+        pub device: String {
+            kind: HpKind::Choice(DEVICE_NAMES),
+            default: "cpu",
+            help: device_hp().help,
+        },
+    }
 }
 
-pub fn cnn_role_hps() -> Vec<HpSpec> {
-    let mut v = cnn_hps();
-    v.push(device_hp());
-    v
+ianvs_paradigms::hyperparameters! {
+    /// The `CNN` edge or cloud model: the `CNN` base model's hyperparameters and a device.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CnnRoleHps {
+        pub model: CnnHps { flatten },
+        pub device: String {
+            kind: HpKind::Choice(DEVICE_NAMES),
+            default: "cpu",
+            help: device_hp().help,
+        },
+    }
 }
 
 fn build_on_device(
     arch: Architecture,
-    h: &Hyperparameters,
+    training: &TrainingHps,
+    device: &str,
     ctx: &BuildContext,
 ) -> anyhow::Result<Box<dyn BaseModel>> {
-    let device = select_device(h.str("device")?);
-    let train = train_config(h)?;
+    let device = select_device(device);
+    let train = training.config();
     let model = Classifier::new(
         arch,
         ctx.input_shape,
@@ -38,19 +53,10 @@ fn build_on_device(
     Ok(Box::new(ClassifierModel { model, train }))
 }
 
-pub fn build_mlp(h: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
-    let hidden = h
-        .int_list("hidden_sizes")?
-        .into_iter()
-        .map(|w| w as usize)
-        .collect();
-    build_on_device(Architecture::Mlp { hidden }, h, ctx)
+pub fn build_mlp(h: MlpRoleHps, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
+    build_on_device(h.model.architecture(), &h.model.training, &h.device, ctx)
 }
 
-pub fn build_cnn(h: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
-    let arch = Architecture::Cnn {
-        conv_channels: (h.usize("conv1_channels")?, h.usize("conv2_channels")?),
-        fc_hidden: h.usize("fc_hidden")?,
-    };
-    build_on_device(arch, h, ctx)
+pub fn build_cnn(h: CnnRoleHps, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
+    build_on_device(h.model.architecture(), &h.model.training, &h.device, ctx)
 }

@@ -144,7 +144,7 @@ pub struct HpError {
 }
 
 impl Hyperparameters {
-    fn get(&self, name: &str) -> Result<&Value, HpError> {
+    pub fn get(&self, name: &str) -> Result<&Value, HpError> {
         self.0.get(name).ok_or_else(|| HpError {
             name: name.into(),
             reason: "missing".into(),
@@ -213,6 +213,193 @@ impl Hyperparameters {
     }
 }
 
+/// A module's hyperparameters as one typed struct: the spec table (`ianvs list modules`, config
+/// validation, defaults) and the parse of a case's resolved values both come from the struct's
+/// definition. Write it with [`hyperparameters!`](crate::hyperparameters).
+pub trait HpStruct: Sized {
+    /// The spec table, in field order.
+    fn specs() -> Vec<HpSpec>;
+    /// Reads the resolved values of one case (validated against [`HpStruct::specs`], defaults
+    /// filled in, so an error here is a bug, not bad input).
+    fn parse(h: &Hyperparameters) -> Result<Self, HpError>;
+}
+
+/// A module without hyperparameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoHyperparameters;
+
+impl HpStruct for NoHyperparameters {
+    fn specs() -> Vec<HpSpec> {
+        Vec::new()
+    }
+    fn parse(_: &Hyperparameters) -> Result<Self, HpError> {
+        Ok(NoHyperparameters)
+    }
+}
+
+/// A Rust type one hyperparameter is read into.
+pub trait HpValue: Sized {
+    fn read(h: &Hyperparameters, name: &str) -> Result<Self, HpError>;
+}
+
+macro_rules! hp_value {
+    ($($ty:ty => |$h:ident, $n:ident| $read:expr;)*) => {
+        $(impl HpValue for $ty {
+            fn read($h: &Hyperparameters, $n: &str) -> Result<Self, HpError> {
+                $read
+            }
+        })*
+    };
+}
+
+hp_value! {
+    i64 => |h, n| h.int(n);
+    u64 => |h, n| h.u64(n);
+    usize => |h, n| h.usize(n);
+    f64 => |h, n| h.float(n);
+    bool => |h, n| h.bool(n);
+    String => |h, n| h.str(n).map(str::to_string);
+    Vec<i64> => |h, n| h.int_list(n);
+    Option<f64> => |h, n| h.opt_float(n);
+    Option<u64> => |h, n| if h.is_set(n) { h.u64(n).map(Some) } else { Ok(None) };
+    Option<String> => |h, n| if h.is_set(n) { h.str(n).map(|s| Some(s.to_string())) } else { Ok(None) };
+    Value => |h, n| h.get(n).cloned();
+}
+
+impl HpValue for Vec<usize> {
+    fn read(h: &Hyperparameters, name: &str) -> Result<Self, HpError> {
+        h.int_list(name)?
+            .into_iter()
+            .map(|v| {
+                usize::try_from(v).map_err(|_| HpError {
+                    name: name.into(),
+                    reason: format!("{v} is negative"),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a `default:` in [`hyperparameters!`](crate::hyperparameters) may be: a number, a bool, a
+/// string, a JSON value (`json!([128])`), or `None` for "required" (or filled by the job, like
+/// `seed`).
+pub trait IntoDefault {
+    fn into_default(self) -> Option<Value>;
+}
+
+impl IntoDefault for Option<Value> {
+    fn into_default(self) -> Option<Value> {
+        self
+    }
+}
+
+macro_rules! into_default {
+    ($($ty:ty),*) => {
+        $(impl IntoDefault for $ty {
+            fn into_default(self) -> Option<Value> {
+                Some(serde_json::json!(self))
+            }
+        })*
+    };
+}
+
+into_default!(i64, i32, u64, usize, f64, bool, &str, Value);
+
+/// Declares a module's hyperparameters as a typed struct and derives [`HpStruct`] for it: the
+/// spec table (names, kinds and ranges, defaults, help) and the parse of a case's values, in
+/// field order. A field written `{ flatten }` splices in
+/// another `HpStruct` (shared training settings, say) at that position.
+///
+/// ```
+/// use ianvs_paradigms::hp::{HpKind, HpStruct, Hyperparameters};
+///
+/// ianvs_paradigms::hyperparameters! {
+///     /// The hyperparameters of a confidence miner.
+///     #[derive(Debug, Clone, PartialEq)]
+///     pub struct MinerHps {
+///         pub threshold: f64 {
+///             kind: HpKind::Float { min: 0.0, max: 1.0 },
+///             default: 0.5,
+///             help: "hard iff the confidence is below this",
+///         },
+///         pub seed: Option<u64> {
+///             kind: HpKind::Int { min: 0, max: i64::MAX },
+///             default: None,
+///             help: "seeds the draws (default: the job seed)",
+///         },
+///     }
+/// }
+///
+/// let specs = MinerHps::specs();
+/// assert_eq!(specs[0].name, "threshold");
+/// assert_eq!(specs[0].default, Some(serde_json::json!(0.5)));
+/// let h = Hyperparameters([("threshold".to_string(), serde_json::json!(0.7))].into());
+/// assert_eq!(MinerHps::parse(&h).unwrap(), MinerHps { threshold: 0.7, seed: None });
+/// ```
+#[macro_export]
+macro_rules! hyperparameters {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $fvis:vis $field:ident : $ty:ty { $($spec:tt)* }
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $(
+                $(#[$fmeta])* $fvis $field: $ty,
+            )*
+        }
+
+        impl $crate::hp::HpStruct for $name {
+            #[allow(clippy::vec_init_then_push)]
+            fn specs() -> ::std::vec::Vec<$crate::hp::HpSpec> {
+                #[allow(unused_mut)]
+                let mut v = ::std::vec::Vec::new();
+                $( $crate::__hp_spec!(v, $field, $ty, { $($spec)* }); )*
+                v
+            }
+            fn parse(
+                h: &$crate::hp::Hyperparameters,
+            ) -> ::std::result::Result<Self, $crate::hp::HpError> {
+                ::std::result::Result::Ok(Self {
+                    $( $field: $crate::__hp_read!(h, $field, $ty, { $($spec)* }), )*
+                })
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hp_spec {
+    ($v:ident, $field:ident, $ty:ty, { flatten }) => {
+        $v.extend(<$ty as $crate::hp::HpStruct>::specs())
+    };
+    ($v:ident, $field:ident, $ty:ty, { kind: $kind:expr, default: $default:expr, help: $help:expr $(,)? }) => {
+        $v.push($crate::hp::HpSpec::new(
+            stringify!($field),
+            $kind,
+            $crate::hp::IntoDefault::into_default($default),
+            $help,
+        ))
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hp_read {
+    ($h:ident, $field:ident, $ty:ty, { flatten }) => {
+        <$ty as $crate::hp::HpStruct>::parse($h)?
+    };
+    ($h:ident, $field:ident, $ty:ty, { kind: $kind:expr, default: $default:expr, help: $help:expr $(,)? }) => {
+        <$ty as $crate::hp::HpValue>::read($h, stringify!($field))?
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +424,83 @@ mod tests {
         let l = HpSpec::new("hidden", HpKind::IntList { min: 1, max: 10 }, None, "");
         assert_eq!(l.check(&json!(4)).unwrap(), json!([4]));
         assert!(l.check(&json!([4, 11])).is_err());
+    }
+
+    crate::hyperparameters! {
+        #[derive(Debug, Clone, PartialEq)]
+        struct Inner {
+            epochs: usize {
+                kind: HpKind::Int { min: 1, max: 100 },
+                default: 5,
+                help: "passes",
+            },
+            optimizer: String {
+                kind: HpKind::Choice(&["adam", "sgd"]),
+                default: "adam",
+                help: "which optimizer",
+            },
+        }
+    }
+
+    crate::hyperparameters! {
+        #[derive(Debug, Clone, PartialEq)]
+        struct Outer {
+            hidden: Vec<usize> {
+                kind: HpKind::IntList { min: 1, max: 10 },
+                default: json!([4]),
+                help: "widths",
+            },
+            inner: Inner { flatten },
+            seed: Option<u64> {
+                kind: HpKind::Int { min: 0, max: i64::MAX },
+                default: None,
+                help: "seed",
+            },
+        }
+    }
+
+    #[test]
+    fn macro_derives_specs_in_field_order_and_parses() {
+        let specs = Outer::specs();
+        let names: Vec<_> = specs.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["hidden", "epochs", "optimizer", "seed"]);
+        assert_eq!(specs[0].default, Some(json!([4])));
+        assert_eq!(specs[1].default, Some(json!(5)));
+        assert_eq!(specs[2].kind, HpKind::Choice(&["adam", "sgd"]));
+        assert_eq!(specs[3].default, None);
+        assert_eq!(specs[2].help, "which optimizer");
+        // Every default passes its own spec's check.
+        for s in &specs {
+            if let Some(d) = &s.default {
+                s.check(d).unwrap();
+            }
+        }
+        let h = Hyperparameters(
+            [
+                ("hidden".to_string(), json!([3, 2])),
+                ("epochs".to_string(), json!(7)),
+                ("optimizer".to_string(), json!("sgd")),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            Outer::parse(&h).unwrap(),
+            Outer {
+                hidden: vec![3, 2],
+                inner: Inner {
+                    epochs: 7,
+                    optimizer: "sgd".into()
+                },
+                seed: None,
+            }
+        );
+        let mut bad = h.clone();
+        bad.0.insert("epochs".into(), json!("many"));
+        let e = Outer::parse(&bad).unwrap_err();
+        assert_eq!(e.name, "epochs");
+        assert!(e.reason.contains("text \"many\""), "{e}");
+        let mut missing = h;
+        missing.0.remove("optimizer");
+        assert_eq!(Outer::parse(&missing).unwrap_err().name, "optimizer");
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::data::Dataset;
-use crate::hp::{HpKind, HpSpec, Hyperparameters};
+use crate::hp::{HpKind, HpSpec, HpStruct, Hyperparameters};
 use crate::modules::{BuildContext, WorkContext};
 use crate::paradigm::{CaseContext, CaseSpec, DataSplits, ModuleSlot, Paradigm, ResolvedModule};
 use crate::records::{CaseOutput, RecordKind, Records};
@@ -318,14 +318,7 @@ impl Paradigm for LifelongLearning {
         SLOTS
     }
     fn settings(&self) -> Vec<HpSpec> {
-        vec![
-            HpSpec::new("incremental_rounds", HpKind::Int { min: 1, max: 10_000 }, json!(null), "rounds, one new task each; the first N tasks of the task definition arrive (default null: every task)"),
-            HpSpec::new("stream_known_fraction", HpKind::Float { min: 0.0, max: 10.0 }, json!(0.25), "samples of already-known tasks mixed into each round's edge stream, as a fraction of the new task's samples (what the detector must not flag)"),
-            HpSpec::new("revisit_fraction", HpKind::Float { min: 0.0, max: 0.9 }, json!(0.2), "share of each task's train samples held back from the round that brings the task; later rounds stream them as samples of a known task, so the detector is judged on samples the knowledge base has not seen"),
-            HpSpec::new("train_samples_per_task", HpKind::Int { min: 0, max: i64::MAX }, json!(0), "cap on each task's train samples, evenly spaced (0: all)"),
-            HpSpec::new("test_samples_per_task", HpKind::Int { min: 0, max: i64::MAX }, json!(0), "cap on each task's test samples, evenly spaced (0: all)"),
-            HpSpec::new("evaluation_scenario", HpKind::Choice(SCENARIOS), json!("class-incremental"), "class-incremental: predict among all classes; task-incremental: the task is given at test time and predictions are restricted to its classes"),
-        ]
+        Settings::specs()
     }
     fn record_kind(&self) -> RecordKind {
         RecordKind::Lifelong
@@ -353,8 +346,8 @@ impl Paradigm for LifelongLearning {
             "lifelong-tasks:{}:{}:{}:{}:{}:{rounds}",
             td.name,
             serde_json::to_string(&td.hyperparameters)?,
-            settings.train_cap,
-            settings.test_cap,
+            settings.train_samples_per_task,
+            settings.test_samples_per_task,
             settings.revisit_fraction
         );
         let tasks = ctx.cache.get_or_try_insert(&key, || {
@@ -411,7 +404,7 @@ fn build_modules(
     )?;
     let detector =
         registry.build_unseen_sample_recognition(&det_m.name, &det_m.hyperparameters, &build)?;
-    let allocator = if strategy.per_task_models() && settings.scenario_class_incremental {
+    let allocator = if strategy.per_task_models() && settings.class_incremental() {
         let m = module_or_default(case, registry, "task_allocation", DEFAULT_ALLOCATION)?;
         Some(registry.build_task_allocation(&m.name, &m.hyperparameters, &build)?)
     } else {
@@ -420,24 +413,48 @@ fn build_modules(
     Ok((strategy, detector, allocator))
 }
 
-/// The paradigm's test-environment settings, read once.
-struct Settings {
-    stream_known_fraction: f64,
-    revisit_fraction: f64,
-    train_cap: usize,
-    test_cap: usize,
-    scenario_class_incremental: bool,
+crate::hyperparameters! {
+    /// The paradigm's test-environment settings (`ianvs list paradigms`), read once.
+    struct Settings {
+        incremental_rounds: Option<u64> {
+            kind: HpKind::Int { min: 1, max: 10_000 },
+            default: serde_json::Value::Null,
+            help: "rounds, one new task each; the first N tasks of the task definition arrive (default null: every task)",
+        },
+        stream_known_fraction: f64 {
+            kind: HpKind::Float { min: 0.0, max: 10.0 },
+            default: 0.25,
+            help: "samples of already-known tasks mixed into each round's edge stream, as a fraction of the new task's samples (what the detector must not flag)",
+        },
+        revisit_fraction: f64 {
+            kind: HpKind::Float { min: 0.0, max: 0.9 },
+            default: 0.2,
+            help: "share of each task's train samples held back from the round that brings the task; later rounds stream them as samples of a known task, so the detector is judged on samples the knowledge base has not seen",
+        },
+        train_samples_per_task: usize {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: 0,
+            help: "cap on each task's train samples, evenly spaced (0: all)",
+        },
+        test_samples_per_task: usize {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: 0,
+            help: "cap on each task's test samples, evenly spaced (0: all)",
+        },
+        evaluation_scenario: String {
+            kind: HpKind::Choice(SCENARIOS),
+            default: "class-incremental",
+            help: "class-incremental: predict among all classes; task-incremental: the task is given at test time and predictions are restricted to its classes",
+        },
+    }
 }
 
 impl Settings {
     fn read(s: &Hyperparameters) -> anyhow::Result<Self> {
-        Ok(Self {
-            stream_known_fraction: s.float("stream_known_fraction")?,
-            revisit_fraction: s.float("revisit_fraction")?,
-            train_cap: s.usize("train_samples_per_task")?,
-            test_cap: s.usize("test_samples_per_task")?,
-            scenario_class_incremental: s.str("evaluation_scenario")? == "class-incremental",
-        })
+        Ok(Self::parse(s)?)
+    }
+    fn class_incremental(&self) -> bool {
+        self.evaluation_scenario == "class-incremental"
     }
 }
 
@@ -499,12 +516,7 @@ fn plan_tasks(
     if specs.is_empty() {
         anyhow::bail!("{what} defines no tasks");
     }
-    let rounds = match case
-        .settings
-        .0
-        .get("incremental_rounds")
-        .and_then(|v| v.as_u64())
-    {
+    let rounds = match Settings::read(&case.settings)?.incremental_rounds {
         Some(r) => r as usize,
         None => specs.len(),
     };
@@ -583,7 +595,7 @@ fn materialise(
         .iter()
         .enumerate()
         .map(|(j, sp)| {
-            let train = make(j, train, &cap(&sp.train, s.train_cap));
+            let train = make(j, train, &cap(&sp.train, s.train_samples_per_task));
             let n = train.len();
             // At least one sample stays for the task's own round.
             let m = ((n as f64 * s.revisit_fraction).round() as usize).min(n.saturating_sub(1));
@@ -595,7 +607,7 @@ fn materialise(
             Task {
                 name: sp.name.clone(),
                 train,
-                test: make(j, &data.test, &cap(&sp.test, s.test_cap)),
+                test: make(j, &data.test, &cap(&sp.test, s.test_samples_per_task)),
                 classes: sp.classes.clone(),
                 revisit,
             }
@@ -805,25 +817,24 @@ impl Flow<'_> {
                 probs.len()
             );
             for (i, p) in probs.chunks(classes).enumerate() {
-                let prediction =
-                    if !self.settings.scenario_class_incremental && !task.classes.is_empty() {
-                        // The best class among the task's own.
-                        task.classes
-                            .iter()
-                            .copied()
-                            .filter(|&c| (c as usize) < classes)
-                            .fold((None, f32::NEG_INFINITY), |(b, bv), c| {
-                                if p[c as usize] > bv {
-                                    (Some(c), p[c as usize])
-                                } else {
-                                    (b, bv)
-                                }
-                            })
-                            .0
-                            .unwrap_or(0)
-                    } else {
-                        argmax(p).0 as u32
-                    };
+                let prediction = if !self.settings.class_incremental() && !task.classes.is_empty() {
+                    // The best class among the task's own.
+                    task.classes
+                        .iter()
+                        .copied()
+                        .filter(|&c| (c as usize) < classes)
+                        .fold((None, f32::NEG_INFINITY), |(b, bv), c| {
+                            if p[c as usize] > bv {
+                                (Some(c), p[c as usize])
+                            } else {
+                                (b, bv)
+                            }
+                        })
+                        .0
+                        .unwrap_or(0)
+                } else {
+                    argmax(p).0 as u32
+                };
                 self.records.push(LifelongRecord::Eval(EvalRecord {
                     after_round: round,
                     task: j,

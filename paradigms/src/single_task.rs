@@ -3,12 +3,21 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
-use crate::hp::{HpKind, HpSpec};
+use crate::hp::{HpKind, HpSpec, HpStruct};
 use crate::modules::BuildContext;
 use crate::paradigm::{CaseContext, CaseSpec, ModuleSlot, Paradigm};
 use crate::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
+
+crate::hyperparameters! {
+    /// The paradigm's test-environment settings (`ianvs list paradigms`).
+    struct Settings {
+        warmup_samples: usize {
+            kind: HpKind::Int { min: 0, max: 1_000_000 },
+            default: 10,
+            help: "test samples at the start whose latency is recorded but left out of latency metrics",
+        },
+    }
+}
 
 pub struct SingleTaskLearning;
 
@@ -29,15 +38,7 @@ impl Paradigm for SingleTaskLearning {
         SLOTS
     }
     fn settings(&self) -> Vec<HpSpec> {
-        vec![HpSpec::new(
-            "warmup_samples",
-            HpKind::Int {
-                min: 0,
-                max: 1_000_000,
-            },
-            json!(10),
-            "test samples at the start whose latency is recorded but left out of latency metrics",
-        )]
+        Settings::specs()
     }
     fn record_kind(&self) -> RecordKind {
         RecordKind::Classification
@@ -60,7 +61,7 @@ impl Paradigm for SingleTaskLearning {
         let report = model.train(train, &ctx.work())?;
 
         let test = &ctx.data.test;
-        let warmup = case.settings.usize("warmup_samples")?;
+        let warmup = Settings::parse(&case.settings)?.warmup_samples;
         ctx.progress.set_length(test.len() as u64);
         ctx.progress.set_position(0);
         ctx.progress.set_message("evaluating");

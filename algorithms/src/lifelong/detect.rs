@@ -8,10 +8,9 @@
 //! no detection at all (everything goes up).
 
 use ianvs_paradigms::data::Dataset;
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::{HpKind, NoHyperparameters};
 use ianvs_paradigms::lifelong::{DetectInput, Detection, TaskAllocation, UnseenTaskDetect};
 use ianvs_paradigms::modules::BuildContext;
-use serde_json::json;
 
 use super::prototypes::{PrototypeConfig, Prototypes};
 
@@ -20,33 +19,33 @@ fn dim(ctx: &BuildContext) -> usize {
     c * h * w
 }
 
-/// Prototype hyperparameters; detection and allocation differ only in their defaults.
-fn prototype_hps(subspace_dim: i64) -> Vec<HpSpec> {
-    vec![
-        HpSpec::new("prototypes_per_class", HpKind::Int { min: 1, max: 1024 }, json!(1), "prototypes (k-means centres) kept for each class of a task"),
-        HpSpec::new("subspace_dim", HpKind::Int { min: 0, max: 256 }, json!(subspace_dim), "principal directions kept with each centre; the distance is measured off that subspace (0: to the centre itself)"),
-        HpSpec::new("seed", HpKind::Int { min: 0, max: i64::MAX }, None, "seeds k-means and the principal directions (default: the job seed)"),
-    ]
-}
-
-fn prototype_config(hps: &Hyperparameters, quantile: f64) -> anyhow::Result<PrototypeConfig> {
-    Ok(PrototypeConfig {
-        per_class: hps.usize("prototypes_per_class")?,
-        subspace_dim: hps.usize("subspace_dim")?,
+/// Prototype settings; detection and allocation differ only in their defaults.
+fn prototype_config(
+    per_class: usize,
+    subspace_dim: usize,
+    quantile: f64,
+    seed: u64,
+) -> PrototypeConfig {
+    PrototypeConfig {
+        per_class,
+        subspace_dim,
         quantile,
-        seed: hps.u64("seed")?,
-    })
+        seed,
+    }
 }
 
 // ---- Confidence -----------------------------------------------------------------------------
 
-pub fn confidence_hps() -> Vec<HpSpec> {
-    vec![HpSpec::new(
-        "threshold",
-        HpKind::Float { min: 0.0, max: 1.0 },
-        json!(0.9),
-        "unseen iff the edge model's top class probability is below this",
-    )]
+ianvs_paradigms::hyperparameters! {
+    /// `Confidence`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ConfidenceHps {
+        pub threshold: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1.0 },
+            default: 0.9,
+            help: "unseen iff the edge model's top class probability is below this",
+        },
+    }
 }
 
 pub struct Confidence {
@@ -54,11 +53,11 @@ pub struct Confidence {
 }
 
 pub fn build_confidence(
-    hps: &Hyperparameters,
+    hps: ConfidenceHps,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
     Ok(Box::new(Confidence {
-        threshold: hps.float("threshold")? as f32,
+        threshold: hps.threshold as f32,
     }))
 }
 
@@ -88,32 +87,38 @@ impl UnseenTaskDetect for Confidence {
 
 // ---- PrototypeDistance ----------------------------------------------------------------------
 
-pub fn prototype_distance_hps() -> Vec<HpSpec> {
-    // Class means alone cannot tell an unseen digit from a known one once several classes are
-    // known; the principal directions of each class can, far better (see `prototypes.rs`).
-    let mut v = prototype_hps(30);
-    v.insert(
-        2,
-        HpSpec::new(
-            "quantile",
-            HpKind::Float { min: 0.5, max: 1.0 },
-            json!(0.9),
-            "a prototype's radius: this quantile of the distances of held-out samples of its class",
-        ),
-    );
-    v.insert(
-        3,
-        HpSpec::new(
-            "margin",
-            HpKind::Float {
-                min: 0.01,
-                max: 100.0,
-            },
-            json!(1.0),
-            "unseen iff the distance to every centre exceeds margin × its radius",
-        ),
-    );
-    v
+ianvs_paradigms::hyperparameters! {
+    /// `PrototypeDistance`'s hyperparameters. Class means alone cannot tell an unseen digit
+    /// from a known one once several classes are known; the principal directions of each class
+    /// can, far better (see `prototypes.rs`): hence 30 directions by default.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct PrototypeDistanceHps {
+        pub prototypes_per_class: usize {
+            kind: HpKind::Int { min: 1, max: 1024 },
+            default: 1,
+            help: "prototypes (k-means centres) kept for each class of a task",
+        },
+        pub subspace_dim: usize {
+            kind: HpKind::Int { min: 0, max: 256 },
+            default: 30,
+            help: "principal directions kept with each centre; the distance is measured off that subspace (0: to the centre itself)",
+        },
+        pub quantile: f64 {
+            kind: HpKind::Float { min: 0.5, max: 1.0 },
+            default: 0.9,
+            help: "a prototype's radius: this quantile of the distances of held-out samples of its class",
+        },
+        pub margin: f64 {
+            kind: HpKind::Float { min: 0.01, max: 100.0 },
+            default: 1.0,
+            help: "unseen iff the distance to every centre exceeds margin × its radius",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds k-means and the principal directions (default: the job seed)",
+        },
+    }
 }
 
 pub struct PrototypeDistance {
@@ -122,12 +127,18 @@ pub struct PrototypeDistance {
 }
 
 pub fn build_prototype_distance(
-    hps: &Hyperparameters,
+    hps: PrototypeDistanceHps,
     ctx: &BuildContext,
 ) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
+    let config = prototype_config(
+        hps.prototypes_per_class,
+        hps.subspace_dim,
+        hps.quantile,
+        hps.seed,
+    );
     Ok(Box::new(PrototypeDistance {
-        protos: Prototypes::new(dim(ctx), prototype_config(hps, hps.float("quantile")?)?),
-        margin: hps.float("margin")? as f32,
+        protos: Prototypes::new(dim(ctx), config),
+        margin: hps.margin as f32,
     }))
 }
 
@@ -163,7 +174,7 @@ impl UnseenTaskDetect for PrototypeDistance {
 pub struct OracleDetect;
 
 pub fn build_oracle_detect(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
     Ok(Box::new(OracleDetect))
@@ -189,7 +200,7 @@ impl UnseenTaskDetect for OracleDetect {
 pub struct UploadAll;
 
 pub fn build_upload_all(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn UnseenTaskDetect>> {
     Ok(Box::new(UploadAll))
@@ -212,9 +223,27 @@ impl UnseenTaskDetect for UploadAll {
 
 // ---- Task allocation ------------------------------------------------------------------------
 
-pub fn nearest_prototype_hps() -> Vec<HpSpec> {
-    // The classic rule by default: the nearest class mean.
-    prototype_hps(0)
+ianvs_paradigms::hyperparameters! {
+    /// `NearestPrototype`'s hyperparameters: the classic rule (the nearest class mean) by
+    /// default.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct NearestPrototypeHps {
+        pub prototypes_per_class: usize {
+            kind: HpKind::Int { min: 1, max: 1024 },
+            default: 1,
+            help: "prototypes (k-means centres) kept for each class of a task",
+        },
+        pub subspace_dim: usize {
+            kind: HpKind::Int { min: 0, max: 256 },
+            default: 0,
+            help: "principal directions kept with each centre; the distance is measured off that subspace (0: to the centre itself)",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds k-means and the principal directions (default: the job seed)",
+        },
+    }
 }
 
 /// Allocates each sample to the task of its nearest prototype.
@@ -223,12 +252,13 @@ pub struct NearestPrototype {
 }
 
 pub fn build_nearest_prototype(
-    hps: &Hyperparameters,
+    hps: NearestPrototypeHps,
     ctx: &BuildContext,
 ) -> anyhow::Result<Box<dyn TaskAllocation>> {
     // The radius quantile only matters for detection.
+    let config = prototype_config(hps.prototypes_per_class, hps.subspace_dim, 0.95, hps.seed);
     Ok(Box::new(NearestPrototype {
-        protos: Prototypes::new(dim(ctx), prototype_config(hps, 0.95)?),
+        protos: Prototypes::new(dim(ctx), config),
     }))
 }
 
@@ -251,7 +281,7 @@ impl TaskAllocation for NearestPrototype {
 pub struct Origin;
 
 pub fn build_origin(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     _: &BuildContext,
 ) -> anyhow::Result<Box<dyn TaskAllocation>> {
     Ok(Box::new(Origin))
@@ -301,8 +331,14 @@ mod tests {
             num_classes: 2,
             seed: 0,
         };
-        let h: Hyperparameters = serde_json::from_value(json!({"prototypes_per_class": 1, "subspace_dim": 0, "quantile": 0.95, "margin": 1.0, "seed": 0})).unwrap();
-        let mut d = build_prototype_distance(&h, &ctx).unwrap();
+        let h = PrototypeDistanceHps {
+            prototypes_per_class: 1,
+            subspace_dim: 0,
+            quantile: 0.95,
+            margin: 1.0,
+            seed: 0,
+        };
+        let mut d = build_prototype_distance(h, &ctx).unwrap();
         let input = DetectInput {
             x: &[0.0, 0.0],
             dim: 2,

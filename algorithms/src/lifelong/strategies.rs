@@ -16,14 +16,13 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 use ianvs_paradigms::data::Dataset;
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::{HpKind, HpStruct, NoHyperparameters};
 use ianvs_paradigms::lifelong::{StrategyContext, TaskBatch, TaskUpdateDecision, UpdateReport};
 use ianvs_paradigms::modules::WorkContext;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 
-use crate::basemodels::train_config;
+use crate::basemodels::{CnnHps, MlpHps};
 use crate::classifiers::{ewc_penalty, Architecture, Classifier, Penalty, TrainConfig};
 
 /// How to build and train the models of a strategy, from the algorithm's `basemodel`.
@@ -41,19 +40,12 @@ impl Recipe {
         let h = &m.hyperparameters;
         // The same architectures the `basemodel` modules build; lifelong strategies need the
         // classifier itself (snapshots, Fisher information), not the opaque module.
-        let arch = if m.name.eq_ignore_ascii_case("MLP") {
-            Architecture::Mlp {
-                hidden: h
-                    .int_list("hidden_sizes")?
-                    .into_iter()
-                    .map(|v| v as usize)
-                    .collect(),
-            }
+        let (arch, training) = if m.name.eq_ignore_ascii_case("MLP") {
+            let hps = MlpHps::parse(h)?;
+            (hps.architecture(), hps.training)
         } else if m.name.eq_ignore_ascii_case("CNN") {
-            Architecture::Cnn {
-                conv_channels: (h.usize("conv1_channels")?, h.usize("conv2_channels")?),
-                fc_hidden: h.usize("fc_hidden")?,
-            }
+            let hps = CnnHps::parse(h)?;
+            (hps.architecture(), hps.training)
         } else {
             anyhow::bail!("lifelong-learning strategies train MLP or CNN base models; basemodel \"{}\" is not supported", m.name);
         };
@@ -61,7 +53,7 @@ impl Recipe {
             arch,
             input_shape: ctx.build.input_shape,
             num_classes: ctx.build.num_classes,
-            train: train_config(h)?,
+            train: training.config(),
         };
         r.fresh()?; // reports a bad architecture (a CNN on tiny inputs) now, not mid-run
         Ok(r)
@@ -240,7 +232,7 @@ pub struct FineTune {
 }
 
 pub fn build_finetune(
-    _: &Hyperparameters,
+    _: NoHyperparameters,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     Ok(Box::new(FineTune {
@@ -259,27 +251,21 @@ impl FineTune {
 
 // ---- Replay ---------------------------------------------------------------------------------
 
-pub fn replay_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "buffer_size",
-            HpKind::Int {
-                min: 1,
-                max: 10_000_000,
-            },
-            json!(500),
-            "samples kept for replay (reservoir sampling over every sample seen)",
-        ),
-        HpSpec::new(
-            "seed",
-            HpKind::Int {
-                min: 0,
-                max: i64::MAX,
-            },
-            None,
-            "seeds the reservoir (default: the job seed)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `Replay`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct ReplayHps {
+        pub buffer_size: usize {
+            kind: HpKind::Int { min: 1, max: 10_000_000 },
+            default: 500,
+            help: "samples kept for replay (reservoir sampling over every sample seen)",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds the reservoir (default: the job seed)",
+        },
+    }
 }
 
 pub struct Replay {
@@ -292,16 +278,16 @@ pub struct Replay {
 }
 
 pub fn build_replay(
-    hps: &Hyperparameters,
+    hps: ReplayHps,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let learner = Learner::of(ctx)?;
     Ok(Box::new(Replay {
         buffer: learner.no_data(),
         learner,
-        capacity: hps.usize("buffer_size")?,
+        capacity: hps.buffer_size,
         seen: 0,
-        rng: ChaCha8Rng::seed_from_u64(hps.u64("seed")?),
+        rng: ChaCha8Rng::seed_from_u64(hps.seed),
     }))
 }
 
@@ -337,11 +323,21 @@ impl Replay {
 
 // ---- EWC ------------------------------------------------------------------------------------
 
-pub fn ewc_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new("lambda", HpKind::Float { min: 0.0, max: 1e12 }, json!(1000.0), "strength λ of the penalty λ/2 · Σ F·(θ − θ*)² on moving parameters important to earlier rounds"),
-        HpSpec::new("fisher_samples", HpKind::Int { min: 1, max: 1_000_000 }, json!(200), "samples of each round used to estimate the Fisher diagonal"),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `EWC`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct EwcHps {
+        pub lambda: f64 {
+            kind: HpKind::Float { min: 0.0, max: 1e12 },
+            default: 1000.0,
+            help: "strength λ of the penalty λ/2 · Σ F·(θ − θ*)² on moving parameters important to earlier rounds",
+        },
+        pub fisher_samples: usize {
+            kind: HpKind::Int { min: 1, max: 1_000_000 },
+            default: 200,
+            help: "samples of each round used to estimate the Fisher diagonal",
+        },
+    }
 }
 
 type Params = Vec<(String, Tensor)>;
@@ -355,13 +351,13 @@ pub struct Ewc {
 }
 
 pub fn build_ewc(
-    hps: &Hyperparameters,
+    hps: EwcHps,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     Ok(Box::new(Ewc {
         learner: Learner::of(ctx)?,
-        lambda: hps.float("lambda")?,
-        fisher_samples: hps.usize("fisher_samples")?,
+        lambda: hps.lambda,
+        fisher_samples: hps.fisher_samples,
         consolidated: None,
     }))
 }
@@ -427,10 +423,16 @@ fn consolidate(
 
 // ---- Joint ----------------------------------------------------------------------------------
 
-pub fn joint_hps() -> Vec<HpSpec> {
-    // Continuing from the current weights gives the model every earlier round's training as
-    // well; retraining from scratch with the same epochs is the weaker bound.
-    vec![HpSpec::new("from_scratch", HpKind::Bool, json!(false), "retrain from the initial weights each round (false: keep training the current model, on everything seen so far)")]
+ianvs_paradigms::hyperparameters! {
+    /// `Joint`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct JointHps {
+        pub from_scratch: bool {
+            kind: HpKind::Bool,
+            default: false,
+            help: "retrain from the initial weights each round (false: keep training the current model, on everything seen so far)",
+        },
+    }
 }
 
 pub struct Joint {
@@ -440,14 +442,14 @@ pub struct Joint {
 }
 
 pub fn build_joint(
-    hps: &Hyperparameters,
+    hps: JointHps,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let learner = Learner::of(ctx)?;
     Ok(Box::new(Joint {
         all: learner.no_data(),
         learner,
-        from_scratch: hps.bool("from_scratch")?,
+        from_scratch: hps.from_scratch,
     }))
 }
 
@@ -466,8 +468,16 @@ impl Joint {
 
 // ---- PerTaskModels --------------------------------------------------------------------------
 
-pub fn per_task_hps() -> Vec<HpSpec> {
-    vec![HpSpec::new("min_update_samples", HpKind::Int { min: 1, max: 1_000_000_000 }, json!(50), "a known task's model is retrained only when at least this many new samples of it arrive in a round")]
+ianvs_paradigms::hyperparameters! {
+    /// `PerTaskModels`' hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct PerTaskHps {
+        pub min_update_samples: usize {
+            kind: HpKind::Int { min: 1, max: 1_000_000_000 },
+            default: 50,
+            help: "a known task's model is retrained only when at least this many new samples of it arrive in a round",
+        },
+    }
 }
 
 pub struct PerTaskModels {
@@ -482,7 +492,7 @@ pub struct PerTaskModels {
 }
 
 pub fn build_per_task(
-    hps: &Hyperparameters,
+    hps: PerTaskHps,
     ctx: &StrategyContext,
 ) -> anyhow::Result<Box<dyn TaskUpdateDecision>> {
     let recipe = Recipe::of(ctx)?;
@@ -491,7 +501,7 @@ pub fn build_per_task(
         recipe,
         models: BTreeMap::new(),
         data: BTreeMap::new(),
-        min_update: hps.usize("min_update_samples")?,
+        min_update: hps.min_update_samples,
         rounds: 0,
     }))
 }
@@ -576,6 +586,7 @@ impl TaskUpdateDecision for PerTaskModels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn reservoir_keeps_capacity_and_an_even_share() {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use ianvs_paradigms::data::Dataset;
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::hp::HpKind;
 use ianvs_paradigms::lifelong::{TaskDefinition, TaskSpec};
 use ianvs_paradigms::modules::BuildContext;
 use rand::seq::SliceRandom;
@@ -15,36 +15,26 @@ use serde_json::json;
 
 // ---- Split ----------------------------------------------------------------------------------
 
-pub fn split_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "classes_per_task",
-            HpKind::Int {
-                min: 1,
-                max: 100_000,
-            },
-            json!(2),
-            "classes in each task (Split-MNIST: 2, digits 0-1, 2-3, …)",
-        ),
-        HpSpec::new(
-            "num_tasks",
-            HpKind::Int {
-                min: 0,
-                max: 100_000,
-            },
-            json!(0),
-            "tasks to define (0: as many as the classes fill)",
-        ),
-        HpSpec::new(
-            "class_order",
-            HpKind::IntList {
-                min: 0,
-                max: u32::MAX as i64,
-            },
-            json!([]),
-            "the order classes are dealt into tasks ([]: 0, 1, 2, …)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `Split`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct SplitHps {
+        pub classes_per_task: usize {
+            kind: HpKind::Int { min: 1, max: 100_000 },
+            default: 2,
+            help: "classes in each task (Split-MNIST: 2, digits 0-1, 2-3, …)",
+        },
+        pub num_tasks: usize {
+            kind: HpKind::Int { min: 0, max: 100_000 },
+            default: 0,
+            help: "tasks to define (0: as many as the classes fill)",
+        },
+        pub class_order: Vec<i64> {
+            kind: HpKind::IntList { min: 0, max: u32::MAX as i64 },
+            default: json!([]),
+            help: "the order classes are dealt into tasks ([]: 0, 1, 2, …)",
+        },
+    }
 }
 
 /// Split: task `k` holds the samples of classes `order[k·c .. (k+1)·c]`.
@@ -54,11 +44,8 @@ pub struct Split {
     order: Vec<u32>,
 }
 
-pub fn build_split(
-    hps: &Hyperparameters,
-    ctx: &BuildContext,
-) -> anyhow::Result<Box<dyn TaskDefinition>> {
-    let order: Vec<u32> = match hps.int_list("class_order")? {
+pub fn build_split(hps: SplitHps, ctx: &BuildContext) -> anyhow::Result<Box<dyn TaskDefinition>> {
+    let order: Vec<u32> = match hps.class_order {
         v if v.is_empty() => (0..ctx.num_classes as u32).collect(),
         v => v.into_iter().map(|c| c as u32).collect(),
     };
@@ -67,8 +54,8 @@ pub fn build_split(
         anyhow::bail!("`class_order` lists class {d} twice; each class belongs to one task");
     }
     Ok(Box::new(Split {
-        classes_per_task: hps.usize("classes_per_task")?,
-        num_tasks: hps.usize("num_tasks")?,
+        classes_per_task: hps.classes_per_task,
+        num_tasks: hps.num_tasks,
         order,
     }))
 }
@@ -117,30 +104,26 @@ impl TaskDefinition for Split {
 
 // ---- Permuted -------------------------------------------------------------------------------
 
-pub fn permuted_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new(
-            "num_tasks",
-            HpKind::Int { min: 1, max: 1000 },
-            json!(5),
-            "tasks, each every sample under its own pixel permutation",
-        ),
-        HpSpec::new(
-            "first_identity",
-            HpKind::Bool,
-            json!(true),
-            "task 1 sees the original pixels (the usual Permuted-MNIST protocol)",
-        ),
-        HpSpec::new(
-            "seed",
-            HpKind::Int {
-                min: 0,
-                max: i64::MAX,
-            },
-            None,
-            "seeds the permutations (default: the job seed)",
-        ),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// `Permuted`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct PermutedHps {
+        pub num_tasks: usize {
+            kind: HpKind::Int { min: 1, max: 1000 },
+            default: 5,
+            help: "tasks, each every sample under its own pixel permutation",
+        },
+        pub first_identity: bool {
+            kind: HpKind::Bool,
+            default: true,
+            help: "task 1 sees the original pixels (the usual Permuted-MNIST protocol)",
+        },
+        pub seed: u64 {
+            kind: HpKind::Int { min: 0, max: i64::MAX },
+            default: None,
+            help: "seeds the permutations (default: the job seed)",
+        },
+    }
 }
 
 /// Permuted: every task holds every sample, its features shuffled by a fixed permutation.
@@ -149,14 +132,14 @@ pub struct Permuted {
 }
 
 pub fn build_permuted(
-    hps: &Hyperparameters,
+    hps: PermutedHps,
     ctx: &BuildContext,
 ) -> anyhow::Result<Box<dyn TaskDefinition>> {
     let (c, h, w) = ctx.input_shape;
     let dim = c * h * w;
-    let mut rng = ChaCha8Rng::seed_from_u64(hps.u64("seed")?);
-    let first_identity = hps.bool("first_identity")?;
-    let perms = (0..hps.usize("num_tasks")?)
+    let mut rng = ChaCha8Rng::seed_from_u64(hps.seed);
+    let first_identity = hps.first_identity;
+    let perms = (0..hps.num_tasks)
         .map(|k| {
             let mut p: Vec<usize> = (0..dim).collect();
             if k > 0 || !first_identity {
@@ -189,8 +172,16 @@ impl TaskDefinition for Permuted {
 
 // ---- Rotated --------------------------------------------------------------------------------
 
-pub fn rotated_hps() -> Vec<HpSpec> {
-    vec![HpSpec::new("angles", HpKind::IntList { min: -360, max: 360 }, json!([0, 30, 60, 90, 120]), "one task per angle (degrees, counter-clockwise), every sample rotated about the image centre")]
+ianvs_paradigms::hyperparameters! {
+    /// `Rotated`'s hyperparameters.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct RotatedHps {
+        pub angles: Vec<i64> {
+            kind: HpKind::IntList { min: -360, max: 360 },
+            default: json!([0, 30, 60, 90, 120]),
+            help: "one task per angle (degrees, counter-clockwise), every sample rotated about the image centre",
+        },
+    }
 }
 
 /// Rotated: every task holds every sample, rotated by the task's angle (bilinear, zero fill).
@@ -200,7 +191,7 @@ pub struct Rotated {
 }
 
 pub fn build_rotated(
-    hps: &Hyperparameters,
+    hps: RotatedHps,
     ctx: &BuildContext,
 ) -> anyhow::Result<Box<dyn TaskDefinition>> {
     let (_, h, w) = ctx.input_shape;
@@ -208,7 +199,7 @@ pub fn build_rotated(
         anyhow::bail!("Rotated needs image samples, but they are {:?} (channels, height, width); set `testenv.dataset.shape`", ctx.input_shape);
     }
     Ok(Box::new(Rotated {
-        angles: hps.int_list("angles")?,
+        angles: hps.angles,
         shape: ctx.input_shape,
     }))
 }
@@ -272,6 +263,7 @@ pub fn rotate(img: &mut [f32], (c, h, w): (usize, usize, usize), degrees: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ianvs_paradigms::hp::{HpStruct, Hyperparameters};
 
     fn data(labels: &[u32]) -> Dataset {
         Dataset {
@@ -282,8 +274,9 @@ mod tests {
         }
     }
 
-    fn hps(v: serde_json::Value) -> Hyperparameters {
-        serde_json::from_value(v).unwrap()
+    /// Typed hyperparameters from a JSON object, as a case would resolve them.
+    fn hps<H: HpStruct>(v: serde_json::Value) -> H {
+        H::parse(&serde_json::from_value::<Hyperparameters>(v).unwrap()).unwrap()
     }
 
     #[test]
@@ -294,7 +287,7 @@ mod tests {
             seed: 0,
         };
         let s = build_split(
-            &hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": []})),
+            hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": []})),
             &ctx,
         )
         .unwrap();
@@ -309,7 +302,7 @@ mod tests {
         assert_eq!(t[2].classes, vec![4]);
         // More tasks than classes leaves the last ones empty (the paradigm reports it).
         let s = build_split(
-            &hps(json!({"classes_per_task": 2, "num_tasks": 4, "class_order": [4, 3, 2, 1, 0]})),
+            hps(json!({"classes_per_task": 2, "num_tasks": 4, "class_order": [4, 3, 2, 1, 0]})),
             &ctx,
         )
         .unwrap();
@@ -317,7 +310,7 @@ mod tests {
         assert_eq!(t[0].classes, vec![4, 3]);
         assert!(t[3].train.is_empty() && t[3].name == "no classes left");
         assert!(build_split(
-            &hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": [1, 1]})),
+            hps(json!({"classes_per_task": 2, "num_tasks": 0, "class_order": [1, 1]})),
             &ctx
         )
         .is_err());
@@ -330,8 +323,8 @@ mod tests {
             num_classes: 2,
             seed: 0,
         };
-        let h = hps(json!({"num_tasks": 3, "first_identity": true, "seed": 7}));
-        let p = build_permuted(&h, &ctx).unwrap();
+        let h: PermutedHps = hps(json!({"num_tasks": 3, "first_identity": true, "seed": 7}));
+        let p = build_permuted(h.clone(), &ctx).unwrap();
         let mut a = [1.0, 2.0, 3.0, 4.0];
         p.transform(0, &mut a);
         assert_eq!(a, [1.0, 2.0, 3.0, 4.0]);
@@ -341,7 +334,9 @@ mod tests {
         sorted.sort_by(f32::total_cmp);
         assert_eq!(sorted, [1.0, 2.0, 3.0, 4.0]);
         let mut c = [1.0, 2.0, 3.0, 4.0];
-        build_permuted(&h, &ctx).unwrap().transform(2, &mut c);
+        build_permuted(h.clone(), &ctx)
+            .unwrap()
+            .transform(2, &mut c);
         assert_eq!(b, c);
     }
 
@@ -360,7 +355,7 @@ mod tests {
         rotate(&mut img, (1, 3, 3), 45.0);
         assert!((img[4] - 5.0).abs() < 1e-6);
         assert!(build_rotated(
-            &hps(json!({"angles": [0]})),
+            hps(json!({"angles": [0]})),
             &BuildContext {
                 input_shape: (1, 1, 64),
                 num_classes: 2,

@@ -15,14 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ianvs_paradigms::data::Dataset;
-use ianvs_paradigms::device::{device_hp, warn_once};
-use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
+use ianvs_paradigms::device::{device_hp, warn_once, DEVICE_NAMES};
+use ianvs_paradigms::hp::HpKind;
 use ianvs_paradigms::modules::{BaseModel, BuildContext, TrainReport, WorkContext};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
-use serde_json::json;
 
 /// Problems with the runtime library or an ONNX model.
 #[derive(Debug, thiserror::Error)]
@@ -349,32 +348,44 @@ impl BaseModel for OnnxClassifier {
     }
 }
 
-/// Hyperparameters of the `ONNX` edge/cloud model.
-pub fn onnx_hps() -> Vec<HpSpec> {
-    vec![
-        HpSpec::new("path", HpKind::Path, None, "the .onnx file (relative to the YAML file that names it); first input [batch, features...] float32, first output [batch, classes]"),
-        HpSpec::new("output", HpKind::Choice(&["probabilities", "logits"]), json!("probabilities"), "what the first output holds; logits get a softmax"),
-        HpSpec::new("threads", HpKind::Int { min: 0, max: 1024 }, json!(1), "ONNX Runtime intra-op threads (0: its default)"),
-        device_hp(),
-    ]
+ianvs_paradigms::hyperparameters! {
+    /// Hyperparameters of the `ONNX` edge/cloud model.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct OnnxHps {
+        pub path: String {
+            kind: HpKind::Path,
+            default: None,
+            help: "the .onnx file (relative to the YAML file that names it); first input [batch, features...] float32, first output [batch, classes]",
+        },
+        pub output: String {
+            kind: HpKind::Choice(&["probabilities", "logits"]),
+            default: "probabilities",
+            help: "what the first output holds; logits get a softmax",
+        },
+        pub threads: usize {
+            kind: HpKind::Int { min: 0, max: 1024 },
+            default: 1,
+            help: "ONNX Runtime intra-op threads (0: its default)",
+        },
+        pub device: String {
+            kind: HpKind::Choice(DEVICE_NAMES),
+            default: "cpu",
+            help: device_hp().help,
+        },
+    }
 }
 
-pub fn build_onnx(h: &Hyperparameters, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
-    if h.str("device")? == "cuda" {
+pub fn build_onnx(h: OnnxHps, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>> {
+    if h.device == "cuda" {
         warn_once("ONNX models run on ONNX Runtime's CPU execution provider (the onnxruntime wheel has no CUDA); `device: cuda` is ignored for them");
     }
-    let output = if h.str("output")? == "logits" {
+    let output = if h.output == "logits" {
         OutputKind::Logits
     } else {
         OutputKind::Probabilities
     };
     let (c, hh, w) = ctx.input_shape;
-    let model = OnnxClassifier::open(
-        Path::new(h.str("path")?),
-        c * hh * w,
-        output,
-        h.usize("threads")?,
-    )?;
+    let model = OnnxClassifier::open(Path::new(&h.path), c * hh * w, output, h.threads)?;
     Ok(Box::new(model))
 }
 

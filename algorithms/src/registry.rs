@@ -111,6 +111,7 @@ pub fn registry() -> Registry {
         constructor: Constructor::LanguageModel(lm_modules::build),
     });
     r.register(ModuleEntry { module_type: "link", name: "Emulated", summary: "emulated edge-cloud network: RTT, jitter, uplink/downlink bandwidth; virtual or sleep timing", hyperparameters: ianvs_paradigms::link::link_hps(), constructor: Constructor::Link(|h, _| Ok(ianvs_paradigms::link::LinkSpec::from_hps(h)?)) });
+    r.register(ModuleEntry { module_type: "link", name: "Tcp", summary: "real edge-cloud link: the cloud model runs in an `ianvs serve` worker over TCP (spawned on loopback or at an endpoint); optional shaping proxy and scheduled faults; latency measured", hyperparameters: ianvs_paradigms::net::tcp_link_hps(), constructor: Constructor::Link(|h, _| ianvs_paradigms::net::emulated_twin(h)) });
     r.register(ModuleEntry {
         module_type: "dataset_processor",
         name: "Subset",

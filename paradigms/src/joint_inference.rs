@@ -495,12 +495,12 @@ impl Paradigm for JointInference {
 
         let worker_stats = real.as_mut().and_then(|r| r.client.stats());
         let (cloud_train_s, cloud_params) = match (&cloud_trained, &real) {
-            (Some((c, _)), _) => (c.report.seconds, c.model.num_parameters() as f64),
+            (Some((c, _)), _) => (c.report.seconds, c.model.num_parameters() as u64),
             (_, Some(r)) => (
                 r.client.ready["training_time_s"].as_f64().unwrap_or(0.0),
-                r.client.ready["parameters"].as_f64().unwrap_or(0.0),
+                r.client.ready["parameters"].as_u64().unwrap_or(0),
             ),
-            _ => (0.0, 0.0),
+            _ => (0.0, 0),
         };
         let mut out = CaseOutput::new(Records::JointInference(records));
         let m = &mut out.measurements;
@@ -511,7 +511,7 @@ impl Paradigm for JointInference {
         m.insert("edge_training_time_s".into(), edge.report.seconds);
         m.insert("cloud_training_time_s".into(), cloud_train_s);
         m.insert("edge_parameters".into(), edge.model.num_parameters() as f64);
-        m.insert("cloud_parameters".into(), cloud_params);
+        m.insert("cloud_parameters".into(), cloud_params as f64);
         if let Some(r) = &real {
             let c = &r.client.counters;
             m.insert("reconnects".into(), c.reconnects as f64);

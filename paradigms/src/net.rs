@@ -619,3 +619,160 @@ impl RealLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A minimal wire-protocol peer for the client's tests: handshake, setup → ready, and each
+    /// request answered after `delays[i]` (the payload echoed back).
+    fn peer(delays: Vec<Duration>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut delays = delays.into_iter();
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let Ok(Frame::Hello { .. }) = Frame::read_from(&mut s) else {
+                    continue;
+                };
+                Frame::Welcome.write_to(&mut s).unwrap();
+                loop {
+                    match Frame::read_from(&mut s) {
+                        Ok(Frame::Setup { .. }) => Frame::Ready {
+                            json: r#"{"parameters": 7}"#.into(),
+                        }
+                        .write_to(&mut s)
+                        .unwrap(),
+                        Ok(Frame::Request { id, payload }) => {
+                            std::thread::sleep(delays.next().unwrap_or_default());
+                            let f = Frame::Response {
+                                id,
+                                compute_ns: 1_000,
+                                payload,
+                            };
+                            if f.write_to(&mut s).is_err() {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn client(addr: SocketAddr, deadline_ms: u64) -> CloudClient {
+        CloudClient::connect(
+            addr,
+            "",
+            vec![0; 4],
+            Duration::from_millis(deadline_ms),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_late_answer_is_a_deadline_miss_and_is_skipped_afterwards() {
+        // Answered 350 ms late with a 250 ms deadline; the second request is sent at 250 ms and
+        // answered right after the first, at about 350 ms.
+        let addr = peer(vec![Duration::from_millis(350), Duration::ZERO]);
+        let mut c = client(addr, 250);
+        assert_eq!(c.ready["parameters"], 7);
+        assert_eq!(c.request(b"late").unwrap_err(), Miss::Deadline);
+        // The first answer arrives while waiting for the second: skipped by id.
+        let r = c.request(b"second").unwrap();
+        assert_eq!(r.payload, b"second");
+        assert!((r.compute_s - 1e-6).abs() < 1e-12);
+        assert_eq!(c.counters.stale_responses_skipped, 1);
+        assert_eq!((c.counters.deadline_misses, c.counters.answered), (1, 1));
+    }
+
+    #[test]
+    fn a_dead_peer_is_a_miss_not_a_hang_and_reconnects_are_counted() {
+        let addr = peer(vec![]);
+        let mut c = client(addr, 500);
+        // Break the connection from our side; the next request reconnects.
+        c.conn
+            .as_ref()
+            .unwrap()
+            .stream
+            .shutdown(std::net::Shutdown::Both)
+            .unwrap();
+        assert!(matches!(c.request(b"x"), Err(Miss::Down(_))));
+        assert_eq!(c.request(b"y").unwrap().payload, b"y");
+        assert_eq!(c.counters.reconnects, 1);
+        // Nobody listening: refused at once.
+        let gone = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        c.addr = gone;
+        c.conn = None;
+        let t = Instant::now();
+        assert!(matches!(c.request(b"z"), Err(Miss::Down(_))));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_proxy_delays_by_the_rtt_and_caps_bandwidth() {
+        let addr = peer(vec![]);
+        let link = LinkSpec {
+            rtt_ms: 40.0,
+            jitter_ms: 0.0,
+            uplink_mbps: 1.0,
+            downlink_mbps: 100.0,
+            timing: Timing::Sleep,
+            seed: 0,
+        };
+        let spec = ShapeSpec {
+            link: Some(link),
+            faults: FaultSpec {
+                outage_start_s: 0.0,
+                outage_end_s: 0.0,
+                drop_probability: 0.0,
+                reset_probability: 0.0,
+            },
+            seed: 1,
+        };
+        let proxy = Proxy::start(addr, spec).unwrap();
+        let mut c = client(proxy.addr, 5_000);
+        // 5,000 payload bytes + 17 header bytes up at 1 Mbit/s: 40.1 ms; back at 100 Mbit/s:
+        // 0.4 ms; plus 40 ms RTT.
+        let r = c.request(&[7u8; 5000]).unwrap();
+        let predicted = 0.040 + 5017.0 * 8.0 / 1e6 + 5021.0 * 8.0 / 100e6;
+        assert!(
+            r.round_trip_s >= predicted,
+            "{} < {predicted}",
+            r.round_trip_s
+        );
+        // Generous: a busy 2-core machine may add scheduling delay, never remove time.
+        assert!(r.round_trip_s < predicted + 0.25, "{}", r.round_trip_s);
+    }
+
+    #[test]
+    fn an_outage_drops_every_frame_until_it_ends() {
+        let addr = peer(vec![]);
+        let spec = ShapeSpec {
+            link: None,
+            faults: FaultSpec {
+                outage_start_s: 0.0,
+                outage_end_s: 0.6,
+                drop_probability: 0.0,
+                reset_probability: 0.0,
+            },
+            seed: 1,
+        };
+        let proxy = Proxy::start(addr, spec).unwrap();
+        let mut c = client(proxy.addr, 200);
+        assert_eq!(c.request(b"before").unwrap().payload, b"before");
+        proxy.start_clock();
+        assert_eq!(c.request(b"during").unwrap_err(), Miss::Deadline);
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(c.request(b"after").unwrap().payload, b"after");
+        assert_eq!(proxy.counters()["frames_dropped_outage"], 1);
+    }
+}

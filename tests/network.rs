@@ -486,11 +486,68 @@ fn the_shaped_real_link_agrees_with_the_emulated_prediction() {
             rel * 100.0
         );
         assert!(predicted > rtt_ms * 0.9, "{name}: {predicted}");
-        // Within 10 %, plus 1 ms for what the emulation leaves out on purpose: two loopback
-        // hops through the proxy, thread wake-ups and TCP on a busy machine.
+        // Within 10 %, plus 2 ms for what the emulation leaves out on purpose: loopback hops
+        // through the proxy, thread wake-ups (the proxy's delay queue sleeps; under load a
+        // wake-up is late by up to a few ms) and TCP. Measured on the 2-core development
+        // machine under load 5–9: LAN +0.7 to +1.0 ms, WAN +1 to +4 ms.
         assert!(
-            (measured - predicted).abs() <= 0.10 * predicted + 1.0,
+            (measured - predicted).abs() <= 0.10 * predicted + 2.0,
             "{name}: emulated {predicted:.2} ms vs real {measured:.2} ms"
         );
     }
+}
+
+#[test]
+fn one_worker_serves_many_edges_and_trains_a_shared_setup_once() {
+    let w = serve(&["--bind", "127.0.0.1:0"]);
+    let endpoint = format!("\"127.0.0.1:{}\"", w.port);
+    let hps = [("spawn", "\"none\""), ("endpoint", endpoint.as_str())];
+    let tmp = tempfile::tempdir().unwrap();
+    // Two edges (two cases run at once), the same cloud model spec: one setup on the worker.
+    let bench = job(
+        tmp.path(),
+        &[
+            ("a", algorithm("CloudOnly", "Tcp", &hps, 30)),
+            ("b", algorithm("Threshold", "Tcp", &hps, 30)),
+        ],
+    );
+    let out = ianvs()
+        .args(["run", "--quiet", "--jobs", "2", "-f"])
+        .arg(&bench)
+        .output()
+        .unwrap();
+    ok(&out);
+    let c = cases(tmp.path());
+    let served: u64 = c
+        .iter()
+        .map(|c| {
+            c.runtime["real_link"]["counters"]["answered"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    // The worker's own account, asked over a fresh connection.
+    let mut s = TcpStream::connect(("127.0.0.1", w.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    Frame::Hello {
+        version: VERSION,
+        token: Vec::new(),
+    }
+    .write_to(&mut s)
+    .unwrap();
+    assert_eq!(Frame::read_from(&mut s).unwrap(), Frame::Welcome);
+    Frame::StatsQuery.write_to(&mut s).unwrap();
+    let Frame::Stats { json } = Frame::read_from(&mut s).unwrap() else {
+        panic!("no stats")
+    };
+    let stats: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(stats["models_hosted"], 1, "{stats}");
+    assert!(stats["connections_total"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(stats["queue_depth"], 0, "{stats}");
+    // Every answered request plus 3 warm-up requests per case.
+    assert_eq!(
+        stats["requests_served"].as_u64().unwrap(),
+        served + 6,
+        "{stats}"
+    );
 }

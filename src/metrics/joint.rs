@@ -75,7 +75,7 @@ pub static METRICS: &[MetricDef] = &[
         unit: "",
         higher_is_better: false,
         kinds: JI,
-        help: "share of samples meant for the cloud that the edge answered because the cloud missed the deadline or was unreachable (real link, on_cloud_failure: fallback)",
+        help: "samples meant for the cloud that the edge answered because the cloud missed the deadline or was unreachable / samples inferred (real link, on_cloud_failure: fallback)",
         compute: |o| {
             let r = ji(o)?;
             Ok(r.iter().filter(|x| x.fallback).count() as f64 / r.len() as f64)

@@ -775,4 +775,35 @@ mod tests {
         assert_eq!(c.request(b"after").unwrap().payload, b"after");
         assert_eq!(proxy.counters()["frames_dropped_outage"], 1);
     }
+
+    #[test]
+    fn drops_are_deadline_misses_and_resets_break_the_connection() {
+        let faults = |drop_probability, reset_probability| ShapeSpec {
+            link: None,
+            faults: FaultSpec {
+                outage_start_s: 0.0,
+                outage_end_s: 0.0,
+                drop_probability,
+                reset_probability,
+            },
+            seed: 3,
+        };
+        let proxy = Proxy::start(peer(vec![]), faults(1.0, 0.0)).unwrap();
+        let mut c = client(proxy.addr, 200);
+        proxy.start_clock();
+        assert_eq!(c.request(b"lost").unwrap_err(), Miss::Deadline);
+        assert_eq!(proxy.counters()["frames_dropped_loss"], 1);
+
+        let proxy = Proxy::start(peer(vec![]), faults(0.0, 1.0)).unwrap();
+        let mut c = client(proxy.addr, 2_000);
+        proxy.start_clock();
+        let t = Instant::now();
+        assert!(matches!(c.request(b"reset"), Err(Miss::Down(_))));
+        // The next request reconnects (the handshake and setup pass; its request is reset again).
+        assert!(matches!(c.request(b"again"), Err(Miss::Down(_))));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(c.counters.reconnects, 1);
+        assert_eq!(proxy.counters()["resets"], 2);
+        assert_eq!(proxy.counters()["connections"], 2);
+    }
 }

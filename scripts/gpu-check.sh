@@ -13,7 +13,8 @@
 # first) for LD_LIBRARY_PATH, checks the binary's sha256 and ldd, then runs with `device: cuda`:
 # a one-case smoke job of the trained pair, testenvs/speculative-decoding/benchmark-cuda.yaml
 # (every verifier on cpu and cuda) and testenvs/mnist-joint-inference/benchmark-cuda.yaml
-# (cloud CNN on cpu and cuda). A case that falls back to the CPU counts as a failure. $OUT gets
+# (cloud CNN on cpu and cuda), and an edge-on-CPU / cloud-on-GPU run over TCP (`ianvs serve
+# --device cuda` + the `Tcp` link, section 7). A case that falls back to the CPU counts as a failure. $OUT gets
 # check.log, smoke.log, scenario.log, joint.log (capped) and the leaderboards. Exit status 0
 # only when every CHECK passed. On an H200 (2026-11-26) the whole script took 50 s.
 OUT="${OUT:-/tmp/check-out}"
@@ -193,6 +194,52 @@ grep -q 'running on the CPU' "$OUT/joint.log" && { echo "CHECK: JOINT FELL BACK 
 cp "$OUT"/jws/*/rank/leaderboard.md "$OUT/leaderboard-joint-cuda.md" 2>/dev/null || status=1
 cat "$OUT/leaderboard-joint-cuda.md"
 rm -rf "$OUT/jws"
+# ---- 7. edge on the CPU, cloud on the GPU: two processes over TCP (issue 14) -------------------
+# A cloud worker on this machine's GPU (`ianvs serve --device cuda`, token required), and an
+# edge `ianvs run` that keeps its MLP on the CPU and reaches the worker's CNN over TCP (the
+# `Tcp` link with `spawn: none`). On a real deployment the edge runs on another (CPU) machine
+# with `endpoint: <gpu-host>:7447`; here both are on one host over loopback, which still
+# separates the processes and the devices. Not run in CI (no GPU there): a documented check.
+IANVS_TOKEN=gpu-check-token /tmp/ianvs serve --bind 127.0.0.1:7448 --require-token --device cuda \
+    >"$OUT/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 50); do grep -q 'listening on' "$OUT/serve.log" && break; sleep 0.2; done
+net=.devcarry/net
+mkdir -p "$net"
+sed -e 's/name: "Emulated"/name: "Tcp"/' \
+    -e 's#values: \["../links/lan.yaml", "../links/wan.yaml"\]#values: ["'"$PWD/$net"'/remote.yaml"]#' \
+    testenvs/mnist-joint-inference/algorithms/threshold.yaml >"$net/threshold-remote.yaml"
+cat >"$net/remote.yaml" <<'YAML'
+spawn: "none"
+endpoint: "127.0.0.1:7448"
+token: "gpu-check-token"
+deadline_ms: 2000
+YAML
+cat >"$net/benchmark.yaml" <<YAML
+benchmarkingjob:
+  name: "cuda-network"
+  workspace: "./ws"
+  testenv: "$PWD/testenvs/mnist-joint-inference/testenv.yaml"
+  test_object:
+    type: "algorithms"
+    algorithms:
+      - name: "edge-cpu-cloud-gpu"
+        url: "./threshold-remote.yaml"
+  rank:
+    sort_by:
+      - { "accuracy": "descend" }
+    selected_output_columns: [ "rank", "algorithm", "accuracy", "samples-transfer-ratio", "latency-mean", "latency-p95", "link-time-mean", "cloud-time-mean", "fallback-ratio" ]
+YAML
+timeout 300 /tmp/ianvs run -f "$net/benchmark.yaml" --workspace "$OUT/nws" --quiet >"$OUT/network.log" 2>&1
+echo "network exit: $?"
+kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null
+cap "$OUT/network.log"; cap "$OUT/serve.log"
+tail -n 30 "$OUT/network.log"; cat "$OUT/serve.log"
+grep -q 'running on the CPU' "$OUT/serve.log" && { echo "CHECK: THE WORKER FELL BACK TO THE CPU"; status=1; }
+grep -h '"device"' "$OUT"/nws/*/*/*/runtime.json 2>/dev/null | head -n 3
+cp "$OUT"/nws/*/rank/leaderboard.md "$OUT/leaderboard-network-cuda.md" 2>/dev/null || status=1
+cat "$OUT/leaderboard-network-cuda.md"
+rm -rf "$OUT/nws"
 nvidia-smi --query-gpu=memory.used,utilization.gpu,clocks.sm --format=csv
 
 echo "CHECK STATUS: $status (0 = all good)"

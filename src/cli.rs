@@ -99,6 +99,9 @@ enum Command {
     /// Train a small Llama-architecture LM (and its BPE tokenizer) on a text corpus; export it
     /// as a Hugging Face folder (how the speculative-decoding draft/verifier pair is made).
     TrainLm(Box<crate::train_lm::TrainLmArgs>),
+    /// Run a cloud worker for real edge-cloud links (link module `Tcp`): it hosts the cloud
+    /// model of joint inference over TCP. Loopback by default; other binds need a token.
+    Serve(crate::serve::ServeArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -420,6 +423,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Compare(args) => cmd_compare(*args),
         Command::TrainLm(args) => crate::train_lm::run(*args, EXIT_CONFIG, EXIT_INTERRUPTED),
+        Command::Serve(args) => crate::serve::run(args, registry()),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod plots;
 pub mod preflight;
 pub mod report;
+pub mod serve;
 pub mod story;
 pub mod train_lm;
 pub mod workspace;

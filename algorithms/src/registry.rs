@@ -101,6 +101,13 @@ pub fn registry() -> Registry {
             Ok(ianvs_paradigms::link::LinkSpec::from_hps(h)?)
         })),
     });
+    r.register(ModuleEntry {
+        module_type: "link",
+        name: "Tcp",
+        summary: "real edge-cloud link: the cloud model runs in an `ianvs serve` worker over TCP (spawned on loopback or at an endpoint); optional shaping proxy and scheduled faults; latency measured",
+        hyperparameters: ianvs_paradigms::net::tcp_link_hps(),
+        constructor: Constructor::Link(Box::new(|h, _| ianvs_paradigms::net::emulated_twin(h))),
+    });
     r.register(ModuleEntry::dataset_processor(
         "Subset",
         "keep at most max_samples test samples, classes in turn (seeded)",

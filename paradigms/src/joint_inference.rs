@@ -27,10 +27,12 @@ use crate::data::Dataset;
 use crate::hp::{HpKind, HpSpec};
 use crate::link::{decode_answer, encode_answer, InputCodec, Link, LinkSpec, Timing};
 use crate::modules::{BaseModel, BuildContext, TrainReport};
+use crate::net::{CloudClient, Miss, OnFailure, RealLink, RealLinkSpec};
 use crate::paradigm::{CaseContext, CaseSpec, DataSplits, ModuleSlot, Paradigm, ResolvedModule};
 use crate::records::{CaseOutput, ClassificationRecord, RecordKind, Records};
 use crate::registry::Registry;
 use crate::single_task::argmax;
+use crate::wire::SetupHeader;
 
 /// What a hard-example miner needs to see to decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +120,14 @@ pub struct JointInferenceRecord {
     pub latency_s: f64,
     pub uplink_bytes: usize,
     pub downlink_bytes: usize,
+    /// Real link (`Tcp`) only: measured network + queueing time of the exchange, both
+    /// directions (request sent → response received, minus the worker's compute time).
+    #[serde(default)]
+    pub network_s: f64,
+    /// The sample was meant for the cloud, which missed the deadline or was unreachable: the
+    /// edge answered instead (`on_cloud_failure: fallback`).
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 impl JointInferenceRecord {
@@ -175,6 +185,8 @@ struct Plan {
     warmup: usize,
     codec: InputCodec,
     link: LinkSpec,
+    /// Set when the link module is `Tcp`: the cloud model runs in an `ianvs serve` worker.
+    real: Option<RealLinkSpec>,
     miner: Box<dyn HardExampleMiner>,
     processor: Option<Box<dyn DatasetProcessor>>,
 }
@@ -207,9 +219,15 @@ fn plan(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Resu
             m.name
         );
     }
-    let link = match case.module("link") {
-        Some(l) => registry.build_link(&l.name, &l.hyperparameters, &ctx)?,
-        None => LinkSpec::lan(case.seed),
+    let (link, real) = match case.module("link") {
+        Some(l) => (
+            registry.build_link(&l.name, &l.hyperparameters, &ctx)?,
+            l.name
+                .eq_ignore_ascii_case("tcp")
+                .then(|| RealLinkSpec::from_hps(&l.hyperparameters))
+                .transpose()?,
+        ),
+        None => (LinkSpec::lan(case.seed), None),
     };
     let processor = case
         .module("dataset_processor")
@@ -223,6 +241,7 @@ fn plan(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Resu
         warmup: case.settings.usize("warmup_samples")?,
         codec,
         link,
+        real,
         miner,
         processor,
     })
@@ -338,12 +357,27 @@ impl Paradigm for JointInference {
         let mut plan = plan(case, ctx.data, ctx.registry)?;
         let (em, cm) = (case.require("edgemodel")?, case.require("cloudmodel")?);
         let (edge, edge_built_now) = trained(ctx, case, "edge", em)?;
-        let (cloud, cloud_built_now) = trained(ctx, case, "cloud", cm)?;
-        check_models(
-            (em, edge.model.as_ref()),
-            (cm, cloud.model.as_ref()),
-            ctx.data,
-        )?;
+        // With a real link the cloud model lives in the worker, which builds and trains it from
+        // the same module spec, data and seed; here only an untrained copy is built, to check shapes.
+        let real_spec = plan.real.take();
+        let (cloud_trained, cloud_local) = if real_spec.is_some() {
+            let m = ctx.registry.build_model(
+                "cloudmodel",
+                &cm.name,
+                &cm.hyperparameters,
+                &build_context(case, ctx.data),
+            )?;
+            (None, Some(m))
+        } else {
+            (Some(trained(ctx, case, "cloud", cm)?), None)
+        };
+        let cloud_built_now = cloud_trained.as_ref().is_some_and(|c| c.1);
+        let cloud_model: &dyn BaseModel = match (&cloud_trained, &cloud_local) {
+            (Some((t, _)), _) => t.model.as_ref(),
+            (_, Some(m)) => m.as_ref(),
+            _ => unreachable!("one of the two is built"),
+        };
+        check_models((em, edge.model.as_ref()), (cm, cloud_model), ctx.data)?;
 
         let test: Arc<Dataset> = match &plan.processor {
             Some(p) => Arc::new(p.process(&ctx.data.test)?),
@@ -352,11 +386,39 @@ impl Paradigm for JointInference {
         if test.is_empty() || test.labels.len() != test.len() {
             anyhow::bail!("the dataset processor left {} samples and {} labels; joint inference needs labelled samples", test.len(), test.labels.len());
         }
+
+        let mut real = match real_spec {
+            Some(spec) => {
+                let train = match cloud_model.needs_training() {
+                    true => ctx.data.train.as_deref(),
+                    false => None,
+                };
+                let header = SetupHeader {
+                    module_type: "cloudmodel".into(),
+                    name: cm.name.clone(),
+                    hyperparameters: cm.hyperparameters.clone(),
+                    input_shape: ctx.data.input_shape,
+                    num_classes: ctx.data.num_classes,
+                    seed: case.seed,
+                    codec: plan.codec,
+                    train_len: train.map_or(0, |t| t.len()),
+                    dim: train.map_or(0, |t| t.dim),
+                };
+                ctx.progress
+                    .set_message("cloud worker: connecting; it builds and trains the cloud model");
+                Some(RealLink::open(spec, header.encode(train))?)
+            }
+            None => None,
+        };
         let flow = Flow {
             edge: edge.model.as_ref(),
-            cloud: cloud.model.as_ref(),
+            cloud: cloud_model,
             codec: plan.codec,
-            timing: plan.link.timing,
+            timing: if real.is_some() {
+                Timing::Sleep
+            } else {
+                plan.link.timing
+            },
         };
 
         // The Oracle's knowledge is computed before the measured loop, off the clock. The cloud's view is
@@ -364,19 +426,22 @@ impl Paradigm for JointInference {
         let oracle = if plan.miner.needs() == MinerNeeds::Oracle {
             ctx.progress
                 .set_message("oracle: both models on every sample (not timed)");
-            let mut received = Dataset {
-                dim: test.dim,
-                ..Default::default()
+            let cloud_predictions = match real.as_mut() {
+                Some(r) => remote_predictions(&mut r.client, plan.codec, &test)?,
+                None => {
+                    let mut received = Dataset {
+                        dim: test.dim,
+                        ..Default::default()
+                    };
+                    for i in 0..test.len() {
+                        received
+                            .features
+                            .extend(plan.codec.decode(&plan.codec.encode(test.x(i)))?);
+                    }
+                    batch_predictions(flow.cloud, &received)?
+                }
             };
-            for i in 0..test.len() {
-                received
-                    .features
-                    .extend(plan.codec.decode(&plan.codec.encode(test.x(i)))?);
-            }
-            Some((
-                batch_predictions(flow.edge, &test)?,
-                batch_predictions(flow.cloud, &received)?,
-            ))
+            Some((batch_predictions(flow.edge, &test)?, cloud_predictions))
         } else {
             None
         };
@@ -385,7 +450,19 @@ impl Paradigm for JointInference {
         for i in 0..plan.warmup.min(test.len()) {
             flow.edge.predict_proba(test.x(i))?;
             let payload = flow.codec.encode(test.x(i));
-            flow.cloud.predict_proba(&flow.codec.decode(&payload)?)?;
+            match real.as_mut() {
+                // Warms the worker and the connection; a miss here is not recorded.
+                Some(r) => {
+                    let _ = r.client.request(&payload);
+                }
+                None => {
+                    flow.cloud.predict_proba(&flow.codec.decode(&payload)?)?;
+                }
+            }
+        }
+        if let Some(r) = real.as_mut() {
+            r.client.counters = Default::default();
+            r.start_clock();
         }
 
         ctx.progress.set_length(test.len() as u64);
@@ -402,7 +479,8 @@ impl Paradigm for JointInference {
                 edge_prediction: e[i],
                 cloud_prediction: c[i],
             });
-            records.push(flow.sample(
+            let remote = real.as_mut().map(|r| (&mut r.client, r.spec.on_failure));
+            records.push(flow.sample_with(
                 i,
                 test.x(i),
                 test.labels[i],
@@ -410,23 +488,48 @@ impl Paradigm for JointInference {
                 plan.miner.as_mut(),
                 view,
                 &mut link,
+                remote,
             )?);
             ctx.progress.inc(1);
         }
 
+        let worker_stats = real.as_mut().and_then(|r| r.client.stats());
+        let (cloud_train_s, cloud_params) = match (&cloud_trained, &real) {
+            (Some((c, _)), _) => (c.report.seconds, c.model.num_parameters() as u64),
+            (_, Some(r)) => (
+                r.client.ready["training_time_s"].as_f64().unwrap_or(0.0),
+                r.client.ready["parameters"].as_u64().unwrap_or(0),
+            ),
+            _ => (0.0, 0),
+        };
         let mut out = CaseOutput::new(Records::JointInference(records));
         let m = &mut out.measurements;
         m.insert(
             "training_time_s".into(),
-            edge.report.seconds + cloud.report.seconds,
+            edge.report.seconds + cloud_train_s,
         );
         m.insert("edge_training_time_s".into(), edge.report.seconds);
-        m.insert("cloud_training_time_s".into(), cloud.report.seconds);
+        m.insert("cloud_training_time_s".into(), cloud_train_s);
         m.insert("edge_parameters".into(), edge.model.num_parameters() as f64);
-        m.insert(
-            "cloud_parameters".into(),
-            cloud.model.num_parameters() as f64,
-        );
+        m.insert("cloud_parameters".into(), cloud_params as f64);
+        if let Some(r) = &real {
+            let c = &r.client.counters;
+            m.insert("reconnects".into(), c.reconnects as f64);
+            m.insert("deadline_misses".into(), c.deadline_misses as f64);
+            m.insert("connection_failures".into(), c.connection_failures as f64);
+        }
+        let real_link = real.as_ref().map(|r| {
+            json!({
+                "spec": r.spec,
+                "worker": r.worker_addr.to_string(),
+                "spawned_pid": r.worker.as_ref().map(|w| w.pid()),
+                "via_proxy": r.proxy.as_ref().map(|p| p.addr.to_string()),
+                "ready": r.client.ready,
+                "counters": r.client.counters,
+                "worker_stats": worker_stats,
+                "proxy": r.proxy.as_ref().map(|p| p.counters()),
+            })
+        });
         let runtime = json!({
             "mode": plan.mode.name(),
             "uplink_codec": plan.codec,
@@ -434,7 +537,8 @@ impl Paradigm for JointInference {
             "warmup_passes_per_model": plan.warmup.min(test.len()),
             "test_samples": test.len(),
             "edge": { "module": em.name, "parameters": edge.model.num_parameters(), "training_time_s": edge.report.seconds, "built_in_this_case": edge_built_now },
-            "cloud": { "module": cm.name, "parameters": cloud.model.num_parameters(), "training_time_s": cloud.report.seconds, "built_in_this_case": cloud_built_now },
+            "cloud": { "module": cm.name, "parameters": cloud_params, "training_time_s": cloud_train_s, "built_in_this_case": cloud_built_now || real.is_some() },
+            "real_link": real_link,
         });
         out.artifacts
             .push(("runtime.json".into(), serde_json::to_vec_pretty(&runtime)?));
@@ -469,6 +573,38 @@ struct CloudAnswer {
     downlink_s: f64,
     uplink_bytes: usize,
     downlink_bytes: usize,
+    /// Real link: measured network + queueing, both directions.
+    network_s: f64,
+}
+
+/// What a request that fell back to the edge cost.
+struct Missed {
+    codec_s: f64,
+    uplink_bytes: usize,
+}
+
+/// The cloud's answer to every test sample over a real link, off the clock (for the Oracle).
+fn remote_predictions(
+    client: &mut CloudClient,
+    codec: InputCodec,
+    test: &Dataset,
+) -> anyhow::Result<Vec<u32>> {
+    (0..test.len())
+        .map(|i| {
+            let reply = client.request(&codec.encode(test.x(i))).map_err(|m| {
+                anyhow::anyhow!(
+                    "the Oracle needs the cloud's answer to every sample before the run: {m}"
+                )
+            })?;
+            let a: &[u8; 8] = reply.payload.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "the cloud worker answered {} bytes instead of 8",
+                    reply.payload.len()
+                )
+            })?;
+            Ok(decode_answer(a).0)
+        })
+        .collect()
 }
 
 impl Flow<'_> {
@@ -502,7 +638,53 @@ impl Flow<'_> {
             downlink_s: down.seconds,
             uplink_bytes: up.bytes,
             downlink_bytes: down.bytes,
+            network_s: 0.0,
         })
+    }
+
+    /// The cloud's part over a real link: `Ok(Err(..))` when it missed and the policy is to
+    /// fall back, an error when the policy is to fail.
+    fn ask_remote(
+        &self,
+        x: &[f32],
+        client: &mut CloudClient,
+        policy: OnFailure,
+    ) -> anyhow::Result<Result<CloudAnswer, Missed>> {
+        let t = Instant::now();
+        let payload = self.codec.encode(x);
+        let codec_s = t.elapsed().as_secs_f64();
+        match client.request(&payload) {
+            Ok(reply) => {
+                let t = Instant::now();
+                let answer: &[u8; 8] = reply.payload.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!(
+                        "the cloud worker answered {} bytes; a joint-inference answer is 8 (class u32, probability f32)",
+                        reply.payload.len()
+                    )
+                })?;
+                let (prediction, confidence) = decode_answer(answer);
+                let decode_s = t.elapsed().as_secs_f64();
+                Ok(Ok(CloudAnswer {
+                    prediction,
+                    confidence,
+                    cloud_s: reply.compute_s,
+                    codec_s: codec_s + reply.framing_s + decode_s,
+                    uplink_s: 0.0,
+                    downlink_s: 0.0,
+                    uplink_bytes: payload.len(),
+                    downlink_bytes: reply.payload.len(),
+                    network_s: (reply.round_trip_s - reply.compute_s).max(0.0),
+                }))
+            }
+            Err(miss) => match policy {
+                OnFailure::Fail => anyhow::bail!("{miss} (the link's on_cloud_failure is `fail`; `fallback` answers from the edge instead)"),
+                OnFailure::Fallback => Ok(Err(Missed {
+                    codec_s,
+                    // A request that timed out was sent; one to an unreachable cloud was not.
+                    uplink_bytes: if miss == Miss::Deadline { payload.len() } else { 0 },
+                })),
+            },
+        }
     }
 
     /// Runs one sample through the flow and returns its record.
@@ -517,7 +699,25 @@ impl Flow<'_> {
         oracle: Option<OracleView>,
         link: &mut Link,
     ) -> anyhow::Result<JointInferenceRecord> {
+        self.sample_with(index, x, label, mode, miner, oracle, link, None)
+    }
+
+    /// [`Flow::sample`], with the cloud reached over a real link when `remote` is given (the
+    /// emulated `link` is then unused) and its failure policy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_with(
+        &self,
+        index: usize,
+        x: &[f32],
+        label: u32,
+        mode: Mode,
+        miner: &mut dyn HardExampleMiner,
+        oracle: Option<OracleView>,
+        link: &mut Link,
+        remote: Option<(&mut CloudClient, OnFailure)>,
+    ) -> anyhow::Result<JointInferenceRecord> {
         let t_sample = Instant::now();
+        let measured = remote.is_some();
         let mut r = JointInferenceRecord {
             index,
             label,
@@ -537,6 +737,8 @@ impl Flow<'_> {
             latency_s: 0.0,
             uplink_bytes: 0,
             downlink_bytes: 0,
+            network_s: 0.0,
+            fallback: false,
         };
         let run_edge = |r: &mut JointInferenceRecord| -> anyhow::Result<Vec<f32>> {
             let t = Instant::now();
@@ -559,8 +761,25 @@ impl Flow<'_> {
             oracle,
         })?;
         r.mining_s = t.elapsed().as_secs_f64();
-        if hard {
-            let a = self.ask_cloud(x, link)?;
+        let answer = match (hard, remote) {
+            (false, _) => None,
+            (true, None) => Some(Ok(self.ask_cloud(x, link)?)),
+            (true, Some((client, policy))) => Some(self.ask_remote(x, client, policy)?),
+        };
+        if let Some(Err(missed)) = answer {
+            // Edge autonomy: the cloud did not answer in time; the edge's answer stands.
+            if r.edge_prediction.is_none() {
+                run_edge(&mut r)?;
+            }
+            r.fallback = true;
+            r.route = Route::Edge;
+            (r.prediction, r.confidence) = (
+                r.edge_prediction.unwrap_or(0),
+                r.edge_confidence.unwrap_or(0.0),
+            );
+            (r.codec_s, r.uplink_bytes) = (missed.codec_s, missed.uplink_bytes);
+        } else if let Some(Ok(a)) = answer {
+            r.network_s = a.network_s;
             r.route = Route::Cloud;
             (r.prediction, r.confidence) = (a.prediction, a.confidence);
             (r.cloud_prediction, r.cloud_confidence) = (Some(a.prediction), Some(a.confidence));
@@ -590,6 +809,7 @@ impl Flow<'_> {
             );
         }
         r.latency_s = match self.timing {
+            _ if measured => t_sample.elapsed().as_secs_f64(),
             Timing::Virtual => {
                 r.edge_s + r.mining_s + r.codec_s + r.uplink_s + r.cloud_s + r.downlink_s
             }

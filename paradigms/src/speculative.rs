@@ -648,6 +648,8 @@ fn load_lm(
 
 fn link_spec(registry: &Registry, case: &CaseSpec) -> anyhow::Result<LinkSpec> {
     match case.module("link") {
+        // Not silently emulated: the verifier does not run in a worker yet (docs/network.md).
+        Some(m) if m.name.eq_ignore_ascii_case("tcp") => anyhow::bail!("the `Tcp` link (a real `ianvs serve` worker) is only supported by joint inference so far; speculative decoding runs its verifier in-process: use `link: Emulated` (docs/network.md, \"Not done\")"),
         Some(m) => registry.build_link(
             &m.name,
             &m.hyperparameters,
@@ -687,6 +689,7 @@ impl Paradigm for SpeculativeDecoding {
         if data.test.texts.is_empty() {
             anyhow::bail!("speculative decoding needs prompts: give `testenv.dataset.test_data` as JSONL with a \"prompt\" (or \"text\") field");
         }
+        link_spec(registry, case)?;
         let d = load_lm(registry, case, "drafter")?;
         let v = load_lm(registry, case, "verifier")?;
         if d.is_none() && v.is_none() {

@@ -30,6 +30,102 @@ pub enum Frame {
         compute_ns: u64,
         payload: Vec<u8>,
     },
+    /// Edge → cloud, after `Welcome`: what the worker must host (see [`SetupHeader`]): a
+    /// little-endian `u32` header length, the JSON header, then the train split (f32 features
+    /// then u32 labels, little-endian) when the model is trained.
+    Setup { payload: Vec<u8> },
+    /// Cloud → edge: the hosted model is ready; a JSON body (parameters, classes, training time, device).
+    Ready { json: String },
+    /// Edge → cloud: asks for the worker's load.
+    StatsQuery,
+    /// Cloud → edge: the worker's load as JSON (requests served, queue depth, compute time, connections).
+    Stats { json: String },
+}
+
+/// The JSON header of a [`Frame::Setup`]: the cloud model's module, its hyperparameters and the
+/// data shape, so the worker builds and trains exactly the model the emulated run would.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SetupHeader {
+    /// Module type (`cloudmodel`) and name, as in the algorithm YAML.
+    pub module_type: String,
+    pub name: String,
+    pub hyperparameters: crate::hp::Hyperparameters,
+    pub input_shape: (usize, usize, usize),
+    pub num_classes: usize,
+    pub seed: u64,
+    /// The uplink codec the requests use (`f32`, `u8`, `deflate`).
+    pub codec: crate::link::InputCodec,
+    /// Train samples that follow the header (0 for a ready-made model) and their dimension.
+    pub train_len: usize,
+    pub dim: usize,
+}
+
+impl SetupHeader {
+    /// Encodes the header and the train split into a [`Frame::Setup`] payload.
+    pub fn encode(&self, train: Option<&crate::data::Dataset>) -> Vec<u8> {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut out = (json.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&json);
+        if let Some(t) = train {
+            out.reserve(t.features.len() * 4 + t.labels.len() * 4);
+            for v in &t.features {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for l in &t.labels {
+                out.extend_from_slice(&l.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Parses a [`Frame::Setup`] payload back into the header and the train split.
+    pub fn decode(payload: &[u8]) -> io::Result<(SetupHeader, Option<crate::data::Dataset>)> {
+        let bad = |m: String| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("ianvs wire: setup {m}"))
+        };
+        let n = payload
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| bad("shorter than its header length".into()))?;
+        let json = payload
+            .get(4..4 + n)
+            .ok_or_else(|| bad("header truncated".into()))?;
+        let h: SetupHeader =
+            serde_json::from_slice(json).map_err(|e| bad(format!("header: {e}")))?;
+        let rest = &payload[4 + n..];
+        if h.train_len == 0 {
+            return Ok((h, None));
+        }
+        let want = h
+            .train_len
+            .checked_mul(h.dim + 1)
+            .and_then(|v| v.checked_mul(4))
+            .ok_or_else(|| bad("train size overflows".into()))?;
+        if rest.len() != want {
+            return Err(bad(format!(
+                "carries {} bytes of train data, expected {want} ({} samples × ({} features + label) × 4)",
+                rest.len(),
+                h.train_len,
+                h.dim
+            )));
+        }
+        let nf = h.train_len * h.dim * 4;
+        let features = rest[..nf]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let labels = rest[nf..]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let data = crate::data::Dataset {
+            dim: h.dim,
+            features,
+            labels,
+            ..Default::default()
+        };
+        Ok((h, Some(data)))
+    }
 }
 
 const HELLO: u8 = 1;
@@ -37,6 +133,10 @@ const WELCOME: u8 = 2;
 const REFUSED: u8 = 3;
 const REQUEST: u8 = 4;
 const RESPONSE: u8 = 5;
+const SETUP: u8 = 6;
+const READY: u8 = 7;
+const STATS_QUERY: u8 = 8;
+const STATS: u8 = 9;
 
 impl Frame {
     /// The frame's bytes including the length prefix.
@@ -68,6 +168,19 @@ impl Frame {
                 body.extend_from_slice(&id.to_be_bytes());
                 body.extend_from_slice(&compute_ns.to_be_bytes());
                 body.extend_from_slice(payload);
+            }
+            Frame::Setup { payload } => {
+                body.push(SETUP);
+                body.extend_from_slice(payload);
+            }
+            Frame::Ready { json } => {
+                body.push(READY);
+                body.extend_from_slice(json.as_bytes());
+            }
+            Frame::StatsQuery => body.push(STATS_QUERY),
+            Frame::Stats { json } => {
+                body.push(STATS);
+                body.extend_from_slice(json.as_bytes());
             }
         }
         let mut out = (body.len() as u32).to_be_bytes().to_vec();
@@ -108,7 +221,17 @@ impl Frame {
                 compute_ns: u64_at(rest, 8)?,
                 payload: rest[16..].to_vec(),
             }),
-            k => Err(bad(&format!("unknown frame kind {k} (valid: 1..=5)"))),
+            SETUP => Ok(Frame::Setup {
+                payload: rest.to_vec(),
+            }),
+            READY => Ok(Frame::Ready {
+                json: String::from_utf8_lossy(rest).into_owned(),
+            }),
+            STATS_QUERY => Ok(Frame::StatsQuery),
+            STATS => Ok(Frame::Stats {
+                json: String::from_utf8_lossy(rest).into_owned(),
+            }),
+            k => Err(bad(&format!("unknown frame kind {k} (valid: 1..=9)"))),
         }
     }
 

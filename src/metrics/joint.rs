@@ -70,6 +70,42 @@ pub static METRICS: &[MetricDef] = &[
         compute: |o| Ok(ji(o)?.iter().map(|r| r.downlink_bytes as f64).sum()),
     },
     MetricDef {
+        id: "fallback-ratio",
+        aliases: &["fallback_ratio"],
+        unit: "",
+        higher_is_better: false,
+        kinds: JI,
+        help: "samples meant for the cloud that the edge answered because the cloud missed the deadline or was unreachable / samples inferred (real link, on_cloud_failure: fallback)",
+        compute: |o| {
+            let r = ji(o)?;
+            Ok(r.iter().filter(|x| x.fallback).count() as f64 / r.len() as f64)
+        },
+    },
+    MetricDef {
+        id: "fallback-accuracy",
+        aliases: &["fallback_accuracy", "outage-accuracy"],
+        unit: "",
+        higher_is_better: true,
+        kinds: JI,
+        help: "accuracy of the edge's answers on the samples that fell back (during outages, drops, resets); no value when none fell back",
+        compute: |o| {
+            let r: Vec<_> = ji(o)?.iter().filter(|x| x.fallback).collect();
+            if r.is_empty() {
+                bail!("no sample fell back to the edge");
+            }
+            Ok(r.iter().filter(|x| x.prediction == x.label).count() as f64 / r.len() as f64)
+        },
+    },
+    MetricDef {
+        id: "reconnects",
+        aliases: &[],
+        unit: "",
+        higher_is_better: false,
+        kinds: JI,
+        help: "times the edge reopened its connection to the cloud worker during the case (real link)",
+        compute: |o| measurement(o, "reconnects"),
+    },
+    MetricDef {
         id: "edge-time-mean",
         aliases: &["edge_time_mean"],
         unit: "ms",
@@ -101,12 +137,12 @@ pub static METRICS: &[MetricDef] = &[
         unit: "ms",
         higher_is_better: false,
         kinds: JI,
-        help: "mean uplink + downlink time per sample (0 where nothing was sent)",
+        help: "mean uplink + downlink time per sample (0 where nothing was sent); on a real link, the measured network + queueing time",
         compute: |o| {
             Ok(mean(
                 &ji(o)?
                     .iter()
-                    .map(|r| (r.uplink_s + r.downlink_s) * 1e3)
+                    .map(|r| (r.uplink_s + r.downlink_s + r.network_s) * 1e3)
                     .collect::<Vec<_>>(),
             ))
         },
@@ -169,6 +205,8 @@ mod tests {
             latency_s,
             uplink_bytes: up,
             downlink_bytes: if cloud { 8 } else { 0 },
+            network_s: 0.0,
+            fallback: false,
         }
     }
 
@@ -202,6 +240,16 @@ mod tests {
         assert!((compute("latency-mean", &o) - 13.0).abs() < 1e-9);
         assert!((compute("latency-p50", &o) - 13.0).abs() < 1e-9);
         assert!((compute("throughput", &o) - 4.0 / 0.052).abs() < 1e-6);
+        assert_eq!(compute("fallback-ratio", &o), 0.0);
+        let mut fell = o.clone();
+        if let Records::JointInference(r) = &mut fell.records {
+            // Sample 1 was meant for the cloud; the edge (wrong) answered it.
+            r[1].route = Route::Edge;
+            r[1].fallback = true;
+            r[1].prediction = 0;
+        }
+        assert_eq!(compute("fallback-ratio", &fell), 0.25);
+        assert_eq!(compute("fallback-accuracy", &fell), 0.0);
         let empty = CaseOutput::new(Records::JointInference(vec![]));
         assert!(super::super::all()
             .find(|m| m.id == "edge-ratio")

@@ -1,0 +1,399 @@
+//! `ianvs serve`: the cloud worker of a real edge↔cloud link (issue 14).
+//!
+//! It speaks the wire protocol of `ianvs_paradigms::wire` over TCP (tokio, one task per
+//! connection). An edge connects, says `Hello` (version + token), sends a `Setup` with the
+//! cloud model's module spec, the data shape, the seed and the train split; the worker builds the
+//! model through the same registry as `ianvs run`, trains it once per distinct setup (later
+//! connections with the same setup share it) and answers `Ready`. Then each `Request` carries
+//! an encoded sample; the worker decodes it with the case's codec, runs the model (on a blocking
+//! thread, so connections are served concurrently) and answers with the 8-byte answer and its
+//! own compute time. `StatsQuery` returns its load: requests served, queue depth (requests
+//! received and not yet answered), compute time, connections.
+//!
+//! Binding: loopback by default; any other address requires a token (given with `--token` or
+//! `IANVS_TOKEN`, else generated and printed).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ianvs_paradigms::link::encode_answer;
+use ianvs_paradigms::modules::{BaseModel, BuildContext, WorkContext};
+use ianvs_paradigms::registry::Registry;
+use ianvs_paradigms::single_task::argmax;
+use ianvs_paradigms::wire::{check_hello, Frame, SetupHeader, MAX_FRAME};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// `ianvs serve` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port). Any non-loopback address
+    /// requires a token.
+    #[arg(long, default_value = "127.0.0.1:7447", value_name = "ADDR")]
+    pub bind: String,
+    /// The token edges must present. Default: `IANVS_TOKEN`; on a non-loopback bind without
+    /// one, a token is generated and printed.
+    #[arg(
+        long,
+        env = "IANVS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Require a token even on loopback (a token is generated and printed if none is given).
+    #[arg(long)]
+    pub require_token: bool,
+    /// Device for the hosted models (`cpu`, `cuda`, `auto`): overrides the `device`
+    /// hyperparameter the edge sends, so a CPU edge can use a GPU worker.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Exit when standard input closes (how a worker spawned by `ianvs run` never outlives it).
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_eof: bool,
+    /// Fault injection for tests: the process exits abruptly (code 70) when it receives its
+    /// N-th request, without answering it, as a crashed worker would.
+    #[arg(long, hide = true, value_name = "N")]
+    pub crash_after: Option<u64>,
+}
+
+/// A model hosted for one distinct setup.
+struct Hosted {
+    model: Box<dyn BaseModel>,
+    header: SetupHeader,
+    ready: String,
+}
+
+type Slot = Arc<tokio::sync::OnceCell<std::result::Result<Arc<Hosted>, String>>>;
+
+struct State {
+    registry: &'static Registry,
+    token: Option<Vec<u8>>,
+    device: Option<String>,
+    crash_after: Option<u64>,
+    models: Mutex<HashMap<[u8; 32], Slot>>,
+    received: AtomicU64,
+    served: AtomicU64,
+    in_flight: AtomicU64,
+    compute_ns: AtomicU64,
+    connections: AtomicU64,
+    active: AtomicU64,
+    refused: AtomicU64,
+    started: Instant,
+}
+
+impl State {
+    fn stats(&self) -> serde_json::Value {
+        json!({
+            "requests_served": self.served.load(Ordering::Relaxed),
+            "queue_depth": self.in_flight.load(Ordering::Relaxed),
+            "compute_s": self.compute_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            "connections_total": self.connections.load(Ordering::Relaxed),
+            "connections_open": self.active.load(Ordering::Relaxed),
+            "handshakes_refused": self.refused.load(Ordering::Relaxed),
+            "models_hosted": self.models.lock().map(|m| m.len()).unwrap_or(0),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Runs the worker until it is killed (or, with `--exit-on-stdin-eof`, stdin closes).
+pub fn run(args: ServeArgs, registry: &'static Registry) -> Result<u8> {
+    let addr: SocketAddr = args.bind.parse().with_context(|| {
+        format!(
+            "--bind {:?} is not an address like 127.0.0.1:7447 or 0.0.0.0:7447",
+            args.bind
+        )
+    })?;
+    let mut token = args.token.clone().filter(|t| !t.is_empty());
+    let mut generated = false;
+    if token.is_none() && (args.require_token || !addr.ip().is_loopback()) {
+        token = Some(ianvs_paradigms::net::random_token());
+        generated = true;
+    }
+    if args.exit_on_stdin_eof {
+        std::thread::spawn(|| {
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+            std::process::exit(0);
+        });
+    }
+    let state = Arc::new(State {
+        registry,
+        token: token.clone().map(String::into_bytes),
+        device: args.device.clone(),
+        crash_after: args.crash_after,
+        models: Mutex::new(HashMap::new()),
+        received: AtomicU64::new(0),
+        served: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        compute_ns: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+        active: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        // The first line is read by `ianvs run` (spawn: local) and by scripts: keep its form.
+        println!(
+            "ianvs serve: listening on {local} (protocol v{}, token {})",
+            ianvs_paradigms::wire::VERSION,
+            if state.token.is_some() {
+                "required"
+            } else {
+                "not required"
+            }
+        );
+        if generated {
+            println!("ianvs serve: token {}", token.as_deref().unwrap_or(""));
+            println!("ianvs serve: give it to edges as IANVS_TOKEN or the Tcp link's `token`");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("ianvs serve: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                state.connections.fetch_add(1, Ordering::Relaxed);
+                state.active.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = serve_conn(sock, &state).await {
+                    if std::env::var_os("IANVS_SERVE_VERBOSE").is_some() {
+                        eprintln!("ianvs serve: {peer}: {e:#}");
+                    }
+                }
+                state.active.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<u8, anyhow::Error>(0)
+    })
+}
+
+async fn read_frame(s: &mut TcpStream) -> std::io::Result<Frame> {
+    let len = s.read_u32().await?;
+    if len == 0 || len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("ianvs wire: frame length {len} outside 1..={MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).await?;
+    Frame::decode(&body)
+}
+
+async fn write_frame(s: &mut TcpStream, f: &Frame) -> std::io::Result<()> {
+    s.write_all(&f.encode()).await?;
+    s.flush().await
+}
+
+async fn serve_conn(mut sock: TcpStream, state: &Arc<State>) -> Result<()> {
+    let _ = sock.set_nodelay(true);
+    // A client that says nothing is dropped after 30 s.
+    let hello = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut sock))
+        .await
+        .context("no handshake within 30 s")??;
+    if let Err(reason) = check_hello(&hello, state.token.as_deref()) {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        write_frame(
+            &mut sock,
+            &Frame::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        anyhow::bail!("refused: {reason}");
+    }
+    write_frame(&mut sock, &Frame::Welcome).await?;
+    let mut hosted: Option<Arc<Hosted>> = None;
+    loop {
+        let frame = match read_frame(&mut sock).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match frame {
+            Frame::Setup { payload } => match host(state, payload).await {
+                Ok(h) => {
+                    write_frame(
+                        &mut sock,
+                        &Frame::Ready {
+                            json: h.ready.clone(),
+                        },
+                    )
+                    .await?;
+                    hosted = Some(h);
+                }
+                Err(reason) => {
+                    write_frame(&mut sock, &Frame::Refused { reason }).await?;
+                }
+            },
+            Frame::Request { id, payload } => {
+                let Some(h) = hosted.clone() else {
+                    write_frame(
+                        &mut sock,
+                        &Frame::Refused {
+                            reason: "a request before any setup".into(),
+                        },
+                    )
+                    .await?;
+                    anyhow::bail!("request before setup");
+                };
+                let n = state.received.fetch_add(1, Ordering::SeqCst) + 1;
+                if state.crash_after.is_some_and(|c| n >= c) {
+                    eprintln!("ianvs serve: --crash-after {n}: exiting abruptly");
+                    std::process::exit(70);
+                }
+                state.in_flight.fetch_add(1, Ordering::Relaxed);
+                let out = tokio::task::spawn_blocking(move || answer(&h, &payload)).await;
+                state.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let (bytes, ns) = match out {
+                    Ok(Ok(x)) => x,
+                    Ok(Err(e)) => {
+                        write_frame(
+                            &mut sock,
+                            &Frame::Refused {
+                                reason: format!("{e:#}"),
+                            },
+                        )
+                        .await?;
+                        anyhow::bail!("request {id}: {e:#}");
+                    }
+                    Err(e) => anyhow::bail!("request {id}: the model task failed: {e}"),
+                };
+                state.served.fetch_add(1, Ordering::Relaxed);
+                state.compute_ns.fetch_add(ns, Ordering::Relaxed);
+                write_frame(
+                    &mut sock,
+                    &Frame::Response {
+                        id,
+                        compute_ns: ns,
+                        payload: bytes.to_vec(),
+                    },
+                )
+                .await?;
+            }
+            Frame::StatsQuery => {
+                write_frame(
+                    &mut sock,
+                    &Frame::Stats {
+                        json: state.stats().to_string(),
+                    },
+                )
+                .await?;
+            }
+            other => anyhow::bail!("unexpected frame from an edge: {other:?}"),
+        }
+    }
+}
+
+/// Decodes one sample, runs the model, encodes the answer; returns it with the compute time.
+fn answer(h: &Hosted, payload: &[u8]) -> Result<([u8; 8], u64)> {
+    let t = Instant::now();
+    let x = h.header.codec.decode(payload)?;
+    let probs = h.model.predict_proba(&x)?;
+    let (class, p) = argmax(&probs);
+    let out = encode_answer(class as u32, p);
+    Ok((out, t.elapsed().as_nanos() as u64))
+}
+
+/// The model of a setup: built and trained on first use, shared by later connections.
+async fn host(state: &Arc<State>, payload: Vec<u8>) -> std::result::Result<Arc<Hosted>, String> {
+    let key: [u8; 32] = Sha256::digest(&payload).into();
+    let slot = {
+        let mut m = state
+            .models
+            .lock()
+            .map_err(|_| "model table poisoned".to_string())?;
+        m.entry(key).or_default().clone()
+    };
+    let state = state.clone();
+    slot.get_or_init(|| async move {
+        tokio::task::spawn_blocking(move || build(&state, &payload))
+            .await
+            .map_err(|e| format!("building the model failed: {e}"))
+            .and_then(|r| r.map_err(|e| format!("{e:#}")))
+    })
+    .await
+    .clone()
+}
+
+fn build(state: &State, payload: &[u8]) -> Result<Arc<Hosted>> {
+    let (mut header, train) = SetupHeader::decode(payload)?;
+    let has_device = state
+        .registry
+        .find(&header.module_type, &header.name)
+        .is_some_and(|e| e.hp("device").is_some());
+    if let (Some(d), true) = (&state.device, has_device) {
+        {
+            header
+                .hyperparameters
+                .0
+                .insert("device".into(), serde_json::Value::String(d.clone()));
+        }
+    }
+    let ctx = BuildContext {
+        input_shape: header.input_shape,
+        num_classes: header.num_classes,
+        seed: header.seed,
+    };
+    let mut model = state
+        .registry
+        .build_model(
+            &header.module_type,
+            &header.name,
+            &header.hyperparameters,
+            &ctx,
+        )
+        .with_context(|| format!("{} {}", header.module_type, header.name))?;
+    let t = Instant::now();
+    let mut report = ianvs_paradigms::modules::TrainReport::default();
+    if model.needs_training() {
+        let train =
+            train.context("the model needs training but the setup carried no train split")?;
+        let bar = indicatif::ProgressBar::hidden();
+        let cancel = AtomicBool::new(false);
+        report = model.train(
+            &train,
+            &WorkContext {
+                progress: &bar,
+                cancel: &cancel,
+            },
+        )?;
+    }
+    let ready = json!({
+        "module": header.name,
+        "parameters": model.num_parameters(),
+        "classes": model.num_classes(),
+        "training_time_s": report.seconds,
+        "setup_s": t.elapsed().as_secs_f64(),
+        "device": header.hyperparameters.0.get("device").cloned().unwrap_or(json!("default")),
+    })
+    .to_string();
+    Ok(Arc::new(Hosted {
+        model,
+        header,
+        ready,
+    }))
+}

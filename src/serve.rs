@@ -27,8 +27,8 @@ use ianvs_paradigms::single_task::argmax;
 use ianvs_paradigms::wire::{check_hello, Frame, SetupHeader, MAX_FRAME};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// `ianvs serve` options.
 #[derive(clap::Args, Debug, Clone)]
@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// hyperparameter the edge sends, so a CPU edge can use a GPU worker.
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// Serve TLS with this certificate chain (PEM; the edge's `Tcp` link names the CA that
+    /// signed it in `tls_ca`). Needs `--tls-key`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM, PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Exit when standard input closes (how a worker spawned by `ianvs run` never outlives it).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
@@ -139,6 +146,13 @@ pub fn run(args: ServeArgs, registry: &'static Registry) -> Result<u8> {
         refused: AtomicU64::new(0),
         started: Instant::now(),
     });
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k)?),
+        _ => None,
+    };
+    if tls.is_none() && !addr.ip().is_loopback() {
+        eprintln!("ianvs serve: warning: traffic to {addr} is not encrypted (the token and the data cross in clear); give --tls-cert/--tls-key, or tunnel it");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -150,13 +164,14 @@ pub fn run(args: ServeArgs, registry: &'static Registry) -> Result<u8> {
         let local = listener.local_addr()?;
         // The first line is read by `ianvs run` (spawn: local) and by scripts: keep its form.
         println!(
-            "ianvs serve: listening on {local} (protocol v{}, token {})",
+            "ianvs serve: listening on {local} (protocol v{}, token {}, {})",
             ianvs_paradigms::wire::VERSION,
             if state.token.is_some() {
                 "required"
             } else {
                 "not required"
-            }
+            },
+            if tls.is_some() { "TLS" } else { "plaintext" }
         );
         if generated {
             println!("ianvs serve: token {}", token.as_deref().unwrap_or(""));
@@ -174,10 +189,24 @@ pub fn run(args: ServeArgs, registry: &'static Registry) -> Result<u8> {
                 }
             };
             let state = state.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 state.connections.fetch_add(1, Ordering::Relaxed);
                 state.active.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = serve_conn(sock, &state).await {
+                let _ = sock.set_nodelay(true);
+                let served = match tls {
+                    None => serve_conn(sock, &state).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(sock))
+                            .await
+                        {
+                            Ok(Ok(s)) => serve_conn(s, &state).await,
+                            Ok(Err(e)) => Err(anyhow::anyhow!("TLS handshake: {e}")),
+                            Err(_) => Err(anyhow::anyhow!("no TLS handshake within 30 s")),
+                        }
+                    }
+                };
+                if let Err(e) = served {
                     if std::env::var_os("IANVS_SERVE_VERBOSE").is_some() {
                         eprintln!("ianvs serve: {peer}: {e:#}");
                     }
@@ -190,7 +219,7 @@ pub fn run(args: ServeArgs, registry: &'static Registry) -> Result<u8> {
     })
 }
 
-async fn read_frame(s: &mut TcpStream) -> std::io::Result<Frame> {
+async fn read_frame<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Frame> {
     let len = s.read_u32().await?;
     if len == 0 || len > MAX_FRAME {
         return Err(std::io::Error::new(
@@ -203,13 +232,15 @@ async fn read_frame(s: &mut TcpStream) -> std::io::Result<Frame> {
     Frame::decode(&body)
 }
 
-async fn write_frame(s: &mut TcpStream, f: &Frame) -> std::io::Result<()> {
+async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, f: &Frame) -> std::io::Result<()> {
     s.write_all(&f.encode()).await?;
     s.flush().await
 }
 
-async fn serve_conn(mut sock: TcpStream, state: &Arc<State>) -> Result<()> {
-    let _ = sock.set_nodelay(true);
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    state: &Arc<State>,
+) -> Result<()> {
     // A client that says nothing is dropped after 30 s.
     let hello = tokio::time::timeout(Duration::from_secs(30), read_frame(&mut sock))
         .await
@@ -396,4 +427,29 @@ fn build(state: &State, payload: &[u8]) -> Result<Arc<Hosted>> {
         header,
         ready,
     }))
+}
+
+/// A TLS acceptor from a PEM certificate chain and key (ring as the crypto provider).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("--tls-cert {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("--tls-cert / --tls-key do not make a usable certificate and key")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -350,7 +350,7 @@ fn a_scheduled_outage_makes_the_edge_answer() {
     // Each fallback waited for its deadline, never much longer.
     for r in &outage.records {
         let l = r["latency_s"].as_f64().unwrap();
-        assert!(r["fallback"] == true && l >= 0.15 && l < 30.0, "{r}");
+        assert!(r["fallback"] == true && (0.15..30.0).contains(&l), "{r}");
     }
     let proxy = &outage.runtime["real_link"]["proxy"];
     assert!(
@@ -550,4 +550,72 @@ fn one_worker_serves_many_edges_and_trains_a_shared_setup_once() {
         served + 6,
         "{stats}"
     );
+}
+
+#[test]
+fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
+    let (cert, key, ca) = (
+        fixture("tls-cert.pem"),
+        fixture("tls-key.pem"),
+        fixture("tls-ca.pem"),
+    );
+    let w = serve(&[
+        "--bind",
+        "0.0.0.0:0",
+        "--token",
+        "tls-t0k",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    // A plaintext handshake gets no Welcome: the worker expects a TLS ClientHello.
+    let mut s = TcpStream::connect(("127.0.0.1", w.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    Frame::Hello {
+        version: VERSION,
+        token: b"tls-t0k".to_vec(),
+    }
+    .write_to(&mut s)
+    .unwrap();
+    assert!(Frame::read_from(&mut s).is_err());
+
+    let endpoint = format!("\"localhost:{}\"", w.port);
+    let ca = format!("\"{}\"", ca.display());
+    let hps = [
+        ("spawn", "\"none\""),
+        ("endpoint", endpoint.as_str()),
+        ("token", "\"tls-t0k\""),
+        ("tls_ca", ca.as_str()),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = job(
+        tmp.path(),
+        &[("tls", algorithm("CloudOnly", "Tcp", &hps, 20))],
+    );
+    ok(&run(&bench));
+    let c = cases(tmp.path());
+    assert_eq!(c[0].metric("cloud-calls"), 20.0);
+    assert_eq!(c[0].metric("fallback-ratio"), 0.0);
+
+    // A CA that did not sign the worker's certificate: the case fails with a TLS error.
+    let wrong = tmp.path().join("wrong-ca.pem");
+    std::fs::copy(fixture("tls-cert.pem"), &wrong).unwrap();
+    let wrong = format!("\"{}\"", wrong.display());
+    let hps = [
+        ("spawn", "\"none\""),
+        ("endpoint", endpoint.as_str()),
+        ("token", "\"tls-t0k\""),
+        ("tls_ca", wrong.as_str()),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = job(
+        tmp.path(),
+        &[("bad", algorithm("CloudOnly", "Tcp", &hps, 20))],
+    );
+    let out = run(&bench);
+    assert_ne!(out.status.code(), Some(0));
+    let c = cases(tmp.path());
+    let err = c[0].result["error"].to_string();
+    assert!(err.contains("cannot set up the cloud worker"), "{err}");
 }

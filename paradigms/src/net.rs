@@ -54,6 +54,10 @@ pub struct RealLinkSpec {
     pub on_failure: OnFailure,
     /// Shaping and faults applied by the userspace proxy; `None`: direct connection.
     pub shape: Option<ShapeSpec>,
+    /// PEM file of the CA that signed the worker's certificate; empty: no TLS.
+    pub tls_ca: String,
+    /// Name expected in the worker's certificate (default: the endpoint's host).
+    pub tls_server_name: String,
 }
 
 impl RealLinkSpec {
@@ -92,7 +96,7 @@ impl RealLinkSpec {
             faults,
             seed: h.u64("seed").unwrap_or(0),
         });
-        Ok(RealLinkSpec {
+        let spec = RealLinkSpec {
             endpoint,
             spawn_local,
             token,
@@ -104,7 +108,18 @@ impl RealLinkSpec {
                 OnFailure::Fallback
             },
             shape,
-        })
+            tls_ca: h.str("tls_ca")?.to_string(),
+            tls_server_name: h.str("tls_server_name")?.to_string(),
+        };
+        if !spec.tls_ca.is_empty() {
+            if spec.spawn_local {
+                anyhow::bail!("link Tcp: `tls_ca` is for a remote worker (`spawn: none` + `endpoint`); a worker spawned on loopback needs no TLS");
+            }
+            if spec.shape.is_some() {
+                anyhow::bail!("link Tcp: the shaping proxy reads wire frames and cannot see inside TLS: use `tls_ca` without `shaping`/faults, or shape with tc netem (docs/network.md)");
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -149,6 +164,8 @@ pub fn tcp_link_hps() -> Vec<HpSpec> {
         HpSpec::new("spawn", HpKind::Choice(SPAWN), json!("local"), "local: ianvs starts an `ianvs serve` worker on loopback for the case and stops it at the end; none: connect to `endpoint`"),
         HpSpec::new("endpoint", HpKind::Text, json!(""), "host:port of a running `ianvs serve` (with spawn: none)"),
         HpSpec::new("token", HpKind::Text, json!(""), "handshake token of the worker (default: the IANVS_TOKEN environment variable)"),
+        HpSpec::new("tls_ca", HpKind::Text, json!(""), "PEM file of the CA that signed the worker's certificate (`ianvs serve --tls-cert`): the link then uses TLS; empty: plaintext"),
+        HpSpec::new("tls_server_name", HpKind::Text, json!(""), "name (DNS or IP) the worker's certificate must carry (default: the endpoint's host)"),
         HpSpec::new("deadline_ms", HpKind::Float { min: 1.0, max: 600_000.0 }, json!(2000.0), "per-request deadline: a cloud answer later than this is a miss"),
         HpSpec::new("setup_timeout_s", HpKind::Float { min: 1.0, max: 86_400.0 }, json!(900.0), "deadline for the worker to build and train the cloud model at connect"),
         HpSpec::new("on_cloud_failure", HpKind::Choice(ON_FAILURE), json!("fallback"), "fallback: answer from the edge when the cloud misses the deadline or is down (counted in fallback-ratio); fail: fail the case"),
@@ -218,7 +235,7 @@ struct FrameReader {
 
 impl FrameReader {
     /// The next frame, or `Ok(None)` when `until` passes first.
-    fn next(&mut self, s: &mut TcpStream, until: Instant) -> io::Result<Option<Frame>> {
+    fn next(&mut self, s: &mut Stream, until: Instant) -> io::Result<Option<Frame>> {
         loop {
             if self.buf.len() >= 4 {
                 let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
@@ -239,7 +256,8 @@ impl FrameReader {
             if left.is_zero() {
                 return Ok(None);
             }
-            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            s.sock()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
             let mut chunk = [0u8; 64 * 1024];
             match s.read(&mut chunk) {
                 Ok(0) => {
@@ -261,14 +279,94 @@ impl FrameReader {
     }
 }
 
+/// TLS settings of the edge's client: the CA that signed the worker's certificate and the name
+/// the certificate must carry.
+#[derive(Clone)]
+pub struct TlsClient {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Trusts the certificates in the PEM file `ca` and expects `server_name` (a DNS name or an
+    /// IP address) in the worker's certificate.
+    pub fn new(ca: &std::path::Path, server_name: &str) -> anyhow::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+            .map_err(|e| anyhow::anyhow!("link Tcp: tls_ca {}: {e}", ca.display()))?;
+        for c in certs {
+            let c = c.map_err(|e| anyhow::anyhow!("link Tcp: tls_ca {}: {e}", ca.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| anyhow::anyhow!("link Tcp: tls_ca {}: {e}", ca.display()))?;
+        }
+        if roots.is_empty() {
+            anyhow::bail!("link Tcp: tls_ca {} holds no certificate", ca.display());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let server_name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| anyhow::anyhow!("link Tcp: tls_server_name \"{server_name}\": {e}"))?;
+        Ok(TlsClient {
+            config: std::sync::Arc::new(config),
+            server_name,
+        })
+    }
+}
+
+/// The client's socket, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn sock(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     reader: FrameReader,
 }
 
 /// The edge's client of one worker (through the shaping proxy when configured).
 pub struct CloudClient {
     addr: SocketAddr,
+    tls: Option<TlsClient>,
     token: String,
     setup: Vec<u8>,
     deadline: Duration,
@@ -285,6 +383,7 @@ impl CloudClient {
     /// Connects, hands the worker its setup and waits (up to `setup_timeout`) until it is ready.
     pub fn connect(
         addr: SocketAddr,
+        tls: Option<TlsClient>,
         token: &str,
         setup: Vec<u8>,
         deadline: Duration,
@@ -292,6 +391,7 @@ impl CloudClient {
     ) -> anyhow::Result<Self> {
         let mut c = CloudClient {
             addr,
+            tls,
             token: token.to_string(),
             setup,
             deadline,
@@ -312,12 +412,21 @@ impl CloudClient {
         let t0 = Instant::now();
         let until = t0 + budget;
         let connect_wait = self.deadline.max(Duration::from_millis(200)).min(budget);
-        let mut stream = TcpStream::connect_timeout(&self.addr, connect_wait)
+        let sock = TcpStream::connect_timeout(&self.addr, connect_wait)
             .map_err(|e| format!("connect: {e}"))?;
+        let mut stream = match &self.tls {
+            None => Stream::Plain(sock),
+            Some(t) => {
+                let conn = rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
+                    .map_err(|e| format!("tls: {e}"))?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock)))
+            }
+        };
         let handshake_until = until.min(t0 + connect_wait.max(Duration::from_secs(5)));
         let setup_wait = until.saturating_duration_since(Instant::now());
-        let _ = stream.set_nodelay(true);
+        let _ = stream.sock().set_nodelay(true);
         stream
+            .sock()
             .set_write_timeout(Some(setup_wait.max(Duration::from_millis(1))))
             .map_err(|e| e.to_string())?;
         let mut reader = FrameReader::default();
@@ -355,7 +464,7 @@ impl CloudClient {
             }
             Err(e) => return Err(format!("setup: {e}")),
         }
-        let _ = stream.set_write_timeout(Some(self.deadline));
+        let _ = stream.sock().set_write_timeout(Some(self.deadline));
         if self.ever_connected {
             self.counters.reconnects += 1;
         }
@@ -596,8 +705,21 @@ impl RealLink {
             .map(|s| Proxy::start(addr, s))
             .transpose()?;
         let via = proxy.as_ref().map_or(addr, |p| p.addr);
+        let tls = match spec.tls_ca.is_empty() {
+            true => None,
+            false => {
+                let host = spec.endpoint.rsplit_once(':').map_or("", |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = match spec.tls_server_name.is_empty() {
+                    true => host,
+                    false => spec.tls_server_name.as_str(),
+                };
+                Some(TlsClient::new(std::path::Path::new(&spec.tls_ca), name)?)
+            }
+        };
         let client = CloudClient::connect(
             via,
+            tls,
             &token,
             setup,
             Duration::from_secs_f64(spec.deadline_ms / 1e3),
@@ -667,6 +789,7 @@ mod tests {
     fn client(addr: SocketAddr, deadline_ms: u64) -> CloudClient {
         CloudClient::connect(
             addr,
+            None,
             "",
             vec![0; 4],
             Duration::from_millis(deadline_ms),
@@ -700,6 +823,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .stream
+            .sock()
             .shutdown(std::net::Shutdown::Both)
             .unwrap();
         assert!(matches!(c.request(b"x"), Err(Miss::Down(_))));

@@ -1,5 +1,7 @@
 //! Harness overhead: config load + validation + grid expansion + leaderboard writing for a
-//! trivial configuration of 10,000 cases. The harness must never be the bottleneck.
+//! trivial configuration of 10,000 cases, and `validate` of a 100,000-case job (target: under
+//! 1 s, memory flat in the case count: cases are checked one at a time, never held together).
+//! The harness must never be the bottleneck.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +17,23 @@ static PARADIGMS: LazyLock<Vec<Box<dyn ianvs_paradigms::Paradigm>>> =
 
 /// Writes a job whose single algorithm has 4 axes of 10 values: 10,000 cases.
 fn write_job(dir: &Path) -> std::path::PathBuf {
+    write_job_with(dir, 10)
+}
+
+/// The same job with a fifth axis of `n` hidden sizes: 10,000 × `n` cases.
+fn write_big_job(dir: &Path, n: usize) -> std::path::PathBuf {
+    let f = write_job_with(dir, 10);
+    let sizes = (0..n)
+        .map(|i| format!("[{}]", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alg = std::fs::read_to_string(dir.join("alg.yaml")).unwrap()
+        + &format!("        - hidden_sizes:\n            values: [{sizes}]\n");
+    std::fs::write(dir.join("alg.yaml"), alg).unwrap();
+    f
+}
+
+fn write_job_with(dir: &Path, _per_axis: usize) -> std::path::PathBuf {
     let data: String = (0..20)
         .map(|i| format!("{},{},{}\n", i, i * 2, i % 2))
         .collect();
@@ -89,6 +108,21 @@ fn bench(c: &mut Criterion) {
     std::fs::create_dir_all(&job_dir).unwrap();
     g.bench_function("rank+write-leaderboards", |b| {
         b.iter(|| story::write_rank_from(&job_dir, &meta, &results).unwrap())
+    });
+    g.finish();
+
+    // `ianvs validate` of 100,000 cases: load + resolve + validate, then every case planned and
+    // preflight-checked one at a time (what the CLI does).
+    let big = tempfile::tempdir().unwrap();
+    let big_file = write_big_job(big.path(), 10);
+    let mut g = c.benchmark_group("validate-100k-cases");
+    g.sample_size(10);
+    g.bench_function("load+validate+preflight", |b| {
+        b.iter(|| {
+            let job = config::load_job(&big_file, &reg, &PARADIGMS, &Overrides::default()).unwrap();
+            assert_eq!(config::grid::total(&job.algorithms), 100_000);
+            ianvs::preflight::check(&job, controller::plan_iter(&job), &reg).unwrap();
+        })
     });
     g.finish();
 }

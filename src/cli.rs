@@ -1,10 +1,11 @@
 //! The command line: parse arguments with clap, dispatch, map outcomes to exit codes
-//! (0 success, 1 a case failed, 2 bad configuration or usage, 130 interrupted).
+//! (0 success, 1 a case failed or a regression, 2 bad configuration or usage, 3 an I/O failure,
+//! 4 the job folder is in use, 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use anyhow::{Context, Result};
@@ -22,7 +23,14 @@ use crate::story::{self, JobMeta};
 
 pub const EXIT_FAILED_CASE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
+/// Reading or writing a file failed (disk full, read-only or missing folder, permissions).
+pub const EXIT_IO: u8 = 3;
+/// Another ianvs process holds the job folder's lock (and `--wait` was not given).
+pub const EXIT_LOCKED: u8 = 4;
+/// 128 + the signal number, as shells report a process killed by it.
+pub const EXIT_HANGUP: u8 = 129;
 pub const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_TERMINATED: u8 = 143;
 
 static PARADIGMS: LazyLock<Vec<Box<dyn Paradigm>>> = LazyLock::new(ianvs_paradigms::paradigms);
 
@@ -42,9 +50,11 @@ enum Command {
         /// The benchmark YAML (`benchmarkingjob: ...`).
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: PathBuf,
-        /// Print the planned cases as JSON.
+        /// Print the planned cases, and every path with the rule that found it, as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// List the built-in paradigms, modules (with their hyperparameters) or metrics.
     List {
@@ -60,15 +70,30 @@ enum Command {
         /// Print the leaderboard as JSON.
         #[arg(long)]
         json: bool,
+        /// If another ianvs process is writing the job, wait for it instead of exiting 4.
+        #[arg(long)]
+        wait: bool,
     },
     /// Write a job's report: `report.html` (self-contained), `report.md` and `plots/`.
     Report {
         /// The job folder, e.g. `workspace/mnist-single-task`.
         dir: PathBuf,
+        /// If another ianvs process is writing the job, wait for it instead of exiting 4.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete the stored results of cases the job no longer plans (stale: its grid, data or
+    /// settings changed since they ran) and re-render the leaderboard.
+    Prune {
+        /// The job folder, e.g. `workspace/mnist-single-task`.
+        dir: PathBuf,
+        /// If another ianvs process is writing the job, wait for it instead of exiting 4.
+        #[arg(long)]
+        wait: bool,
     },
     /// Regression gate: compare two leaderboards case by case; exit 1 on a regression.
     #[command(
-        after_help = "BASELINE and CURRENT are each a job folder or a leaderboard.json (also the JSON `ianvs run --json` prints).\nCases match by algorithm and hyperparameters. A metric regresses when it is worse than its tolerance\nand outside the 95 % confidence interval. Exit codes: 0 no regression, 1 regression, 2 bad input."
+        after_help = "BASELINE and CURRENT are each a job folder or a leaderboard.json (also the JSON `ianvs run --json` prints).\nCases match by algorithm and hyperparameters. A metric regresses when it is worse than its tolerance\nand outside the 95 % confidence interval; a metric that cannot be compared (no value, text, unknown direction)\nfails too unless the tolerance file marks it `ignore: true`. Exit codes: 0 no regression, 1 regression or a check\nnot comparable, 2 bad input or no case matched (unless --allow-empty), 3 an output file could not be written."
     )]
     Compare(Box<CompareArgs>),
     /// Train a small Llama-architecture LM (and its BPE tokenizer) on a text corpus; export it
@@ -99,10 +124,26 @@ struct CompareArgs {
     /// Print the comparison as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Pass when no case matched (otherwise that is exit 2: the two sides are not the same job).
+    #[arg(long)]
+    allow_empty: bool,
+}
+
+/// Options of the configuration layer, shared by `run` and `validate`.
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// Keys KubeEdge-Ianvs ignores (e.g. `description`) are errors instead of warnings.
+    #[arg(long)]
+    strict: bool,
+    /// The most test cases a job may expand to (counted before anything is expanded).
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CASES)]
+    max_cases: u64,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
     /// The benchmark YAML (`benchmarkingjob: ...`).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: PathBuf,
@@ -138,6 +179,9 @@ struct RunArgs {
     /// Tolerances for --baseline (see `ianvs compare --help`).
     #[arg(long, value_name = "FILE", requires = "baseline")]
     tolerance: Option<PathBuf>,
+    /// If another ianvs process is writing this job, wait for it instead of exiting 4.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -161,8 +205,70 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_FAILED_CASE)
+            ExitCode::from(exit_code_of(&e))
         }
+    }
+}
+
+/// The exit code of an error that ended a command: 4 when the job folder is locked, 3 when a
+/// file could not be read or written, else 1.
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<crate::workspace::Locked>()) {
+        EXIT_LOCKED
+    } else if e.chain().any(|c| c.is::<std::io::Error>()) {
+        EXIT_IO
+    } else {
+        EXIT_FAILED_CASE
+    }
+}
+
+/// Refuses a folder that is not a job folder as a usage error (exit 2).
+fn require_job_dir(dir: &std::path::Path) -> Option<u8> {
+    if dir.join("job.json").is_file() {
+        return None;
+    }
+    eprintln!(
+        "error: {} is not a job folder: it has no job.json (give `<workspace>/<job name>`)",
+        dir.display()
+    );
+    Some(EXIT_CONFIG)
+}
+
+/// SIGINT, SIGTERM and SIGHUP all stop a run the same way: the first sets `cancel` (running
+/// cases stop at their next step, finished ones are ranked), a second quits at once. Returns
+/// the signal received (0 while none).
+fn on_signals(cancel: Arc<AtomicBool>) -> Result<Arc<AtomicI32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let got = Arc::new(AtomicI32::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the signal handlers")?;
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            // Record the signal before raising `cancel`, so the run never sees one without the other.
+            if g.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                std::process::exit(128 + sig);
+            }
+            cancel.store(true, Ordering::SeqCst);
+            let name = match sig {
+                SIGINT => "interrupted",
+                SIGTERM => "terminated (SIGTERM)",
+                _ => "hung up (SIGHUP)",
+            };
+            // Not eprintln!: after SIGHUP the terminal may be gone, and a failed write must not panic.
+            let _ = writeln!(std::io::stderr(), "\n{name}: stopping after the current step; finished cases are kept and ranked (send it again, or press Ctrl-C, to quit now)");
+        }
+    });
+    Ok(got)
+}
+
+fn signal_exit_code(sig: i32) -> u8 {
+    match sig {
+        signal_hook::consts::SIGTERM => EXIT_TERMINATED,
+        signal_hook::consts::SIGHUP => EXIT_HANGUP,
+        _ => EXIT_INTERRUPTED,
     }
 }
 
@@ -180,40 +286,61 @@ fn out(text: &str) -> Result<()> {
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run(args) => cmd_run(args),
-        Command::Validate { file, json } => {
+        Command::Validate { file, json, config } => {
             let reg = registry();
-            let job = match config::load_job(&file, &reg, &PARADIGMS, &Overrides::default()) {
-                Ok(j) => j,
+            let ov = Overrides {
+                strict: config.strict,
+                max_cases: Some(config.max_cases),
+                ..Overrides::default()
+            };
+            let job = match config::load_job(&file, &reg, &PARADIGMS, &ov) {
+                Ok(j) => {
+                    print_warnings(&j);
+                    j
+                }
                 Err(d) => {
                     eprintln!("{d}");
                     return Ok(EXIT_CONFIG);
                 }
             };
-            let cases = controller::plan(&job);
-            if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
+            // Checked one case at a time: validating a 100,000-case grid stays in flat memory.
+            if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
                 eprintln!("{d}");
                 return Ok(EXIT_CONFIG);
             }
+            let case_count = config::grid::total(&job.algorithms);
             if json {
-                out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&cases_json(&job, &cases))?
-                ))?;
+                let cases = controller::plan(&job);
+                let mut v = cases_json(&job, &cases);
+                v["paths"] = serde_json::to_value(&job.paths)?;
+                v["warnings"] = job
+                    .warnings
+                    .iter()
+                    .map(|d| json!({"file": d.file, "line": d.mark.map(|m| m.line), "key": d.path, "message": d.message}))
+                    .collect();
+                out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             } else {
                 let data = job.testenv.data.summary();
                 out(&format!(
                     "ok: job \"{}\" is valid: {} algorithm(s), {} case(s); data: {data}\n",
                     job.name,
                     job.algorithms.len(),
-                    cases.len(),
+                    case_count,
                 ))?;
             }
             Ok(0)
         }
         Command::List { what, json } => cmd_list(what, json),
-        Command::Leaderboard { dir, json } => {
+        Command::Leaderboard { dir, json, wait } => {
+            if let Some(code) = require_job_dir(&dir) {
+                return Ok(code);
+            }
+            let _lock = crate::workspace::JobLock::acquire(&dir, wait)?;
             let meta = story::read_meta(&dir)?;
-            let (all, selected) = story::write_rank(&dir, &meta)?;
+            let (all, selected, stale) = story::write_rank(&dir, &meta)?;
+            if let Some(note) = story::stale_note(&dir, &stale) {
+                eprintln!("{note}");
+            }
             if json {
                 out(&format!(
                     "{}\n",
@@ -228,11 +355,11 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Report { dir } => {
-            if !dir.join("job.json").is_file() {
-                eprintln!("error: {} is not a job folder: it has no job.json (give `<workspace>/<job name>`)", dir.display());
-                return Ok(EXIT_CONFIG);
+        Command::Report { dir, wait } => {
+            if let Some(code) = require_job_dir(&dir) {
+                return Ok(code);
             }
+            let _lock = crate::workspace::JobLock::acquire(&dir, wait)?;
             let w = report::write(&dir)?;
             out(&format!(
                 "report written: {} and {} ({} chart(s) in {})\n",
@@ -241,6 +368,29 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 w.charts,
                 dir.join("plots").display()
             ))?;
+            Ok(0)
+        }
+        Command::Prune { dir, wait } => {
+            if let Some(code) = require_job_dir(&dir) {
+                return Ok(code);
+            }
+            let _lock = crate::workspace::JobLock::acquire(&dir, wait)?;
+            let meta = story::read_meta(&dir)?;
+            if meta.planned.is_none() {
+                eprintln!("error: {} was written by an ianvs that did not record its plan: run the job again (`ianvs run -f {}`) so ianvs knows which results are current", dir.join("job.json").display(), meta.benchmark_file);
+                return Ok(EXIT_CONFIG);
+            }
+            let removed = story::prune(&dir, &meta)?;
+            story::write_rank(&dir, &meta)?;
+            out(&if removed.is_empty() {
+                "no stale case results\n".to_string()
+            } else {
+                format!(
+                    "removed {} stale case result(s): {}\n",
+                    removed.len(),
+                    removed.join(", ")
+                )
+            })?;
             Ok(0)
         }
         Command::Compare(args) => cmd_compare(*args),
@@ -253,6 +403,65 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Keys KubeEdge-Ianvs ignores too: printed on stderr, the job still runs.
+fn print_warnings(job: &config::Job) {
+    if !job.warnings.is_empty() {
+        eprint!("{}", job.warnings_text);
+    }
+}
+
+/// `--dry-run`: one case per line (or per JSON array element), written as it is formatted, so
+/// a 100,000-case listing never sits in memory as one string.
+fn write_dry_run(
+    job: &config::Job,
+    cases: impl Iterator<Item = controller::PlannedCase>,
+    as_json: bool,
+) -> Result<()> {
+    let mut so = std::io::BufWriter::new(std::io::stdout().lock());
+    if as_json {
+        write!(
+            so,
+            "{{\n  \"job\": {},\n  \"cases\": [",
+            serde_json::to_string(&job.name)?
+        )?;
+        for (i, c) in cases.enumerate() {
+            let v = json!({
+                "case_id": c.spec.id,
+                "algorithm": c.spec.algorithm,
+                "paradigm": job.algorithms[c.algorithm_index].paradigm.name(),
+                "grid": c.grid_values.iter().cloned().collect::<serde_json::Map<_, _>>(),
+                "modules": c.spec.modules,
+            });
+            write!(so, "{}\n    ", if i == 0 { "" } else { "," })?;
+            serde_json::to_writer(&mut so, &v)?;
+        }
+        writeln!(so, "\n  ]\n}}")?;
+    } else {
+        writeln!(
+            so,
+            "{} case(s) in job \"{}\" (nothing run):",
+            config::grid::total(&job.algorithms),
+            job.name
+        )?;
+        for c in cases {
+            let grid: Vec<String> = c
+                .grid_values
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(
+                so,
+                "  {}  {:<24} {}",
+                c.spec.id,
+                c.spec.algorithm,
+                grid.join(" ")
+            )?;
+        }
+    }
+    so.flush()?;
+    Ok(())
 }
 
 fn cases_json(job: &config::Job, cases: &[controller::PlannedCase]) -> serde_json::Value {
@@ -273,9 +482,14 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
     let ov = Overrides {
         workspace: args.workspace.clone(),
         seed: args.seed,
+        strict: args.config.strict,
+        max_cases: Some(args.config.max_cases),
     };
     let mut job = match config::load_job(&args.file, &reg, &PARADIGMS, &ov) {
-        Ok(j) => j,
+        Ok(j) => {
+            print_warnings(&j);
+            j
+        }
         Err(d) => {
             eprintln!("{d}");
             return Ok(EXIT_CONFIG);
@@ -297,54 +511,31 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         },
         None => None,
     };
-    let cases = controller::plan(&job);
+    if args.dry_run {
+        // Planned, checked and printed one case at a time: flat memory at any grid size.
+        if let Err(d) = crate::preflight::check(&job, controller::plan_iter(&job), &reg) {
+            eprintln!("{d}");
+            return Ok(EXIT_CONFIG);
+        }
+        write_dry_run(&job, controller::plan_iter(&job), args.json)?;
+        return Ok(0);
+    }
+    let (cases, warnings) = controller::plan_with_warnings(&job);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     if let Err(d) = crate::preflight::check(&job, &cases, &reg) {
         eprintln!("{d}");
         return Ok(EXIT_CONFIG);
     }
-    if args.dry_run {
-        if args.json {
-            out(&format!(
-                "{}\n",
-                serde_json::to_string_pretty(&cases_json(&job, &cases))?
-            ))?;
-        } else {
-            let mut s = format!(
-                "{} case(s) in job \"{}\" (nothing run):\n",
-                cases.len(),
-                job.name
-            );
-            for c in &cases {
-                let grid: Vec<String> = c
-                    .grid_values
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                s.push_str(&format!(
-                    "  {}  {:<24} {}\n",
-                    c.spec.id,
-                    c.spec.algorithm,
-                    grid.join(" ")
-                ));
-            }
-            out(&s)?;
-        }
-        return Ok(0);
-    }
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        // First Ctrl-C: finish writing what is done and stop; second: leave at once.
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::SeqCst) {
-                std::process::exit(EXIT_INTERRUPTED as i32);
-            }
-            eprintln!("\ninterrupted: stopping after the current step; finished cases are kept (press Ctrl-C again to quit now)");
-        });
-    }
     let job_dir = controller::job_dir(&job);
-    let meta = JobMeta::of(&job);
+    // One writer per job folder: a second run (or a render) refuses, naming this one.
+    let _lock = crate::workspace::JobLock::acquire(&job_dir, args.wait)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let signal = on_signals(cancel.clone())?;
+    let mut meta = JobMeta::of(&job);
+    meta.planned = Some(cases.iter().map(|c| c.spec.id.clone()).collect());
     story::write_meta(&job_dir, &meta)?;
     report::RunInfo::of(&job, args.jobs as usize).write(&job_dir)?;
     if !args.quiet {
@@ -367,7 +558,19 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         },
         &cancel,
     )?;
-    let (all, selected) = story::write_rank(&job_dir, &meta).context("writing the leaderboard")?;
+    let (all, selected, stale) =
+        story::write_rank(&job_dir, &meta).context("writing the leaderboard")?;
+    if job.rank.save_mode == "selected_and_all_and_picture" {
+        // Ianvs draws pictures in this mode; ianvs's pictures are the report and its charts.
+        let w = report::write(&job_dir).context("drawing the pictures (save_mode)")?;
+        if !args.quiet {
+            eprintln!(
+                "pictures: {} chart(s) in {}",
+                w.charts,
+                job_dir.join("plots").display()
+            );
+        }
+    }
     if args.json {
         out(&format!(
             "{}\n",
@@ -390,21 +593,38 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
             job_dir.join("rank").display()
         );
     }
-    // The report is a view of results already safe on disk: failing to draw it is a warning.
+    if let Some(note) = story::stale_note(&job_dir, &stale) {
+        eprintln!("{note}");
+    }
+    // The results are safe on disk already, but a report asked for and not written is an
+    // error (exit 3 on I/O), not a warning a CI job would miss.
+    let mut report_failed = None;
     match report::write(&job_dir) {
         Ok(w) if !args.quiet => eprintln!("report: {} ({} chart(s))", w.html.display(), w.charts),
         Ok(_) => {}
-        Err(e) => eprintln!("warning: could not write the report: {e:#}"),
+        Err(e) => {
+            eprintln!("error: could not write the report: {e:#}");
+            report_failed = Some(exit_code_of(&e));
+        }
     }
     let mut regressed = false;
     if let Some((baseline, tolerances)) = gate {
         let current = compare::Board::load(&job_dir)?;
         let cmp = compare::compare(baseline, current, tolerances, false)?;
+        if cmp.matched() == 0 {
+            eprintln!(
+                "error: no case of {} matched a case of the baseline {} (by algorithm and hyperparameters): nothing was compared",
+                job_dir.display(),
+                cmp.baseline.source
+            );
+            return Ok(EXIT_CONFIG);
+        }
         let dir = job_dir.join("compare");
         let summary_file = dir.join("summary.md");
-        let _ = std::fs::remove_file(&summary_file);
-        compare::write_outputs(&cmp, Some(&summary_file), Some(&dir.join("junit.xml")))?;
+        compare::write_outputs(&cmp, None, Some(&dir.join("junit.xml")))?;
         let md = compare::to_markdown(&cmp);
+        // The job's own summary is replaced whole (`--summary` of `ianvs compare` appends).
+        crate::workspace::atomic_write(&summary_file, md.as_bytes())?;
         if args.json || args.quiet {
             eprint!("{}", if args.quiet { String::new() } else { md });
         } else {
@@ -412,8 +632,9 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         }
         if cmp.failed() {
             eprintln!(
-                "regression gate failed: {} regression(s) against {}; details in {}",
+                "regression gate failed: {} regression(s), {} check(s) not comparable against {}; details in {}",
                 cmp.regressions(),
+                cmp.not_comparable(),
                 cmp.baseline.source,
                 summary_file.display()
             );
@@ -421,7 +642,9 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
         }
     }
     Ok(if summary.cancelled {
-        EXIT_INTERRUPTED
+        signal_exit_code(signal.load(Ordering::SeqCst))
+    } else if let Some(code) = report_failed {
+        code
     } else if summary.failed > 0 || regressed {
         EXIT_FAILED_CASE
     } else {
@@ -464,6 +687,16 @@ fn cmd_compare(args: CompareArgs) -> Result<u8> {
             return Ok(EXIT_CONFIG);
         }
     };
+    if cmp.matched() == 0 && !args.allow_empty {
+        eprintln!(
+            "error: no case matched between {} ({} case(s)) and {} ({} case(s)): nothing was compared; are both the same job? (--allow-empty passes anyway)",
+            args.baseline.display(),
+            cmp.baseline.cases.len(),
+            args.current.display(),
+            cmp.current.cases.len()
+        );
+        return Ok(EXIT_CONFIG);
+    }
     compare::write_outputs(&cmp, args.summary.as_deref(), args.junit.as_deref())?;
     if args.json {
         out(&format!("{}\n", serde_json::to_string_pretty(&cmp)?))?;

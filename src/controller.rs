@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ianvs_paradigms::hp::Hyperparameters;
 use ianvs_paradigms::records::CaseOutput;
 use ianvs_paradigms::registry::Registry;
@@ -114,63 +114,134 @@ pub fn data_fingerprint(job: &Job) -> String {
 }
 
 /// Expands every algorithm's grid: the Cartesian product of all axes of all modules, in YAML
-/// order (the first axis varies slowest).
+/// order (the first axis varies slowest). Identical cases (a repeated grid value) are planned
+/// once; [`plan_with_warnings`] also says which axis repeated.
 pub fn plan(job: &Job) -> Vec<PlannedCase> {
-    let fp = data_fingerprint(job);
+    plan_with_warnings(job).0
+}
+
+/// [`plan`], plus one warning per grid axis that lists a value twice and per algorithm whose
+/// grid points collapse onto the same case some other way (two settings files with equal
+/// content). A case id is planned, and so run, at most once: two workers never write one case.
+pub fn plan_with_warnings(job: &Job) -> (Vec<PlannedCase>, Vec<String>) {
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut repeated = vec![0usize; job.algorithms.len()];
     for (ai, alg) in job.algorithms.iter().enumerate() {
-        // Flatten axes across modules, remembering which module each belongs to.
-        let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg
-            .modules
-            .iter()
-            .enumerate()
-            .flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a)))
-            .collect();
-        let total: usize = axes.iter().map(|(_, a)| a.len()).product();
-        for n in 0..total {
-            let mut hps: Vec<BTreeMap<String, Value>> =
-                alg.modules.iter().map(|m| m.fixed.clone()).collect();
-            let mut grid_values = Vec::new();
-            let mut rem = n;
-            let mut picks = vec![0; axes.len()];
-            for (k, (_, axis)) in axes.iter().enumerate().rev() {
-                picks[k] = rem % axis.len();
-                rem /= axis.len();
-            }
-            for (k, (mi, axis)) in axes.iter().enumerate() {
-                for (name, v) in &axis[picks[k]] {
-                    hps[*mi].insert(name.clone(), v.clone());
-                    grid_values.push((
-                        format!("{}-{}", alg.modules[*mi].module_type, name),
-                        v.clone(),
+        let repeated_axes = &mut repeated[ai];
+        for m in &alg.modules {
+            for axis in &m.axes {
+                let dups: Vec<&BTreeMap<String, Value>> = axis
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| axis[..*i].contains(p))
+                    .map(|(_, p)| p)
+                    .collect();
+                if let Some(first) = dups.first() {
+                    *repeated_axes += 1;
+                    let names: Vec<&str> = first.keys().map(String::as_str).collect();
+                    let value = if first.len() == 1 {
+                        first
+                            .values()
+                            .next()
+                            .map(Value::to_string)
+                            .unwrap_or_default()
+                    } else {
+                        serde_json::to_string(first).unwrap_or_default()
+                    };
+                    warnings.push(format!(
+                        "algorithm \"{}\": module {} `{}` lists the value {value} of hyperparameter `{}` more than once; the identical cases are planned once",
+                        alg.name,
+                        m.module_type,
+                        m.name,
+                        names.join("`, `")
                     ));
                 }
             }
-            let modules: Vec<ResolvedModule> = alg
-                .modules
-                .iter()
-                .zip(hps)
-                .map(|(m, h)| ResolvedModule {
-                    module_type: m.module_type.clone(),
-                    name: m.name.clone(),
-                    hyperparameters: Hyperparameters(h),
-                })
-                .collect();
-            let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
-            out.push(PlannedCase {
-                algorithm_index: ai,
-                spec: CaseSpec {
-                    id,
-                    algorithm: alg.name.clone(),
-                    modules,
-                    settings: alg.settings.clone(),
-                    seed: job.seed,
-                },
-                grid_values,
-            });
         }
     }
-    out
+    // One pass over the streamed grid: a case id already seen is a collapsed grid point.
+    let mut collapsed = vec![0usize; job.algorithms.len()];
+    for case in plan_iter(job) {
+        if seen.insert(case.spec.id.clone()) {
+            out.push(case);
+        } else {
+            collapsed[case.algorithm_index] += 1;
+        }
+    }
+    for (ai, alg) in job.algorithms.iter().enumerate() {
+        if collapsed[ai] > 0 && repeated[ai] == 0 {
+            warnings.push(format!(
+                "algorithm \"{}\": {} grid point(s) resolve to the same hyperparameters as an earlier one; each distinct case is planned once",
+                alg.name, collapsed[ai]
+            ));
+        }
+    }
+    (out, warnings)
+}
+
+/// The grid, one case at a time, without dedupe (`validate` and `--dry-run` stream it):
+/// nothing is allocated per case until it is asked for, so `validate` checks a 100,000-case job in flat memory. The case count is known beforehand
+/// from the axes (`config::grid`).
+pub fn plan_iter(job: &Job) -> impl Iterator<Item = PlannedCase> + '_ {
+    let fp = data_fingerprint(job);
+    job.algorithms
+        .iter()
+        .enumerate()
+        .flat_map(move |(ai, alg)| {
+            // Flatten axes across modules, remembering which module each belongs to.
+            let axes: Vec<(usize, &Vec<BTreeMap<String, Value>>)> = alg
+                .modules
+                .iter()
+                .enumerate()
+                .flat_map(|(mi, m)| m.axes.iter().map(move |a| (mi, a)))
+                .collect();
+            let total: usize = axes.iter().map(|(_, a)| a.len()).product();
+            let fp = fp.clone();
+            (0..total).map(move |n| {
+                let mut hps: Vec<BTreeMap<String, Value>> =
+                    alg.modules.iter().map(|m| m.fixed.clone()).collect();
+                let mut grid_values = Vec::new();
+                let mut rem = n;
+                let mut picks = vec![0; axes.len()];
+                for (k, (_, axis)) in axes.iter().enumerate().rev() {
+                    picks[k] = rem % axis.len();
+                    rem /= axis.len();
+                }
+                for (k, (mi, axis)) in axes.iter().enumerate() {
+                    for (name, v) in &axis[picks[k]] {
+                        hps[*mi].insert(name.clone(), v.clone());
+                        grid_values.push((
+                            format!("{}-{}", alg.modules[*mi].module_type, name),
+                            v.clone(),
+                        ));
+                    }
+                }
+                let modules: Vec<ResolvedModule> = alg
+                    .modules
+                    .iter()
+                    .zip(hps)
+                    .map(|(m, h)| ResolvedModule {
+                        module_type: m.module_type.clone(),
+                        name: m.name.clone(),
+                        hyperparameters: Hyperparameters(h),
+                    })
+                    .collect();
+                let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
+                PlannedCase {
+                    algorithm_index: ai,
+                    spec: CaseSpec {
+                        id,
+                        algorithm: alg.name.clone(),
+                        modules,
+                        settings: alg.settings.clone(),
+                        seed: job.seed,
+                    },
+                    grid_values,
+                }
+            })
+        })
 }
 
 pub struct RunOptions {
@@ -191,7 +262,9 @@ pub fn job_dir(job: &Job) -> PathBuf {
 }
 
 pub fn case_dir(job: &Job, case: &PlannedCase) -> PathBuf {
-    job_dir(job).join(&case.spec.algorithm).join(&case.spec.id)
+    // The algorithm's folder is its name sanitized (names may hold spaces or slashes).
+    let folder = &job.algorithms[case.algorithm_index].folder;
+    job_dir(job).join(folder).join(&case.spec.id)
 }
 
 /// True when the case folder holds a finished, successful result.
@@ -222,11 +295,15 @@ pub fn run(
     } else {
         ProgressDrawTarget::hidden()
     });
+    // A case id is run at most once, even if a caller passes a plan with repeats: two workers
+    // on one case folder would race on it.
+    let mut ids = std::collections::HashSet::new();
     let todo: Vec<&PlannedCase> = cases
         .iter()
+        .filter(|c| ids.insert(c.spec.id.as_str()))
         .filter(|c| !(opts.resume && is_complete(&case_dir(job, c))))
         .collect();
-    let skipped = cases.len() - todo.len();
+    let skipped = ids.len() - todo.len();
     if skipped > 0 && !opts.quiet {
         eprintln!(
             "resume: {skipped} of {} cases already complete, skipping them",
@@ -475,8 +552,8 @@ fn score(result: &mut CaseResult, defs: &[&'static metrics::MetricDef], outputs:
     }
 }
 
-/// Writes the case folder atomically: everything goes into a hidden sibling folder that is
-/// renamed into place last, so a case folder is either complete or absent.
+/// Writes the case folder atomically: everything goes into a uniquely named hidden sibling
+/// folder that is renamed into place last, so a case folder is either complete or absent.
 fn persist(
     job: &Job,
     case: &PlannedCase,
@@ -484,12 +561,22 @@ fn persist(
     outputs: &[CaseOutput],
 ) -> Result<()> {
     let dir = case_dir(job, case);
-    let parent = dir.parent().context("case folder has no parent")?;
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = parent.join(format!(".{}.partial", case.spec.id));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let tmp = crate::workspace::staging_dir(&dir)?;
+    let r = fill_case_dir(job, case, result, outputs, &tmp);
+    if r.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    r?;
+    crate::workspace::commit_dir(&tmp, &dir)
+}
+
+fn fill_case_dir(
+    job: &Job,
+    case: &PlannedCase,
+    result: &CaseResult,
+    outputs: &[CaseOutput],
+    tmp: &Path,
+) -> Result<()> {
     let alg = &job.algorithms[case.algorithm_index];
     let resolved = serde_json::json!({
         "case_id": case.spec.id,
@@ -501,11 +588,10 @@ fn persist(
         "seed": case.spec.seed,
         "repeat": alg.repeat,
         "modules": case.spec.modules,
+        // Every path of the job's YAML files, absolute, with the rule that found it.
+        "paths": job.paths,
     });
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::write(tmp.join(name), bytes)
-            .with_context(|| format!("cannot write {}", tmp.join(name).display()))
-    };
+    let write = |name: &str, bytes: &[u8]| crate::workspace::write_synced(&tmp.join(name), bytes);
     write(
         "resolved.yaml",
         serde_yaml_ng::to_string(&resolved)?.as_bytes(),
@@ -529,11 +615,5 @@ fn persist(
         "metrics.json",
         serde_json::to_string_pretty(result)?.as_bytes(),
     )?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot replace {}", dir.display()))?;
-    }
-    std::fs::rename(&tmp, &dir)
-        .with_context(|| format!("cannot move {} into place", dir.display()))?;
     Ok(())
 }

@@ -11,3 +11,4 @@ pub mod preflight;
 pub mod report;
 pub mod story;
 pub mod train_lm;
+pub mod workspace;

@@ -11,11 +11,17 @@ use crate::config::{Diagnostic, Diagnostics, Job};
 use crate::controller::PlannedCase;
 
 /// One diagnostic per distinct problem, naming the algorithm file and the cases it affects.
-pub fn check(job: &Job, cases: &[PlannedCase], registry: &Registry) -> Result<(), Diagnostics> {
-    // (algorithm index, message) → case ids, in first-seen order of messages.
-    let mut problems: BTreeMap<(usize, String), Vec<String>> = BTreeMap::new();
+/// Takes the cases as a slice or as `controller::plan_iter` (flat memory on large grids).
+pub fn check<I>(job: &Job, cases: I, registry: &Registry) -> Result<(), Diagnostics>
+where
+    I: IntoIterator,
+    I::Item: std::borrow::Borrow<PlannedCase>,
+{
+    // (algorithm index, message) → (case count, the first case ids), in first-seen order.
+    let mut problems: BTreeMap<(usize, String), (usize, Vec<String>)> = BTreeMap::new();
     let mut order = Vec::new();
     for c in cases {
+        let c: &PlannedCase = std::borrow::Borrow::borrow(&c);
         let alg = &job.algorithms[c.algorithm_index];
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             alg.paradigm.preflight(&c.spec, &job.testenv.data, registry)
@@ -29,14 +35,18 @@ pub fn check(job: &Job, cases: &[PlannedCase], registry: &Registry) -> Result<()
         if !problems.contains_key(&key) {
             order.push(key.clone());
         }
-        problems.entry(key).or_default().push(c.spec.id.clone());
+        let (count, ids) = problems.entry(key).or_default();
+        *count += 1;
+        if ids.len() < 5 {
+            ids.push(c.spec.id.clone());
+        }
     }
     if problems.is_empty() {
         return Ok(());
     }
     let mut diags = Diagnostics::default();
     for key in order {
-        let ids = &problems[&key];
+        let (count, ids) = &problems[&key];
         let alg = &job.algorithms[key.0];
         let mut d = Diagnostic::new(
             &alg.file,
@@ -44,12 +54,12 @@ pub fn check(job: &Job, cases: &[PlannedCase], registry: &Registry) -> Result<()
             "algorithm.modules",
             format!("algorithm \"{}\": {}", alg.name, key.1),
         );
-        let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+        let shown: Vec<&str> = ids.iter().map(String::as_str).collect();
         d.help(format!(
             "affects {} case(s): {}{}",
-            ids.len(),
+            count,
             shown.join(", "),
-            if ids.len() > 5 { ", ..." } else { "" }
+            if *count > 5 { ", ..." } else { "" }
         ));
         diags.push(d);
     }

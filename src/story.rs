@@ -26,6 +26,11 @@ pub struct JobMeta {
     pub module_types: Vec<String>,
     pub grid_columns: Vec<String>,
     pub rank: RankConfig,
+    /// Case ids of the job's current plan. Stored results of other ids are stale (the grid, the
+    /// data or a setting changed since they ran): listed, never ranked. `None` in a `job.json`
+    /// written before ianvs recorded the plan: every stored result is ranked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<Vec<String>>,
 }
 
 impl JobMeta {
@@ -42,6 +47,7 @@ impl JobMeta {
             module_types: module_types(&job.algorithms),
             grid_columns: grid_columns(&job.algorithms),
             rank: job.rank.clone(),
+            planned: None,
         }
     }
     pub fn columns(&self) -> Vec<String> {
@@ -106,6 +112,7 @@ pub fn possible_columns(metrics: &[&'static MetricDef], algs: &[Algorithm]) -> V
             save_mode: String::new(),
             selected_output_columns: None,
         },
+        planned: None,
     };
     let mut c = meta.columns();
     for m in &meta.metrics {
@@ -211,6 +218,82 @@ pub fn collect(job_dir: &Path) -> Result<Vec<CaseResult>> {
         }
     }
     Ok(out)
+}
+
+/// A job's stored results split by its current plan: those it plans (ranked) and stale ones.
+pub struct Stored {
+    pub current: Vec<CaseResult>,
+    pub stale: Vec<CaseResult>,
+}
+
+/// Reads a job's stored results and sets apart those of cases the job no longer plans.
+pub fn collect_planned(job_dir: &Path, meta: &JobMeta) -> Result<Stored> {
+    let all = collect(job_dir)?;
+    Ok(match &meta.planned {
+        None => Stored {
+            current: all,
+            stale: Vec::new(),
+        },
+        Some(ids) => {
+            let (current, stale) = all.into_iter().partition(|r| ids.contains(&r.case_id));
+            Stored { current, stale }
+        }
+    })
+}
+
+/// "algorithm/case-id" of each result, for messages.
+pub fn case_paths(results: &[CaseResult]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| format!("{}/{}", r.algorithm, r.case_id))
+        .collect()
+}
+
+/// The one-line note about stale results that `run` and `leaderboard` print.
+pub fn stale_note(job_dir: &Path, stale: &[CaseResult]) -> Option<String> {
+    if stale.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "note: {} stored case result(s) are not in the job's current plan (its grid, data or settings changed since they ran) and are not ranked: {}; remove them with `ianvs prune {}`",
+        stale.len(),
+        case_paths(stale).join(", "),
+        job_dir.display()
+    ))
+}
+
+/// Deletes the folders of stale results (and staging folders a killed run left behind).
+/// Returns the removed case paths. The caller holds the job lock.
+pub fn prune(job_dir: &Path, meta: &JobMeta) -> Result<Vec<String>> {
+    let stored = collect_planned(job_dir, meta)?;
+    let mut removed = Vec::new();
+    for r in &stored.stale {
+        let d = job_dir.join(&r.algorithm).join(&r.case_id);
+        std::fs::remove_dir_all(&d).with_context(|| format!("cannot remove {}", d.display()))?;
+        removed.push(format!("{}/{}", r.algorithm, r.case_id));
+    }
+    if let Ok(algs) = std::fs::read_dir(job_dir) {
+        for a in algs.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| {
+            p.is_dir()
+                && !RESERVED_DIRS
+                    .iter()
+                    .any(|r| p.file_name().is_some_and(|n| n == *r))
+        }) {
+            for e in std::fs::read_dir(&a)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+            {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with('.') && n.ends_with(".partial") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+            // The folder of an algorithm the job dropped, now empty (fails harmlessly if not).
+            let _ = std::fs::remove_dir(&a);
+        }
+    }
+    Ok(removed)
 }
 
 /// A rendered leaderboard: column names and rows of cells, already ranked.
@@ -515,17 +598,18 @@ pub fn sort_text(meta: &JobMeta) -> String {
         .join(", then ")
 }
 
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}
+pub use crate::workspace::atomic_write;
 
 /// Writes `<job>/rank/{all_rank.csv, selected_rank.csv, leaderboard.md, leaderboard.json}` from
-/// every stored result of the job and returns the selected leaderboard.
-pub fn write_rank(job_dir: &Path, meta: &JobMeta) -> Result<(Leaderboard, Leaderboard)> {
-    let results = collect(job_dir)?;
-    write_rank_from(job_dir, meta, &results)
+/// the stored results of the job's planned cases and returns the full and selected leaderboards
+/// and the stale results (stored, not planned: listed in the files, not ranked).
+pub fn write_rank(
+    job_dir: &Path,
+    meta: &JobMeta,
+) -> Result<(Leaderboard, Leaderboard, Vec<CaseResult>)> {
+    let stored = collect_planned(job_dir, meta)?;
+    let (all, selected) = write_rank_with_stale(job_dir, meta, &stored.current, &stored.stale)?;
+    Ok((all, selected, stored.stale))
 }
 
 /// [`write_rank`] from results already in memory.
@@ -534,23 +618,41 @@ pub fn write_rank_from(
     meta: &JobMeta,
     results: &[CaseResult],
 ) -> Result<(Leaderboard, Leaderboard)> {
+    write_rank_with_stale(job_dir, meta, results, &[])
+}
+
+fn write_rank_with_stale(
+    job_dir: &Path,
+    meta: &JobMeta,
+    results: &[CaseResult],
+    stale: &[CaseResult],
+) -> Result<(Leaderboard, Leaderboard)> {
     let all = build(meta, results)?;
     let selected = all.select(meta);
     let dir = job_dir.join("rank");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    if meta.rank.save_mode == "selected_and_all" {
+    // `selected_and_all_and_picture` (Ianvs) saves the full table too; its pictures are the
+    // report's charts, drawn by the run.
+    if meta.rank.save_mode.starts_with("selected_and_all") {
         all.write_csv(&dir.join("all_rank.csv"))?;
     }
     selected.write_csv(&dir.join("selected_rank.csv"))?;
-    let md = format!(
+    let mut md = format!(
         "# Leaderboard: {}\n\nRanked by {}. {} case(s).\n\n{}",
         meta.name,
         sort_text(meta),
         all.rows.len(),
         selected.to_markdown()
     );
+    if !stale.is_empty() {
+        md.push_str(&format!(
+            "\n## Stale results (not ranked)\n\nStored results of {} case(s) the job no longer plans (its grid, data or settings changed since they ran); `ianvs prune <job folder>` removes them: {}.\n",
+            stale.len(),
+            case_paths(stale).iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
     atomic_write(&dir.join("leaderboard.md"), md.as_bytes())?;
-    let json = serde_json::json!({ "job": meta.name, "sort_by": meta.rank.sort_by, "metrics": meta.metrics, "module_types": meta.module_types, "grid_columns": meta.grid_columns, "columns": all.columns, "selected_columns": selected.columns, "rows": all.to_json() });
+    let json = serde_json::json!({ "job": meta.name, "sort_by": meta.rank.sort_by, "metrics": meta.metrics, "module_types": meta.module_types, "grid_columns": meta.grid_columns, "columns": all.columns, "selected_columns": selected.columns, "rows": all.to_json(), "stale": case_paths(stale) });
     atomic_write(
         &dir.join("leaderboard.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),

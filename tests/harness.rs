@@ -147,6 +147,7 @@ fn ranking_uses_every_sort_key_and_puts_failures_last() {
             save_mode: "selected_and_all".into(),
             selected_output_columns: None,
         },
+        planned: None,
     };
     let rs = vec![
         result("c1", Some(0.9), 5.0, Status::Ok),
@@ -213,4 +214,31 @@ fn other_hyperparameters_files_may_set_different_keys() {
         (5, 0.05)
     );
     assert_eq!(b.int_list("hidden_sizes").unwrap(), vec![128]);
+}
+
+#[test]
+fn a_repeated_grid_value_plans_one_case_and_names_the_axis() {
+    let d = tempfile::tempdir().unwrap();
+    let alg = "algorithm:\n  paradigm_type: singletasklearning\n  modules:\n    - type: basemodel\n      name: MLP\n      hyperparameters:\n        - learning_rate:\n            values: [0.001, 0.001, 0.01]\n        - hidden_sizes:\n            values: [[8], [16]]\n";
+    let job = config::load_job(
+        &job_with(d.path(), alg),
+        &ianvs_algorithms::registry(),
+        &PARADIGMS,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (cases, warnings) = controller::plan_with_warnings(&job);
+    // 3 × 2 grid points, two of them identical to earlier ones: 4 distinct cases.
+    assert_eq!(cases.len(), 4);
+    let mut ids: Vec<&str> = cases.iter().map(|c| c.spec.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("`learning_rate`") && warnings[0].contains("0.001"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(controller::plan(&job).len(), 4);
 }

@@ -173,6 +173,15 @@ impl LanguageModel for LoadedLm {
             .eos_token_id()
             .or(self.tokenizer.eos_id())
     }
+    fn eog_ids(&self) -> Vec<u32> {
+        let mut ids = self.model.config().eos_token_ids.clone();
+        for &id in self.tokenizer.eog_ids() {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
     fn weight_bytes(&self) -> usize {
         self.model.weight_bytes()
     }

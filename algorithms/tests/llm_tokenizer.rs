@@ -332,3 +332,91 @@ fn tokenizer_errors_are_clear() -> Result<()> {
     ));
     Ok(())
 }
+
+/// End of generation as llama.cpp defines it: EOS, the declared EOT/EOM ids and every
+/// end-of-turn marker the vocabulary holds (`<|endoftext|>`, `<|im_end|>`, `<|eot_id|>`,
+/// `<end_of_turn>`), but not other specials such as `<|fim_prefix|>`.
+#[test]
+fn end_of_generation_ids_follow_metadata_and_vocabulary() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(io)?;
+    let mut md = gpt2_metadata("qwen2");
+    let mut tokens = bpe_tokens();
+    let base = tokens.len() as u32;
+    let extra = [
+        "<|im_end|>",
+        "<|fim_prefix|>",
+        "<|eot_id|>",
+        "<end_of_turn>",
+        "<|custom_eot|>",
+        "<|custom_eom|>",
+    ];
+    tokens.extend(extra.iter().map(|s| s.to_string()));
+    let mut types = vec![Value::I32(1); tokens.len()];
+    for t in types.iter_mut().skip(base as usize) {
+        *t = Value::I32(3);
+    }
+    for (k, v) in md.iter_mut() {
+        match *k {
+            "tokenizer.ggml.tokens" => *v = strings(&tokens),
+            "tokenizer.ggml.token_type" => *v = Value::Array(types.clone()),
+            // Qwen2 base models declare `<|im_end|>` as EOS and end documents with
+            // `<|endoftext|>` (id 0 here).
+            "tokenizer.ggml.eos_token_id" => *v = Value::U32(base),
+            _ => {}
+        }
+    }
+    md.push(("tokenizer.ggml.eot_token_id", Value::U32(base + 4)));
+    md.push(("tokenizer.ggml.eom_token_id", Value::U32(base + 5)));
+    let path = dir.path().join("eog.gguf");
+    write_gguf(&path, md)?;
+    let tok = LlmTokenizer::load(&path)?;
+    assert_eq!(tok.eos_id(), Some(base));
+    let mut eog = tok.eog_ids().to_vec();
+    assert_eq!(eog[0], base, "EOS comes first");
+    eog.sort_unstable();
+    assert_eq!(eog, vec![0, base, base + 2, base + 3, base + 4, base + 5]);
+    assert!(
+        !tok.is_eog(base + 1),
+        "<|fim_prefix|> does not end generation"
+    );
+    assert!(!tok.is_eog(1), "<|im_start|> does not end generation");
+
+    // tokenizer.json: the same markers found by text; EOS from tokenizer_config.json.
+    let json_dir = dir.path().join("json");
+    std::fs::create_dir_all(&json_dir).map_err(io)?;
+    tok_json_with(&json_dir, &tokens)?;
+    let tok = LlmTokenizer::load(&json_dir)?;
+    assert_eq!(tok.eos_id(), Some(base));
+    let mut eog = tok.eog_ids().to_vec();
+    eog.sort_unstable();
+    assert_eq!(eog, vec![0, base, base + 2, base + 3]);
+    Ok(())
+}
+
+/// A word-level `tokenizer.json` over `tokens` with `<|im_end|>` as EOS in
+/// `tokenizer_config.json`.
+fn tok_json_with(dir: &Path, tokens: &[String]) -> Result<()> {
+    let vocab: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), serde_json::json!(i)))
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|endoftext|>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), json.to_string()).map_err(io)?;
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": "<|im_end|>"}"#,
+    )
+    .map_err(io)?;
+    Ok(())
+}

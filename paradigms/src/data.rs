@@ -64,7 +64,14 @@ pub struct LoadOptions {
     pub feature_scale: f32,
     /// Field holding the text in JSONL rows (`prompt`, `text`, `question`, `query` are tried when unset).
     pub text_field: Option<String>,
+    /// The number of classes when known (`num_classes`): a label must be below it. When unset,
+    /// a label must be below [`MAX_CLASSES`], so one stray `1000000` cannot build a
+    /// million-class model.
+    pub num_classes: Option<u32>,
 }
+
+/// The most classes a label may imply when `num_classes` is not given.
+pub const MAX_CLASSES: u32 = 10_000;
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -72,6 +79,7 @@ impl Default for LoadOptions {
             label: LabelColumn::Last,
             feature_scale: 1.0,
             text_field: None,
+            num_classes: None,
         }
     }
 }
@@ -209,11 +217,69 @@ pub fn split(
     (data.subset(&train), data.subset(&test))
 }
 
+/// Refuses what is not a regular file before opening it: opening a FIFO blocks until a
+/// writer appears, and a device never ends.
+pub fn check_regular_file(path: &Path) -> Result<(), DataError> {
+    let meta = std::fs::metadata(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a folder"
+    } else {
+        special_kind(&meta)
+    };
+    Err(DataError::Invalid {
+        path: path.into(),
+        message: format!("is {what}, not a regular file; ianvs reads data only from regular files"),
+    })
+}
+
+#[cfg(unix)]
+fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_meta: &std::fs::Metadata) -> &'static str {
+    "a special file"
+}
+
+/// An I/O error on line `line`: invalid UTF-8 is named with its line.
+fn line_error(path: &Path, line: usize, source: std::io::Error) -> DataError {
+    if source.kind() == std::io::ErrorKind::InvalidData {
+        DataError::Malformed {
+            path: path.into(),
+            line,
+            message: "the line is not valid UTF-8 text".into(),
+        }
+    } else {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
 fn open(path: &Path) -> Result<Box<dyn BufRead>, DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
+    check_regular_file(path)?;
     let file = File::open(path).map_err(io)?;
     if path.extension().is_some_and(|e| e == "gz") {
         Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
@@ -276,16 +342,43 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     Ok(ds)
 }
 
-fn parse_label(raw: &str, path: &Path, line: usize) -> Result<u32, DataError> {
+fn parse_label(raw: &str, path: &Path, line: usize, opts: &LoadOptions) -> Result<u32, DataError> {
     let t = raw.trim();
-    t.parse::<u32>().or_else(|_| match t.parse::<f64>() {
+    let l = t.parse::<u32>().or_else(|_| match t.parse::<f64>() {
         Ok(f) if f >= 0.0 && f.fract() == 0.0 && f < u32::MAX as f64 => Ok(f as u32),
         _ => Err(DataError::Malformed {
             path: path.into(),
             line,
             message: format!("label \"{t}\" is not a non-negative integer class id"),
         }),
-    })
+    })?;
+    let bad = |message| {
+        Err(DataError::Malformed {
+            path: path.into(),
+            line,
+            message,
+        })
+    };
+    match opts.num_classes {
+        Some(n) if l >= n => bad(format!(
+            "label {l} is not below `num_classes` = {n} (class ids run from 0 to {})",
+            n.saturating_sub(1)
+        )),
+        None if l >= MAX_CLASSES => bad(format!(
+            "label {l} implies {} classes, more than the limit of {MAX_CLASSES}; set `num_classes` in `testenv.dataset` if the data really has that many",
+            l as u64 + 1
+        )),
+        _ => Ok(l),
+    }
+}
+
+/// A feature value that must be finite (NaN or infinity would poison every model and metric).
+fn finite(v: f32, what: &str) -> Result<f32, String> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{what} is {v}, not a finite number"))
+    }
 }
 
 fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
@@ -295,10 +388,7 @@ fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let mut width = 0;
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|source| DataError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let line = line.map_err(|source| line_error(path, lineno, source))?;
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;
@@ -358,13 +448,18 @@ fn load_csv(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
         let col = label_col.unwrap_or(width - 1);
         for (j, f) in fields.iter().enumerate() {
             if j == col {
-                ds.labels.push(parse_label(f, path, lineno)?);
+                ds.labels.push(parse_label(f, path, lineno, opts)?);
             } else {
-                let v: f32 = f.trim().parse().map_err(|_| DataError::Malformed {
-                    path: path.into(),
-                    line: lineno,
-                    message: format!("column {} holds \"{}\", not a number", j + 1, f.trim()),
-                })?;
+                let v: f32 = f
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("column {} holds \"{}\", not a number", j + 1, f.trim()))
+                    .and_then(|v| finite(v, &format!("column {}", j + 1)))
+                    .map_err(|message| DataError::Malformed {
+                        path: path.into(),
+                        line: lineno,
+                        message,
+                    })?;
                 ds.features.push(v);
             }
         }
@@ -379,10 +474,7 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let mut ds = Dataset::default();
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|source| DataError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let line = line.map_err(|source| line_error(path, lineno, source))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -434,7 +526,7 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
                 Value::String(s) => s.clone(),
                 _ => return Err(bad("\"label\" must be an integer class id".into())),
             };
-            ds.labels.push(parse_label(&l, path, lineno)?);
+            ds.labels.push(parse_label(&l, path, lineno, opts)?);
         }
         if ds.dim == 0 && text_key.is_none() {
             return Err(bad(format!(
@@ -456,16 +548,13 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
 
 /// Ianvs index file: each line is `<sample path> <label>`, the path relative to the index file.
 /// A sample is a numeric text file (comma or whitespace separated) or a PGM image.
-fn load_index(path: &Path, _opts: &LoadOptions) -> Result<Dataset, DataError> {
+fn load_index(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let reader = open(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut ds = Dataset::default();
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
-        let line = line.map_err(|source| DataError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let line = line.map_err(|source| line_error(path, lineno, source))?;
         let bad = |message: String| DataError::Malformed {
             path: path.into(),
             line: lineno,
@@ -482,6 +571,8 @@ fn load_index(path: &Path, _opts: &LoadOptions) -> Result<Dataset, DataError> {
             }
         }
         let sample = base.join(parts[0]);
+        check_regular_file(&sample)
+            .map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
         let feats =
             read_sample(&sample).map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
         if ds.is_empty() {
@@ -494,7 +585,7 @@ fn load_index(path: &Path, _opts: &LoadOptions) -> Result<Dataset, DataError> {
             )));
         }
         ds.features.extend(feats);
-        ds.labels.push(parse_label(parts[1], path, lineno)?);
+        ds.labels.push(parse_label(parts[1], path, lineno, opts)?);
     }
     Ok(ds)
 }
@@ -513,6 +604,7 @@ fn read_sample(path: &Path) -> Result<Vec<f32>, String> {
         .map(|t| {
             t.parse::<f32>()
                 .map_err(|_| format!("\"{t}\" is not a number"))
+                .and_then(|v| finite(v, "a value"))
         })
         .collect()
 }
@@ -596,6 +688,54 @@ mod tests {
         assert_eq!((ds.len(), ds.dim), (2, 2));
         assert_eq!(ds.labels, vec![1, 0]);
         assert_eq!(ds.x(1), &[1.0, 3.0]);
+    }
+
+    #[test]
+    fn hostile_values_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        // A label past the class cap, or past `num_classes` when given.
+        let p = write(d.path(), "l.csv", "1,2,0\n1,2,1000000\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("l.csv:2: label 1000000 implies 1000001 classes"),
+            "{e}"
+        );
+        let p = write(d.path(), "k.csv", "1,2,0\n1,2,3\n");
+        let opts = LoadOptions {
+            num_classes: Some(3),
+            ..LoadOptions::default()
+        };
+        let e = load(&p, &opts).unwrap_err().to_string();
+        assert!(
+            e.contains("k.csv:2: label 3 is not below `num_classes` = 3"),
+            "{e}"
+        );
+        // NaN and infinite features.
+        let p = write(d.path(), "n.csv", "1,2,0\n1,NaN,1\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("n.csv:2: column 2 is NaN, not a finite number"),
+            "{e}"
+        );
+        let p = write(d.path(), "i.csv", "1,2,0\ninf,2,1\n");
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("i.csv:2: column 1 is inf"), "{e}");
+        // A line that is not UTF-8.
+        let p = d.path().join("u.jsonl");
+        std::fs::write(&p, b"{\"prompt\": \"a\"}\n{\"prompt\": \"\xff\"}\n").unwrap();
+        let e = load(&p, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(
+            e.contains("u.jsonl:2: the line is not valid UTF-8 text"),
+            "{e}"
+        );
+        // A folder is not a data file.
+        let e = load(&d.path().join("sub.csv"), &LoadOptions::default());
+        assert!(e.is_err());
+        std::fs::create_dir(d.path().join("dir.csv")).unwrap();
+        let e = load(&d.path().join("dir.csv"), &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a folder, not a regular file"), "{e}");
     }
 
     #[test]

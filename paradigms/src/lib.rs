@@ -14,6 +14,7 @@ pub mod registry;
 pub mod sampling;
 pub mod single_task;
 pub mod speculative;
+pub mod wire;
 
 pub use paradigm::{
     CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, ResolvedModule,

@@ -68,6 +68,11 @@ pub trait LanguageModel: Send + Sync {
     fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>>;
     fn decode(&self, ids: &[u32]) -> anyhow::Result<String>;
     fn eos_id(&self) -> Option<u32>;
+    /// Every token that ends generation (EOS, EOT, EOM and the end-of-turn markers the
+    /// vocabulary holds, as llama.cpp decides); generation stops at the first of any.
+    fn eog_ids(&self) -> Vec<u32> {
+        self.eos_id().into_iter().collect()
+    }
     /// Bytes of weights read per generated token (for the memory-bandwidth ceiling).
     fn weight_bytes(&self) -> usize;
     fn new_session(&self) -> Box<dyn LmSession + '_>;

@@ -228,15 +228,14 @@ fn pick(logits: &[f32], gen: &Generation, rng: &mut ChaCha8Rng) -> anyhow::Resul
     }
 }
 
-/// Cuts `out` at EOS (kept) and at `max_new_tokens`; true when generation is over.
-fn finish(out: &mut Vec<u32>, times: &mut Vec<f64>, gen: &Generation, eos: Option<u32>) -> bool {
+/// Cuts `out` at the first end-of-generation token (kept) and at `max_new_tokens`; true when
+/// generation is over.
+fn finish(out: &mut Vec<u32>, times: &mut Vec<f64>, gen: &Generation, eog: &[u32]) -> bool {
     if gen.stop_at_eos {
-        if let Some(e) = eos {
-            if let Some(p) = out.iter().position(|&t| t == e) {
-                out.truncate(p + 1);
-                times.truncate(p + 1);
-                return true;
-            }
+        if let Some(p) = out.iter().position(|t| eog.contains(t)) {
+            out.truncate(p + 1);
+            times.truncate(p + 1);
+            return true;
         }
     }
     if out.len() >= gen.max_new_tokens {
@@ -263,6 +262,7 @@ pub fn autoregressive(
         "drafter-only"
     };
     let mut rec = empty_record(index, mode, prompt.len());
+    let eog = model.eog_ids();
     let mut rng = ChaCha8Rng::seed_from_u64(
         gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
@@ -297,12 +297,7 @@ pub fn autoregressive(
         let (tok, _) = pick(logits, gen, &mut rng)?;
         rec.output_tokens.push(tok);
         rec.token_times_s.push(up_s + compute + down_s);
-        if finish(
-            &mut rec.output_tokens,
-            &mut rec.token_times_s,
-            gen,
-            model.eos_id(),
-        ) {
+        if finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, &eog) {
             break;
         }
         feed = vec![tok];
@@ -344,6 +339,7 @@ pub fn speculative(
     index: usize,
 ) -> anyhow::Result<SpeculativeRecord> {
     let mut rec = empty_record(index, "speculative", prompt.len());
+    let eog = verifier.eog_ids();
     let seed = gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut edge_rng = ChaCha8Rng::seed_from_u64(seed);
     let mut cloud_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC10D);
@@ -410,7 +406,20 @@ pub fn speculative(
         let n_unfed = vfeed.len();
         vfeed.extend_from_slice(&drafts);
         let t0 = Instant::now();
-        let rows = vs.forward(&vfeed)?;
+        // The prompt is prefilled on its own, exactly as verifier-only decoding does, and the
+        // drafts go in a chunk of their own: a model is batch invariant only for short chunks
+        // (a prompt-plus-drafts chunk would compute the draft rows with the prefill kernels,
+        // which for some weight types round differently from one-token decode, and greedy
+        // output would then differ from verifier-only output).
+        let rows = if n_unfed > 1 {
+            let mut rows = vs.forward(&vfeed[..n_unfed])?;
+            if !drafts.is_empty() {
+                rows.extend(vs.forward(&vfeed[n_unfed..])?);
+            }
+            rows
+        } else {
+            vs.forward(&vfeed)?
+        };
         let verify_s = t0.elapsed().as_secs_f64();
         rec.verify_s += verify_s;
         rec.verifier_calls += 1;
@@ -493,12 +502,7 @@ pub fn speculative(
         // The cloud produced t itself, so nothing committed is unsent.
         unsent = 0;
         first_round = false;
-        if finish(
-            &mut rec.output_tokens,
-            &mut rec.token_times_s,
-            gen,
-            verifier.eos_id(),
-        ) {
+        if finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, &eog) {
             break;
         }
         if let Schedule::Adaptive { max } = schedule {
@@ -962,6 +966,25 @@ mod tests {
             self.seq.truncate(len);
             Ok(())
         }
+    }
+
+    /// Generation stops at the first of any end-of-generation id, which is kept.
+    #[test]
+    fn finish_stops_at_any_end_of_generation_token() {
+        let g = gen(10);
+        let mut out = vec![5, 6, 9, 7, 3];
+        let mut times = vec![0.1; 5];
+        assert!(finish(&mut out, &mut times, &g, &[3, 9]));
+        assert_eq!((out, times.len()), (vec![5, 6, 9], 3));
+        let mut out = vec![5, 6];
+        let mut times = vec![0.1; 2];
+        assert!(!finish(&mut out, &mut times, &g, &[3, 9]));
+        let no_stop = Generation {
+            stop_at_eos: false,
+            ..g
+        };
+        let mut out = vec![9, 9];
+        assert!(!finish(&mut out, &mut vec![0.1; 2], &no_stop, &[9]));
     }
 
     fn gen(max: usize) -> Generation {

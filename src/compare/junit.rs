@@ -52,8 +52,8 @@ pub fn render(c: &Comparison) -> String {
                 ));
             }
             Verdict::NotComparable => {
-                skipped += 1;
-                cases.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\" time=\"0\">\n      <skipped message=\"{}\"/>\n    </testcase>\n", escape_attr(&classname), escape_attr(&name), escape_attr(&m.reason)));
+                failures += 1;
+                cases.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\" time=\"0\">\n      <failure type=\"not-comparable\" message=\"{}\">{}</failure>\n    </testcase>\n", escape_attr(&classname), escape_attr(&name), escape_attr(&m.reason), escape_text(&detail)));
             }
             _ => {
                 cases.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\" time=\"0\">\n      <system-out>{}</system-out>\n    </testcase>\n", escape_attr(&classname), escape_attr(&name), escape_text(&detail)));

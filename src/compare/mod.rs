@@ -39,6 +39,10 @@ pub struct BoardCase {
     pub ok: bool,
     pub values: BTreeMap<String, Option<f64>>,
     pub intervals: BTreeMap<String, (f64, f64)>,
+    /// Metric → the stored value, where it is neither a number nor empty (text, say): such a
+    /// value cannot be compared, and says so, rather than passing as "no value".
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unreadable: BTreeMap<String, String>,
 }
 
 /// A leaderboard loaded for comparison.
@@ -62,7 +66,7 @@ impl Board {
         if path.is_dir() {
             if path.join("job.json").is_file() {
                 let meta = story::read_meta(path)?;
-                let results = story::collect(path)?;
+                let results = story::collect_planned(path, &meta)?.current;
                 if results.is_empty() {
                     bail!("the job folder {source} holds no case results yet");
                 }
@@ -229,6 +233,13 @@ impl Board {
                         )
                     })
                     .collect();
+                let unreadable = metrics
+                    .iter()
+                    .filter_map(|m| match r.get(m) {
+                        None | Some(Value::Null) | Some(Value::Number(_)) => None,
+                        Some(v) => Some((m.clone(), v.to_string())),
+                    })
+                    .collect();
                 let intervals = metrics
                     .iter()
                     .filter_map(|m| {
@@ -254,6 +265,7 @@ impl Board {
                     ok,
                     values,
                     intervals,
+                    unreadable,
                 }
             })
             .collect();
@@ -281,7 +293,8 @@ pub enum Verdict {
     Improved,
     /// Worse beyond tolerance, but the metric is marked `ignore`.
     Ignored,
-    /// No value on one side or the other, or no known direction.
+    /// No value on one side or the other, a value that is not a number, or no known
+    /// direction: fails the gate unless the tolerance file marks the metric `ignore`.
     NotComparable,
 }
 
@@ -399,9 +412,23 @@ impl Comparison {
             .filter(|c| c.verdict == Verdict::Regressed)
             .count()
     }
-    /// Whether the gate fails.
+    /// Checks that could not be judged (and whose metric is not ignored).
+    pub fn not_comparable(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::NotComparable)
+            .count()
+    }
+    /// Baseline cases that found a partner in the current results.
+    pub fn matched(&self) -> usize {
+        self.baseline.cases.len() - self.missing.len()
+    }
+    /// Whether the gate fails: a regression, a check that could not be judged, or (with
+    /// `--fail-on-missing`) a baseline case missing from the current results.
     pub fn failed(&self) -> bool {
-        self.regressions() > 0 || (self.fail_on_missing && !self.missing.is_empty())
+        self.regressions() > 0
+            || self.not_comparable() > 0
+            || (self.fail_on_missing && !self.missing.is_empty())
     }
 }
 
@@ -423,6 +450,22 @@ fn direction(metric: &str, tol: &Tolerance, base: &Board, cur: &Board) -> Option
 
 /// Judges one metric of a matched pair.
 pub fn judge(
+    base: Option<f64>,
+    cur: Option<f64>,
+    b_iv: Option<(f64, f64)>,
+    c_iv: Option<(f64, f64)>,
+    higher: Option<bool>,
+    tol: &Tolerance,
+    current_ok: bool,
+) -> (Verdict, Option<f64>, String) {
+    let (v, a, why) = judge_values(base, cur, b_iv, c_iv, higher, tol, current_ok);
+    if v == Verdict::NotComparable && tol.ignore {
+        return (Verdict::Ignored, a, format!("{why} (metric ignored)"));
+    }
+    (v, a, why)
+}
+
+fn judge_values(
     base: Option<f64>,
     cur: Option<f64>,
     b_iv: Option<(f64, f64)>,
@@ -656,7 +699,19 @@ pub fn compare(
                 c.values.get(m).copied().flatten(),
             );
             let (biv, civ) = (b.intervals.get(m).copied(), c.intervals.get(m).copied());
-            let (verdict, allowance, reason) = judge(bv, cv, biv, civ, higher, &tol, c.ok);
+            let text = |side: &str, x: &BoardCase| {
+                x.unreadable
+                    .get(m)
+                    .map(|v| format!("the {side} value {v} is not a number"))
+            };
+            let (verdict, allowance, reason) =
+                match text("baseline", b).or_else(|| text("current", c)) {
+                    Some(why) if tol.ignore => {
+                        (Verdict::Ignored, None, format!("{why} (metric ignored)"))
+                    }
+                    Some(why) => (Verdict::NotComparable, None, why),
+                    None => judge(bv, cv, biv, civ, higher, &tol, c.ok),
+                };
             checks.push(Check {
                 case: c.label.clone(),
                 algorithm: c.algorithm.clone(),
@@ -703,6 +758,12 @@ pub fn to_markdown(c: &Comparison) -> String {
             why.push(format!(
                 "{regs} regression(s) in {} check(s)",
                 c.checks.len()
+            ));
+        }
+        let nc = c.not_comparable();
+        if nc > 0 {
+            why.push(format!(
+                "{nc} check(s) not comparable (mark a metric `ignore: true` in the tolerance file to skip it)"
             ));
         }
         if c.fail_on_missing && !c.missing.is_empty() {
@@ -864,8 +925,7 @@ pub fn write_outputs(
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
-        std::fs::write(p, junit::render(c))
-            .with_context(|| format!("cannot write {}", p.display()))?;
+        crate::workspace::atomic_write(p, junit::render(c).as_bytes())?;
     }
     if let Some(p) = summary {
         use std::io::Write;

@@ -56,11 +56,22 @@ pub fn to_svg<T: Draw>(c: &T) -> Result<String> {
     Ok(svg)
 }
 
+/// Draws into memory, encodes the PNG and writes it atomically: a full disk leaves no
+/// truncated image under the final name, and the error is the plain I/O one.
 pub fn to_png<T: Draw>(c: &T, path: &Path) -> Result<()> {
-    let root = BitMapBackend::new(path, c.size()).into_drawing_area();
-    c.draw(&root)?;
-    root.present().map_err(e)?;
-    Ok(())
+    let (w, h) = c.size();
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        c.draw(&root)?;
+        root.present().map_err(e)?;
+    }
+    let img = image::RgbImage::from_raw(w, h, pixels)
+        .ok_or_else(|| anyhow::anyhow!("a {w}x{h} chart has the wrong number of pixels"))?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|err| anyhow::anyhow!("cannot encode {}: {err}", path.display()))?;
+    crate::workspace::atomic_write(path, &png)
 }
 
 /// Pixels a label needs at the label font size (DejaVu Sans averages ~0.6 em per glyph).

@@ -569,7 +569,12 @@ pub fn plan(
         if heatmaps >= MAX_HEATMAPS {
             break;
         }
-        let dir = job_dir.join(&v.result.algorithm).join(&v.result.case_id);
+        let dir = job_dir
+            .join(crate::config::paths::folder_name(
+                &v.result.algorithm,
+                crate::story::RESERVED_DIRS,
+            ))
+            .join(&v.result.case_id);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -618,7 +623,10 @@ pub fn plan(
     let mut field_order: Vec<String> = Vec::new();
     for v in ok.iter().take(MAX_SERIES) {
         let f = job_dir
-            .join(&v.result.algorithm)
+            .join(crate::config::paths::folder_name(
+                &v.result.algorithm,
+                crate::story::RESERVED_DIRS,
+            ))
             .join(&v.result.case_id)
             .join("records.jsonl");
         for (field, ms) in time_fields(&f) {
@@ -878,9 +886,7 @@ pub fn render(
     let mut charts = Vec::new();
     for (stem, chart) in plan(meta, results, lb, job_dir) {
         let svg = chart.svg().with_context(|| format!("drawing {stem}.svg"))?;
-        std::fs::write(dir.join(format!("{stem}.svg")), &svg).with_context(|| {
-            format!("cannot write {}", dir.join(format!("{stem}.svg")).display())
-        })?;
+        crate::workspace::atomic_write(&dir.join(format!("{stem}.svg")), svg.as_bytes())?;
         chart
             .png(&dir.join(format!("{stem}.png")))
             .with_context(|| format!("drawing {stem}.png"))?;
@@ -986,6 +992,7 @@ mod tests {
                 save_mode: "selected_and_all".into(),
                 selected_output_columns: None,
             },
+            planned: None,
         }
     }
 

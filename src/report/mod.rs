@@ -92,7 +92,7 @@ pub fn metric_cell(r: &CaseResult, id: &str) -> String {
 /// `<job>/plots/`).
 pub fn build(job_dir: &Path) -> Result<Report> {
     let meta = story::read_meta(job_dir)?;
-    let results = story::collect(job_dir)?;
+    let results = story::collect_planned(job_dir, &meta)?.current;
     let lb = story::build(&meta, &results)?;
     let run = RunInfo::read(job_dir)?;
     let charts = plots::render(job_dir, &meta, &results, &lb).context("drawing the charts")?;

@@ -8,6 +8,7 @@
 //! - `llama` models: SentencePiece-style BPE with byte fallback, merges derived from the token
 //!   scores the way transformers converts `LlamaTokenizer` to `LlamaTokenizerFast`.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -48,6 +49,8 @@ pub struct LlmTokenizer {
     inner: Tokenizer,
     bos: Option<u32>,
     eos: Option<u32>,
+    /// Every end-of-generation id (see [`eog_ids`]), EOS first.
+    eog: Vec<u32>,
     /// GGUF tokenizers have no post-processor: BOS/EOS are added here when asked.
     add_bos: bool,
     add_eos: bool,
@@ -101,10 +104,12 @@ impl LlmTokenizer {
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let (bos, eos) = special_ids_from_configs(dir, &inner)?;
+        let eog = eog_ids(eos, &[], |t| inner.token_to_id(t));
         Ok(Self {
             inner,
             bos,
             eos,
+            eog,
             add_bos: false,
             add_eos: false,
         })
@@ -176,10 +181,21 @@ impl LlmTokenizer {
                 .add_special_tokens([AddedToken::from(tok.clone(), true)])
                 .map_err(tok_err)?;
         }
+        let mut declared = Vec::new();
+        for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            declared.extend(md.opt_u32(key)?);
+        }
+        let by_text: HashMap<&str, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as u32))
+            .collect();
+        let eog = eog_ids(eos, &declared, |t| by_text.get(t).copied());
         Ok(Self {
             inner,
             bos,
             eos,
+            eog,
             add_bos: md
                 .opt_bool("tokenizer.ggml.add_bos_token")?
                 .unwrap_or(default_add_bos),
@@ -192,7 +208,14 @@ impl LlmTokenizer {
     /// Overrides the BOS/EOS ids (e.g. when a `tokenizer.json` comes without configs).
     pub fn with_special_ids(mut self, bos: Option<u32>, eos: Option<u32>) -> Self {
         self.bos = bos;
+        if let Some(old) = self.eos {
+            self.eog.retain(|&id| id != old);
+        }
         self.eos = eos;
+        if let Some(e) = eos {
+            self.eog.retain(|&id| id != e);
+            self.eog.insert(0, e);
+        }
         self
     }
 
@@ -227,6 +250,18 @@ impl LlmTokenizer {
 
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// Every token that ends generation, as llama.cpp decides it: EOS, the declared EOT/EOM
+    /// ids, and the vocabulary's end-of-turn markers (`<|endoftext|>`, `<|im_end|>`,
+    /// `<|eot_id|>`, `<end_of_turn>`, ...). EOS comes first.
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog
+    }
+
+    /// Whether `id` ends generation (see [`LlmTokenizer::eog_ids`]).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog.contains(&id)
     }
 
     /// Number of ids the tokenizer can produce, added tokens included.
@@ -439,4 +474,36 @@ fn special_ids_from_configs(dir: &Path, tok: &Tokenizer) -> Result<(Option<u32>,
         }
     }
     Ok((bos, eos))
+}
+
+/// Token texts llama.cpp treats as end of generation wherever they occur in a vocabulary
+/// (`llama_vocab::impl::load`, the `special_eog_ids` scan), whatever the metadata declares.
+/// Qwen2 base models, for one, declare `<|im_end|>` as EOS but end documents with
+/// `<|endoftext|>`.
+pub const EOG_TOKEN_TEXTS: [&str; 12] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
+
+/// EOS, then the declared ids, then every [`EOG_TOKEN_TEXTS`] entry the vocabulary holds,
+/// without duplicates.
+fn eog_ids(eos: Option<u32>, declared: &[u32], lookup: impl Fn(&str) -> Option<u32>) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    let found = EOG_TOKEN_TEXTS.iter().filter_map(|t| lookup(t));
+    for id in eos.into_iter().chain(declared.iter().copied()).chain(found) {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
 }

@@ -194,7 +194,7 @@ impl LinearFactory {
         if let Some(&split) = self.known.get(&key) {
             return Ok(split);
         }
-        let mm = QMatMul::QTensor(qt.clone());
+        let mm = QMatMul::QTensor(probe_slice(qt)?);
         let rows = PROBE_ROWS[PROBE_ROWS.len() - 1];
         // Deterministic pseudo-random activations in [-1, 1) (xorshift; no RNG dependency).
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -207,13 +207,14 @@ impl LinearFactory {
             })
             .collect();
         let lhs = Tensor::from_vec(data, (rows, k), &Device::Cpu)?;
-        // Compare the first and last row of each chunk with the same row multiplied alone:
-        // a kernel switch changes every row, a tail handled differently changes the last one.
+        // Compare every row of each chunk with the same row multiplied alone (a kernel switch
+        // changes every row, a tail or tile handled differently changes some); the probe runs
+        // on a slice of the output rows, so checking them all is cheap.
         let mut singles: HashMap<usize, Vec<f32>> = HashMap::new();
         let mut split = false;
         'probe: for m in PROBE_ROWS {
             let batched = mm.forward(&lhs.narrow(0, 0, m)?)?.to_vec2::<f32>()?;
-            for r in [0, m - 1] {
+            for (r, row) in batched.iter().enumerate() {
                 let single = match singles.entry(r) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => e.insert(
@@ -222,7 +223,7 @@ impl LinearFactory {
                             .to_vec1::<f32>()?,
                     ),
                 };
-                if batched[r]
+                if row
                     .iter()
                     .zip(single)
                     .any(|(a, b)| a.to_bits() != b.to_bits())
@@ -235,6 +236,30 @@ impl LinearFactory {
         self.known.insert(key, split);
         Ok(split)
     }
+}
+
+/// Output rows a probe keeps: enough for every column tile and quad the kernels use.
+const PROBE_OUT_ROWS: usize = 64;
+
+/// The first output rows of `qt`, as many as keep `n` modulo the kernels' tile widths (4, 8
+/// and 16 columns), so the probe takes the same code paths as the whole matrix at a fraction
+/// of the cost (a 150k-token output head would otherwise cost seconds at every load).
+fn probe_slice(qt: &Arc<QTensor>) -> Result<Arc<QTensor>> {
+    let (n, k) = qt.shape().dims2()?;
+    let keep = PROBE_OUT_ROWS + n % 16;
+    if keep >= n {
+        return Ok(qt.clone());
+    }
+    let dtype = qt.dtype();
+    let row_bytes = k / dtype.block_size() * dtype.type_size();
+    let data = qt.data()?;
+    let slice = candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        &data[..keep * row_bytes],
+        vec![keep, k],
+        &Device::Cpu,
+    )?;
+    Ok(Arc::new(slice))
 }
 
 /// `y = x Wᵀ (+ b)` with `W` stored `[out, in]`, quantized or float.

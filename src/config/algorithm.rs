@@ -1,0 +1,398 @@
+//! An algorithm file: its paradigm, modules (resolved in the registry) and hyperparameter
+//! grid axes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use ianvs_paradigms::hp::Hyperparameters;
+use ianvs_paradigms::registry::Registry;
+use ianvs_paradigms::Paradigm;
+use serde_json::Value;
+
+use super::keys::*;
+use super::walker::*;
+use super::yaml::{Mark, NodeKind};
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_algorithm(
+    name: &str,
+    file: &Path,
+    from: &Path,
+    mark: Mark,
+    registry: &Registry,
+    paradigms: &'static [Box<dyn Paradigm>],
+    seed: u64,
+    diags: &mut Diagnostics,
+) -> Option<Algorithm> {
+    let root = read_yaml(
+        file,
+        diags,
+        Some((from, mark, "benchmarkingjob.test_object.algorithms")),
+    )?;
+    let errors_before = diags.len();
+    let mut w = Walker {
+        file: file.to_path_buf(),
+        diags,
+    };
+    let top = w.map(&root, "", &["algorithm"], &[])?;
+    let an = w.required(&top, "", "algorithm")?;
+    let p = "algorithm";
+    let entries = an.as_map().map(|e| e.to_vec()).unwrap_or_default();
+    // `<mode>_data_setting` keys are Ianvs's; we do not implement them yet.
+    let unsupported: Vec<(String, String)> = entries
+        .iter()
+        .map(|(k, _)| k.key_text())
+        .filter(|k| k.ends_with("_data_setting"))
+        .map(|k| (k, DATA_SETTING_WHY.to_string()))
+        .chain(
+            ALGO_UNSUPPORTED
+                .iter()
+                .map(|(k, w)| (k.to_string(), w.to_string())),
+        )
+        .collect();
+    let unsupported_refs: Vec<(&str, &str)> = unsupported
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let f = w.map(an, p, ALGO_KEYS, &unsupported_refs)?;
+    if let Some(iu) = f.get("initial_model_url") {
+        match &iu.kind {
+            NodeKind::Str(s) if s.is_empty() => {}
+            NodeKind::Null => {}
+            _ => {
+                w.err(Some(iu.mark), "algorithm.initial_model_url", "`initial_model_url` is not supported yet: built-in models are trained from scratch or named by a module hyperparameter").help("remove it or set it to \"\"");
+            }
+        }
+    }
+    let paradigm_names: Vec<&str> = paradigms.iter().map(|pd| pd.name()).collect();
+    let paradigm = w.required(&f, p, "paradigm_type").and_then(|n| {
+        let s = w.string(n, "algorithm.paradigm_type")?;
+        let found = paradigms
+            .iter()
+            .find(|pd| pd.name().eq_ignore_ascii_case(&s));
+        if found.is_none() {
+            if IANVS_PARADIGMS.contains(&s.to_ascii_lowercase().as_str()) {
+                w.err(
+                    Some(n.mark),
+                    "algorithm.paradigm_type",
+                    format!(
+                        "paradigm \"{s}\" is a KubeEdge-Ianvs paradigm ianvs does not run yet (not supported yet); ianvs runs: {}",
+                        paradigm_names.join(", ")
+                    ),
+                );
+            } else {
+                w.err(
+                    Some(n.mark),
+                    "algorithm.paradigm_type",
+                    format!("unknown paradigm \"{s}\""),
+                )
+                .choices(&s, &paradigm_names);
+            }
+        }
+        found.map(|b| b.as_ref())
+    });
+    let mut modules = Vec::new();
+    if let (Some(mn), Some(pd)) = (w.required(&f, p, "modules"), paradigm) {
+        let slot_types: Vec<&str> = pd.slots().iter().map(|s| s.module_type).collect();
+        match mn.as_seq() {
+            Some(items) => {
+                let mut seen_types: BTreeMap<String, Mark> = BTreeMap::new();
+                for (i, m) in items.iter().enumerate() {
+                    let mp = format!("algorithm.modules[{i}]");
+                    let Some(mf) = w.map(m, &mp, MODULE_KEYS, &[]) else {
+                        continue;
+                    };
+                    let Some(tn) = w.required(&mf, &mp, "type") else {
+                        continue;
+                    };
+                    let Some(mtype) = w.string(tn, &format!("{mp}.type")) else {
+                        continue;
+                    };
+                    if !slot_types.contains(&mtype.as_str()) {
+                        w.err(
+                            Some(tn.mark),
+                            &format!("{mp}.type"),
+                            format!(
+                                "module type \"{mtype}\" is not used by paradigm `{}`",
+                                pd.name()
+                            ),
+                        )
+                        .choices(&mtype, &slot_types);
+                        continue;
+                    }
+                    if let Some(prev) = seen_types.insert(mtype.clone(), tn.mark) {
+                        w.err(Some(tn.mark), &format!("{mp}.type"), format!("module type \"{mtype}\" appears twice (first at line {}); each type may appear once", prev.line));
+                        continue;
+                    }
+                    if let Some(u) = mf.get("url") {
+                        // A plug-in module may have any name: only the plug-in is reported.
+                        if refuse_plugin_url(&mut w, u, &format!("{mp}.url"), "module") {
+                            seen_types.insert(mtype.clone(), tn.mark);
+                            continue;
+                        }
+                    }
+                    let Some(nn) = w.required(&mf, &mp, "name") else {
+                        continue;
+                    };
+                    let Some(mname) = w.string(nn, &format!("{mp}.name")) else {
+                        continue;
+                    };
+                    let Some(entry) = registry.find(&mtype, &mname) else {
+                        w.err(
+                            Some(nn.mark),
+                            &format!("{mp}.name"),
+                            format!("unknown {mtype} module \"{mname}\""),
+                        )
+                        .choices(&mname, &registry.names(&mtype));
+                        continue;
+                    };
+                    if let Some(mc) = read_module_hps(&mut w, &mp, &mf, entry, seed) {
+                        modules.push(mc);
+                    }
+                }
+                for slot in pd.slots().iter().filter(|s| s.required) {
+                    if !seen_types.contains_key(slot.module_type) {
+                        w.err(
+                            Some(mn.mark),
+                            "algorithm.modules",
+                            format!(
+                                "paradigm `{}` needs a `{}` module ({})",
+                                pd.name(),
+                                slot.module_type,
+                                slot.help
+                            ),
+                        )
+                        .valid = registry
+                            .names(slot.module_type)
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect();
+                    }
+                }
+            }
+            None => w.expected(mn, "algorithm.modules", "a list of modules"),
+        }
+    }
+    let mut repeat = 1;
+    if let Some(rn) = f.get("repeat") {
+        match repeat_spec().check(&rn.to_json()) {
+            Ok(v) => repeat = v.as_u64().unwrap_or(1) as u32,
+            Err(why) => {
+                w.err(
+                    Some(rn.mark),
+                    "algorithm.repeat",
+                    format!("`algorithm.repeat`: {why}"),
+                );
+            }
+        }
+    }
+    if diags.len() > errors_before {
+        return None;
+    }
+    Some(Algorithm {
+        name: name.to_string(),
+        folder: paths::folder_name(name, crate::story::RESERVED_DIRS),
+        file: file.to_path_buf(),
+        paradigm: paradigm?,
+        modules,
+        settings: Hyperparameters::default(),
+        repeat,
+    })
+}
+
+pub(super) fn read_module_hps(
+    w: &mut Walker,
+    mp: &str,
+    mf: &Fields,
+    entry: &ianvs_paradigms::registry::ModuleEntry,
+    seed: u64,
+) -> Option<ModuleConfig> {
+    let hp_names: Vec<&str> = entry.hyperparameters.iter().map(|h| h.name).collect();
+    let mut axes: Vec<Vec<BTreeMap<String, Value>>> = Vec::new();
+    let mut given: BTreeSet<String> = BTreeSet::new();
+    let mut ok = true;
+    if let Some(hn) = mf.get("hyperparameters") {
+        let hp = format!("{mp}.hyperparameters");
+        let Some(items) = hn.as_seq() else {
+            w.expected(hn, &hp, "a list of `- <name>: {values: [...]}`");
+            return None;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let ip = format!("{hp}[{i}]");
+            let Some([(k, v)]) = item.as_map() else {
+                w.expected(item, &ip, "a one-key mapping `<name>: {values: [...]}`");
+                ok = false;
+                continue;
+            };
+            let key = k.key_text();
+            let kp = format!("{ip}.{key}");
+            let Some(vf) = w.map(v, &kp, &["values"], &[]) else {
+                ok = false;
+                continue;
+            };
+            let Some(values) = w.required(&vf, &kp, "values") else {
+                ok = false;
+                continue;
+            };
+            let Some(vals) = values.as_seq().filter(|s| !s.is_empty()) else {
+                w.expected(values, &format!("{kp}.values"), "a non-empty list");
+                ok = false;
+                continue;
+            };
+            if key == "other_hyperparameters" {
+                // Each value is a YAML file of `name: value` pairs: one grid point setting several hyperparameters together.
+                let mut axis = Vec::new();
+                for (j, v) in vals.iter().enumerate() {
+                    let vp = format!("{kp}.values[{j}]");
+                    let Some(path) = w.existing_path(v, &vp) else {
+                        ok = false;
+                        continue;
+                    };
+                    let mut sub = Diagnostics::default();
+                    let point =
+                        read_yaml(&path, &mut sub, Some((&w.file, v.mark, &vp))).and_then(|node| {
+                            let mut sw = Walker {
+                                file: path.clone(),
+                                diags: &mut sub,
+                            };
+                            let fields = sw.map(&node, "", &hp_names, &[])?;
+                            let mut point = BTreeMap::new();
+                            for (name, kn, vn) in &fields.entries {
+                                let spec = entry.hp(name).expect("key checked against hp names");
+                                match check_finite(vn).and_then(|j| spec.check(&j)) {
+                                    Ok(val) => {
+                                        point.insert(name.clone(), val);
+                                    }
+                                    Err(why) => {
+                                        sw.err(
+                                            Some(kn.mark),
+                                            name,
+                                            format!(
+                                                "hyperparameter `{name}` of {} {}: {why}",
+                                                entry.module_type, entry.name
+                                            ),
+                                        );
+                                    }
+                                }
+                            }
+                            Some(point)
+                        });
+                    let failed = !sub.is_empty();
+                    for d in sub.items.drain(..) {
+                        w.diags.push(d);
+                    }
+                    if let Some(src) = std::fs::read_to_string(&path).ok().filter(|_| failed) {
+                        w.diags.add_source(&path, &src);
+                    }
+                    match point {
+                        Some(pt) if !failed => {
+                            given.extend(pt.keys().cloned());
+                            axis.push(pt);
+                        }
+                        _ => ok = false,
+                    }
+                }
+                axes.push(axis);
+                continue;
+            }
+            let Some(spec) = entry.hp(&key) else {
+                w.err(
+                    Some(k.mark),
+                    &kp,
+                    format!(
+                        "{} module \"{}\" has no hyperparameter `{key}`",
+                        entry.module_type, entry.name
+                    ),
+                )
+                .choices(&key, &hp_names);
+                ok = false;
+                continue;
+            };
+            if !given.insert(key.clone()) {
+                w.err(
+                    Some(k.mark),
+                    &kp,
+                    format!("hyperparameter `{key}` is given twice"),
+                );
+                ok = false;
+                continue;
+            }
+            let mut axis = Vec::new();
+            for (j, v) in vals.iter().enumerate() {
+                let mut json = match check_finite(v) {
+                    Ok(j) => j,
+                    Err(why) => {
+                        w.err(
+                            Some(v.mark),
+                            &format!("{kp}.values[{j}]"),
+                            format!(
+                                "hyperparameter `{key}` of {} {}: {why}",
+                                entry.module_type, entry.name
+                            ),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                };
+                if spec.kind == ianvs_paradigms::hp::HpKind::Path {
+                    if let Some(s) = json.as_str() {
+                        json =
+                            Value::String(resolve_path(&w.file, s).to_string_lossy().into_owned());
+                    }
+                }
+                match spec.check(&json) {
+                    Ok(val) => axis.push(BTreeMap::from([(key.clone(), val)])),
+                    Err(why) => {
+                        w.err(
+                            Some(v.mark),
+                            &format!("{kp}.values[{j}]"),
+                            format!(
+                                "hyperparameter `{key}` of {} {}: {why}",
+                                entry.module_type, entry.name
+                            ),
+                        )
+                        .help(spec.help.to_string());
+                        ok = false;
+                    }
+                }
+            }
+            axes.push(axis);
+        }
+    }
+    // Every hyperparameter gets its default here, even one set on an axis: an
+    // `other_hyperparameters` file that leaves a key out then still gets the default.
+    let mut fixed = BTreeMap::new();
+    for spec in &entry.hyperparameters {
+        match &spec.default {
+            Some(d) => {
+                fixed.insert(spec.name.to_string(), d.clone());
+            }
+            None if spec.name == "seed" => {
+                fixed.insert("seed".into(), Value::from(seed));
+            }
+            None if given.contains(spec.name) => {}
+            None => {
+                w.err(
+                    Some(mf.mark),
+                    mp,
+                    format!(
+                        "{} module \"{}\" needs the hyperparameter `{}` ({})",
+                        entry.module_type, entry.name, spec.name, spec.help
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    // A job-wide `--seed` replaces a module's default seed (not one written in the YAML).
+    if fixed.contains_key("seed") && !given.contains("seed") {
+        fixed.insert("seed".into(), Value::from(seed));
+    }
+    ok.then(|| ModuleConfig {
+        module_type: entry.module_type.to_string(),
+        name: entry.name.to_string(),
+        axes,
+        fixed,
+    })
+}

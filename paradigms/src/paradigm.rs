@@ -30,6 +30,21 @@ pub struct ResolvedModule {
     pub module_type: String,
     pub name: String,
     pub hyperparameters: Hyperparameters,
+    /// Set for an out-of-process plug-in module (`url:` in the YAML); `name` is then the alias
+    /// the file registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+}
+
+/// Where a plug-in module lives and how it is run (docs/plugins.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// The plug-in file, absolute.
+    pub url: std::path::PathBuf,
+    /// The Python interpreter (for `.py` files).
+    pub python: std::path::PathBuf,
+    /// The longest one call may take, seconds.
+    pub timeout_s: f64,
 }
 
 /// Everything a paradigm needs to know about one test case.

@@ -9,6 +9,7 @@ use crate::lifelong::{
 };
 use crate::link::LinkSpec;
 use crate::modules::{BaseModel, BuildContext};
+use crate::paradigm::ResolvedModule;
 
 /// Builds a module from its resolved hyperparameters.
 pub enum Constructor {
@@ -58,10 +59,24 @@ impl ModuleEntry {
     }
 }
 
+/// Builds out-of-process plug-in modules (a module with `url:`); the algorithms crate installs
+/// one with [`Registry::set_plugins`].
+pub trait PluginModules: Send + Sync {
+    /// A `basemodel`, `edgemodel` or `cloudmodel` plug-in.
+    fn model(&self, m: &ResolvedModule, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>>;
+    /// A `hard_example_mining` plug-in.
+    fn miner(
+        &self,
+        m: &ResolvedModule,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn HardExampleMiner>>;
+}
+
 /// All modules known to this build.
 #[derive(Default)]
 pub struct Registry {
     entries: Vec<ModuleEntry>,
+    plugins: Option<Box<dyn PluginModules>>,
 }
 
 impl Registry {
@@ -77,6 +92,44 @@ impl Registry {
         );
         self.entries.push(entry);
     }
+    pub fn set_plugins(&mut self, p: Box<dyn PluginModules>) {
+        self.plugins = Some(p);
+    }
+
+    fn plugin_builder(&self, m: &ResolvedModule) -> anyhow::Result<&dyn PluginModules> {
+        self.plugins.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} \"{}\" is a plug-in (url), but this build has no plug-in support",
+                m.module_type,
+                m.name
+            )
+        })
+    }
+
+    /// A classifier module of a case: built-in by name, or a plug-in when it has a `url`.
+    pub fn module_model(
+        &self,
+        m: &ResolvedModule,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn BaseModel>> {
+        match &m.plugin {
+            Some(_) => self.plugin_builder(m)?.model(m, ctx),
+            None => self.build_model(&m.module_type, &m.name, &m.hyperparameters, ctx),
+        }
+    }
+
+    /// A hard-example miner of a case: built-in by name, or a plug-in when it has a `url`.
+    pub fn module_miner(
+        &self,
+        m: &ResolvedModule,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
+        match &m.plugin {
+            Some(_) => self.plugin_builder(m)?.miner(m, ctx),
+            None => self.build_miner(&m.name, &m.hyperparameters, ctx),
+        }
+    }
+
     pub fn entries(&self) -> &[ModuleEntry] {
         &self.entries
     }

@@ -24,6 +24,7 @@ mod classification;
 pub mod interval;
 mod joint;
 mod lifelong;
+pub mod plugin;
 mod speculative;
 
 pub use interval::{Interval, IntervalMethod};

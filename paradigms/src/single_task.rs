@@ -95,7 +95,10 @@ impl Paradigm for SingleTaskLearning {
             let m = &mut out.measurements;
             m.insert("training_time_s".into(), report.seconds);
             m.insert("num_parameters".into(), model.num_parameters() as f64);
-            m.insert("final_train_loss".into(), report.final_loss);
+            // A plug-in that reports no loss has none (a NaN would not survive metrics.json).
+            if report.final_loss.is_finite() {
+                m.insert("final_train_loss".into(), report.final_loss);
+            }
             m.insert(
                 "predict_batch_size".into(),
                 PLUGIN_BATCH.min(test.len()) as f64,

@@ -193,7 +193,7 @@ pub(super) fn read_plugin_module(
     match OPEN_PARADIGMS.iter().find(|(p, _)| *p == paradigm) {
         None => {
             let open: Vec<String> = OPEN_PARADIGMS.iter().map(|(p, _)| p.to_string()).collect();
-            w.err(Some(url_node.mark), &join(mp, "url"), format!("paradigm `{paradigm}` is not open to plug-in modules yet: its modules are built in (`ianvs list modules`)"))
+            w.err(Some(url_node.mark), &join(mp, "url"), format!("plug-in modules are not supported yet in paradigm `{paradigm}`: its modules are built in (`ianvs list modules`)"))
                 .help(format!("remove `url` and pick a built-in module by `name`; plug-ins run in: {}", open.join(", ")));
             return None;
         }
@@ -201,9 +201,7 @@ pub(super) fn read_plugin_module(
             w.err(
                 Some(url_node.mark),
                 &join(mp, "url"),
-                format!(
-                    "module type `{mtype}` of paradigm `{paradigm}` is not open to plug-ins yet"
-                ),
+                format!("plug-in `{mtype}` modules are not supported yet in paradigm `{paradigm}`"),
             )
             .help(format!(
                 "plug-in module types of `{paradigm}`: {}",

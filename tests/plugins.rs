@@ -1,0 +1,474 @@
+//! Out-of-process plug-ins end to end (docs/plugins.md): Ianvs-style Python modules and
+//! metrics run unchanged; every failure (raise, exit, hang, wrong type or shape) fails only its
+//! case with the user's file and line; validation errors exit 2 before anything runs; no
+//! plug-in child outlives ianvs (checked by scanning /proc for the plug-in files).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn ianvs() -> Command {
+    let mut c = Command::cargo_bin("ianvs").unwrap();
+    c.env("NO_COLOR", "1")
+        .env_remove("IANVS_PYTHON")
+        .env_remove("VIRTUAL_ENV");
+    c
+}
+
+/// A tiny separable dataset: 60 rows, 4 features, 3 classes (every 5th row a test row).
+fn data_csv() -> String {
+    let mut s = String::new();
+    for i in 0..60 {
+        let c = i % 3;
+        let j = (i * 7 % 11) as f32 / 20.0;
+        s += &format!(
+            "{},{},{},{},{c}\n",
+            c as f32 + j,
+            1.0 - j,
+            c as f32 * 2.0,
+            j
+        );
+    }
+    s
+}
+
+const MODEL: &str = r#"
+import os, sys, time
+import numpy as np
+from sedna.common.class_factory import ClassType, ClassFactory
+
+@ClassFactory.register(ClassType.GENERAL, alias="Nearest")
+class Nearest:
+    def __init__(self, fail="", scale=1.0, **kwargs):
+        self.fail = fail
+        self.scale = scale
+
+    def train(self, train_data, valid_data=None, **kwargs):
+        print("training on", len(train_data.x), "samples", file=sys.stderr)
+        print("a print() goes to stderr too")
+        if self.fail == "exit":
+            os._exit(7)
+        x, y = train_data.x, train_data.y
+        self.centres = np.stack([x[y == c].mean(axis=0) for c in range(3)])
+
+    def predict(self, data, **kwargs):
+        if self.fail == "raise":
+            raise ValueError("the plug-in broke on purpose")
+        if self.fail == "hang":
+            time.sleep(120)
+        if self.fail == "type":
+            return ["cat"] * len(data)
+        if self.fail == "shape":
+            return np.zeros((len(data), 7))
+        d = ((data[:, None, :] - self.centres[None]) ** 2).sum(axis=2)
+        return d.argmin(axis=1)
+"#;
+
+const METRIC: &str = r#"
+from sedna.common.class_factory import ClassType, ClassFactory
+
+@ClassFactory.register(ClassType.GENERAL, alias="plugin_accuracy")
+def plugin_accuracy(y_true, y_pred, **kwargs):
+    return float((y_true == y_pred).mean())
+"#;
+
+/// A job folder with the plug-in files, a test environment and one algorithm per `(name,
+/// module YAML)`.
+struct Job {
+    dir: tempfile::TempDir,
+}
+
+impl Job {
+    fn new(algorithms: &[(&str, &str)], testenv_extra: &str) -> Job {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("data.csv"), data_csv()).unwrap();
+        std::fs::write(p.join("model.py"), MODEL).unwrap();
+        std::fs::write(p.join("metric.py"), METRIC).unwrap();
+        std::fs::write(
+            p.join("testenv.yaml"),
+            format!(
+                "testenv:\n  dataset:\n    data: \"./data.csv\"\n    label: \"last\"\n    split:\n      method: \"interleaved\"\n      test_fraction: 0.2\n  metrics:\n    - name: \"accuracy\"\n{testenv_extra}  warmup_samples: 0\n"
+            ),
+        )
+        .unwrap();
+        let mut algs = String::new();
+        for (name, modules) in algorithms {
+            std::fs::write(
+                p.join(format!("{name}.yaml")),
+                format!(
+                    "algorithm:\n  paradigm_type: \"singletasklearning\"\n  modules:\n{modules}"
+                ),
+            )
+            .unwrap();
+            algs += &format!("      - name: \"{name}\"\n        url: \"./{name}.yaml\"\n");
+        }
+        std::fs::write(
+            p.join("benchmark.yaml"),
+            format!(
+                "benchmarkingjob:\n  name: \"job\"\n  workspace: \"./ws\"\n  testenv: \"./testenv.yaml\"\n  test_object:\n    type: \"algorithms\"\n    algorithms:\n{algs}  rank:\n    sort_by:\n      - {{ \"accuracy\": \"descend\" }}\n"
+            ),
+        )
+        .unwrap();
+        Job { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn bench(&self) -> PathBuf {
+        self.path().join("benchmark.yaml")
+    }
+    /// Every case's metrics.json, by algorithm name.
+    fn results(&self) -> Vec<(String, Value, PathBuf)> {
+        let mut out = Vec::new();
+        let job = self.path().join("ws/job");
+        for alg in std::fs::read_dir(&job).unwrap().flatten() {
+            for case in std::fs::read_dir(alg.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let m = case.path().join("metrics.json");
+                if let Ok(b) = std::fs::read(&m) {
+                    let v: Value = serde_json::from_slice(&b).unwrap();
+                    out.push((v["algorithm"].as_str().unwrap().to_string(), v, case.path()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+fn plugin_module(fail: &str, extra: &str) -> String {
+    format!(
+        "    - type: \"basemodel\"\n      name: \"Nearest\"\n      url: \"./model.py\"\n{extra}      hyperparameters:\n        - fail:\n            values: [\"{fail}\"]\n"
+    )
+}
+
+/// Processes whose command line names a plug-in file of the job in `dir` (its plug-in
+/// children; ianvs itself names only the YAML).
+fn children_under(dir: &Path) -> Vec<u32> {
+    let needles: Vec<String> = ["model.py", "metric.py"]
+        .iter()
+        .map(|f| dir.join(f).to_string_lossy().into_owned())
+        .collect();
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    needles.iter().any(|n| c.contains(n.as_str()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn assert_no_children(dir: &Path) {
+    // The group is killed before ianvs exits; give the kernel a moment to reap.
+    let t = Instant::now();
+    while !children_under(dir).is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        children_under(dir),
+        Vec::<u32>::new(),
+        "plug-in children outlived ianvs"
+    );
+}
+
+#[test]
+fn a_python_basemodel_and_metric_rank_beside_a_builtin_and_keep_stderr() {
+    let job = Job::new(
+        &[
+            ("py", &plugin_module("", "")),
+            ("builtin", "    - type: \"basemodel\"\n      name: \"MLP\"\n      hyperparameters:\n        - epochs:\n            values: [2]\n"),
+        ],
+        "    - name: \"plugin_accuracy\"\n      url: \"./metric.py\"\n",
+    );
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(job.bench())
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = job.results();
+    assert_eq!(r.len(), 2);
+    let (_, py, dir) = &r[1];
+    assert_eq!(py["status"], "ok");
+    // The nearest-centre model separates this data; the plug-in metric agrees with the built-in.
+    assert_eq!(py["metrics"]["accuracy"], 1.0, "{py}");
+    assert_eq!(py["metrics"]["plugin_accuracy"], py["metrics"]["accuracy"]);
+    assert!(
+        r[0].1["metrics"]["plugin_accuracy"].as_f64().is_some(),
+        "the plug-in metric scores the built-in case too"
+    );
+    let m = &py["measurements"];
+    assert!(m["plugin_compute_s"].as_f64().unwrap() > 0.0);
+    assert!(m["plugin_overhead_s"].as_f64().unwrap() >= 0.0);
+    let log = std::fs::read_to_string(dir.join("plugin-basemodel-Nearest.stderr.log")).unwrap();
+    assert!(log.contains("training on 48 samples"), "{log}");
+    assert!(log.contains("a print() goes to stderr too"), "{log}");
+    let board = std::fs::read_to_string(job.path().join("ws/job/rank/all_rank.csv")).unwrap();
+    assert!(board.contains("py") && board.contains("builtin"), "{board}");
+    assert_no_children(job.path());
+}
+
+/// Runs a job with one failing plug-in case and one good built-in case.
+fn run_failing(fail: &str, extra: &str) -> (Job, String) {
+    let job = Job::new(
+        &[
+            ("bad", &plugin_module(fail, extra)),
+            ("good", "    - type: \"basemodel\"\n      name: \"MLP\"\n      hyperparameters:\n        - epochs:\n            values: [1]\n"),
+        ],
+        "",
+    );
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(job.bench())
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = job.results();
+    assert_eq!(r.len(), 2, "both cases are recorded");
+    assert_eq!(r[1].0, "good");
+    assert_eq!(r[1].1["status"], "ok", "the other case still runs");
+    assert_eq!(r[0].1["status"], "failed");
+    let err = r[0].1["error"].as_str().unwrap().to_string();
+    assert!(
+        r[0].2.join("plugin-basemodel-Nearest.stderr.log").is_file(),
+        "stderr kept in the failed case's folder"
+    );
+    assert_no_children(job.path());
+    (job, err)
+}
+
+#[test]
+fn a_plugin_that_raises_fails_its_case_with_the_users_file_and_line() {
+    let (_job, err) = run_failing("raise", "");
+    assert!(
+        err.contains("ValueError") && err.contains("the plug-in broke on purpose"),
+        "{err}"
+    );
+    let line = MODEL
+        .lines()
+        .position(|l| l.contains("raise ValueError"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains("model.py\", line ") && err.contains(&format!("line {line}")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ianvs_host.py"),
+        "the host's own frames are left out: {err}"
+    );
+}
+
+#[test]
+fn a_plugin_that_exits_fails_its_case_with_its_status_and_stderr() {
+    let (_job, err) = run_failing("exit", "");
+    assert!(
+        err.contains("ended during train") && err.contains("exit status: 7"),
+        "{err}"
+    );
+    assert!(
+        err.contains("training on 48 samples"),
+        "the end of its stderr: {err}"
+    );
+}
+
+#[test]
+fn a_plugin_that_hangs_is_killed_at_the_per_call_timeout() {
+    let t = Instant::now();
+    let (_job, err) = run_failing("hang", "      timeout_s: 1\n");
+    assert!(err.contains("predict did not answer within 1 s"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(100),
+        "the hang (120 s) was cut short"
+    );
+}
+
+#[test]
+fn a_plugin_returning_the_wrong_type_or_shape_fails_its_case() {
+    let (_job, err) = run_failing("type", "");
+    assert!(err.contains("predict returned list of dtype <U3"), "{err}");
+    let (_job, err) = run_failing("shape", "");
+    assert!(
+        err.contains("shape [12, 7]") && err.contains("[12, 3] array of class scores"),
+        "{err}"
+    );
+}
+
+fn validate(job: &Job, python: Option<&str>) -> (i32, String) {
+    let mut c = ianvs();
+    c.arg("validate").arg("-f").arg(job.bench());
+    if let Some(p) = python {
+        c.env("IANVS_PYTHON", p);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_finds_plugin_problems_before_anything_runs() {
+    // Missing interpreter.
+    let job = Job::new(&[("py", &plugin_module("", ""))], "");
+    let (code, err) = validate(&job, Some("/nonexistent/python3"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\"/nonexistent/python3\" (chosen by IANVS_PYTHON) was not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("py.yaml:"),
+        "located in the algorithm file: {err}"
+    );
+
+    // An import error names the package.
+    std::fs::write(
+        job.path().join("model.py"),
+        format!("import not_a_real_package_xyz\n{MODEL}"),
+    )
+    .unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("imports `not_a_real_package_xyz`, which is not installed"),
+        "{err}"
+    );
+
+    // An alias the file does not register lists those it does.
+    std::fs::write(
+        job.path().join("model.py"),
+        MODEL.replace("alias=\"Nearest\"", "alias=\"Centroid\""),
+    )
+    .unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("registers no `general` class or function named \"Nearest\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("Centroid"),
+        "lists the registered aliases: {err}"
+    );
+
+    // A hyperparameter the constructor does not accept (no **kwargs).
+    std::fs::write(
+        job.path().join("model.py"),
+        MODEL.replace(
+            "def __init__(self, fail=\"\", scale=1.0, **kwargs)",
+            "def __init__(self, scale=1.0)",
+        ),
+    )
+    .unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("does not accept the hyperparameter `fail`"),
+        "{err}"
+    );
+    assert!(err.contains("scale"), "lists the accepted ones: {err}");
+    assert!(!job.path().join("ws").exists(), "nothing was written");
+
+    // A metric alias that is not registered.
+    let job = Job::new(
+        &[("py", &plugin_module("", ""))],
+        "    - name: \"f2\"\n      url: \"./metric.py\"\n",
+    );
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("testenv.yaml:") && err.contains("plugin_accuracy"),
+        "{err}"
+    );
+    assert_no_children(job.path());
+}
+
+#[test]
+fn paradigms_not_open_to_plugins_say_so() {
+    let job = Job::new(&[("py", &plugin_module("", ""))], "");
+    let alg = job.path().join("py.yaml");
+    let text = std::fs::read_to_string(&alg)
+        .unwrap()
+        .replace("singletasklearning", "lifelonglearning");
+    std::fs::write(&alg, text).unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("plug-in modules are not supported yet in paradigm `lifelonglearning`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_stops_a_running_plugin_and_leaves_no_child() {
+    let job = Job::new(&[("bad", &plugin_module("hang", ""))], "");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("ianvs"))
+        .arg("run")
+        .arg("-f")
+        .arg(job.bench())
+        .arg("--quiet")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the case's plug-in has trained and hangs in `predict` (its stderr, kept in
+    // the job folder until the case is written, says it trained).
+    let logs = job.path().join("ws/job/.plugin-logs");
+    let t = Instant::now();
+    let trained = || {
+        std::fs::read_dir(&logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|case| {
+                std::fs::read_to_string(case.path().join("plugin-basemodel-Nearest.stderr.log"))
+                    .is_ok_and(|l| l.contains("a print() goes to stderr too"))
+            })
+    };
+    while !trained() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the plug-in never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!children_under(job.path()).is_empty(), "the plug-in runs");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on the ianvs process this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert_no_children(job.path());
+}

@@ -82,6 +82,9 @@ struct Job {
 
 impl Job {
     fn new(algorithms: &[(&str, &str)], testenv_extra: &str) -> Job {
+        Job::with("singletasklearning", algorithms, testenv_extra)
+    }
+    fn with(paradigm: &str, algorithms: &[(&str, &str)], testenv_extra: &str) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         std::fs::write(p.join("data.csv"), data_csv()).unwrap();
@@ -98,9 +101,7 @@ impl Job {
         for (name, modules) in algorithms {
             std::fs::write(
                 p.join(format!("{name}.yaml")),
-                format!(
-                    "algorithm:\n  paradigm_type: \"singletasklearning\"\n  modules:\n{modules}"
-                ),
+                format!("algorithm:\n  paradigm_type: \"{paradigm}\"\n  modules:\n{modules}"),
             )
             .unwrap();
             algs += &format!("      - name: \"{name}\"\n        url: \"./{name}.yaml\"\n");
@@ -470,5 +471,77 @@ fn sigterm_stops_a_running_plugin_and_leaves_no_child() {
     }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143));
+    assert_no_children(job.path());
+}
+
+/// Sedna's own `hard_example_mining.py`, unchanged, between built-in edge and cloud models:
+/// its `CrossEntropyFilter` makes exactly the decisions of the built-in CrossEntropy miner
+/// (the same rule) on the same trained models.
+#[test]
+fn sednas_miner_file_runs_unchanged_between_builtin_models_in_joint_inference() {
+    const THRESHOLDS: [f64; 3] = [0.9, 0.99, 0.999];
+    let sedna = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testenvs/plugins-mnist/testalgorithms/hard_example_mining.py");
+    let models = "    - type: \"edgemodel\"\n      name: \"MLP\"\n      hyperparameters:\n        - hidden_sizes:\n            values: [[16]]\n        - epochs:\n            values: [40]\n        - learning_rate:\n            values: [0.05]\n    - type: \"cloudmodel\"\n      name: \"MLP\"\n      hyperparameters:\n        - epochs:\n            values: [3]\n";
+    let plugin = format!("{models}    - type: \"hard_example_mining\"\n      name: \"CrossEntropy\"\n      url: \"{}\"\n      hyperparameters:\n        - threshold_cross_entropy:\n            values: {THRESHOLDS:?}\n", sedna.display());
+    let builtin = format!("{models}    - type: \"hard_example_mining\"\n      name: \"CrossEntropy\"\n      hyperparameters:\n        - threshold:\n            values: {THRESHOLDS:?}\n");
+    let job = Job::with(
+        "jointinference",
+        &[("sedna", &plugin), ("builtin", &builtin)],
+        "  hard_example_mining_mode: \"inference-then-mining\"\n",
+    );
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(job.bench())
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Routes of every case, by algorithm and threshold.
+    let mut routes: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for (alg, v, dir) in job.results() {
+        assert_eq!(v["status"], "ok", "{v}");
+        let hps = &v["modules"][2]["hyperparameters"];
+        let t = hps
+            .get("threshold")
+            .or(hps.get("threshold_cross_entropy"))
+            .unwrap()
+            .to_string();
+        let r: Vec<String> = std::fs::read_to_string(dir.join("records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["route"].to_string())
+            .collect();
+        assert_eq!(r.len(), 12);
+        if alg == "sedna" {
+            let m = &v["measurements"];
+            assert_eq!(
+                m["miner_plugin_calls"], 12.0,
+                "one filter call per test sample: {m}"
+            );
+            assert!(m["miner_plugin_compute_s"].as_f64().unwrap() > 0.0);
+        }
+        routes.insert((t, alg), r);
+    }
+    assert_eq!(routes.len(), 2 * THRESHOLDS.len());
+    for t in THRESHOLDS {
+        let key = |a: &str| (t.to_string(), a.to_string());
+        assert_eq!(
+            routes[&key("sedna")],
+            routes[&key("builtin")],
+            "threshold {t}: the same samples go to the cloud under both miners"
+        );
+    }
+    let all: Vec<&String> = routes.values().flatten().collect();
+    assert!(
+        all.iter().any(|x| x.contains("cloud")) && all.iter().any(|x| x.contains("edge")),
+        "the thresholds split the samples: {routes:?}"
+    );
     assert_no_children(job.path());
 }

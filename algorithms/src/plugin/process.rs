@@ -344,7 +344,10 @@ impl PluginProcess {
         let f = Frame::new(
             json!({"op": "init", "kind": kind, "alias": alias, "params": params, "check_only": check_only}),
         );
+        // The constructor is not a call: call statistics cover the module's methods only.
+        let before = self.stats;
         let r = self.exchange(f, "the constructor")?.result;
+        self.stats = before;
         self.methods = r["methods"]
             .as_array()
             .map(|m| {

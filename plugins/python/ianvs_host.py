@@ -171,13 +171,16 @@ _DTYPES = {"f32": "<f4", "f64": "<f8", "i64": "<i8", "i32": "<i4", "u8": "u1", "
 
 
 def _read_exact(f, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = f.read(n - len(buf))
-        if not chunk:
+    """Exactly ``n`` bytes, read into one buffer (no concatenation, no extra copy)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])
+        if not k:
             raise EOFError
-        buf += chunk
-    return bytes(buf)
+        got += k
+    return buf
 
 
 def read_frame(f):
@@ -192,6 +195,7 @@ def read_frame(f):
         meta = json.loads(_read_exact(f, mlen).decode("utf-8"))
         (blen,) = struct.unpack("<Q", _read_exact(f, 8))
         raw = _read_exact(f, blen)
+        # A writable array over the received bytes (user code may modify its input).
         arr = np.frombuffer(raw, dtype=_DTYPES[meta["dtype"]]).reshape(meta["shape"])
         tensors.append(arr)
     return header, tensors

@@ -251,6 +251,20 @@ impl PluginProcess {
             kill_group(pgid);
         }
         let stdout = child.stdout.take().expect("piped stdout");
+        // Larger pipes (1 MiB, the default unprivileged maximum) move a batch of samples with
+        // 16x fewer wake-ups of each side than the 64 KiB default; best effort.
+        {
+            use std::os::fd::AsRawFd;
+            for fd in [
+                stdout.as_raw_fd(),
+                child.stdin.as_ref().map_or(-1, |s| s.as_raw_fd()),
+            ] {
+                // SAFETY: fcntl on pipe descriptors this process owns; no memory involved.
+                unsafe {
+                    libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+                }
+            }
+        }
         let stdin = BufWriter::with_capacity(1 << 16, child.stdin.take().expect("piped stdin"));
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::spawn(move || {

@@ -72,6 +72,15 @@ pub struct Tensor {
 impl Tensor {
     pub fn from_f32(shape: Vec<usize>, v: &[f32]) -> Self {
         let mut data = Vec::with_capacity(v.len() * 4);
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: an f32 slice viewed as its bytes (no padding; u8 has alignment 1); on a
+            // little-endian target these are the wire bytes.
+            data.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            });
+        }
+        #[cfg(not(target_endian = "little"))]
         for x in v {
             data.extend_from_slice(&x.to_le_bytes());
         }

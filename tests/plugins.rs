@@ -545,3 +545,59 @@ fn sednas_miner_file_runs_unchanged_between_builtin_models_in_joint_inference() 
     );
     assert_no_children(job.path());
 }
+
+/// The scenario of testenvs/plugins-mnist: the Ianvs-style numpy base model and the Ianvs
+/// metric file through ianvs reach exactly the accuracy of the same files run the way Ianvs's
+/// single-task paradigm runs them, in plain Python, on the same split (real MNIST digits).
+#[test]
+fn plugins_mnist_reaches_the_accuracy_of_the_plain_python_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ws = tempfile::tempdir().unwrap();
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(root.join("testenvs/plugins-mnist/benchmark.yaml"))
+        .arg("--workspace")
+        .arg(ws.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let board: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = board["rows"]
+        .as_array()
+        .or(board.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let text = board.to_string();
+    assert!(
+        text.contains("numpy-mlp-plugin") && text.contains("candle-mlp"),
+        "one leaderboard: {text}"
+    );
+    let plugin_acc = rows
+        .iter()
+        .find(|r| r.to_string().contains("numpy-mlp-plugin"))
+        .and_then(|r| r.get("accuracy").and_then(Value::as_f64))
+        .unwrap_or_else(|| panic!("no accuracy for the plug-in case in {text}"));
+    let py = std::process::Command::new("python3")
+        .arg(root.join("testenvs/plugins-mnist/scripts/run_like_ianvs.py"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&py.stdout);
+    let direct: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy "))
+        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&py.stderr)))
+        .parse()
+        .unwrap();
+    assert!(
+        (plugin_acc - direct).abs() < 1e-4,
+        "ianvs {plugin_acc} vs plain Python {direct}"
+    );
+    assert!(plugin_acc > 0.85, "a real model: {plugin_acc}");
+}

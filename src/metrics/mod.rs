@@ -36,6 +36,7 @@ pub static GROUPS: &[&[MetricDef]] = &[
     joint::METRICS,
     speculative::METRICS,
     lifelong::METRICS,
+    plugin::METRICS,
 ];
 
 /// All metric definitions in listing order.

@@ -105,3 +105,25 @@ pub fn registered() -> Vec<(String, PluginRef)> {
         })
         .unwrap_or_default()
 }
+
+/// Sum of the plug-in measurements named `<role>plugin_<what>` (every plug-in module of the
+/// case; the single-task `predict_` subtotal is part of the total and not added twice).
+fn plugin_total(o: &CaseOutput, what: &str) -> Result<f64> {
+    let key = format!("plugin_{what}");
+    let xs: Vec<f64> = o
+        .measurements
+        .iter()
+        .filter(|(k, _)| k.ends_with(&key) && !k.starts_with("predict_"))
+        .map(|(_, v)| *v)
+        .collect();
+    if xs.is_empty() {
+        anyhow::bail!("the case ran no plug-in module");
+    }
+    Ok(xs.iter().sum())
+}
+
+/// The time split of plug-in modules' calls (the `latency-*` metrics include both parts).
+pub static METRICS: &[MetricDef] = &[
+    MetricDef { id: "plugin-compute-time", aliases: &["plugin_compute_time"], unit: "s", higher_is_better: false, kinds: KINDS, help: "time plug-in modules spent in their own code, measured inside the plug-in process around each call", compute: |o| plugin_total(o, "compute_s") },
+    MetricDef { id: "plugin-overhead-time", aliases: &["plugin_overhead_time"], unit: "s", higher_is_better: false, kinds: KINDS, help: "protocol overhead of plug-in calls: round trips seen from ianvs minus the plug-in's own compute", compute: |o| plugin_total(o, "overhead_s") },
+];

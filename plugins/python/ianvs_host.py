@@ -170,8 +170,29 @@ def _install_sedna_shim():
 _DTYPES = {"f32": "<f4", "f64": "<f8", "i64": "<i8", "i32": "<i4", "u8": "u1", "bool": "?"}
 
 
-def _read_exact(f, n):
-    """Exactly ``n`` bytes, read into one buffer (no concatenation, no extra copy)."""
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_np = None
+
+
+def _numpy():
+    global _np
+    if _np is None:
+        import numpy
+        _np = numpy
+    return _np
+
+
+def _read(f, n):
+    """Exactly ``n`` bytes (a buffered read of a pipe returns fewer only at its end)."""
+    b = f.read(n)
+    if len(b) != n:
+        raise EOFError
+    return b
+
+
+def _read_into(f, n):
+    """Exactly ``n`` bytes into one new buffer (no concatenation, no extra copy)."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -184,19 +205,17 @@ def _read_exact(f, n):
 
 
 def read_frame(f):
-    (hlen,) = struct.unpack("<I", _read_exact(f, 4))
-    header = json.loads(_read_exact(f, hlen).decode("utf-8"))
-    (n,) = struct.unpack("<I", _read_exact(f, 4))
+    (hlen,) = _U32.unpack(_read(f, 4))
+    header = json.loads(_read(f, hlen))
+    (n,) = _U32.unpack(_read(f, 4))
     tensors = []
-    if n:
-        import numpy as np
     for _ in range(n):
-        (mlen,) = struct.unpack("<I", _read_exact(f, 4))
-        meta = json.loads(_read_exact(f, mlen).decode("utf-8"))
-        (blen,) = struct.unpack("<Q", _read_exact(f, 8))
-        raw = _read_exact(f, blen)
+        (mlen,) = _U32.unpack(_read(f, 4))
+        meta = json.loads(_read(f, mlen))
+        (blen,) = _U64.unpack(_read(f, 8))
         # A writable array over the received bytes (user code may modify its input).
-        arr = np.frombuffer(raw, dtype=_DTYPES[meta["dtype"]]).reshape(meta["shape"])
+        raw = _read_into(f, blen)
+        arr = _numpy().frombuffer(raw, dtype=_DTYPES[meta["dtype"]]).reshape(meta["shape"])
         tensors.append(arr)
     return header, tensors
 
@@ -219,13 +238,12 @@ def _to_wire(arr):
 
 def write_frame(f, header, tensors=()):
     hb = json.dumps(header).encode("utf-8")
-    parts = [struct.pack("<I", len(hb)), hb, struct.pack("<I", len(tensors))]
+    f.write(_U32.pack(len(hb)) + hb + _U32.pack(len(tensors)))
     for t in tensors:
         dtype, a = _to_wire(t)
-        mb = json.dumps({"dtype": dtype, "shape": list(a.shape)}).encode("utf-8")
-        data = a.tobytes()
-        parts += [struct.pack("<I", len(mb)), mb, struct.pack("<Q", len(data)), data]
-    f.write(b"".join(parts))
+        mb = ('{"dtype":"%s","shape":%s}' % (dtype, list(a.shape))).encode("utf-8")
+        f.write(_U32.pack(len(mb)) + mb + _U64.pack(a.nbytes))
+        f.write(memoryview(a.reshape(-1)).cast("B") if a.nbytes else b"")
     f.flush()
 
 

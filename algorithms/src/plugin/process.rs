@@ -4,12 +4,11 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -181,7 +180,7 @@ pub struct PluginProcess {
     child: Child,
     pgid: i32,
     stdin: BufWriter<ChildStdin>,
-    rx: Receiver<std::io::Result<Frame>>,
+    stdout: BufReader<DeadlineReader>,
     stderr_path: PathBuf,
     /// The handshake: protocol version, kinds and aliases the file registers.
     pub hello: Value,
@@ -266,23 +265,30 @@ impl PluginProcess {
             }
         }
         let stdin = BufWriter::with_capacity(1 << 16, child.stdin.take().expect("piped stdin"));
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut r = BufReader::with_capacity(1 << 16, stdout);
-            loop {
-                let f = read_frame(&mut r);
-                let end = f.is_err();
-                if tx.send(f).is_err() || end {
-                    break;
-                }
+        // Read on the calling thread (no hand-off between threads per call), non-blocking
+        // with poll(2) so that a call's deadline and Ctrl-C are honoured mid-frame too.
+        {
+            use std::os::fd::AsRawFd;
+            let fd = stdout.as_raw_fd();
+            // SAFETY: fcntl on a pipe descriptor this process owns; no memory involved.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
             }
-        });
+        }
+        let stdout = BufReader::with_capacity(
+            1 << 16,
+            DeadlineReader {
+                out: stdout,
+                deadline: Instant::now(),
+            },
+        );
         let mut p = PluginProcess {
             launch: launch.clone(),
             child,
             pgid,
             stdin,
-            rx,
+            stdout,
             stderr_path,
             hello: Value::Null,
             stats: CallStats::default(),
@@ -416,36 +422,32 @@ impl PluginProcess {
         t0: Instant,
         timeout: Duration,
     ) -> anyhow::Result<(Frame, f64)> {
-        loop {
-            let left = timeout.saturating_sub(t0.elapsed());
-            match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                Ok(Ok(frame)) => return Ok((frame, t0.elapsed().as_secs_f64())),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    kill_group(self.pgid);
-                    return Err(failure("protocol", format!("{}: sent a malformed message during {what} ({e}); it was stopped. Its stderr: {}", self.launch.label, self.stderr_path.display()), Value::Null));
-                }
-                Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => return Err(self.died(what)),
-                Err(RecvTimeoutError::Timeout) => {
-                    if STOPPING.load(Ordering::SeqCst) {
-                        kill_group(self.pgid);
-                        return Err(failure("cancelled", "cancelled".into(), Value::Null));
-                    }
-                    if t0.elapsed() >= timeout {
-                        kill_group(self.pgid);
-                        let _ = self.child.wait();
-                        return Err(failure(
-                            "timeout",
-                            format!(
-                                "{}: {what} did not answer within {} s (the per-call timeout; raise it with `timeout_s`), so it was killed. Its stderr: {}",
-                                self.launch.label,
-                                fmt_secs(timeout),
-                                self.stderr_path.display()
-                            ),
-                            Value::Null,
-                        ));
-                    }
-                }
+        self.stdout.get_mut().deadline = t0 + timeout;
+        match read_frame(&mut self.stdout) {
+            Ok(frame) => Ok((frame, t0.elapsed().as_secs_f64())),
+            Err(e) if e.kind() == ErrorKind::InvalidData => {
+                kill_group(self.pgid);
+                Err(failure("protocol", format!("{}: sent a malformed message during {what} ({e}); it was stopped. Its stderr: {}", self.launch.label, self.stderr_path.display()), Value::Null))
             }
+            Err(e) if e.kind() == ErrorKind::ConnectionAborted => {
+                kill_group(self.pgid);
+                Err(failure("cancelled", "cancelled".into(), Value::Null))
+            }
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                kill_group(self.pgid);
+                let _ = self.child.wait();
+                Err(failure(
+                    "timeout",
+                    format!(
+                        "{}: {what} did not answer within {} s (the per-call timeout; raise it with `timeout_s`), so it was killed. Its stderr: {}",
+                        self.launch.label,
+                        fmt_secs(timeout),
+                        self.stderr_path.display()
+                    ),
+                    Value::Null,
+                ))
+            }
+            Err(_) => Err(self.died(what)),
         }
     }
 
@@ -504,6 +506,45 @@ impl Drop for PluginProcess {
         let _ = self.child.wait();
         if let Ok(mut l) = LIVE.lock() {
             l.retain(|&p| p != self.pgid);
+        }
+    }
+}
+
+/// The child's stdout, non-blocking: a read waits with poll(2) until the call's deadline, in
+/// slices of 100 ms so that [`kill_all`] (Ctrl-C, SIGTERM) is noticed. `TimedOut` past the
+/// deadline, `ConnectionAborted` once plug-ins are being stopped.
+struct DeadlineReader {
+    out: std::process::ChildStdout,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        loop {
+            match self.out.read(buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => return other,
+            }
+            if STOPPING.load(Ordering::SeqCst) {
+                // Not `Interrupted`: `read_exact` retries that.
+                return Err(ErrorKind::ConnectionAborted.into());
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            let ms = left.min(Duration::from_millis(100)).as_millis().max(1) as i32;
+            let mut pfd = libc::pollfd {
+                fd: self.out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd that lives for the call.
+            unsafe {
+                libc::poll(&mut pfd, 1, ms);
+            }
         }
     }
 }

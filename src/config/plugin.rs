@@ -101,14 +101,13 @@ pub(super) fn plugin_ref(w: &mut Walker, f: &Fields, path: &str) -> Option<Plugi
 
 /// The hyperparameter axes of a plug-in module: any name (the constructor decides, checked in
 /// the host), each `- name: {values: [...]}` one axis.
-fn plugin_hps(
-    w: &mut Walker,
-    mp: &str,
-    mf: &Fields,
-) -> Option<(
+/// Grid axes (each a list of points) and the hyperparameter names with their YAML marks.
+type PluginHps = (
     Vec<Vec<BTreeMap<String, Value>>>,
     Vec<(String, super::yaml::Mark)>,
-)> {
+);
+
+fn plugin_hps(w: &mut Walker, mp: &str, mf: &Fields) -> Option<PluginHps> {
     let mut axes = Vec::new();
     let mut names = Vec::new();
     let Some(hn) = mf.get("hyperparameters") else {

@@ -152,7 +152,7 @@ fn plugin_module(fail: &str, extra: &str) -> String {
 /// Processes whose command line names a plug-in file of the job in `dir` (its plug-in
 /// children; ianvs itself names only the YAML).
 fn children_under(dir: &Path) -> Vec<u32> {
-    let needles: Vec<String> = ["model.py", "metric.py"]
+    let needles: Vec<String> = ["model.py", "metric.py", "first_feature"]
         .iter()
         .map(|f| dir.join(f).to_string_lossy().into_owned())
         .collect();
@@ -217,7 +217,8 @@ fn a_python_basemodel_and_metric_rank_beside_a_builtin_and_keep_stderr() {
     assert_eq!(py["metrics"]["plugin_accuracy"], py["metrics"]["accuracy"]);
     assert!(
         r[0].1["metrics"]["plugin_accuracy"].as_f64().is_some(),
-        "the plug-in metric scores the built-in case too"
+        "the plug-in metric scores the built-in case too: {}",
+        r[0].1
     );
     let m = &py["measurements"];
     assert!(m["plugin_compute_s"].as_f64().unwrap() > 0.0);
@@ -600,4 +601,97 @@ fn plugins_mnist_reaches_the_accuracy_of_the_plain_python_run() {
         "ianvs {plugin_acc} vs plain Python {direct}"
     );
     assert!(plugin_acc > 0.85, "a real model: {plugin_acc}");
+}
+
+/// The protocol is the contract, not Python: an executable (here a script with no `.py`
+/// extension, that imports neither the host nor Sedna nor numpy) that speaks protocol v1 on
+/// its stdin/stdout is a plug-in too.
+const RAW_PLUGIN: &str = r#"#!/usr/bin/env python3
+import json, struct, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+
+def read(n):
+    b = inp.read(n)
+    if len(b) != n:
+        sys.exit(0)
+    return b
+
+def read_frame():
+    (h,) = struct.unpack("<I", read(4)); header = json.loads(read(h))
+    (n,) = struct.unpack("<I", read(4)); tensors = []
+    for _ in range(n):
+        (m,) = struct.unpack("<I", read(4)); meta = json.loads(read(m))
+        (b,) = struct.unpack("<Q", read(8)); tensors.append((meta, read(b)))
+    return header, tensors
+
+def send(header, tensors=()):
+    hb = json.dumps(header).encode()
+    out.write(struct.pack("<I", len(hb)) + hb + struct.pack("<I", len(tensors)))
+    for meta, data in tensors:
+        mb = json.dumps(meta).encode()
+        out.write(struct.pack("<I", len(mb)) + mb + struct.pack("<Q", len(data)) + data)
+    out.flush()
+
+send({"op": "hello", "protocol": 1, "ok": True, "kinds": {"general": ["FirstFeature"]}})
+while True:
+    header, tensors = read_frame()
+    if header["op"] == "init":
+        send({"ok": True, "compute_s": 0.0, "result": {"methods": ["predict"]}})
+    elif header["method"] == "predict":
+        meta, data = tensors[0]
+        n, d = meta["shape"]
+        xs = struct.unpack("<%df" % (n * d), data)
+        # Class of each sample: its first feature, rounded and clipped to the 3 classes.
+        labels = [min(2, max(0, int(round(xs[i * d])))) for i in range(n)]
+        send({"ok": True, "compute_s": 0.0, "result": None},
+             [({"dtype": "i64", "shape": [n]}, struct.pack("<%dq" % n, *labels))])
+"#;
+
+#[test]
+fn an_executable_speaking_the_protocol_is_a_plugin_in_any_language() {
+    let job = Job::new(
+        &[(
+            "raw",
+            "    - type: \"basemodel\"\n      name: \"FirstFeature\"\n      url: \"./first_feature\"\n",
+        )],
+        "",
+    );
+    let exe = job.path().join("first_feature");
+    std::fs::write(&exe, RAW_PLUGIN).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(job.bench())
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = job.results();
+    assert_eq!(r[0].1["status"], "ok", "{}", r[0].1);
+    // The first feature is class + jitter in [0, 0.5]: Python's round (ties to even)
+    // recovers the class except at some ties; compare with that rule exactly.
+    let rows: Vec<Vec<f64>> = data_csv()
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let test: Vec<&Vec<f64>> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 5 == 4)
+        .map(|(_, r)| r)
+        .collect();
+    let want = test
+        .iter()
+        .filter(|r| (r[0].round_ties_even().clamp(0.0, 2.0) - r[4]).abs() < 1e-9)
+        .count() as f64
+        / test.len() as f64;
+    assert_eq!(r[0].1["metrics"]["accuracy"].as_f64().unwrap(), want);
+    assert_no_children(job.path());
 }

@@ -398,7 +398,8 @@ class Host:
             y_true, y_pred = tensors
             v = obj(y_true, y_pred)
             try:
-                return float(v), []
+                # A NaN or infinity is sent as text (JSON has no such numbers); ianvs reports it.
+                return _jsonable(float(v)), []
             except (TypeError, ValueError):
                 raise PluginError(
                     "type",
@@ -407,8 +408,9 @@ class Host:
 
 
 def _jsonable(v):
+    """``v`` if it is strict JSON (no NaN or infinity, which JSON cannot carry), else its repr."""
     try:
-        json.dumps(v)
+        json.dumps(v, allow_nan=False)
         return v
     except (TypeError, ValueError):
         return repr(v)
@@ -481,7 +483,7 @@ def main():
             else:
                 raise PluginError("protocol", f"unknown op {op!r}")
             compute_s = time.perf_counter() - t0
-            reply = {"ok": True, "compute_s": compute_s, "result": result}
+            reply = {"ok": True, "compute_s": compute_s, "result": _jsonable(result)}
         except PluginError as e:
             reply = {"ok": False, "error": {"kind": e.kind, "type": "PluginError",
                                             "message": str(e), "traceback": "", **e.extra}}

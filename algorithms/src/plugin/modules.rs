@@ -356,8 +356,12 @@ impl PluginMetric {
                 )
             }),
             Err(e) => {
-                // A dead process is started afresh next time.
-                if g.as_mut().is_some_and(|p| p.exited()) {
+                // After anything but an exception or a wrong answer the process is gone (or
+                // was stopped): start it afresh next time.
+                let kind = e
+                    .downcast_ref::<super::process::PluginFailure>()
+                    .map(|f| f.kind.as_str());
+                if !matches!(kind, Some("raised") | Some("type")) {
                     *g = None;
                 }
                 Err(e)

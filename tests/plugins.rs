@@ -695,3 +695,31 @@ fn an_executable_speaking_the_protocol_is_a_plugin_in_any_language() {
     assert_eq!(r[0].1["metrics"]["accuracy"].as_f64().unwrap(), want);
     assert_no_children(job.path());
 }
+
+/// What Ianvs example modules import besides the ClassFactory is there when Sedna is not
+/// installed: Sedna's `Context`, `LOGGER`, `FileOps`, data sources, and Ianvs's `core.common.log`.
+#[test]
+fn the_sedna_shim_covers_what_ianvs_examples_import() {
+    let job = Job::new(&[("py", &plugin_module("", ""))], "");
+    let header = "from sedna.common.config import Context, BaseConfig\nfrom sedna.common.log import LOGGER\nfrom sedna.common.file_ops import FileOps\nfrom sedna.common.utils import get_host_ip\nfrom sedna.datasources import BaseDataSource, IndexDataParse, TxtDataParse, CSVDataParse, JSONDataParse\nfrom core.common.log import LOGGER as CORE_LOGGER\nLOGGER.info(\"model dir %s\", Context.get_parameters(\"MODEL_URL\", \"none\"))\nassert FileOps.join_path(\"a\", \"b\") == \"a/b\"\n";
+    std::fs::write(job.path().join("model.py"), format!("{header}{MODEL}")).unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 0, "{err}");
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(job.bench())
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v, dir) = &job.results()[0];
+    assert_eq!(v["status"], "ok");
+    let log = std::fs::read_to_string(dir.join("plugin-basemodel-Nearest.stderr.log")).unwrap();
+    assert!(log.contains("[sedna][INFO]: model dir none"), "{log}");
+}

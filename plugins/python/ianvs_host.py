@@ -130,13 +130,191 @@ class CSVDataParse(TxtDataParse):
     pass
 
 
+class IndexDataParse(TxtDataParse):
+    pass
+
+
 class JSONDataParse(TxtDataParse):
     pass
 '''
 
+_CONFIG_SRC = '''
+"""A compatible subset of sedna.common.config (provided by the ianvs plug-in host)."""
+import os
+
+
+class BaseConfig:
+    """Sedna's job configuration, read from the environment."""
+    data_path_prefix = os.getenv("DATA_PATH_PREFIX", "/home/data")
+    model_url = os.getenv("MODEL_URL")
+    model_name = os.getenv("MODEL_NAME")
+    log_level = os.getenv("LOG_LEVEL", "INFO")
+
+
+class Context:
+    """Parameters by name: Sedna reads them from the environment, as here."""
+    parameters = os.environ
+
+    @classmethod
+    def get_parameters(cls, param, default=None):
+        value = cls.parameters.get(param) or cls.parameters.get(str(param).upper())
+        return value if value else default
+
+    @classmethod
+    def get_algorithm_from_api(cls, algorithm, **param):
+        return {"method": cls.get_parameters(f"{algorithm}_NAME"), "param": param}
+'''
+
+_LOG_SRC = '''
+"""A compatible subset of sedna.common.log / core.common.log (ianvs plug-in host): to stderr."""
+import logging
+import sys
+
+
+class Logger:
+    def __init__(self, level="INFO"):
+        self.logger = logging.getLogger("sedna")
+        if not self.logger.handlers:
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s]: %(message)s"))
+            self.logger.addHandler(h)
+        self.logger.setLevel(level)
+
+
+LOGGER = Logger().logger
+'''
+
+_FILE_OPS_SRC = '''
+"""A local-files subset of sedna.common.file_ops (ianvs plug-in host): no S3, GCS or HTTP."""
+import os
+import pickle
+import shutil
+
+
+class FileOps:
+    _LOCAL_PREFIX = "file://"
+
+    @classmethod
+    def make_dir(cls, *args):
+        os.makedirs(os.path.join(*args), exist_ok=True)
+
+    @classmethod
+    def clean_folder(cls, target, clean=True):
+        for path in target if isinstance(target, (list, tuple)) else [target]:
+            if clean and os.path.isdir(path):
+                shutil.rmtree(path)
+            os.makedirs(path, exist_ok=True)
+
+    @classmethod
+    def delete(cls, path):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+    @classmethod
+    def make_base_dir(cls, *args):
+        base = os.path.dirname(os.path.join(*args))
+        if base:
+            os.makedirs(base, exist_ok=True)
+
+    @classmethod
+    def join_path(cls, *args):
+        return os.path.join(*[str(a) for a in args])
+
+    @classmethod
+    def remove_path_prefix(cls, org_str, prefix):
+        return org_str[len(prefix):] if org_str.startswith(prefix) else org_str
+
+    @classmethod
+    def dump_pickle(cls, obj, filename):
+        cls.make_base_dir(filename)
+        with open(filename, "wb") as f:
+            pickle.dump(obj, f)
+
+    @classmethod
+    def load_pickle(cls, filename):
+        with open(filename, "rb") as f:
+            return pickle.load(f)
+
+    @classmethod
+    def copy_folder(cls, src, dst):
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+
+    @classmethod
+    def copy_file(cls, src, dst):
+        cls.make_base_dir(dst)
+        shutil.copy(src, dst)
+
+    @classmethod
+    def dump(cls, obj, dst=None):
+        cls.dump_pickle(obj, dst)
+        return dst
+
+    @classmethod
+    def load(cls, src):
+        return cls.load_pickle(cls.download(src))
+
+    @classmethod
+    def is_remote(cls, src):
+        return "://" in str(src) and not str(src).startswith(cls._LOCAL_PREFIX)
+
+    @classmethod
+    def is_local(cls, src):
+        return not cls.is_remote(src)
+
+    @classmethod
+    def _local(cls, src):
+        if cls.is_remote(src):
+            raise ValueError(f"{src}: remote files are not available in the ianvs plug-in host")
+        return cls.remove_path_prefix(str(src), cls._LOCAL_PREFIX)
+
+    @classmethod
+    def download(cls, src, dst=None, unzip=False):
+        src = cls._local(src)
+        if dst is None or os.path.abspath(dst) == os.path.abspath(src):
+            return src
+        if os.path.isdir(src):
+            cls.copy_folder(src, dst)
+        else:
+            cls.copy_file(src, dst)
+        return dst
+
+    @classmethod
+    def upload(cls, src, dst, tar=False, clean=True):
+        dst = cls._local(dst)
+        if os.path.abspath(dst) != os.path.abspath(src):
+            if os.path.isdir(src):
+                cls.copy_folder(src, dst)
+            else:
+                cls.copy_file(src, dst)
+            if clean:
+                cls.delete(src)
+        return dst
+
+    @classmethod
+    def exists(cls, folder):
+        return os.path.exists(cls._local(folder))
+'''
+
+_UTILS_SRC = '''
+"""A compatible subset of sedna.common.utils (provided by the ianvs plug-in host)."""
+import socket
+
+
+def get_host_ip():
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+'''
+
+
 
 def _install_sedna_shim():
-    """Provides ``sedna.common.class_factory`` and ``sedna.datasources`` when Sedna is absent."""
+    """Provides what Ianvs example modules import from Sedna (and Ianvs's ``core.common.log``)
+    when it is absent: ``sedna.common.{class_factory, config, log, file_ops, utils}``,
+    ``sedna.datasources``."""
     try:
         if importlib.util.find_spec("sedna") is not None:
             return "installed"
@@ -155,11 +333,20 @@ def _install_sedna_shim():
 
     sedna = module("sedna", package=True)
     common = module("sedna.common", package=True)
-    cf = module("sedna.common.class_factory", _CLASS_FACTORY_SRC)
-    ds = module("sedna.datasources", _DATASOURCES_SRC, package=True)
     sedna.common = common
-    common.class_factory = cf
-    sedna.datasources = ds
+    for name, src in [("class_factory", _CLASS_FACTORY_SRC), ("config", _CONFIG_SRC),
+                      ("log", _LOG_SRC), ("file_ops", _FILE_OPS_SRC), ("utils", _UTILS_SRC)]:
+        setattr(common, name, module(f"sedna.common.{name}", src))
+    sedna.datasources = module("sedna.datasources", _DATASOURCES_SRC, package=True)
+    # Ianvs's own `core.common.log` (LOGGER), when Ianvs's core is not importable either.
+    try:
+        has_core = importlib.util.find_spec("core") is not None
+    except (ImportError, ValueError):
+        has_core = False
+    if not has_core:
+        core = module("core", package=True)
+        core.common = module("core.common", package=True)
+        core.common.log = module("core.common.log", _LOG_SRC)
     return "shim"
 
 
@@ -322,10 +509,11 @@ class Host:
         self.alias = None
 
     def load(self):
-        self.sedna = _install_sedna_shim()
+        # The file's folder first, so its own packages win over the shim's.
         d = os.path.dirname(os.path.abspath(self.path))
         if d not in sys.path:
             sys.path.insert(0, d)
+        self.sedna = _install_sedna_shim()
         name = "ianvs_plugin_" + os.path.splitext(os.path.basename(self.path))[0]
         spec = importlib.util.spec_from_file_location(name, self.path)
         if spec is None:

@@ -723,3 +723,39 @@ fn the_sedna_shim_covers_what_ianvs_examples_import() {
     let log = std::fs::read_to_string(dir.join("plugin-basemodel-Nearest.stderr.log")).unwrap();
     assert!(log.contains("[sedna][INFO]: model dir none"), "{log}");
 }
+
+/// A case id covers the plug-in file's content: after the file is edited, `--resume` runs the
+/// case again instead of keeping the result of the old code.
+#[test]
+fn editing_a_plugin_file_makes_a_new_case() {
+    let job = Job::new(&[("py", &plugin_module("", ""))], "");
+    let run = || {
+        let out = ianvs()
+            .arg("run")
+            .arg("-f")
+            .arg(job.bench())
+            .arg("--quiet")
+            .arg("--resume")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        job.results()
+            .into_iter()
+            .map(|(_, v, _)| v["case_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(run(), first, "an unchanged file resumes as complete");
+    std::fs::write(job.path().join("model.py"), format!("{MODEL}\n# edited\n")).unwrap();
+    let after = run();
+    assert_eq!(
+        after.len(),
+        2,
+        "the edited plug-in is a new case beside the old one: {after:?}"
+    );
+}

@@ -41,9 +41,14 @@ pub struct ResolvedModule {
 pub struct PluginRef {
     /// The plug-in file, absolute.
     pub url: std::path::PathBuf,
+    /// sha256 of the file when the job was loaded: an edited plug-in is a new case (a
+    /// `--resume` does not skip it).
+    #[serde(default)]
+    pub sha256: String,
     /// The Python interpreter (for `.py` files).
     pub python: std::path::PathBuf,
-    /// The longest one call may take, seconds.
+    /// The longest one call may take, seconds (not part of the case: it changes no result).
+    #[serde(skip_serializing, default)]
     pub timeout_s: f64,
 }
 

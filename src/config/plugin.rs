@@ -92,8 +92,26 @@ pub(super) fn plugin_ref(w: &mut Walker, f: &Fields, path: &str) -> Option<Plugi
             .help("the interpreter is the module's `python` key, else IANVS_PYTHON, else $VIRTUAL_ENV/bin/python, else python3 on PATH");
         return None;
     }
+    let sha256 = match std::fs::read(&url) {
+        Ok(bytes) => {
+            use sha2::Digest;
+            sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }
+        Err(e) => {
+            w.err(
+                Some(url_node.mark),
+                &join(path, "url"),
+                format!("cannot read the plug-in {}: {e}", url.display()),
+            );
+            return None;
+        }
+    };
     Some(PluginRef {
         url: super::paths::absolute(&url),
+        sha256,
         python: plugin::process::find_program(&python).unwrap_or(python),
         timeout_s,
     })

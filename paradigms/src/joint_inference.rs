@@ -75,6 +75,11 @@ pub trait HardExampleMiner: Send {
     fn plugin_stats(&self) -> Option<crate::modules::PluginStats> {
         None
     }
+    /// Called once before the measured loop: a plug-in miner starts its process here, so no
+    /// sample's mining time includes the start-up.
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Transforms the test split before inference (module type `dataset_processor`).
@@ -384,6 +389,7 @@ impl Paradigm for JointInference {
         };
 
         ctx.progress.set_message("warming up");
+        plan.miner.prepare()?;
         for i in 0..plan.warmup.min(test.len()) {
             flow.edge.predict_proba(test.x(i))?;
             let payload = flow.codec.encode(test.x(i));

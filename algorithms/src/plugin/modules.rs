@@ -315,6 +315,16 @@ impl HardExampleMiner for PluginMiner {
     fn plugin_stats(&self) -> Option<PluginStats> {
         stats(&self.proc)
     }
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        started(
+            &mut self.proc,
+            &self.launch,
+            "hard_example_mining",
+            &self.alias,
+            &self.params,
+        )?;
+        Ok(())
+    }
 }
 
 /// A metric plug-in: `name(y_true, y_pred) -> float`, on the class labels and the predicted

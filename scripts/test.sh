@@ -15,6 +15,12 @@ if ! command -v xmllint >/dev/null 2>&1; then
   fi
 fi
 
+# The plug-in tests (tests/plugins.rs) run Python plug-ins, whose host needs numpy; install a
+# pinned numpy from PyPI only where it is missing.
+if ! python3 -c 'import numpy' >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'numpy==1.26.4' || echo "warning: could not install numpy; tests/plugins.rs will fail" >&2
+fi
+
 # The real-LLM tests (runtime, tokenizer, speculative decoding) need SmolLM2-135M; once it is
 # fetched, its absence is a failure rather than a skip.
 bash scripts/fetch-smollm2.sh

@@ -277,9 +277,13 @@ fn on_signals(cancel: Arc<AtomicBool>) -> Result<Arc<AtomicI32>> {
             if g.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
                 .is_err()
             {
+                ianvs_algorithms::plugin::kill_all();
                 std::process::exit(128 + sig);
             }
             cancel.store(true, Ordering::SeqCst);
+            // Plug-in children live in their own process groups (the terminal's Ctrl-C does
+            // not reach them): stop them now, so none outlives ianvs.
+            ianvs_algorithms::plugin::kill_all();
             let name = match sig {
                 SIGINT => "interrupted",
                 SIGTERM => "terminated (SIGTERM)",
@@ -341,6 +345,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 let cases = controller::plan(&job);
                 let mut v = cases_json(&job, &cases);
                 v["paths"] = serde_json::to_value(&job.paths)?;
+                v["plugins"] = json!(config::plugin::describe(&job));
                 v["warnings"] = job
                     .warnings
                     .iter()
@@ -355,6 +360,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     job.algorithms.len(),
                     case_count,
                 ))?;
+                for l in config::plugin::describe(&job) {
+                    out(&format!("  {l}\n"))?;
+                }
             }
             Ok(0)
         }
@@ -586,7 +594,12 @@ fn cmd_run(args: RunArgs) -> Result<u8> {
             quiet: args.quiet,
         },
         &cancel,
-    )?;
+    );
+    // Every case is scored: the plug-in metrics' processes end here, and no plug-in child may
+    // outlive the run.
+    crate::metrics::plugin::stop_all();
+    ianvs_algorithms::plugin::kill_all();
+    let summary = summary?;
     let (all, selected, stale) =
         story::write_rank(&job_dir, &meta).context("writing the leaderboard")?;
     if job.rank.save_mode == "selected_and_all_and_picture" {

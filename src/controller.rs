@@ -226,6 +226,7 @@ pub fn plan_iter(job: &Job) -> impl Iterator<Item = PlannedCase> + '_ {
                         module_type: m.module_type.clone(),
                         name: m.name.clone(),
                         hyperparameters: Hyperparameters(h),
+                        plugin: m.plugin.clone(),
                     })
                     .collect();
                 let id = case_id(&alg.name, alg.paradigm.name(), &modules, &alg.settings, &fp);
@@ -265,6 +266,12 @@ pub fn case_dir(job: &Job, case: &PlannedCase) -> PathBuf {
     // The algorithm's folder is its name sanitized (names may hold spaces or slashes).
     let folder = &job.algorithms[case.algorithm_index].folder;
     job_dir(job).join(folder).join(&case.spec.id)
+}
+
+/// Where the plug-in children of a running case write their stderr until the case folder is
+/// written (then the files move into it).
+fn plugin_log_dir(job: &Job, case: &PlannedCase) -> PathBuf {
+    job_dir(job).join(".plugin-logs").join(&case.spec.id)
 }
 
 /// True when the case folder holds a finished, successful result.
@@ -396,6 +403,9 @@ fn run_one(
     let repeat = alg.repeat.max(1) as usize;
     let mut outputs: Vec<CaseOutput> = Vec::with_capacity(repeat);
     let mut error = None;
+    // Plug-in children started by this case keep their stderr here; it moves into the case folder.
+    let plugin_logs = plugin_log_dir(job, case);
+    ianvs_algorithms::plugin::process::set_log_dir(Some(plugin_logs.clone()));
     for run in 0..repeat {
         let ctx = CaseContext {
             data: &job.testenv.data,
@@ -418,6 +428,8 @@ fn run_one(
             ))
         });
         if cancel.load(Ordering::Relaxed) {
+            ianvs_algorithms::plugin::process::set_log_dir(None);
+            let _ = std::fs::remove_dir_all(&plugin_logs);
             return Ok(None);
         }
         match outcome {
@@ -432,6 +444,7 @@ fn run_one(
             }
         }
     }
+    ianvs_algorithms::plugin::process::set_log_dir(None);
     let wall = t0.elapsed().as_secs_f64();
     let mut result = CaseResult {
         case_id: case.spec.id.clone(),
@@ -562,7 +575,18 @@ fn persist(
 ) -> Result<()> {
     let dir = case_dir(job, case);
     let tmp = crate::workspace::staging_dir(&dir)?;
-    let r = fill_case_dir(job, case, result, outputs, &tmp);
+    let r = fill_case_dir(job, case, result, outputs, &tmp).and_then(|_| {
+        // The plug-ins' stderr files (`plugin-<type>-<alias>.stderr.log`).
+        let logs = plugin_log_dir(job, case);
+        if let Ok(rd) = std::fs::read_dir(&logs) {
+            for e in rd.flatten() {
+                std::fs::copy(e.path(), tmp.join(e.file_name()))?;
+            }
+            let _ = std::fs::remove_dir_all(&logs);
+            let _ = std::fs::remove_dir(logs.parent().unwrap_or(&logs));
+        }
+        Ok(())
+    });
     if r.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }

@@ -9,6 +9,7 @@ pub mod lm_modules;
 pub mod lm_train;
 pub mod miners;
 pub mod onnx;
+pub mod plugin;
 pub mod processors;
 pub mod registry;
 pub mod roles;

@@ -10,6 +10,7 @@ use crate::{lm_modules, miners, onnx, processors, roles};
 /// Every built-in module of this build.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
+    r.set_plugins(Box::new(crate::plugin::PluginFactory));
     r.register(ModuleEntry::model(
         "basemodel",
         "MLP",

@@ -73,6 +73,15 @@ pub struct MiningQuery<'a> {
 pub trait HardExampleMiner: Send {
     fn needs(&self) -> MinerNeeds;
     fn is_hard(&mut self, q: &MiningQuery<'_>) -> anyhow::Result<bool>;
+    /// For an out-of-process plug-in miner: its own compute and the protocol overhead.
+    fn plugin_stats(&self) -> Option<crate::modules::PluginStats> {
+        None
+    }
+    /// Called once before the measured loop: a plug-in miner starts its process here, so no
+    /// sample's mining time includes the start-up.
+    fn prepare(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Transforms the test split before inference (module type `dataset_processor`).
@@ -212,7 +221,7 @@ fn plan(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Resu
     let codec = InputCodec::parse(codec_name)
         .ok_or_else(|| anyhow::anyhow!("unknown uplink_codec \"{codec_name}\""))?;
     let m = case.require("hard_example_mining")?;
-    let miner = registry.build_miner(&m.name, &m.hyperparameters, &ctx)?;
+    let miner = registry.module_miner(m, &ctx)?;
     if mode == Mode::MiningThenInference && miner.needs() == MinerNeeds::EdgeOutput {
         anyhow::bail!(
             "hard example miner {} decides from the edge model's output, which `hard_example_mining_mode: mining-then-inference` does not compute; use `inference-then-mining`, or a miner that decides from the input (EdgeOnly, CloudOnly, Random, Oracle)",
@@ -287,20 +296,18 @@ fn trained(
     m: &ResolvedModule,
 ) -> anyhow::Result<(Arc<TrainedModel>, bool)> {
     let key = format!(
-        "jointinference/model/{}/{}/{}",
+        "jointinference/model/{}/{}/{}/{}",
         m.name.to_ascii_lowercase(),
         serde_json::to_string(&m.hyperparameters)?,
-        case.seed
+        case.seed,
+        serde_json::to_string(&m.plugin)?
     );
     let mut built = false;
     let model = ctx.cache.get_or_try_insert(&key, || {
         built = true;
-        let mut model = ctx.registry.build_model(
-            &format!("{role}model"),
-            &m.name,
-            &m.hyperparameters,
-            &build_context(case, ctx.data),
-        )?;
+        let mut model = ctx
+            .registry
+            .module_model(m, &build_context(case, ctx.data))?;
         let report = match (&ctx.data.train, model.needs_training()) {
             (Some(train), true) => {
                 ctx.progress
@@ -345,10 +352,10 @@ impl Paradigm for JointInference {
         let ctx = build_context(case, data);
         let (e, c) = (case.require("edgemodel")?, case.require("cloudmodel")?);
         let edge = registry
-            .build_model("edgemodel", &e.name, &e.hyperparameters, &ctx)
+            .module_model(e, &ctx)
             .map_err(|err| err.context(format!("edge model {}", e.name)))?;
         let cloud = registry
-            .build_model("cloudmodel", &c.name, &c.hyperparameters, &ctx)
+            .module_model(c, &ctx)
             .map_err(|err| err.context(format!("cloud model {}", c.name)))?;
         check_models((e, edge.as_ref()), (c, cloud.as_ref()), data)
     }
@@ -447,6 +454,7 @@ impl Paradigm for JointInference {
         };
 
         ctx.progress.set_message("warming up");
+        plan.miner.prepare()?;
         for i in 0..plan.warmup.min(test.len()) {
             flow.edge.predict_proba(test.x(i))?;
             let payload = flow.codec.encode(test.x(i));
@@ -530,6 +538,19 @@ impl Paradigm for JointInference {
                 "proxy": r.proxy.as_ref().map(|p| p.counters()),
             })
         });
+        // Plug-in modules: their own compute and the protocol overhead, apart (the per-sample
+        // `mining_s`, `edge_s` and `cloud_s` include both).
+        if let Some(s) = plan.miner.plugin_stats() {
+            s.record("miner_", m);
+        }
+        if let Some(s) = edge.model.plugin_stats() {
+            s.record("edge_", m);
+        }
+        if let Some((c, _)) = &cloud_trained {
+            if let Some(s) = c.model.plugin_stats() {
+                s.record("cloud_", m);
+            }
+        }
         let runtime = json!({
             "mode": plan.mode.name(),
             "uplink_codec": plan.codec,

@@ -20,7 +20,7 @@ pub mod speculative;
 pub mod wire;
 
 pub use paradigm::{
-    CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, ResolvedModule,
+    CaseContext, CaseSpec, DataSplits, JobCache, ModuleSlot, Paradigm, PluginRef, ResolvedModule,
 };
 
 /// Every paradigm this build knows, in the order `ianvs list paradigms` shows them.

@@ -487,6 +487,7 @@ fn module_or_default(
         module_type: module_type.into(),
         name: entry.name.into(),
         hyperparameters: Hyperparameters(hps),
+        plugin: None,
     })
 }
 

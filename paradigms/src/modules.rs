@@ -53,6 +53,39 @@ pub trait BaseModel: Send + Sync {
     fn needs_training(&self) -> bool {
         true
     }
+    /// True when one call on many samples costs about what one call on one sample does (an
+    /// out-of-process plug-in pays a round trip per call): single-task learning then predicts
+    /// the test split in batches and records each sample's share of its batch's time.
+    fn prefers_batches(&self) -> bool {
+        false
+    }
+    /// For an out-of-process plug-in: how its calls' time splits into its own compute and
+    /// protocol overhead.
+    fn plugin_stats(&self) -> Option<PluginStats> {
+        None
+    }
+}
+
+/// Time of a plug-in's calls: `compute_s` measured inside the plug-in around the user's code,
+/// `wall_s` the round trips seen from ianvs; the difference is protocol overhead.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PluginStats {
+    pub calls: u64,
+    pub compute_s: f64,
+    pub wall_s: f64,
+}
+
+impl PluginStats {
+    pub fn overhead_s(&self) -> f64 {
+        (self.wall_s - self.compute_s).max(0.0)
+    }
+    /// Adds the plug-in measurements to a case's measurements under `prefix`
+    /// (`plugin_compute_s`, `plugin_overhead_s`, `plugin_calls`).
+    pub fn record(&self, prefix: &str, m: &mut std::collections::BTreeMap<String, f64>) {
+        m.insert(format!("{prefix}plugin_calls"), self.calls as f64);
+        m.insert(format!("{prefix}plugin_compute_s"), self.compute_s);
+        m.insert(format!("{prefix}plugin_overhead_s"), self.overhead_s());
+    }
 }
 
 /// A causal language model a paradigm decodes with (a drafter on the edge, a verifier in the

@@ -30,6 +30,26 @@ pub struct ResolvedModule {
     pub module_type: String,
     pub name: String,
     pub hyperparameters: Hyperparameters,
+    /// Set for an out-of-process plug-in module (`url:` in the YAML); `name` is then the alias
+    /// the file registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+}
+
+/// Where a plug-in module lives and how it is run (docs/plugins.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// The plug-in file, absolute.
+    pub url: std::path::PathBuf,
+    /// sha256 of the file when the job was loaded: an edited plug-in is a new case (a
+    /// `--resume` does not skip it).
+    #[serde(default)]
+    pub sha256: String,
+    /// The Python interpreter (for `.py` files).
+    pub python: std::path::PathBuf,
+    /// The longest one call may take, seconds (not part of the case: it changes no result).
+    #[serde(skip_serializing, default)]
+    pub timeout_s: f64,
 }
 
 /// Everything a paradigm needs to know about one test case.

@@ -9,6 +9,7 @@ use crate::lifelong::{
 };
 use crate::link::LinkSpec;
 use crate::modules::{BaseModel, BuildContext};
+use crate::paradigm::ResolvedModule;
 
 /// A constructor taking the case's resolved hyperparameters and a context.
 pub type Build<C, T> = Box<dyn Fn(&Hyperparameters, &C) -> anyhow::Result<T> + Send + Sync>;
@@ -234,10 +235,24 @@ pub enum RegistryError {
     },
 }
 
+/// Builds out-of-process plug-in modules (a module with `url:`); the algorithms crate installs
+/// one with [`Registry::set_plugins`].
+pub trait PluginModules: Send + Sync {
+    /// A `basemodel`, `edgemodel` or `cloudmodel` plug-in.
+    fn model(&self, m: &ResolvedModule, ctx: &BuildContext) -> anyhow::Result<Box<dyn BaseModel>>;
+    /// A `hard_example_mining` plug-in.
+    fn miner(
+        &self,
+        m: &ResolvedModule,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn HardExampleMiner>>;
+}
+
 /// All modules known to this build.
 #[derive(Default)]
 pub struct Registry {
     entries: Vec<ModuleEntry>,
+    plugins: Option<Box<dyn PluginModules>>,
 }
 
 impl Registry {
@@ -324,6 +339,45 @@ impl Registry {
         }
         out
     }
+
+    pub fn set_plugins(&mut self, p: Box<dyn PluginModules>) {
+        self.plugins = Some(p);
+    }
+
+    fn plugin_builder(&self, m: &ResolvedModule) -> anyhow::Result<&dyn PluginModules> {
+        self.plugins.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} \"{}\" is a plug-in (url), but this build has no plug-in support",
+                m.module_type,
+                m.name
+            )
+        })
+    }
+
+    /// A classifier module of a case: built-in by name, or a plug-in when it has a `url`.
+    pub fn module_model(
+        &self,
+        m: &ResolvedModule,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn BaseModel>> {
+        match &m.plugin {
+            Some(_) => self.plugin_builder(m)?.model(m, ctx),
+            None => self.build_model(&m.module_type, &m.name, &m.hyperparameters, ctx),
+        }
+    }
+
+    /// A hard-example miner of a case: built-in by name, or a plug-in when it has a `url`.
+    pub fn module_miner(
+        &self,
+        m: &ResolvedModule,
+        ctx: &BuildContext,
+    ) -> anyhow::Result<Box<dyn HardExampleMiner>> {
+        match &m.plugin {
+            Some(_) => self.plugin_builder(m)?.miner(m, ctx),
+            None => self.build_miner(&m.name, &m.hyperparameters, ctx),
+        }
+    }
+
     pub fn entries(&self) -> &[ModuleEntry] {
         &self.entries
     }

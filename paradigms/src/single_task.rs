@@ -21,6 +21,9 @@ crate::hyperparameters! {
 
 pub struct SingleTaskLearning;
 
+/// Test samples per `predict` call for models that prefer batches (plug-ins).
+pub const PLUGIN_BATCH: usize = 1024;
+
 const SLOTS: &[ModuleSlot] = &[ModuleSlot {
     module_type: "basemodel",
     required: true,
@@ -54,9 +57,7 @@ impl Paradigm for SingleTaskLearning {
             num_classes: ctx.data.num_classes,
             seed: case.seed,
         };
-        let mut model =
-            ctx.registry
-                .build_basemodel(&module.name, &module.hyperparameters, &build)?;
+        let mut model = ctx.registry.module_model(module, &build)?;
 
         let report = model.train(train, &ctx.work())?;
 
@@ -66,6 +67,54 @@ impl Paradigm for SingleTaskLearning {
         ctx.progress.set_position(0);
         ctx.progress.set_message("evaluating");
         let mut records = Vec::with_capacity(test.len());
+        if model.prefers_batches() {
+            // An out-of-process plug-in: one round trip per batch (Ianvs passes the whole test
+            // split to `predict`), each sample recorded with its share of the batch's time.
+            let train_stats = model.plugin_stats().unwrap_or_default();
+            for start in (0..test.len()).step_by(PLUGIN_BATCH) {
+                ctx.work().check_cancelled()?;
+                let end = (start + PLUGIN_BATCH).min(test.len());
+                let x = &test.features[start * test.dim..end * test.dim];
+                let t0 = Instant::now();
+                let probs = model.predict_proba(x)?;
+                let share = t0.elapsed().as_secs_f64() / (end - start) as f64;
+                let k = probs.len() / (end - start).max(1);
+                for (j, i) in (start..end).enumerate() {
+                    let (prediction, confidence) = argmax(&probs[j * k..(j + 1) * k]);
+                    records.push(ClassificationRecord {
+                        index: i,
+                        label: test.labels[i],
+                        prediction: prediction as u32,
+                        confidence,
+                        latency_s: share,
+                        warmup: false,
+                    });
+                }
+                ctx.progress.inc((end - start) as u64);
+            }
+            let mut out = CaseOutput::new(Records::Classification(records));
+            let m = &mut out.measurements;
+            m.insert("training_time_s".into(), report.seconds);
+            m.insert("num_parameters".into(), model.num_parameters() as f64);
+            // A plug-in that reports no loss has none (a NaN would not survive metrics.json).
+            if report.final_loss.is_finite() {
+                m.insert("final_train_loss".into(), report.final_loss);
+            }
+            m.insert(
+                "predict_batch_size".into(),
+                PLUGIN_BATCH.min(test.len()) as f64,
+            );
+            if let Some(s) = model.plugin_stats() {
+                s.record("", m);
+                let predict = crate::modules::PluginStats {
+                    calls: s.calls - train_stats.calls,
+                    compute_s: s.compute_s - train_stats.compute_s,
+                    wall_s: s.wall_s - train_stats.wall_s,
+                };
+                predict.record("predict_", m);
+            }
+            return Ok(out);
+        }
         for i in 0..test.len() {
             if i % 64 == 0 {
                 ctx.work().check_cancelled()?;

@@ -125,13 +125,15 @@ pub(super) fn read_algorithm(
                         w.err(Some(tn.mark), &format!("{mp}.type"), format!("module type \"{mtype}\" appears twice (first at line {}); each type may appear once", prev.line));
                         continue;
                     }
-                    if let Some(u) = mf.get("url") {
-                        // A plug-in module may have any name: only the plug-in is reported.
-                        if refuse_plugin_url(&mut w, u, &format!("{mp}.url"), "module") {
-                            seen_types.insert(mtype.clone(), tn.mark);
-                            continue;
+                    if super::plugin::has_url(mf.get("url")) {
+                        if let Some(mc) =
+                            super::plugin::read_plugin_module(&mut w, &mp, &mf, &mtype, pd.name())
+                        {
+                            modules.push(mc);
                         }
+                        continue;
                     }
+                    super::plugin::refuse_plugin_keys(&mut w, &mf, &mp);
                     let Some(nn) = w.required(&mf, &mp, "name") else {
                         continue;
                     };
@@ -394,5 +396,6 @@ pub(super) fn read_module_hps(
         name: entry.name.to_string(),
         axes,
         fixed,
+        plugin: None,
     })
 }

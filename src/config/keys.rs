@@ -92,7 +92,14 @@ pub const ALGO_UNSUPPORTED: &[UnsupportedKey] = &[
     ),
 ];
 pub const DATA_SETTING_WHY: &str = "per-algorithm data settings (`*_data_setting`) are not implemented; split data in the test environment (`testenv.dataset.split`)";
-pub const MODULE_KEYS: &[&str] = &["type", "name", "url", "hyperparameters"];
+pub const MODULE_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "url",
+    "hyperparameters",
+    "python",
+    "timeout_s",
+];
 
 /// Keys KubeEdge-Ianvs ignores at each level (its examples write them): a warning.
 pub fn ignored(level: &str) -> &'static [&'static str] {

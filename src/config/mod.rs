@@ -13,6 +13,7 @@ pub mod grid;
 mod job;
 pub mod keys;
 pub mod paths;
+pub mod plugin;
 mod rank;
 mod testenv;
 mod walker;
@@ -94,6 +95,8 @@ pub struct ModuleConfig {
     pub axes: Vec<Vec<BTreeMap<String, Value>>>,
     /// Values that do not vary: defaults of every hyperparameter not on an axis.
     pub fixed: BTreeMap<String, Value>,
+    /// Set for an out-of-process plug-in (`url:`); `name` is then the alias it registers.
+    pub plugin: Option<ianvs_paradigms::PluginRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -89,30 +89,49 @@ pub(super) fn read_testenv(
                 for (i, item) in items.iter().enumerate() {
                     let ip = format!("testenv.metrics[{i}]");
                     // Ianvs writes `- name: accuracy` (optionally with `url`); a bare string is accepted too.
+                    let mut fields = None;
                     let name_node = match &item.kind {
                         NodeKind::Str(_) => Some(item),
-                        _ => w.map(item, &ip, &["name", "url"], &[]).and_then(|f| {
-                            let name = w.required(&f, &ip, "name");
-                            // A plug-in metric may have any name: only the plug-in is reported.
-                            match f.get("url") {
-                                Some(u)
-                                    if refuse_plugin_url(
-                                        &mut w,
-                                        u,
-                                        &format!("{ip}.url"),
-                                        "metric",
-                                    ) =>
-                                {
-                                    None
-                                }
-                                _ => name,
-                            }
-                        }),
+                        _ => w
+                            .map(item, &ip, &["name", "url", "python", "timeout_s"], &[])
+                            .and_then(|f| {
+                                let name = w.required(&f, &ip, "name");
+                                fields = Some(f);
+                                name
+                            }),
                     };
                     let Some(nn) = name_node else { continue };
                     let Some(name) = w.string(nn, &format!("{ip}.name")) else {
                         continue;
                     };
+                    if let Some(f) = &fields {
+                        if super::plugin::has_url(f.get("url")) {
+                            // A plug-in metric: `name` is the alias its file registers.
+                            let Some(p) =
+                                super::plugin::check_plugin_metric(&mut w, &ip, f, nn, &name)
+                            else {
+                                continue;
+                            };
+                            match metrics::plugin::register(p, &name) {
+                                Ok(m) => {
+                                    if metric_marks.insert(m.id, nn.mark).is_some() {
+                                        w.err(
+                                            Some(nn.mark),
+                                            &ip,
+                                            format!("metric `{}` is listed twice", m.id),
+                                        );
+                                    } else {
+                                        metric_list.push(m);
+                                    }
+                                }
+                                Err(e) => {
+                                    w.err(Some(nn.mark), &ip, format!("{e:#}"));
+                                }
+                            }
+                            continue;
+                        }
+                        super::plugin::refuse_plugin_keys(&mut w, f, &ip);
+                    }
                     match metrics::canonical(&name) {
                         Some(m) => {
                             if metric_marks.insert(m.id, nn.mark).is_some() {

@@ -272,25 +272,6 @@ pub(super) fn check_finite(node: &Node) -> Result<Value, String> {
 /// A module or metric `url:` naming a Python plug-in file. The plug-in issue replaces this
 /// one function with the real wiring; until then a non-empty `url` is a clear "plug-in" error.
 /// Returns true when it reported one.
-pub(super) fn refuse_plugin_url(w: &mut Walker, url: &Node, path: &str, what: &str) -> bool {
-    if matches!(&url.kind, NodeKind::Str(s) if s.is_empty()) || matches!(url.kind, NodeKind::Null) {
-        return false;
-    }
-    let shown = url.as_str().unwrap_or("");
-    let (msg, help) = match what {
-        "metric" => (
-            format!("metric `url` \"{shown}\" (a Python plug-in file) is not supported yet: plug-in metrics are not run"),
-            "remove `url` to use the built-in metric of that name; `ianvs list metrics` shows them",
-        ),
-        _ => (
-            format!("module `url` \"{shown}\" (a Python plug-in file) is not supported yet: built-in modules are chosen by `name`"),
-            "remove `url`; `ianvs list modules` shows the built-in modules",
-        ),
-    };
-    w.err(Some(url.mark), path, msg).help(help);
-    true
-}
-
 pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()

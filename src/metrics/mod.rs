@@ -26,6 +26,7 @@ mod classification;
 pub mod interval;
 mod joint;
 mod lifelong;
+pub mod plugin;
 mod speculative;
 
 pub use interval::{Interval, IntervalMethod};
@@ -37,6 +38,7 @@ pub static GROUPS: &[&[MetricDef]] = &[
     joint::METRICS,
     speculative::METRICS,
     lifelong::METRICS,
+    plugin::METRICS,
 ];
 
 /// Metrics added at run time by a downstream crate ([`register`], usually through

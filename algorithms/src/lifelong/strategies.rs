@@ -596,6 +596,7 @@ mod tests {
                 module_type: "basemodel".into(),
                 name: "MLP".into(),
                 hyperparameters: serde_json::from_value(json!({"hidden_sizes": [], "epochs": 1, "learning_rate": 0.01, "batch_size": 8, "optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "seed": 0})).unwrap(),
+                plugin: None,
             },
         };
         let mut r = Replay {

@@ -1,0 +1,297 @@
+//! The plug-in wire format, version 1 (docs/plugins.md): length-prefixed frames, each a JSON
+//! header followed by raw little-endian tensors with dtype and shape.
+//!
+//! ```text
+//! frame  = u32 header_len | header (UTF-8 JSON) | u32 n_tensors | tensor*
+//! tensor = u32 meta_len | meta (JSON {"dtype": "f32", "shape": [n, 784]}) | u64 byte_len | bytes
+//! ```
+
+use std::io::{self, Read, Write};
+
+use serde_json::{json, Value};
+
+/// The protocol version this build speaks; a plug-in announcing another is refused.
+pub const PROTOCOL_VERSION: u64 = 1;
+
+/// Largest header accepted (a JSON header is small; this only stops a garbage length).
+const MAX_HEADER: usize = 64 << 20;
+/// Largest tensor accepted (4 GiB).
+const MAX_TENSOR: u64 = 4 << 30;
+const MAX_TENSORS: u32 = 1024;
+
+/// Element types on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F64,
+    I64,
+    I32,
+    U8,
+    Bool,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::I64 => "i64",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
+            DType::Bool => "bool",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "f32" => DType::F32,
+            "f64" => DType::F64,
+            "i64" => DType::I64,
+            "i32" => DType::I32,
+            "u8" => DType::U8,
+            "bool" => DType::Bool,
+            _ => return None,
+        })
+    }
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::U8 | DType::Bool => 1,
+        }
+    }
+}
+
+/// A dense C-order array as raw little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl Tensor {
+    pub fn from_f32(shape: Vec<usize>, v: &[f32]) -> Self {
+        let mut data = Vec::with_capacity(v.len() * 4);
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: an f32 slice viewed as its bytes (no padding; u8 has alignment 1); on a
+            // little-endian target these are the wire bytes.
+            data.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            });
+        }
+        #[cfg(not(target_endian = "little"))]
+        for x in v {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        Tensor {
+            dtype: DType::F32,
+            shape,
+            data,
+        }
+    }
+    pub fn from_i64(shape: Vec<usize>, v: &[i64]) -> Self {
+        let mut data = Vec::with_capacity(v.len() * 8);
+        for x in v {
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        Tensor {
+            dtype: DType::I64,
+            shape,
+            data,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every element as f64, whatever the wire type.
+    pub fn to_f64(&self) -> Vec<f64> {
+        let b = &self.data;
+        match self.dtype {
+            DType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DType::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DType::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DType::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            DType::U8 | DType::Bool => b.iter().map(|&x| x as f64).collect(),
+        }
+    }
+    pub fn is_integer(&self) -> bool {
+        matches!(
+            self.dtype,
+            DType::I64 | DType::I32 | DType::U8 | DType::Bool
+        )
+    }
+    fn meta(&self) -> Value {
+        json!({"dtype": self.dtype.name(), "shape": self.shape})
+    }
+}
+
+/// One message: a JSON header and its tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub header: Value,
+    pub tensors: Vec<Tensor>,
+}
+
+impl Frame {
+    pub fn new(header: Value) -> Self {
+        Frame {
+            header,
+            tensors: vec![],
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Writes one frame (not flushed).
+pub fn write_frame(w: &mut impl Write, f: &Frame) -> io::Result<()> {
+    let h = serde_json::to_vec(&f.header)?;
+    w.write_all(&(h.len() as u32).to_le_bytes())?;
+    w.write_all(&h)?;
+    w.write_all(&(f.tensors.len() as u32).to_le_bytes())?;
+    for t in &f.tensors {
+        let m = serde_json::to_vec(&t.meta())?;
+        w.write_all(&(m.len() as u32).to_le_bytes())?;
+        w.write_all(&m)?;
+        w.write_all(&(t.data.len() as u64).to_le_bytes())?;
+        w.write_all(&t.data)?;
+    }
+    Ok(())
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+fn read_bytes(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    r.read_exact(&mut v)?;
+    Ok(v)
+}
+
+/// Reads one frame; a malformed one (bad lengths, bad JSON, a tensor whose bytes do not match
+/// its dtype and shape) is `InvalidData`, a closed stream `UnexpectedEof`.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
+    let hl = read_u32(r)? as usize;
+    if hl > MAX_HEADER {
+        return Err(bad(format!(
+            "header of {hl} bytes (is something else printing to stdout?)"
+        )));
+    }
+    let header: Value = serde_json::from_slice(&read_bytes(r, hl)?)
+        .map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let n = read_u32(r)?;
+    if n > MAX_TENSORS {
+        return Err(bad(format!("{n} tensors in one frame")));
+    }
+    let mut tensors = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let ml = read_u32(r)? as usize;
+        if ml > 1 << 16 {
+            return Err(bad(format!("tensor meta of {ml} bytes")));
+        }
+        let meta: Value = serde_json::from_slice(&read_bytes(r, ml)?)
+            .map_err(|e| bad(format!("tensor meta is not JSON: {e}")))?;
+        let dtype = meta["dtype"]
+            .as_str()
+            .and_then(DType::parse)
+            .ok_or_else(|| {
+                bad(format!(
+                    "tensor dtype {} is not one of f32 f64 i64 i32 u8 bool",
+                    meta["dtype"]
+                ))
+            })?;
+        let shape: Vec<usize> = meta["shape"]
+            .as_array()
+            .ok_or_else(|| bad("tensor shape is not a list"))?
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("tensor shape holds a non-integer"))?;
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)?;
+        let bl = u64::from_le_bytes(b);
+        if bl > MAX_TENSOR {
+            return Err(bad(format!("tensor of {bl} bytes")));
+        }
+        let want = shape
+            .iter()
+            .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64));
+        if want != Some(bl) {
+            return Err(bad(format!(
+                "tensor of shape {shape:?} and dtype {} has {bl} bytes",
+                dtype.name()
+            )));
+        }
+        let data = read_bytes(r, bl as usize)?;
+        tensors.push(Tensor { dtype, shape, data });
+    }
+    Ok(Frame { header, tensors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_with_exact_bytes() {
+        let f = Frame {
+            header: json!({"op": "call", "method": "predict"}),
+            tensors: vec![
+                Tensor::from_f32(vec![2, 2], &[1.0, -2.5, 0.0, 3.25]),
+                Tensor::from_i64(vec![3], &[7, -1, 0]),
+            ],
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &f).unwrap();
+        // The first tensor's bytes are the little-endian f32s, verbatim.
+        let want: Vec<u8> = [1.0f32, -2.5, 0.0, 3.25]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        assert!(buf.windows(16).any(|w| w == want.as_slice()));
+        let back = read_frame(&mut buf.as_slice()).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(back.tensors[0].to_f64(), vec![1.0, -2.5, 0.0, 3.25]);
+        assert_eq!(back.tensors[1].to_f64(), vec![7.0, -1.0, 0.0]);
+    }
+
+    #[test]
+    fn a_tensor_whose_bytes_do_not_match_its_shape_is_refused() {
+        let mut f = Frame::new(json!({}));
+        f.tensors.push(Tensor::from_f32(vec![3], &[1.0, 2.0, 3.0]));
+        f.tensors[0].shape = vec![4];
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &f).unwrap();
+        let e = read_frame(&mut buf.as_slice()).unwrap_err();
+        assert!(e.to_string().contains("shape [4]"), "{e}");
+    }
+
+    #[test]
+    fn a_closed_stream_is_eof_and_garbage_is_invalid() {
+        let e = read_frame(&mut [1u8, 0].as_slice()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let e = read_frame(&mut b"Traceback (most recent call last)".as_slice()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -49,15 +49,15 @@ pub fn drafter_hps() -> Vec<HpSpec> {
         ),
         HpSpec::new(
             "schedule",
-            HpKind::Choice(&["constant", "adaptive"]),
+            HpKind::Choice(&["constant", "adaptive", "auto"]),
             json!("constant"),
-            "constant γ, or adaptive: +1 after a fully accepted round, −1 after a rejection",
+            "constant γ; adaptive: +1 after a fully accepted round, −1 after a rejection; auto: before each round the γ ≤ max_draft_tokens maximising the predicted speed-up from the measured acceptance rate α and the costs c and v (measured per prompt)",
         ),
         HpSpec::new(
             "max_draft_tokens",
             HpKind::Int { min: 1, max: 64 },
             json!(16),
-            "upper bound of γ for the adaptive schedule",
+            "upper bound of γ for the adaptive and auto schedules",
         ),
     ]);
     v

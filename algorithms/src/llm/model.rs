@@ -55,6 +55,9 @@ pub struct LoadOptions {
     /// is a near-lossless speed-up for types candle has no SIMD kernel for on x86 (Q4_1,
     /// Q5_0, Q5_1). Either changes the numbers relative to the file, so say so when reporting.
     pub requantize: Option<GgmlDType>,
+    /// CPU only: multiply with candle's quantized kernels instead of the runtime's own for the
+    /// formats those cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); for before/after comparisons.
+    pub candle_kernels: bool,
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -256,7 +259,7 @@ impl LlmModel {
             reason,
         })?;
         let c = &config;
-        let mut factory = LinearFactory::new(device, options.requantize);
+        let mut factory = LinearFactory::new(device, options.requantize, !options.candle_kernels);
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.n_kv_heads * c.head_dim;
 

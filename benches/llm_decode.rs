@@ -6,12 +6,14 @@
 //! k-row verify pass costs much less than k one-row steps. This bench measures all of it:
 //!
 //! - read bandwidth: every thread sums its share of a 512 MiB buffer (the best of 5 passes);
-//! - decode: after a 32-token prefill, 64 one-token steps (the first 8 are warm-up), 3 runs;
+//! - decode: after a 32-token prefill, 48 one-token steps (the first 8 are warm-up), 2 runs;
 //!   median step, p10 and p90, tokens/s and the share of the bandwidth ceiling;
 //! - v(k) for k = 2..=17: the median time of a k-row pass over the median one-row step, both
 //!   at the same cache length (the cache is truncated back after every pass), interleaved so
 //!   that a busy moment hits both alike;
-//! - prefill: a 128-token prompt on an empty cache (best of 3), tokens/s.
+//! - prefill: a 128-token prompt on an empty cache (best of 3), tokens/s;
+//! - CPU time / wall time of the process over each row, and the 1-minute load average after
+//!   it (a warning when the load exceeded the CPU count: other work competed).
 //!
 //! Models: `IANVS_BENCH_MODELS` (paths separated by `:`) or arguments that are not flags
 //! (`cargo bench --bench llm_decode -- path/a.gguf path/b`); by default SmolLM2-135M-Instruct
@@ -90,6 +92,10 @@ struct Row {
     /// (k, v(k)) for k = 2..=17.
     v: Vec<(usize, f64)>,
     prefill_tps: f64,
+    /// Process CPU seconds / wall seconds over the row's measurement, and the 1-minute load
+    /// average at its end: on a machine busy with other work the absolute numbers are low.
+    cpu_per_wall: Option<f64>,
+    load: Option<f64>,
 }
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
@@ -155,6 +161,12 @@ fn measure(model: &LlmModel, plan: &Plan) -> anyhow::Result<(Vec<f64>, Vec<(usiz
     Ok((steps, v, plan.prefill as f64 / best))
 }
 
+use ianvs_paradigms::speculative::{load_1m, process_cpu_s};
+
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
+}
+
 fn parse_format(name: &str) -> anyhow::Result<Option<GgmlDType>> {
     Ok(Some(match name.to_ascii_lowercase().as_str() {
         "native" => return Ok(None),
@@ -194,10 +206,10 @@ fn main() -> anyhow::Result<()> {
         }
     } else {
         Plan {
-            runs: 3,
-            steps: 64,
+            runs: 2,
+            steps: 48,
             warmup: 8,
-            v_reps: 5,
+            v_reps: 3,
             prefill: 128,
         }
     };
@@ -267,33 +279,40 @@ fn main() -> anyhow::Result<()> {
                         continue;
                     }
                 };
+                let (cpu0, t0) = (process_cpu_s(), Instant::now());
                 let (steps, v, prefill_tps) = measure(&model, &plan)?;
+                let wall = t0.elapsed().as_secs_f64();
+                let cpu_per_wall = cpu0.zip(process_cpu_s()).map(|(a, b)| (b - a) / wall);
                 let row = Row {
                     name: format!("{label} {fname}, {kern} kernels ({})", choice.label),
                     weight_bytes: model.weight_bytes(),
                     steps,
                     v,
                     prefill_tps,
+                    cpu_per_wall,
+                    load: load_1m(),
                 };
                 eprintln!(
-                    "{}: {:.1} tokens/s, v(9) {:.2}, prefill {:.0} tokens/s",
+                    "{}: {:.1} tokens/s, v(9) {:.2}, prefill {:.0} tokens/s, CPU/wall {}, load {}",
                     row.name,
                     1.0 / percentile(&row.steps, 0.5),
                     row.v[7].1,
-                    row.prefill_tps
+                    row.prefill_tps,
+                    fmt_opt(row.cpu_per_wall),
+                    fmt_opt(row.load)
                 );
                 rows.push(row);
             }
         }
     }
     println!();
-    println!("| model / weights | MB read per token | step ms median (p10–p90) | decode tokens/s | ceiling tokens/s | share of ceiling | prefill tokens/s ({} tokens) |", plan.prefill);
-    println!("|---|---|---|---|---|---|---|");
+    println!("| model / weights | MB read per token | step ms median (p10–p90) | decode tokens/s | ceiling tokens/s | share of ceiling | prefill tokens/s ({} tokens) | CPU/wall | load |", plan.prefill);
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let med = percentile(&r.steps, 0.5);
         let ceiling = bw / r.weight_bytes as f64;
         println!(
-            "| {} | {:.1} | {:.2} ({:.2}–{:.2}) | {:.1} | {:.1} | {:.0} % | {:.1} |",
+            "| {} | {:.1} | {:.2} ({:.2}–{:.2}) | {:.1} | {:.1} | {:.0} % | {:.1} | {} | {} |",
             r.name,
             r.weight_bytes as f64 / 1e6,
             med * 1e3,
@@ -302,7 +321,9 @@ fn main() -> anyhow::Result<()> {
             1.0 / med,
             ceiling,
             100.0 / med / ceiling,
-            r.prefill_tps
+            r.prefill_tps,
+            fmt_opt(r.cpu_per_wall),
+            fmt_opt(r.load)
         );
     }
     println!();
@@ -323,5 +344,13 @@ fn main() -> anyhow::Result<()> {
         plan.v_reps,
         plan.v_reps * 16
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if rows.iter().any(|r| r.load.is_some_and(|l| l > cpus + 0.5)) {
+        println!(
+            "warning: the 1-minute load exceeded the {cpus} CPUs during some rows: other work \
+             competed for the CPU and those rows' absolute numbers are low; compare rows \
+             measured together, or rerun on an idle machine"
+        );
+    }
     Ok(())
 }

@@ -65,7 +65,7 @@ impl Format {
     }
 
     /// Whether blocks carry a minimum (`w = d·q + m`) rather than a signed offset.
-    const fn has_min(self) -> bool {
+    pub(crate) const fn has_min(self) -> bool {
         matches!(self, Self::Q4_1 | Self::Q5_1)
     }
 }
@@ -277,21 +277,59 @@ mod avx2 {
     /// The CPU must have AVX2, FMA and F16C; `wrow` holds `acts[r].len()` blocks of `f`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
-        let rows = acts.len();
-        debug_assert!(rows <= GROUP);
+        // Monomorphized per format and row count, so the format's unpacking is straight-line
+        // code and the accumulators live in registers.
+        macro_rules! rows {
+            ($fmt:expr) => {
+                match acts.len() {
+                    1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
+                    2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
+                    3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
+                    _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
+                }
+            };
+        }
+        match f {
+            Format::Q4_0 => rows!(0),
+            Format::Q4_1 => rows!(1),
+            Format::Q5_0 => rows!(2),
+            Format::Q5_1 => rows!(3),
+            Format::Q8_0 => rows!(4),
+        }
+    }
+
+    const fn format(code: u8) -> Format {
+        match code {
+            0 => Format::Q4_0,
+            1 => Format::Q4_1,
+            2 => Format::Q5_0,
+            3 => Format::Q5_1,
+            _ => Format::Q8_0,
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_impl<const FMT: u8, const R: usize>(
+        wrow: &[u8],
+        acts: &[&[ActBlock]],
+        out: &mut [f32],
+    ) {
+        let f = const { format(FMT) };
         let bb = f.block_bytes();
         let nb = wrow.len() / bb;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); GROUP];
-        let mut mins = [0f32; GROUP];
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0f32; R];
         let signed = !f.has_min();
+        let a: [*const ActBlock; R] = std::array::from_fn(|r| acts[r].as_ptr());
         for i in 0..nb {
             let (w, d, m) = unpack(f, wrow.as_ptr().add(i * bb));
             // maddubs multiplies unsigned by signed bytes: for signed weights move the sign
             // onto the activations (|w| · sign(w)·a), as llama.cpp does.
             let wabs = if signed { _mm256_sign_epi8(w, w) } else { w };
-            for r in 0..rows {
-                let a = acts[r].get_unchecked(i);
+            for r in 0..R {
+                let a = &*a[r].add(i);
                 let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
                 let av = if signed { _mm256_sign_epi8(av, w) } else { av };
                 let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, av), ones);
@@ -302,7 +340,7 @@ mod avx2 {
                 }
             }
         }
-        for r in 0..rows {
+        for r in 0..R {
             out[r] = hsum(acc[r]) + mins[r];
         }
     }

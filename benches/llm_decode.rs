@@ -104,7 +104,10 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (out, t0.elapsed().as_secs_f64())
 }
 
-fn measure(model: &LlmModel, plan: &Plan) -> anyhow::Result<(Vec<f64>, Vec<(usize, f64)>, f64)> {
+/// Sorted decode step times, (k, v(k)) for k = 2..=17, and prefill tokens/s.
+type Measured = (Vec<f64>, Vec<(usize, f64)>, f64);
+
+fn measure(model: &LlmModel, plan: &Plan) -> anyhow::Result<Measured> {
     let vocab = model.config().vocab_size;
     let ctx = tokens(32, vocab, 1);
     // Decode.

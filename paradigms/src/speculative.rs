@@ -63,6 +63,60 @@ const SLOTS: &[ModuleSlot] = &[
     },
 ];
 
+/// Names of the speculative hyperparameters of the `drafter` and `verifier` modules. They are
+/// declared here, where they are read ([`drafter_hps`], [`verifier_hps`]); a module crate
+/// adds those specs to its own (model, device, …) so no crate looks up by string a
+/// hyperparameter another crate declares.
+pub mod hp_names {
+    pub const DRAFT_TOKENS_PER_STEP: &str = "draft_tokens_per_step";
+    pub const SCHEDULE: &str = "schedule";
+    pub const MAX_DRAFT_TOKENS: &str = "max_draft_tokens";
+    pub const TEMPERATURE: &str = "temperature";
+    pub const VERIFICATION: &str = "verification";
+}
+
+/// The speculative hyperparameters of a `drafter` module.
+pub fn drafter_hps() -> Vec<HpSpec> {
+    vec![
+        HpSpec::new(
+            hp_names::DRAFT_TOKENS_PER_STEP,
+            HpKind::Int { min: 1, max: 64 },
+            json!(4),
+            "γ: tokens drafted per round (the starting γ of an adaptive schedule)",
+        ),
+        HpSpec::new(
+            hp_names::SCHEDULE,
+            HpKind::Choice(&["constant", "adaptive", "auto"]),
+            json!("constant"),
+            "constant γ; adaptive: +1 after a fully accepted round, −1 after a rejection; auto: before each round the γ ≤ max_draft_tokens maximising the predicted speed-up from the measured acceptance rate α and the costs c and v (measured per prompt)",
+        ),
+        HpSpec::new(
+            hp_names::MAX_DRAFT_TOKENS,
+            HpKind::Int { min: 1, max: 64 },
+            json!(16),
+            "upper bound of γ for the adaptive and auto schedules",
+        ),
+    ]
+}
+
+/// The speculative hyperparameters of a `verifier` module.
+pub fn verifier_hps() -> Vec<HpSpec> {
+    vec![
+        HpSpec::new(
+            hp_names::TEMPERATURE,
+            HpKind::Float { min: 0.0, max: 100.0 },
+            Some(serde_json::Value::Null),
+            "sampling temperature of this case's target distribution (the drafter samples at the same temperature; 0 = greedy); unset = the test environment's `temperature`",
+        ),
+        HpSpec::new(
+            hp_names::VERIFICATION,
+            HpKind::Choice(&["greedy", "rejection-sampling"]),
+            json!("greedy"),
+            "greedy: longest prefix matching the verifier's argmax; rejection-sampling: exact (Leviathan et al. 2023)",
+        ),
+    ]
+}
+
 /// Logit margin (top-1 minus top-2) below which a greedy divergence is put down to batched and
 /// single-token forwards rounding differently rather than to a bug.
 pub const NEAR_TIE_MARGIN: f32 = 1e-3;
@@ -781,7 +835,7 @@ fn case_generation(case: &CaseSpec) -> anyhow::Result<Generation> {
     let mut gen = generation(&case.settings)?;
     if let Some(t) = case
         .module("verifier")
-        .map(|m| m.hyperparameters.opt_float("temperature"))
+        .map(|m| m.hyperparameters.opt_float(hp_names::TEMPERATURE))
         .transpose()?
         .flatten()
     {
@@ -876,7 +930,8 @@ impl Paradigm for SpeculativeDecoding {
         }
         let gen = case_generation(case)?;
         if let (Some(_), Some(v)) = (case.module("drafter"), case.module("verifier")) {
-            if !gen.params.is_greedy() && v.hyperparameters.str("verification")? == "greedy" {
+            if !gen.params.is_greedy() && v.hyperparameters.str(hp_names::VERIFICATION)? == "greedy"
+            {
                 anyhow::bail!("verifier `verification: greedy` keeps the verifier's argmax and would ignore `temperature: {}`; use `verification: rejection-sampling` to sample losslessly, or temperature 0", gen.params.temperature);
             }
         }
@@ -968,20 +1023,20 @@ impl Paradigm for SpeculativeDecoding {
             }
             (Some(d), Some(v)) => {
                 let m = case.require("drafter")?;
-                let gamma = m.hyperparameters.usize("draft_tokens_per_step")?;
-                let schedule = match m.hyperparameters.str("schedule")? {
+                let gamma = m.hyperparameters.usize(hp_names::DRAFT_TOKENS_PER_STEP)?;
+                let schedule = match m.hyperparameters.str(hp_names::SCHEDULE)? {
                     "adaptive" => Schedule::Adaptive {
-                        max: m.hyperparameters.usize("max_draft_tokens")?,
+                        max: m.hyperparameters.usize(hp_names::MAX_DRAFT_TOKENS)?,
                     },
                     "auto" => Schedule::Auto {
-                        max: m.hyperparameters.usize("max_draft_tokens")?,
+                        max: m.hyperparameters.usize(hp_names::MAX_DRAFT_TOKENS)?,
                     },
                     _ => Schedule::Constant,
                 };
                 let rule = match case
                     .require("verifier")?
                     .hyperparameters
-                    .str("verification")?
+                    .str(hp_names::VERIFICATION)?
                 {
                     "rejection-sampling" => Verification::RejectionSampling,
                     _ => Verification::Greedy,

@@ -1,15 +1,30 @@
-//! Decode speed of the LLM runtime next to the machine's memory-bandwidth ceiling.
+//! Decode, verify and prefill speed of the LLM runtime next to the machine's memory-bandwidth
+//! ceiling, per model and weight format.
 //!
 //! A decode step of a small LM reads every weight once, so tokens/s can never beat
-//! (memory bandwidth) / (weight bytes per token). This bench measures both on this machine:
+//! (memory bandwidth) / (weight bytes per token). Speculative decoding pays off only when a
+//! k-row verify pass costs much less than k one-row steps. This bench measures all of it:
 //!
 //! - read bandwidth: every thread sums its share of a 512 MiB buffer (the best of 5 passes);
-//! - decode: after a prefill of "The capital of France is", 64 greedy one-token steps (the first
-//!   8 are warm-up and left out), 3 runs; per-step median, p10 and p90.
+//! - decode: after a 32-token prefill, 48 one-token steps (the first 8 are warm-up), 2 runs;
+//!   median step, p10 and p90, tokens/s and the share of the bandwidth ceiling;
+//! - v(k) for k = 2..=17: the median time of a k-row pass over the median one-row step, both
+//!   at the same cache length (the cache is truncated back after every pass), interleaved so
+//!   that a busy moment hits both alike;
+//! - prefill: a 128-token prompt on an empty cache (best of 3), tokens/s;
+//! - CPU time / wall time of the process over each row, and the 1-minute load average after
+//!   it (a warning when the load exceeded the CPU count: other work competed).
 //!
-//! Models: SmolLM2-135M-Instruct Q4_1 (`bash scripts/fetch-smollm2.sh`) with its native Q4_1
-//! weights and requantized to Q8_0 at load time, and the project's trained pair
-//! (`datasets/lm/{draft,verifier}`, f16 on disk, f32 in memory). A missing model is skipped.
+//! Models: `IANVS_BENCH_MODELS` (paths separated by `:`) or arguments that are not flags
+//! (`cargo bench --bench llm_decode -- path/a.gguf path/b`); by default SmolLM2-135M-Instruct
+//! Q4_1 (`bash scripts/fetch-smollm2.sh`) and the project's trained pair (`datasets/lm/*`).
+//! Formats: `IANVS_BENCH_FORMATS` (default `native,q8_0,q5_0,q4_k`): `native` keeps the file's
+//! weights; any other GGUF type name requantizes GGUF weights at load time (a K-quant falls back
+//! to the llama.cpp choice for weights whose rows are not a multiple of 256 values). A model or
+//! format that cannot load is skipped with the reason. `IANVS_BENCH_KERNELS` (default
+//! `own,candle`): the runtime's own CPU kernels, candle's, or both for a before/after (they
+//! differ only for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights). `IANVS_BENCH_QUICK=1` measures fewer
+//! steps (a smoke run).
 //!
 //! Run: `cargo bench --bench llm_decode` (`IANVS_BENCH_DEVICE=cuda` with `--features cuda` to
 //! put the models on the GPU; the bandwidth row is still the CPU's then).
@@ -18,13 +33,9 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ianvs_algorithms::lm_modules::load_shared;
-use ianvs_paradigms::modules::LanguageModel;
-use ianvs_paradigms::sampling::argmax;
-
-const STEPS: usize = 64;
-const WARMUP_STEPS: usize = 8;
-const RUNS: usize = 3;
+use candle_core::quantized::GgmlDType;
+use ianvs_algorithms::llm::{LlmModel, LoadOptions};
+use ianvs_paradigms::device::select_device;
 
 /// Read bandwidth in bytes/s: all threads summing disjoint slices of one large buffer.
 fn read_bandwidth() -> f64 {
@@ -53,93 +64,258 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    percentile(&v, 0.5)
+}
+
+/// Deterministic token ids spread over the vocabulary (no tokenizer needed for timing).
+fn tokens(n: usize, vocab: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97)) % vocab as u32)
+        .collect()
+}
+
+struct Plan {
+    runs: usize,
+    steps: usize,
+    warmup: usize,
+    v_reps: usize,
+    prefill: usize,
+}
+
 struct Row {
     name: String,
     weight_bytes: usize,
     /// Seconds per decode step, all measured steps of all runs, sorted.
     steps: Vec<f64>,
+    /// (k, v(k)) for k = 2..=17.
+    v: Vec<(usize, f64)>,
+    prefill_tps: f64,
+    /// Process CPU seconds / wall seconds over the row's measurement, and the 1-minute load
+    /// average at its end: on a machine busy with other work the absolute numbers are low.
+    cpu_per_wall: Option<f64>,
+    load: Option<f64>,
 }
 
-fn decode(model: &dyn LanguageModel) -> anyhow::Result<Vec<f64>> {
-    let prompt = model.encode("The capital of France is")?;
-    let mut all = Vec::new();
-    for _ in 0..RUNS {
-        let mut s = model.new_session();
-        let rows = s.forward(&prompt)?;
-        let mut tok = argmax(rows.last().unwrap())?;
-        for step in 0..STEPS {
-            let t0 = Instant::now();
-            let rows = s.forward(&[tok])?;
-            let dt = t0.elapsed().as_secs_f64();
-            tok = argmax(rows.last().unwrap())?;
-            if step >= WARMUP_STEPS {
-                all.push(dt);
+fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t0 = Instant::now();
+    let out = black_box(f());
+    (out, t0.elapsed().as_secs_f64())
+}
+
+/// Sorted decode step times, (k, v(k)) for k = 2..=17, and prefill tokens/s.
+type Measured = (Vec<f64>, Vec<(usize, f64)>, f64);
+
+fn measure(model: &LlmModel, plan: &Plan) -> anyhow::Result<Measured> {
+    let vocab = model.config().vocab_size;
+    let ctx = tokens(32, vocab, 1);
+    // Decode.
+    let mut steps = Vec::new();
+    for run in 0..plan.runs {
+        let mut cache = model.new_cache();
+        model.forward(&ctx, &mut cache)?;
+        let feed = tokens(plan.steps, vocab, 2 + run as u32);
+        for (i, t) in feed.iter().enumerate() {
+            let (r, dt) = time(|| model.forward(&[*t], &mut cache));
+            r?;
+            if i >= plan.warmup {
+                steps.push(dt);
             }
         }
     }
-    all.sort_by(|a, b| a.total_cmp(b));
-    Ok(all)
+    steps.sort_by(|a, b| a.total_cmp(b));
+    // v(k): k-row passes and one-row steps at the same cache length, interleaved.
+    let mut cache = model.new_cache();
+    model.forward(&ctx, &mut cache)?;
+    let base = cache.len();
+    let chunk = tokens(17, vocab, 3);
+    for _ in 0..2 {
+        model.forward(&chunk[..1], &mut cache)?;
+        cache.truncate(base)?;
+    }
+    let mut one = Vec::new();
+    let mut multi: Vec<Vec<f64>> = vec![Vec::new(); 18];
+    for _ in 0..plan.v_reps {
+        for k in 2..=17 {
+            let (r, dt) = time(|| model.forward(&chunk[..1], &mut cache));
+            r?;
+            cache.truncate(base)?;
+            one.push(dt);
+            let (r, dt) = time(|| model.forward(&chunk[..k], &mut cache));
+            r?;
+            cache.truncate(base)?;
+            multi[k].push(dt);
+        }
+    }
+    let one = median(one);
+    let v = (2..=17)
+        .map(|k| (k, median(std::mem::take(&mut multi[k])) / one))
+        .collect();
+    // Prefill.
+    let prompt = tokens(plan.prefill, vocab, 4);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let mut cache = model.new_cache();
+        let (r, dt) = time(|| model.forward(&prompt, &mut cache));
+        r?;
+        best = best.min(dt);
+    }
+    Ok((steps, v, plan.prefill as f64 / best))
+}
+
+use ianvs_paradigms::speculative::{load_1m, process_cpu_s};
+
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
+}
+
+fn parse_format(name: &str) -> anyhow::Result<Option<GgmlDType>> {
+    Ok(Some(match name.to_ascii_lowercase().as_str() {
+        "native" => return Ok(None),
+        "f32" => GgmlDType::F32,
+        "q4_0" => GgmlDType::Q4_0,
+        "q4_1" => GgmlDType::Q4_1,
+        "q5_0" => GgmlDType::Q5_0,
+        "q5_1" => GgmlDType::Q5_1,
+        "q8_0" => GgmlDType::Q8_0,
+        "q2_k" => GgmlDType::Q2K,
+        "q3_k" => GgmlDType::Q3K,
+        "q4_k" => GgmlDType::Q4K,
+        "q5_k" => GgmlDType::Q5K,
+        "q6_k" => GgmlDType::Q6K,
+        other => anyhow::bail!(
+            "unknown format `{other}` in IANVS_BENCH_FORMATS; valid: native, f32, q4_0, q4_1, \
+             q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k"
+        ),
+    }))
 }
 
 fn main() -> anyhow::Result<()> {
     // IANVS_ROOT: the checkout, when the bench binary runs away from where it was built.
     let root_buf = std::env::var_os("IANVS_ROOT")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
     let root = root_buf.as_path();
     let device = std::env::var("IANVS_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let smol = root.join("datasets/models/smollm2-135m-instruct-q4_1.gguf");
-    let models: Vec<(String, PathBuf, &str)> = vec![
-        ("SmolLM2-135M Q4_1".into(), smol.clone(), "native"),
-        ("SmolLM2-135M Q4_1→Q8_0".into(), smol, "q8_0"),
-        (
-            "trained verifier 5.8 M".into(),
+    let quick = std::env::var("IANVS_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let plan = if quick {
+        Plan {
+            runs: 1,
+            steps: 12,
+            warmup: 2,
+            v_reps: 1,
+            prefill: 64,
+        }
+    } else {
+        Plan {
+            runs: 2,
+            steps: 48,
+            warmup: 8,
+            v_reps: 3,
+            prefill: 128,
+        }
+    };
+    let mut paths: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(PathBuf::from)
+        .collect();
+    if let Ok(list) = std::env::var("IANVS_BENCH_MODELS") {
+        paths.extend(std::env::split_paths(&list));
+    }
+    if paths.is_empty() {
+        paths = vec![
+            root.join("datasets/models/smollm2-135m-instruct-q4_1.gguf"),
             root.join("datasets/lm/verifier"),
-            "native",
-        ),
-        (
-            "trained draft 0.9 M".into(),
             root.join("datasets/lm/draft"),
-            "native",
-        ),
-    ];
+        ];
+    }
+    let formats: Vec<(String, Option<GgmlDType>)> = std::env::var("IANVS_BENCH_FORMATS")
+        .unwrap_or_else(|_| "native,q8_0,q5_0,q4_k".into())
+        .split(',')
+        .map(|f| Ok((f.trim().to_string(), parse_format(f.trim())?)))
+        .collect::<anyhow::Result<_>>()?;
+    let kernels: Vec<String> = std::env::var("IANVS_BENCH_KERNELS")
+        .unwrap_or_else(|_| "own,candle".into())
+        .split(',')
+        .map(|k| k.trim().to_string())
+        .collect();
+    if let Some(bad) = kernels
+        .iter()
+        .find(|k| !matches!(k.as_str(), "own" | "candle"))
+    {
+        anyhow::bail!("unknown kernels `{bad}` in IANVS_BENCH_KERNELS; valid: own, candle");
+    }
     let bw = read_bandwidth();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "memory read bandwidth (CPU, {} threads, 512 MiB): {:.2} GB/s",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "memory read bandwidth (CPU, {threads} threads, 512 MiB): {:.2} GB/s",
         bw / 1e9
     );
+    let choice = select_device(&device);
     let mut rows = Vec::new();
-    for (name, path, weights) in models {
+    for path in &paths {
+        let label = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
         if !path.exists() {
-            println!("skipping {name}: {} is missing", path.display());
+            println!("skipping {label}: {} is missing", path.display());
             continue;
         }
-        let m = match load_shared(&path, &device, weights) {
-            Ok(m) => m,
-            Err(e) => {
-                println!("skipping {name}: {e}");
-                continue;
+        let gguf = path.is_file();
+        for (fname, requantize) in &formats {
+            if requantize.is_some() && !gguf {
+                continue; // float folders: only their native weights
             }
-        };
-        let steps = decode(m.as_ref())?;
-        rows.push(Row {
-            name: format!(
-                "{name} ({})",
-                m.describe().rsplit(" on ").next().unwrap_or("?")
-            ),
-            weight_bytes: m.weight_bytes(),
-            steps,
-        });
+            for kern in &kernels {
+                let opts = LoadOptions {
+                    requantize: *requantize,
+                    candle_kernels: kern == "candle",
+                    ..Default::default()
+                };
+                let model = match LlmModel::load_with(path, &choice.device, &opts) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        println!("skipping {label} as {fname}: {e}");
+                        continue;
+                    }
+                };
+                let (cpu0, t0) = (process_cpu_s(), Instant::now());
+                let (steps, v, prefill_tps) = measure(&model, &plan)?;
+                let wall = t0.elapsed().as_secs_f64();
+                let cpu_per_wall = cpu0.zip(process_cpu_s()).map(|(a, b)| (b - a) / wall);
+                let row = Row {
+                    name: format!("{label} {fname}, {kern} kernels ({})", choice.label),
+                    weight_bytes: model.weight_bytes(),
+                    steps,
+                    v,
+                    prefill_tps,
+                    cpu_per_wall,
+                    load: load_1m(),
+                };
+                eprintln!(
+                    "{}: {:.1} tokens/s, v(9) {:.2}, prefill {:.0} tokens/s, CPU/wall {}, load {}",
+                    row.name,
+                    1.0 / percentile(&row.steps, 0.5),
+                    row.v[7].1,
+                    row.prefill_tps,
+                    fmt_opt(row.cpu_per_wall),
+                    fmt_opt(row.load)
+                );
+                rows.push(row);
+            }
+        }
     }
     println!();
-    println!("| model | weight MB read per token | step ms median (p10–p90) | tokens/s (median step) | bandwidth ceiling tokens/s | share of ceiling |");
-    println!("|---|---|---|---|---|---|");
+    println!("| model / weights | MB read per token | step ms median (p10–p90) | decode tokens/s | ceiling tokens/s | share of ceiling | prefill tokens/s ({} tokens) | CPU/wall | load |", plan.prefill);
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let med = percentile(&r.steps, 0.5);
         let ceiling = bw / r.weight_bytes as f64;
         println!(
-            "| {} | {:.1} | {:.2} ({:.2}–{:.2}) | {:.1} | {:.1} | {:.0} % |",
+            "| {} | {:.1} | {:.2} ({:.2}–{:.2}) | {:.1} | {:.1} | {:.0} % | {:.1} | {} | {} |",
             r.name,
             r.weight_bytes as f64 / 1e6,
             med * 1e3,
@@ -147,13 +323,37 @@ fn main() -> anyhow::Result<()> {
             percentile(&r.steps, 0.9) * 1e3,
             1.0 / med,
             ceiling,
-            100.0 / med / ceiling
+            100.0 / med / ceiling,
+            r.prefill_tps,
+            fmt_opt(r.cpu_per_wall),
+            fmt_opt(r.load)
         );
     }
+    println!();
+    let ks: Vec<String> = (2..=17).map(|k| format!("v({k})")).collect();
+    println!("| model / weights | {} |", ks.join(" | "));
+    println!("|---|{}", "---|".repeat(ks.len()));
+    for r in &rows {
+        let vs: Vec<String> = r.v.iter().map(|(_, v)| format!("{v:.2}")).collect();
+        println!("| {} | {} |", r.name, vs.join(" | "));
+    }
     println!(
-        "\n{} measured steps per model ({RUNS} runs × {} after {WARMUP_STEPS} warm-up steps).",
-        RUNS * (STEPS - WARMUP_STEPS),
-        STEPS - WARMUP_STEPS
+        "\n{} measured decode steps per row ({} runs × {} after {} warm-up steps); v(k): median \
+         of {} k-row passes over the median of {} one-row steps, both after a 32-token context.",
+        plan.runs * (plan.steps - plan.warmup),
+        plan.runs,
+        plan.steps - plan.warmup,
+        plan.warmup,
+        plan.v_reps,
+        plan.v_reps * 16
     );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if rows.iter().any(|r| r.load.is_some_and(|l| l > cpus + 0.5)) {
+        println!(
+            "warning: the 1-minute load exceeded the {cpus} CPUs during some rows: other work \
+             competed for the CPU and those rows' absolute numbers are low; compare rows \
+             measured together, or rerun on an idle machine"
+        );
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@ use candle_core::quantized::GgmlDType;
 use ianvs_paradigms::device::{device_hp, device_hp_defaulting_to, select_device};
 use ianvs_paradigms::hp::{HpKind, HpSpec, Hyperparameters};
 use ianvs_paradigms::modules::{LanguageModel, LmSession};
+use ianvs_paradigms::speculative::{self, hp_names};
 use serde_json::json;
 
 use crate::llm::{KvCache, LlmModel, LlmTokenizer, LoadOptions};
@@ -25,7 +26,7 @@ pub struct LoadedLm {
 }
 
 fn weights_hp() -> HpSpec {
-    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; candle has no fast x86 kernel for Q4_1/Q5_x) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
+    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, so this mainly trades memory for a little speed) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
 }
 
 /// `device`: the drafter defaults to the CPU (it is the edge model), the verifier to `auto`
@@ -38,40 +39,18 @@ fn model_hps(device: HpSpec) -> Vec<HpSpec> {
     ]
 }
 
+/// The drafter: model settings here, speculative settings declared by the paradigm that reads
+/// them.
 pub fn drafter_hps() -> Vec<HpSpec> {
     let mut v = model_hps(device_hp());
-    v.extend([
-        HpSpec::new(
-            "draft_tokens_per_step",
-            HpKind::Int { min: 1, max: 64 },
-            json!(4),
-            "γ: tokens drafted per round (the starting γ of an adaptive schedule)",
-        ),
-        HpSpec::new(
-            "schedule",
-            HpKind::Choice(&["constant", "adaptive"]),
-            json!("constant"),
-            "constant γ, or adaptive: +1 after a fully accepted round, −1 after a rejection",
-        ),
-        HpSpec::new(
-            "max_draft_tokens",
-            HpKind::Int { min: 1, max: 64 },
-            json!(16),
-            "upper bound of γ for the adaptive schedule",
-        ),
-    ]);
+    v.extend(speculative::drafter_hps());
     v
 }
 
+/// The verifier: model settings here, speculative settings declared by the paradigm.
 pub fn verifier_hps() -> Vec<HpSpec> {
     let mut v = model_hps(device_hp_defaulting_to("auto"));
-    v.push(HpSpec::new(
-        "temperature",
-        HpKind::Float { min: 0.0, max: 100.0 },
-        Some(serde_json::Value::Null),
-        "sampling temperature of this case's target distribution (the drafter samples at the same temperature; 0 = greedy); unset = the test environment's `temperature`",
-    ));
-    v.push(HpSpec::new("verification", HpKind::Choice(&["greedy", "rejection-sampling"]), json!("greedy"), "greedy: longest prefix matching the verifier's argmax; rejection-sampling: exact (Leviathan et al. 2023)"));
+    v.extend(speculative::verifier_hps());
     v
 }
 
@@ -133,7 +112,7 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
 pub fn build(hps: &Hyperparameters) -> anyhow::Result<Arc<dyn LanguageModel>> {
     let path = PathBuf::from(hps.str("model")?);
     let lm = load_shared(&path, hps.str("device")?, hps.str("weights")?)?;
-    let verifier = hps.str("verification").is_ok();
+    let verifier = hps.str(hp_names::VERIFICATION).is_ok();
     let quantized = lm.model.weight_bytes() < 4 * lm.model.num_parameters();
     if verifier && quantized && !lm.model.device().is_cpu() {
         ianvs_paradigms::device::warn_once(&format!(

@@ -8,6 +8,9 @@
 //!   the verifier-only reference of the same job); verify cost v = mean time of one verification
 //!   pass over γ+1 tokens / one verifier step. Predicted speed-up, Leviathan et al. eq. (1) with
 //!   v in place of 1: (1 − α^(γ+1)) / ((1 − α)(γc + v)), link time ignored.
+//! - speed-up is paired: each speculative prompt's baseline is a verifier-only run of the same
+//!   prompt made right next to it (alternating which goes first), so its bootstrap interval
+//!   over prompts reflects the prompts, not the machine's load at different moments.
 
 use anyhow::{bail, Result};
 use ianvs_paradigms::records::{CaseOutput, RecordKind, Records};
@@ -153,4 +156,14 @@ pub static METRICS: &[MetricDef] = &[
     MetricDef { id: "cost-ratio", aliases: &["c"], unit: "", higher_is_better: false, kinds: SPEC, help: "c: drafter one-token step time / verifier one-token step time", compute: cost_ratio },
     MetricDef { id: "verify-cost", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "time of one verification pass over γ+1 tokens / one verifier one-token step", compute: verify_cost },
     MetricDef { id: "predicted-speed-up", aliases: &[], unit: "x", higher_is_better: true, kinds: SPEC, help: "(1 − α^(γ+1)) / ((1 − α)(γc + v)): Leviathan et al. with the measured verification cost v", compute: predicted_speedup },
+    MetricDef { id: "load", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "the machine's 1-minute load average when each prompt finished, maximum over prompts; above the CPU count, other work competed for the CPUs and the timings include it (a warning is printed)", compute: |o| {
+        let r = recs(o)?;
+        r.iter().filter_map(|x| x.load_1m).max_by(|a, b| a.total_cmp(b)).ok_or_else(|| anyhow::anyhow!("no load recorded (not Linux, or records from before it was recorded)"))
+    } },
+    MetricDef { id: "cpu-per-wall", aliases: &[], unit: "", higher_is_better: true, kinds: SPEC, help: "process CPU time / wall time while generating (speculative prompts), mean over prompts: the cores this run actually got", compute: |o| {
+        let r = recs(o)?;
+        let v: Vec<f64> = r.iter().filter_map(|x| x.cpu_per_wall).collect();
+        if v.is_empty() { bail!("no CPU time recorded (not Linux, or prompts under 0.2 s)"); }
+        Ok(v.iter().sum::<f64>() / v.len() as f64)
+    } },
 ];

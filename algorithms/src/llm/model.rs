@@ -52,9 +52,13 @@ pub struct LoadOptions {
     /// CPU only: convert every weight matrix to this type at load time. `None` (the default)
     /// keeps the file's types. `Some(F32)` dequantizes exactly (more memory, and candle's f32
     /// kernel gets cheaper per row as chunks grow, which helps verification); `Some(Q8_0)`
-    /// is a near-lossless speed-up for types candle has no SIMD kernel for on x86 (Q4_1,
-    /// Q5_0, Q5_1). Either changes the numbers relative to the file, so say so when reporting.
+    /// is near-lossless and reads more bytes per token than 4/5-bit types; a K-quant falls
+    /// back to a 32-value type for rows that are not a multiple of 256 values, as llama.cpp
+    /// does. Either changes the numbers relative to the file, so say so when reporting.
     pub requantize: Option<GgmlDType>,
+    /// CPU only: multiply with candle's quantized kernels instead of the runtime's own for the
+    /// formats those cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); for before/after comparisons.
+    pub candle_kernels: bool,
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -256,7 +260,7 @@ impl LlmModel {
             reason,
         })?;
         let c = &config;
-        let mut factory = LinearFactory::new(device, options.requantize);
+        let mut factory = LinearFactory::new(device, options.requantize, !options.candle_kernels);
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.n_kv_heads * c.head_dim;
 

@@ -20,6 +20,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::error::{LlmError, Result};
+use ianvs_kernels::QMatrix;
 
 /// Chunks of at most this many rows are guaranteed batch invariant (larger chunks are prompt
 /// prefills, which target-only and speculative decoding run identically anyway).
@@ -98,19 +99,39 @@ pub(crate) trait TensorSource {
     }
 }
 
+/// The type a weight with rows of `k` values gets when `wanted` is asked for: a K-quant needs
+/// rows that are a multiple of 256 values, and llama.cpp's quantizer then falls back to a
+/// 32-value type (`llama_tensor_get_type`): Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and
+/// Q2_K/Q3_K → Q4_0 here (IQ4_NL upstream, a type candle does not have).
+pub(crate) fn requant_fallback(wanted: GgmlDType, k: usize) -> GgmlDType {
+    if k.is_multiple_of(wanted.block_size()) {
+        return wanted;
+    }
+    match wanted {
+        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        other => other,
+    }
+}
+
 /// Builds linear layers for one device, remembering per `(dtype, out, in)` whether the CPU
 /// kernel is batch invariant, and optionally converting weights to another type.
 pub(crate) struct LinearFactory {
     device: Device,
     requantize: Option<GgmlDType>,
+    /// CPU: use the runtime's own kernels (`kernels.rs`) for the formats they cover.
+    own_kernels: bool,
     known: HashMap<(GgmlDType, usize, usize), bool>,
 }
 
 impl LinearFactory {
-    pub(crate) fn new(device: &Device, requantize: Option<GgmlDType>) -> Self {
+    pub(crate) fn new(device: &Device, requantize: Option<GgmlDType>, own_kernels: bool) -> Self {
         Self {
             device: device.clone(),
             requantize,
+            own_kernels,
             known: HashMap::new(),
         }
     }
@@ -119,8 +140,12 @@ impl LinearFactory {
     pub(crate) fn cpu_qtensor(&self, raw: RawTensor) -> Result<Arc<QTensor>> {
         let qt = raw.into_cpu_qtensor()?;
         match self.requantize {
-            Some(dtype) if dtype != qt.dtype() => {
+            Some(wanted) if wanted != qt.dtype() => {
                 let (_, k) = qt.shape().dims2()?;
+                let dtype = requant_fallback(wanted, k);
+                if dtype == qt.dtype() {
+                    return Ok(Arc::new(qt));
+                }
                 if !k.is_multiple_of(dtype.block_size()) {
                     return Err(LlmError::Unsupported(format!(
                         "cannot requantize a weight with rows of {k} values to {dtype:?} \
@@ -169,6 +194,7 @@ impl LinearFactory {
             // split row by row, so the cause is not (only) the row count. Dense f32 weights
             // (`weights: f32`) were lossless there; the LLM module warns about the rest.
             split_rows: false,
+            own: None,
             bytes: bytes + bias_len * 4,
             params: dims.iter().product::<usize>() + bias_len,
         })
@@ -177,11 +203,26 @@ impl LinearFactory {
     /// A CPU linear layer over an existing `QTensor` (shared with a tied embedding).
     pub(crate) fn shared(&mut self, qt: Arc<QTensor>, bias: Option<Tensor>) -> Result<Linear> {
         let bias_len = bias.as_ref().map_or(0, |b| b.elem_count());
+        let (n, k) = qt.shape().dims2()?;
+        if self.own_kernels {
+            if let Some(own) = QMatrix::new(qt.dtype(), n, k, qt.data()?.into_owned()) {
+                // Batch invariant by construction (see kernels.rs): no probe, no row split.
+                return Ok(Linear {
+                    params: n * k + bias_len,
+                    bytes: own.size_in_bytes() + bias_len * 4,
+                    weight: QMatMul::QTensor(qt),
+                    own: Some(own),
+                    bias,
+                    split_rows: false,
+                });
+            }
+        }
         let split_rows = self.needs_row_split(&qt)?;
         Ok(Linear {
             params: qt.shape().elem_count() + bias_len,
             bytes: qt.storage_size_in_bytes() + bias_len * 4,
             weight: QMatMul::QTensor(qt),
+            own: None,
             bias,
             split_rows,
         })
@@ -265,6 +306,8 @@ fn probe_slice(qt: &Arc<QTensor>) -> Result<Arc<QTensor>> {
 /// `y = x Wᵀ (+ b)` with `W` stored `[out, in]`, quantized or float.
 pub(crate) struct Linear {
     weight: QMatMul,
+    /// The same weights for the runtime's own kernels, which then do every product.
+    own: Option<QMatrix>,
     bias: Option<Tensor>,
     /// Run chunks of `2..=MAX_INVARIANT_ROWS` rows one row at a time (see module docs).
     split_rows: bool,
@@ -277,7 +320,11 @@ impl Linear {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
         let n = x.dim(0)?;
-        let y = if self.split_rows && n > 1 && n <= MAX_INVARIANT_ROWS {
+        let y = if let Some(own) = &self.own {
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            let out = own.matmul(&xs, n);
+            Tensor::from_vec(out, (n, own.rows()), &Device::Cpu)?
+        } else if self.split_rows && n > 1 && n <= MAX_INVARIANT_ROWS {
             let rows = (0..n)
                 .map(|i| Ok(self.weight.forward(&x.narrow(0, i, 1)?)?))
                 .collect::<Result<Vec<_>>>()?;
@@ -400,7 +447,7 @@ mod tests {
         ];
         let w = random(64, 512, 7)?;
         let x = random(9, 512, 11)?;
-        let mut factory = LinearFactory::new(&Device::Cpu, None);
+        let mut factory = LinearFactory::new(&Device::Cpu, None, true);
         for dtype in types {
             let q = QTensor::quantize(&w, dtype)?;
             let lin = factory.linear(RawTensor::Quant(q), None)?;

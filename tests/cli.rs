@@ -1,21 +1,17 @@
 //! End-to-end CLI tests on a tiny real fixture (300 handwritten digits, one epoch): leaderboard
 //! files exist and parse, `--resume` reruns nothing, a failing case does not lose the others.
 
+mod common;
+use common::ianvs;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/tiny")
         .join(name)
-}
-
-fn ianvs() -> Command {
-    let mut c = Command::cargo_bin("ianvs").unwrap();
-    c.env("NO_COLOR", "1");
-    c
 }
 
 fn case_dirs(job_dir: &Path) -> Vec<PathBuf> {

@@ -2,20 +2,16 @@
 //! of the tiny fixture) against identical, doctored and noisy copies; JUnit XML validated
 //! against the common JUnit schema with xmllint; `ianvs run --baseline` in one step.
 
+mod common;
+use common::{assert_exit, ianvs};
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn ianvs() -> Command {
-    let mut c = Command::cargo_bin("ianvs").unwrap();
-    c.env("NO_COLOR", "1");
-    c
 }
 
 fn baseline() -> Value {
@@ -318,12 +314,7 @@ fn run_with_baseline_gates_in_one_step() {
         .arg("--quiet")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let base = ws.path().join("a/tiny/rank/leaderboard.json");
 
     // Same configuration and seed: accuracy is identical, latency varies within its tolerance.
@@ -407,12 +398,7 @@ fn run_with_baseline_gates_in_one_step() {
         .arg("--quiet")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("regression gate failed"));
     let xml = std::fs::read_to_string(ws.path().join("c/tiny/compare/junit.xml")).unwrap();
     assert!(xml.contains("failures=\"2\""), "{xml}");

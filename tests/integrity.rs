@@ -3,11 +3,13 @@
 //! read-only disk (a small tmpfs, when this test may mount one), stale results, and a compare
 //! that cannot pass on nothing.
 
+mod common;
+use common::ianvs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -16,12 +18,6 @@ fn fixtures() -> PathBuf {
 
 fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("ianvs")
-}
-
-fn ianvs() -> Command {
-    let mut c = Command::cargo_bin("ianvs").unwrap();
-    c.env("NO_COLOR", "1");
-    c
 }
 
 fn text(o: &Output) -> String {

@@ -3,10 +3,12 @@
 //! records, both mining modes and both link timings behave, ONNX models run in the flow, and
 //! bad input is rejected before anything runs.
 
+mod common;
+use common::{assert_exit, ianvs};
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -17,12 +19,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn mnist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/mnist/mnist_5k.csv.gz")
-}
-
-fn ianvs() -> Command {
-    let mut c = Command::cargo_bin("ianvs").unwrap();
-    c.env("NO_COLOR", "1");
-    c
 }
 
 /// One finished case: its algorithm, `metrics.json`, records and `runtime.json`.
@@ -667,12 +663,7 @@ fn an_onnx_edge_model_runs_in_the_flow_and_matches_candle() {
         .arg(&bench)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let cases = read_cases(&dir.path().join("ws/onnx"));
     let case = &cases[0];
     assert_eq!(case.records.len(), 100);

@@ -3,6 +3,9 @@
 //! case with the user's file and line; validation errors exit 2 before anything runs; no
 //! plug-in child outlives ianvs (checked by scanning /proc for the plug-in files).
 
+mod common;
+use common::{assert_exit, run_quiet};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -195,19 +198,7 @@ fn a_python_basemodel_and_metric_rank_beside_a_builtin_and_keep_stderr() {
         ],
         "    - name: \"plugin_accuracy\"\n      url: \"./metric.py\"\n",
     );
-    let out = ianvs()
-        .arg("run")
-        .arg("-f")
-        .arg(job.bench())
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_quiet(ianvs(), job.bench(), 0);
     let r = job.results();
     assert_eq!(r.len(), 2);
     let (_, py, dir) = &r[1];
@@ -240,19 +231,7 @@ fn run_failing(fail: &str, extra: &str) -> (Job, String) {
         ],
         "",
     );
-    let out = ianvs()
-        .arg("run")
-        .arg("-f")
-        .arg(job.bench())
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_quiet(ianvs(), job.bench(), 1);
     let r = job.results();
     assert_eq!(r.len(), 2, "both cases are recorded");
     assert_eq!(r[1].0, "good");
@@ -491,19 +470,7 @@ fn sednas_miner_file_runs_unchanged_between_builtin_models_in_joint_inference() 
         &[("sedna", &plugin), ("builtin", &builtin)],
         "  hard_example_mining_mode: \"inference-then-mining\"\n",
     );
-    let out = ianvs()
-        .arg("run")
-        .arg("-f")
-        .arg(job.bench())
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_quiet(ianvs(), job.bench(), 0);
     // Routes of every case, by algorithm and threshold.
     let mut routes: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
     for (alg, v, dir) in job.results() {
@@ -563,12 +530,7 @@ fn plugins_mnist_reaches_the_accuracy_of_the_plain_python_run() {
         .arg("--json")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let board: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = board["rows"]
         .as_array()
@@ -660,19 +622,7 @@ fn an_executable_speaking_the_protocol_is_a_plugin_in_any_language() {
     std::fs::write(&exe, RAW_PLUGIN).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = ianvs()
-        .arg("run")
-        .arg("-f")
-        .arg(job.bench())
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_quiet(ianvs(), job.bench(), 0);
     let r = job.results();
     assert_eq!(r[0].1["status"], "ok", "{}", r[0].1);
     // The first feature is class + jitter in [0, 0.5]: Python's round (ties to even)
@@ -705,19 +655,7 @@ fn the_sedna_shim_covers_what_ianvs_examples_import() {
     std::fs::write(job.path().join("model.py"), format!("{header}{MODEL}")).unwrap();
     let (code, err) = validate(&job, None);
     assert_eq!(code, 0, "{err}");
-    let out = ianvs()
-        .arg("run")
-        .arg("-f")
-        .arg(job.bench())
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_quiet(ianvs(), job.bench(), 0);
     let (_, v, dir) = &job.results()[0];
     assert_eq!(v["status"], "ok");
     let log = std::fs::read_to_string(dir.join("plugin-basemodel-Nearest.stderr.log")).unwrap();
@@ -738,12 +676,7 @@ fn editing_a_plugin_file_makes_a_new_case() {
             .arg("--resume")
             .output()
             .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exit(&out, 0);
         job.results()
             .into_iter()
             .map(|(_, v, _)| v["case_id"].as_str().unwrap().to_string())

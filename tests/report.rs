@@ -3,19 +3,15 @@
 //! snapshot, an HTML file with no external reference, and valid PNG/SVG charts of the
 //! expected sizes; every `ianvs run` writes the report, intervals and interval columns.
 
+mod common;
+use common::{assert_exit, ianvs};
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn ianvs() -> Command {
-    let mut c = Command::cargo_bin("ianvs").unwrap();
-    c.env("NO_COLOR", "1");
-    c
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -114,12 +110,7 @@ fn report_of_a_stored_job_matches_its_snapshot() {
     let job = d.path().join("report-fixture");
     copy_dir(&fixtures().join("report/report-fixture"), &job);
     let out = ianvs().arg("report").arg(&job).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("report written"));
 
     let md = std::fs::read_to_string(job.join("report.md")).unwrap();
@@ -192,12 +183,7 @@ fn every_run_writes_report_intervals_and_interval_columns() {
         .args(["--quiet", "--repeat", "2"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let job = ws.path().join("tiny");
     for f in ["report.html", "report.md", "run.json"] {
         assert!(job.join(f).is_file(), "{f} missing");

@@ -2,21 +2,17 @@
 //! verifier sharing its tokenizer, greedy samples through the runtime, and usage errors that
 //! exit 2 before any work.
 
+mod common;
+use common::ianvs;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 fn fortunes(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("datasets/lm/corpus/fortunes")
         .join(name)
-}
-
-fn ianvs() -> Command {
-    let mut c = Command::cargo_bin("ianvs").unwrap();
-    c.env("NO_COLOR", "1");
-    c
 }
 
 /// A tiny shape and schedule with `layers` blocks: seconds, not minutes.

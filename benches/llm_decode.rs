@@ -26,6 +26,11 @@
 //! differ only for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights). `IANVS_BENCH_QUICK=1` measures fewer
 //! steps (a smoke run).
 //!
+//! Side by side with llama.cpp: `bash scripts/build-llama-cpp.sh` builds `llama-bench` from the
+//! llama-cpp-python sdist (PyPI) under `target/llama.cpp/`; with
+//! `IANVS_LLAMA_BENCH=target/llama.cpp/bin/llama-bench` the bench also runs it on each GGUF file
+//! as published, with the same thread count, and prints both rates and their ratio.
+//!
 //! Run: `cargo bench --bench llm_decode` (`IANVS_BENCH_DEVICE=cuda` with `--features cuda` to
 //! put the models on the GPU; the bandwidth row is still the CPU's then).
 
@@ -347,12 +352,77 @@ fn main() -> anyhow::Result<()> {
         plan.v_reps,
         plan.v_reps * 16
     );
+    if let Some(exe) = std::env::var_os("IANVS_LLAMA_BENCH") {
+        side_by_side(Path::new(&exe), &paths, &rows, &plan, threads)?;
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if rows.iter().any(|r| r.load.is_some_and(|l| l > cpus + 0.5)) {
         println!(
             "warning: the 1-minute load exceeded the {cpus} CPUs during some rows: other work \
              competed for the CPU and those rows' absolute numbers are low; compare rows \
              measured together, or rerun on an idle machine"
+        );
+    }
+    Ok(())
+}
+
+/// llama.cpp's `llama-bench` on the same GGUF files and thread count (`IANVS_LLAMA_BENCH`, built
+/// by `scripts/build-llama-cpp.sh`), printed beside this runtime's own-kernel rows. Only the
+/// files as published: requantized variants exist only in this process.
+fn side_by_side(
+    exe: &Path,
+    paths: &[PathBuf],
+    rows: &[Row],
+    plan: &Plan,
+    threads: usize,
+) -> anyhow::Result<()> {
+    println!();
+    println!("| GGUF (native weights, {threads} threads) | ianvs decode tokens/s | llama.cpp tg tokens/s | ianvs / llama.cpp | ianvs prefill tokens/s | llama.cpp pp{} tokens/s | ianvs / llama.cpp |", plan.prefill);
+    println!("|---|---|---|---|---|---|---|");
+    for path in paths.iter().filter(|p| p.is_file()) {
+        let label = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let Some(ours) = rows
+            .iter()
+            .find(|r| r.name.starts_with(&format!("{label} native, own kernels")))
+        else {
+            continue;
+        };
+        let out = std::process::Command::new(exe)
+            .arg("-m")
+            .arg(path)
+            .args(["-t", &threads.to_string()])
+            .args(["-p", &plan.prefill.to_string(), "-n", "32", "-r", "3"])
+            .args(["-o", "json"])
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", exe.display()))?;
+        if !out.status.success() {
+            println!(
+                "| {label} | llama-bench failed: {} |",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            continue;
+        }
+        let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+        let rate = |prompt: bool| {
+            runs.iter()
+                .find(|r| (r["n_prompt"].as_u64().unwrap_or(0) > 0) == prompt)
+                .and_then(|r| r["avg_ts"].as_f64())
+        };
+        let (tg, pp) = (rate(false), rate(true));
+        let ours_tg = 1.0 / percentile(&ours.steps, 0.5);
+        let ratio = |a: f64, b: Option<f64>| b.map_or("–".into(), |b| format!("{:.2}×", a / b));
+        println!(
+            "| {label} | {ours_tg:.1} | {} | {} | {:.1} | {} | {} |",
+            fmt_opt(tg),
+            ratio(ours_tg, tg),
+            ours.prefill_tps,
+            fmt_opt(pp),
+            ratio(ours.prefill_tps, pp)
         );
     }
     Ok(())

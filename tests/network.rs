@@ -581,18 +581,23 @@ fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
     assert!(Frame::read_from(&mut s).is_err());
 
     let endpoint = format!("\"localhost:{}\"", w.port);
-    let ca = format!("\"{}\"", ca.display());
-    let hps = [
-        ("spawn", "\"none\""),
-        ("endpoint", endpoint.as_str()),
-        ("token", "\"tls-t0k\""),
-        ("tls_ca", ca.as_str()),
-    ];
-    let tmp = tempfile::tempdir().unwrap();
-    let bench = job(
-        tmp.path(),
-        &[("tls", algorithm("CloudOnly", "Tcp", &hps, 20))],
-    );
+    // One CloudOnly case through the worker, trusting the CA at `ca`.
+    let tls_job = |name: &str, ca: &Path| {
+        let ca = format!("\"{}\"", ca.display());
+        let hps = [
+            ("spawn", "\"none\""),
+            ("endpoint", endpoint.as_str()),
+            ("token", "\"tls-t0k\""),
+            ("tls_ca", ca.as_str()),
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let bench = job(
+            tmp.path(),
+            &[(name, algorithm("CloudOnly", "Tcp", &hps, 20))],
+        );
+        (tmp, bench)
+    };
+    let (tmp, bench) = tls_job("tls", &ca);
     ok(&run(&bench));
     let c = cases(tmp.path());
     assert_eq!(c[0].metric("cloud-calls"), 20.0);
@@ -601,18 +606,7 @@ fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
     // A CA that did not sign the worker's certificate: the case fails with a TLS error.
     let wrong = tmp.path().join("wrong-ca.pem");
     std::fs::copy(fixture("tls-cert.pem"), &wrong).unwrap();
-    let wrong = format!("\"{}\"", wrong.display());
-    let hps = [
-        ("spawn", "\"none\""),
-        ("endpoint", endpoint.as_str()),
-        ("token", "\"tls-t0k\""),
-        ("tls_ca", wrong.as_str()),
-    ];
-    let tmp = tempfile::tempdir().unwrap();
-    let bench = job(
-        tmp.path(),
-        &[("bad", algorithm("CloudOnly", "Tcp", &hps, 20))],
-    );
+    let (tmp, bench) = tls_job("bad", &wrong);
     let out = run(&bench);
     assert_ne!(out.status.code(), Some(0));
     let c = cases(tmp.path());

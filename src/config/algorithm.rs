@@ -229,16 +229,7 @@ pub(super) fn read_module_hps(
             };
             let key = k.key_text();
             let kp = format!("{ip}.{key}");
-            let Some(vf) = w.map(v, &kp, &["values"], &[]) else {
-                ok = false;
-                continue;
-            };
-            let Some(values) = w.required(&vf, &kp, "values") else {
-                ok = false;
-                continue;
-            };
-            let Some(vals) = values.as_seq().filter(|s| !s.is_empty()) else {
-                w.expected(values, &format!("{kp}.values"), "a non-empty list");
+            let Some(vals) = w.grid_values(v, &kp) else {
                 ok = false;
                 continue;
             };

@@ -165,16 +165,7 @@ fn plugin_hps(w: &mut Walker, mp: &str, mf: &Fields) -> Option<PluginHps> {
             ok = false;
             continue;
         }
-        let Some(vf) = w.map(v, &kp, &["values"], &[]) else {
-            ok = false;
-            continue;
-        };
-        let Some(values) = w.required(&vf, &kp, "values") else {
-            ok = false;
-            continue;
-        };
-        let Some(vals) = values.as_seq().filter(|s| !s.is_empty()) else {
-            w.expected(values, &format!("{kp}.values"), "a non-empty list");
+        let Some(vals) = w.grid_values(v, &kp) else {
             ok = false;
             continue;
         };

@@ -127,6 +127,18 @@ impl Walker<'_> {
         Some(fields)
     }
 
+    /// A hyperparameter's `{values: [...]}` mapping at `path`: its non-empty list of values, or
+    /// `None` with the located error already reported.
+    pub(super) fn grid_values<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        let f = self.map(node, path, &["values"], &[])?;
+        let values = self.required(&f, path, "values")?;
+        let vals = values.as_seq().filter(|s| !s.is_empty());
+        if vals.is_none() {
+            self.expected(values, &format!("{path}.values"), "a non-empty list");
+        }
+        vals
+    }
+
     pub(super) fn required<'n>(
         &mut self,
         f: &Fields<'n>,

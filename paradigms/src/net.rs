@@ -554,6 +554,117 @@ impl CloudClient {
         }
     }
 
+    /// Sends a request without waiting for its answer (which is skipped as stale when a later
+    /// request reads past it). For messages whose answer nobody needs, such as closing a
+    /// session; fails only when the connection is down (it does not reconnect).
+    pub fn send_only(&mut self, payload: &[u8]) -> Result<(), Miss> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Miss::Down("not connected".into()))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = Frame::Request {
+            id,
+            payload: payload.to_vec(),
+        }
+        .encode();
+        if let Err(e) = conn
+            .stream
+            .write_all(&frame)
+            .and_then(|_| conn.stream.flush())
+        {
+            self.conn = None;
+            return Err(Miss::Down(format!("send: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Sends one request whose answer comes as a stream of responses with its id; `on_frame`
+    /// gets each payload, its arrival (seconds since the request was sent) and the worker's
+    /// compute time, and returns true on the last one. Every response has the deadline,
+    /// counted from the previous one (or from sending).
+    pub fn request_stream(
+        &mut self,
+        payload: &[u8],
+        on_frame: &mut dyn FnMut(&[u8], f64, u64) -> bool,
+    ) -> Result<Reply, Miss> {
+        self.counters.requests += 1;
+        if self.conn.is_none() {
+            if let Err(e) = self.open(self.deadline) {
+                self.counters.connection_failures += 1;
+                return Err(Miss::Down(e));
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let t = Instant::now();
+        let frame = Frame::Request {
+            id,
+            payload: payload.to_vec(),
+        }
+        .encode();
+        let mut framing_s = t.elapsed().as_secs_f64();
+        let conn = self.conn.as_mut().expect("connected above");
+        let t_sent = Instant::now();
+        if let Err(e) = conn
+            .stream
+            .write_all(&frame)
+            .and_then(|_| conn.stream.flush())
+        {
+            self.conn = None;
+            self.counters.connection_failures += 1;
+            return Err(Miss::Down(format!("send: {e}")));
+        }
+        let mut wire_down = 0;
+        let mut compute_ns_total = 0u64;
+        let mut until = t_sent + self.deadline;
+        loop {
+            match conn.reader.next(&mut conn.stream, until) {
+                Ok(Some(Frame::Response {
+                    id: rid,
+                    compute_ns,
+                    payload,
+                })) if rid == id => {
+                    let arrival = t_sent.elapsed().as_secs_f64();
+                    // 4-byte length, kind, id, compute time: 21 bytes of header per response.
+                    wire_down += 21 + payload.len();
+                    compute_ns_total += compute_ns;
+                    let t = Instant::now();
+                    let last = on_frame(&payload, arrival, compute_ns);
+                    framing_s += t.elapsed().as_secs_f64();
+                    if last {
+                        self.counters.answered += 1;
+                        return Ok(Reply {
+                            payload: Vec::new(),
+                            round_trip_s: arrival,
+                            compute_s: compute_ns_total as f64 / 1e9,
+                            framing_s,
+                            wire_up: frame.len(),
+                            wire_down,
+                        });
+                    }
+                    until = Instant::now() + self.deadline;
+                }
+                Ok(Some(Frame::Response { .. })) => self.counters.stale_responses_skipped += 1,
+                Ok(Some(f)) => {
+                    self.conn = None;
+                    self.counters.connection_failures += 1;
+                    return Err(Miss::Down(format!("unexpected frame {f:?}")));
+                }
+                Ok(None) => {
+                    self.counters.deadline_misses += 1;
+                    return Err(Miss::Deadline);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    self.counters.connection_failures += 1;
+                    return Err(Miss::Down(e.to_string()));
+                }
+            }
+        }
+    }
+
     /// The worker's load report, or `None` if it does not answer within the deadline.
     pub fn stats(&mut self) -> Option<serde_json::Value> {
         let conn = self.conn.as_mut()?;

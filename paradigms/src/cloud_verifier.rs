@@ -1,0 +1,855 @@
+//! The cloud side of speculative decoding, wherever it runs: in the ianvs process behind the
+//! emulated link ([`LocalVerifier`]), or in an `ianvs serve` worker over a real link
+//! ([`RemoteVerifier`] on the edge, [`LmHost`] in the worker). Both sides run the same
+//! [`VerifySession`] code, seeded the same way, so a generation over TCP is token for token the
+//! one made in-process (tested in `tests/network.rs`).
+//!
+//! ## Messages (the payload of a wire `Request`/`Response`, little-endian)
+//! `op u8 | session u64 | body`; a session is one generation, its KV cache stays in the worker.
+//! - `OPEN`: seed u64, temperature f32, top_k u32, top_p f32, greedy u8, prompt tokens (u32 …)
+//!   → the first token u32 (the verifier's prefill, as verifier-only decoding).
+//! - `VERIFY`: n_feed u32, n_drafts u32, feed tokens (the committed tokens the worker has not
+//!   fed, then the drafts), then q(xᵢ) f32 per draft when sampling → accepted u32, then
+//!   `0 | token u32` (the correction or bonus token) or `1 | p f32 × vocabulary` (sampling, a
+//!   rejection: the edge, which holds q, draws from norm(max(0, p − q))). The worker cuts its
+//!   cache back to the accepted prefix itself.
+//! - `CALIBRATE`: token u32, max u32 → one-token step and (max+1)-token pass seconds, f64 each
+//!   (the `auto` schedule's v; the passes are rolled back).
+//! - `GENERATE` (verifier-only): seed u64, temperature f32, top_k u32, top_p f32, max_new u32,
+//!   stop_at_eos u8, prompt tokens → one response per generated token, streamed as it is made:
+//!   last u8, token u32, top-2 logit margin f32; each carries that step's compute time.
+//! - `CLOSE` → empty (the edge does not wait for it). `ENCODE` text → tokens, `DECODE` tokens
+//!   → text (the worker holds the verifier's tokenizer; used off the clock).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::link::Link;
+use crate::modules::{LanguageModel, LmSession};
+use crate::net::{CloudClient, Miss};
+use crate::sampling::{self, SamplingParams};
+
+pub const OPEN: u8 = 1;
+pub const VERIFY: u8 = 2;
+pub const CALIBRATE: u8 = 3;
+pub const GENERATE: u8 = 4;
+pub const CLOSE: u8 = 5;
+pub const ENCODE: u8 = 6;
+pub const DECODE: u8 = 7;
+
+/// Sessions one worker keeps open at once (over all connections) by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+
+/// What follows the accepted drafts of a round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The verifier's correction (greedy), or the bonus token after a full acceptance.
+    Token(u32),
+    /// Rejection sampling rejected a draft: the verifier's processed distribution there; the
+    /// edge draws the replacement from the residual.
+    Residual(Vec<f32>),
+}
+
+/// The outcome of verifying one chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub accepted: usize,
+    pub next: Next,
+}
+
+/// A cloud answer with the time split the edge sees.
+#[derive(Debug, Clone)]
+pub struct Exchanged<T> {
+    pub value: T,
+    /// The verifier's compute (reported by the worker over a real link).
+    pub compute_s: f64,
+    /// Link time: modelled or slept (emulated), or measured round trip − compute (real:
+    /// network + queueing).
+    pub link_s: f64,
+    /// Message and frame encode/decode on the edge (real link only).
+    pub codec_s: f64,
+    /// Bytes on the link: the protocol's payload (emulated) or whole frames (real).
+    pub up_bytes: usize,
+    pub down_bytes: usize,
+}
+
+impl Exchanged<()> {
+    /// The same exchange carrying `value`, with `codec_s` more coding time.
+    fn with<T>(self, value: T, codec_s: f64) -> Exchanged<T> {
+        Exchanged {
+            value,
+            compute_s: self.compute_s,
+            link_s: self.link_s,
+            codec_s: self.codec_s + codec_s,
+            up_bytes: self.up_bytes,
+            down_bytes: self.down_bytes,
+        }
+    }
+}
+
+/// Why the cloud part of a round has no answer.
+#[derive(Debug)]
+pub enum CloudError {
+    /// The cloud missed the deadline or could not be reached (the policy decides).
+    Miss(Miss),
+    /// Anything else (a bad answer, a model error): fails the case.
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CloudError {
+    fn from(e: anyhow::Error) -> Self {
+        CloudError::Fatal(e)
+    }
+}
+
+impl std::fmt::Display for CloudError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloudError::Miss(m) => write!(f, "{m}"),
+            CloudError::Fatal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// The verifier of one generation as the edge's loop sees it.
+pub trait CloudVerifier {
+    /// Starts the generation: the verifier prefills the prompt and returns the first token.
+    fn open(&mut self, seed: u64, prompt: &[u32]) -> Result<Exchanged<u32>, CloudError>;
+    /// Times a one-token step and a `max + 1`-token pass after the cache (rolled back).
+    fn calibrate(&mut self, token: u32, max: usize) -> Result<(f64, f64), CloudError>;
+    /// Verifies `feed` (`feed.len() - qx_or_drafts` committed tokens, then `n_drafts` drafts).
+    fn verify(
+        &mut self,
+        feed: &[u32],
+        n_drafts: usize,
+        qx: &[f32],
+    ) -> Result<Exchanged<Verdict>, CloudError>;
+    /// Ends the generation (frees the worker's cache).
+    fn close(&mut self);
+}
+
+/// The verifier's state for one generation: its KV cache and the cloud's random stream.
+pub struct VerifySession<'a> {
+    sess: Box<dyn LmSession + 'a>,
+    rng: ChaCha8Rng,
+    params: SamplingParams,
+    greedy: bool,
+}
+
+impl<'a> VerifySession<'a> {
+    /// `seed` is the generation's seed (the edge's drafting stream uses it as is; the cloud's
+    /// stream is derived from it).
+    pub fn new(
+        model: &'a dyn LanguageModel,
+        seed: u64,
+        params: SamplingParams,
+        greedy: bool,
+    ) -> Self {
+        VerifySession {
+            sess: model.new_session(),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0xC10D),
+            params,
+            greedy,
+        }
+    }
+
+    /// Prefills the prompt; its last row gives the first token.
+    pub fn prefill(&mut self, prompt: &[u32]) -> anyhow::Result<u32> {
+        let rows = self.sess.forward(prompt)?;
+        let logits = rows
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("the verifier returned no logits"))?;
+        Ok(if self.greedy {
+            sampling::argmax(logits)?
+        } else {
+            sampling::sample(&sampling::probs(logits, &self.params)?, &mut self.rng)?
+        })
+    }
+
+    /// One pass over `feed` (unfed committed tokens, then `qx.len()`-or-`n_drafts` drafts),
+    /// the acceptance test per draft, and the cache cut back to what is now committed.
+    pub fn verify(&mut self, feed: &[u32], n_drafts: usize, qx: &[f32]) -> anyhow::Result<Verdict> {
+        if n_drafts == 0 || n_drafts >= feed.len() {
+            anyhow::bail!(
+                "a verify chunk needs at least one committed token before {n_drafts} drafts, got {} tokens",
+                feed.len()
+            );
+        }
+        if !self.greedy && qx.len() != n_drafts {
+            anyhow::bail!(
+                "rejection sampling needs q(x) for each of the {n_drafts} drafts, got {}",
+                qx.len()
+            );
+        }
+        let before = self.sess.len();
+        let n_unfed = feed.len() - n_drafts;
+        let drafts = &feed[n_unfed..];
+        let rows = self.sess.forward(feed)?;
+        // rows[n_unfed - 1 + i] is the verifier's distribution for draft i (i = γ: the bonus).
+        let base = n_unfed - 1;
+        let mut k = 0;
+        let mut next = None;
+        for (i, &d) in drafts.iter().enumerate() {
+            let logits = &rows[base + i];
+            if self.greedy {
+                let best = sampling::argmax(logits)?;
+                if best != d {
+                    next = Some(Next::Token(best));
+                    break;
+                }
+            } else {
+                let p = sampling::probs(logits, &self.params)?;
+                let (px, q) = (p[d as usize], qx[i]);
+                let u: f32 = self.rng.random();
+                if !(q > 0.0 && u < (px / q).min(1.0)) {
+                    next = Some(Next::Residual(p));
+                    break;
+                }
+            }
+            k += 1;
+        }
+        let next = match next {
+            Some(n) => n,
+            None => {
+                let logits = &rows[base + n_drafts];
+                Next::Token(if self.greedy {
+                    sampling::argmax(logits)?
+                } else {
+                    sampling::sample(&sampling::probs(logits, &self.params)?, &mut self.rng)?
+                })
+            }
+        };
+        self.sess.truncate(before + n_unfed + k)?;
+        Ok(Verdict { accepted: k, next })
+    }
+
+    /// Best-of-two times of a one-token step and a `max + 1`-token pass, rolled back.
+    pub fn calibrate(&mut self, token: u32, max: usize) -> anyhow::Result<(f64, f64)> {
+        let step = time_pass(self.sess.as_mut(), &[token], 2)?;
+        let wide = time_pass(self.sess.as_mut(), &vec![token; max + 1], 2)?;
+        Ok((step, wide))
+    }
+}
+
+/// Times `forward(tokens)` on a session and rolls it back; the best of `reps`.
+pub fn time_pass(s: &mut dyn LmSession, tokens: &[u32], reps: usize) -> anyhow::Result<f64> {
+    let len = s.len();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        s.forward(tokens)?;
+        best = best.min(t0.elapsed().as_secs_f64());
+        s.truncate(len)?;
+    }
+    Ok(best)
+}
+
+fn tokens_bytes(n: usize) -> usize {
+    4 * n
+}
+
+/// The verifier in the ianvs process, behind the emulated link: each exchange's bytes are the
+/// protocol's payload (see `speculative.rs`) and its time the link model's.
+pub struct LocalVerifier<'a, 'l> {
+    model: &'a dyn LanguageModel,
+    link: &'l mut Link,
+    params: SamplingParams,
+    greedy: bool,
+    session: Option<VerifySession<'a>>,
+}
+
+impl<'a, 'l> LocalVerifier<'a, 'l> {
+    pub fn new(
+        model: &'a dyn LanguageModel,
+        link: &'l mut Link,
+        params: SamplingParams,
+        greedy: bool,
+    ) -> Self {
+        LocalVerifier {
+            model,
+            link,
+            params,
+            greedy,
+            session: None,
+        }
+    }
+
+    fn session(&mut self) -> anyhow::Result<&mut VerifySession<'a>> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the verifier session is not open"))
+    }
+}
+
+impl CloudVerifier for LocalVerifier<'_, '_> {
+    fn open(&mut self, seed: u64, prompt: &[u32]) -> Result<Exchanged<u32>, CloudError> {
+        let session = self.session.insert(VerifySession::new(
+            self.model,
+            seed,
+            self.params,
+            self.greedy,
+        ));
+        let mut ex = self.link.exchange();
+        let up = ex.up(tokens_bytes(prompt.len()));
+        let t0 = Instant::now();
+        let first = session.prefill(prompt)?;
+        let compute_s = t0.elapsed().as_secs_f64();
+        let down = ex.down(tokens_bytes(1));
+        Ok(Exchanged {
+            value: first,
+            compute_s,
+            link_s: up.seconds + down.seconds,
+            codec_s: 0.0,
+            up_bytes: up.bytes,
+            down_bytes: down.bytes,
+        })
+    }
+
+    fn calibrate(&mut self, token: u32, max: usize) -> Result<(f64, f64), CloudError> {
+        Ok(self.session()?.calibrate(token, max)?)
+    }
+
+    fn verify(
+        &mut self,
+        feed: &[u32],
+        n_drafts: usize,
+        qx: &[f32],
+    ) -> Result<Exchanged<Verdict>, CloudError> {
+        let greedy = self.greedy;
+        let vocab = self.model.vocab_size();
+        // Up: the drafts (+ q(x) scalars when sampling); every committed token but a residual
+        // draw was produced by the cloud itself, so the emulation counts only the drafts.
+        let mut ex = self.link.exchange();
+        let up = ex.up(tokens_bytes(n_drafts) + if greedy { 0 } else { 4 * n_drafts });
+        let t0 = Instant::now();
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the verifier session is not open"))?;
+        let verdict = session.verify(feed, n_drafts, qx)?;
+        let compute_s = t0.elapsed().as_secs_f64();
+        // Down: accepted count + token, or the token slot + p over the vocabulary.
+        let down_bytes = match verdict.next {
+            Next::Token(_) => tokens_bytes(2),
+            Next::Residual(_) => tokens_bytes(1) + 4 * vocab,
+        };
+        let down = ex.down(down_bytes);
+        Ok(Exchanged {
+            value: verdict,
+            compute_s,
+            link_s: up.seconds + down.seconds,
+            codec_s: 0.0,
+            up_bytes: up.bytes,
+            down_bytes: down.bytes,
+        })
+    }
+
+    fn close(&mut self) {
+        self.session = None;
+    }
+}
+
+// ---- message encoding -------------------------------------------------------------------
+
+fn put_u32s(out: &mut Vec<u8>, v: &[u32]) {
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+fn put_params(out: &mut Vec<u8>, seed: u64, p: &SamplingParams) {
+    out.extend_from_slice(&seed.to_le_bytes());
+    out.extend_from_slice(&p.temperature.to_le_bytes());
+    out.extend_from_slice(&(p.top_k as u32).to_le_bytes());
+    out.extend_from_slice(&p.top_p.to_le_bytes());
+}
+
+fn header(op: u8, session: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    v.push(op);
+    v.extend_from_slice(&session.to_le_bytes());
+    v
+}
+
+/// A cursor over a message body with located errors.
+struct Cur<'b> {
+    b: &'b [u8],
+    at: usize,
+}
+
+impl<'b> Cur<'b> {
+    fn take(&mut self, n: usize) -> anyhow::Result<&'b [u8]> {
+        let s = self.b.get(self.at..self.at + n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "speculative message truncated: {} bytes, needed {} at offset {}",
+                self.b.len(),
+                n,
+                self.at
+            )
+        })?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> anyhow::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> anyhow::Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> anyhow::Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn f32(&mut self) -> anyhow::Result<f32> {
+        Ok(f32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn f64(&mut self) -> anyhow::Result<f64> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn rest(&mut self) -> &'b [u8] {
+        let r = &self.b[self.at.min(self.b.len())..];
+        self.at = self.b.len();
+        r
+    }
+    fn u32s(&mut self, n: usize) -> anyhow::Result<Vec<u32>> {
+        Ok(self
+            .take(4 * n)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+    fn f32s(&mut self, n: usize) -> anyhow::Result<Vec<f32>> {
+        Ok(self
+            .take(4 * n)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+    fn params(&mut self) -> anyhow::Result<(u64, SamplingParams)> {
+        let seed = self.u64()?;
+        let p = SamplingParams {
+            temperature: self.f32()?,
+            top_k: self.u32()? as usize,
+            top_p: self.f32()?,
+            seed,
+        };
+        p.validate()?;
+        Ok((seed, p))
+    }
+    fn rest_u32s(&mut self) -> anyhow::Result<Vec<u32>> {
+        let r = self.rest();
+        if !r.len().is_multiple_of(4) {
+            anyhow::bail!("token list of {} bytes is not a multiple of 4", r.len());
+        }
+        Ok(r.chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+}
+
+// ---- the edge over a real link ---------------------------------------------------------
+
+/// The verifier in an `ianvs serve` worker, reached through the edge's [`CloudClient`]. Each
+/// generation is one session id on the worker.
+pub struct RemoteVerifier<'c> {
+    pub client: &'c mut CloudClient,
+    session: u64,
+    params: SamplingParams,
+    greedy: bool,
+    open: bool,
+}
+
+/// Session ids: unique per process and connection lifetime (the worker keys by connection).
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn miss(m: Miss) -> CloudError {
+    CloudError::Miss(m)
+}
+
+impl<'c> RemoteVerifier<'c> {
+    pub fn new(client: &'c mut CloudClient, params: SamplingParams, greedy: bool) -> Self {
+        RemoteVerifier {
+            client,
+            session: 0,
+            params,
+            greedy,
+            open: false,
+        }
+    }
+
+    /// One request/response with the time split: compute from the worker, the rest of the
+    /// round trip is network + queueing, message and frame coding is codec.
+    fn ask(
+        &mut self,
+        payload: Vec<u8>,
+        codec_s: f64,
+    ) -> Result<(Vec<u8>, Exchanged<()>), CloudError> {
+        let r = self.client.request(&payload).map_err(miss)?;
+        Ok((
+            r.payload,
+            Exchanged {
+                value: (),
+                compute_s: r.compute_s,
+                link_s: (r.round_trip_s - r.compute_s).max(0.0),
+                codec_s: codec_s + r.framing_s,
+                up_bytes: r.wire_up,
+                down_bytes: r.wire_down,
+            },
+        ))
+    }
+}
+
+impl CloudVerifier for RemoteVerifier<'_> {
+    fn open(&mut self, seed: u64, prompt: &[u32]) -> Result<Exchanged<u32>, CloudError> {
+        let t = Instant::now();
+        self.session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+        let mut m = header(OPEN, self.session);
+        put_params(&mut m, seed, &self.params);
+        m.push(self.greedy as u8);
+        put_u32s(&mut m, prompt);
+        let codec = t.elapsed().as_secs_f64();
+        self.open = true;
+        let (body, ex) = self.ask(m, codec)?;
+        let t = Instant::now();
+        let first = Cur { b: &body, at: 0 }.u32()?;
+        Ok(ex.with(first, t.elapsed().as_secs_f64()))
+    }
+
+    fn calibrate(&mut self, token: u32, max: usize) -> Result<(f64, f64), CloudError> {
+        let mut m = header(CALIBRATE, self.session);
+        m.extend_from_slice(&token.to_le_bytes());
+        m.extend_from_slice(&(max as u32).to_le_bytes());
+        let (body, _) = self.ask(m, 0.0)?;
+        let mut c = Cur { b: &body, at: 0 };
+        Ok((c.f64()?, c.f64()?))
+    }
+
+    fn verify(
+        &mut self,
+        feed: &[u32],
+        n_drafts: usize,
+        qx: &[f32],
+    ) -> Result<Exchanged<Verdict>, CloudError> {
+        let t = Instant::now();
+        let mut m = header(VERIFY, self.session);
+        m.extend_from_slice(&(feed.len() as u32).to_le_bytes());
+        m.extend_from_slice(&(n_drafts as u32).to_le_bytes());
+        put_u32s(&mut m, feed);
+        if !self.greedy {
+            for q in qx {
+                m.extend_from_slice(&q.to_le_bytes());
+            }
+        }
+        let codec = t.elapsed().as_secs_f64();
+        let (body, ex) = self.ask(m, codec)?;
+        let t = Instant::now();
+        let mut c = Cur { b: &body, at: 0 };
+        let accepted = c.u32()? as usize;
+        if accepted > n_drafts {
+            return Err(CloudError::Fatal(anyhow::anyhow!(
+                "the worker accepted {accepted} of {n_drafts} drafts"
+            )));
+        }
+        let next = match c.u8()? {
+            0 => Next::Token(c.u32()?),
+            1 => {
+                let n = (body.len() - c.at) / 4;
+                Next::Residual(c.f32s(n)?)
+            }
+            k => {
+                return Err(CloudError::Fatal(anyhow::anyhow!(
+                    "unknown verdict kind {k} from the worker"
+                )))
+            }
+        };
+        Ok(ex.with(Verdict { accepted, next }, t.elapsed().as_secs_f64()))
+    }
+
+    fn close(&mut self) {
+        if std::mem::take(&mut self.open) {
+            let _ = self.client.send_only(&header(CLOSE, self.session));
+        }
+    }
+}
+
+impl Drop for RemoteVerifier<'_> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// One token of a streamed verifier-only generation, as the edge received it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamedToken {
+    pub token: u32,
+    pub margin: f32,
+    /// Arrival at the edge, seconds since the request was sent.
+    pub arrival_s: f64,
+    /// The worker's compute for this token (prefill for the first).
+    pub compute_s: f64,
+}
+
+/// A verifier-only generation in the worker, streamed token by token.
+pub struct Streamed {
+    pub tokens: Vec<StreamedToken>,
+    pub codec_s: f64,
+    pub up_bytes: usize,
+    pub down_bytes: usize,
+}
+
+/// Asks the worker for a verifier-only generation; every token has the request's deadline.
+pub fn generate(
+    client: &mut CloudClient,
+    seed: u64,
+    params: &SamplingParams,
+    max_new_tokens: usize,
+    stop_at_eos: bool,
+    prompt: &[u32],
+) -> Result<Streamed, CloudError> {
+    let t = Instant::now();
+    let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let mut m = header(GENERATE, session);
+    put_params(&mut m, seed, params);
+    m.extend_from_slice(&(max_new_tokens as u32).to_le_bytes());
+    m.push(stop_at_eos as u8);
+    put_u32s(&mut m, prompt);
+    let mut codec_s = t.elapsed().as_secs_f64();
+    let mut tokens = Vec::new();
+    let mut bad: Option<anyhow::Error> = None;
+    let r = client
+        .request_stream(&m, &mut |body, arrival_s, compute_ns| {
+            let t = Instant::now();
+            let mut c = Cur { b: body, at: 0 };
+            let parsed = (|| -> anyhow::Result<(bool, u32, f32)> {
+                Ok((c.u8()? == 1, c.u32()?, c.f32()?))
+            })();
+            codec_s += t.elapsed().as_secs_f64();
+            match parsed {
+                Ok((last, token, margin)) => {
+                    tokens.push(StreamedToken {
+                        token,
+                        margin,
+                        arrival_s,
+                        compute_s: compute_ns as f64 / 1e9,
+                    });
+                    last
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    true
+                }
+            }
+        })
+        .map_err(miss)?;
+    if let Some(e) = bad {
+        return Err(CloudError::Fatal(e));
+    }
+    Ok(Streamed {
+        tokens,
+        codec_s: codec_s + r.framing_s,
+        up_bytes: r.wire_up,
+        down_bytes: r.wire_down,
+    })
+}
+
+/// The worker's tokenizer: text → token ids (off the clock).
+pub fn encode(client: &mut CloudClient, text: &str) -> anyhow::Result<Vec<u32>> {
+    let mut m = header(ENCODE, 0);
+    m.extend_from_slice(text.as_bytes());
+    let r = client
+        .request(&m)
+        .map_err(|e| anyhow::anyhow!("tokenizing a prompt in the worker: {e}"))?;
+    Cur {
+        b: &r.payload,
+        at: 0,
+    }
+    .rest_u32s()
+}
+
+/// The worker's tokenizer: token ids → text (off the clock).
+pub fn decode(client: &mut CloudClient, ids: &[u32]) -> anyhow::Result<String> {
+    let mut m = header(DECODE, 0);
+    put_u32s(&mut m, ids);
+    let r = client
+        .request(&m)
+        .map_err(|e| anyhow::anyhow!("detokenizing an output in the worker: {e}"))?;
+    Ok(String::from_utf8_lossy(&r.payload).into_owned())
+}
+
+// ---- the worker ----------------------------------------------------------------------------
+
+/// A worker connection's verifier sessions over one hosted model. Dropped with the
+/// connection, which frees every session it still holds.
+pub struct LmHost<'a> {
+    model: &'a dyn LanguageModel,
+    sessions: HashMap<u64, VerifySession<'a>>,
+    open: &'a AtomicUsize,
+    limit: usize,
+}
+
+impl<'a> LmHost<'a> {
+    /// `open` counts the sessions of every connection of the worker; `limit` caps it.
+    pub fn new(model: &'a dyn LanguageModel, open: &'a AtomicUsize, limit: usize) -> Self {
+        LmHost {
+            model,
+            sessions: HashMap::new(),
+            open,
+            limit,
+        }
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn session(&mut self, id: u64) -> anyhow::Result<&mut VerifySession<'a>> {
+        self.sessions.get_mut(&id).ok_or_else(|| {
+            anyhow::anyhow!("no open session {id} on this connection (closed, or never opened)")
+        })
+    }
+
+    /// Handles one message; `emit(payload, compute_ns, last)` sends each response (several
+    /// for a streamed generation).
+    pub fn handle(
+        &mut self,
+        msg: &[u8],
+        emit: &mut dyn FnMut(Vec<u8>, u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut c = Cur { b: msg, at: 0 };
+        let op = c.u8()?;
+        let id = c.u64()?;
+        let t = Instant::now();
+        let ns = |t: Instant| t.elapsed().as_nanos() as u64;
+        match op {
+            OPEN => {
+                let (seed, params) = c.params()?;
+                let greedy = c.u8()? == 1;
+                let prompt = c.rest_u32s()?;
+                if prompt.is_empty() {
+                    anyhow::bail!("session {id}: an empty prompt");
+                }
+                // Reopening an id replaces its session; a new one must fit under the limit.
+                if self.sessions.remove(&id).is_none()
+                    && self.open.fetch_add(1, Ordering::SeqCst) >= self.limit
+                {
+                    self.open.fetch_sub(1, Ordering::SeqCst);
+                    anyhow::bail!(
+                        "the worker holds {} sessions already (its limit, --max-sessions)",
+                        self.limit
+                    );
+                }
+                let mut s = VerifySession::new(self.model, seed, params, greedy);
+                let first = match s.prefill(&prompt) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.open.fetch_sub(1, Ordering::SeqCst);
+                        return Err(e);
+                    }
+                };
+                self.sessions.insert(id, s);
+                emit(first.to_le_bytes().to_vec(), ns(t))
+            }
+            VERIFY => {
+                let n_feed = c.u32()? as usize;
+                let n_drafts = c.u32()? as usize;
+                let feed = c.u32s(n_feed)?;
+                let s = self.session(id)?;
+                let qx = if s.greedy {
+                    Vec::new()
+                } else {
+                    c.f32s(n_drafts)?
+                };
+                let v = s.verify(&feed, n_drafts, &qx)?;
+                let compute = ns(t);
+                let mut out = (v.accepted as u32).to_le_bytes().to_vec();
+                match v.next {
+                    Next::Token(tok) => {
+                        out.push(0);
+                        out.extend_from_slice(&tok.to_le_bytes());
+                    }
+                    Next::Residual(p) => {
+                        out.push(1);
+                        for x in p {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+                emit(out, compute)
+            }
+            CALIBRATE => {
+                let token = c.u32()?;
+                let max = c.u32()? as usize;
+                let (step, wide) = self.session(id)?.calibrate(token, max)?;
+                let mut out = step.to_le_bytes().to_vec();
+                out.extend_from_slice(&wide.to_le_bytes());
+                emit(out, ns(t))
+            }
+            GENERATE => {
+                let (seed, params) = c.params()?;
+                let max_new = c.u32()? as usize;
+                let stop_at_eos = c.u8()? == 1;
+                let prompt = c.rest_u32s()?;
+                if prompt.is_empty() || max_new == 0 {
+                    anyhow::bail!("session {id}: an empty prompt or max_new_tokens 0");
+                }
+                let eog = self.model.eog_ids();
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut sess = self.model.new_session();
+                let mut feed = prompt;
+                let mut n = 0;
+                loop {
+                    let t = Instant::now();
+                    let rows = sess.forward(&feed)?;
+                    let logits = rows
+                        .last()
+                        .ok_or_else(|| anyhow::anyhow!("the verifier returned no logits"))?;
+                    let margin = crate::speculative::top2_margin(logits);
+                    let tok = if params.is_greedy() {
+                        sampling::argmax(logits)?
+                    } else {
+                        sampling::sample(&sampling::probs(logits, &params)?, &mut rng)?
+                    };
+                    n += 1;
+                    let last = n >= max_new || (stop_at_eos && eog.contains(&tok));
+                    let compute = ns(t);
+                    let mut out = vec![last as u8];
+                    out.extend_from_slice(&tok.to_le_bytes());
+                    out.extend_from_slice(&margin.to_le_bytes());
+                    emit(out, compute)?;
+                    if last {
+                        return Ok(());
+                    }
+                    feed = vec![tok];
+                }
+            }
+            CLOSE => {
+                if self.sessions.remove(&id).is_some() {
+                    self.open.fetch_sub(1, Ordering::SeqCst);
+                }
+                emit(Vec::new(), 0)
+            }
+            ENCODE => {
+                let text = std::str::from_utf8(c.rest())
+                    .map_err(|e| anyhow::anyhow!("a prompt that is not UTF-8: {e}"))?;
+                let ids = self.model.encode(text)?;
+                let mut out = Vec::with_capacity(4 * ids.len());
+                put_u32s(&mut out, &ids);
+                emit(out, ns(t))
+            }
+            DECODE => {
+                let ids = c.rest_u32s()?;
+                emit(self.model.decode(&ids)?.into_bytes(), ns(t))
+            }
+            k => anyhow::bail!("unknown speculative message {k} (valid: 1..=7)"),
+        }
+    }
+}
+
+impl Drop for LmHost<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(self.sessions.len(), Ordering::SeqCst);
+    }
+}

@@ -627,8 +627,7 @@ impl CloudClient {
                     payload,
                 })) if rid == id => {
                     let arrival = t_sent.elapsed().as_secs_f64();
-                    // 4-byte length, kind, id, compute time: 21 bytes of header per response.
-                    wire_down += 21 + payload.len();
+                    wire_down += crate::wire::RESPONSE_HEADER_BYTES + payload.len();
                     compute_ns_total += compute_ns;
                     let t = Instant::now();
                     let last = on_frame(&payload, arrival, compute_ns);
@@ -975,10 +974,10 @@ mod tests {
         };
         let proxy = Proxy::start(addr, spec).unwrap();
         let mut c = client(proxy.addr, 5_000);
-        // 5,000 payload bytes + 17 header bytes up at 1 Mbit/s: 40.1 ms; back at 100 Mbit/s:
+        // 5,000 payload bytes + 13 header bytes up at 1 Mbit/s: 40.1 ms; back at 100 Mbit/s:
         // 0.4 ms; plus 40 ms RTT.
         let r = c.request(&[7u8; 5000]).unwrap();
-        let predicted = 0.040 + 5017.0 * 8.0 / 1e6 + 5021.0 * 8.0 / 100e6;
+        let predicted = 0.040 + 5013.0 * 8.0 / 1e6 + 5021.0 * 8.0 / 100e6;
         assert!(
             r.round_trip_s >= predicted,
             "{} < {predicted}",

@@ -853,3 +853,135 @@ impl Drop for LmHost<'_> {
         self.open.fetch_sub(self.sessions.len(), Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4-token toy LM: the next token is (last + 1) mod 4, with a clear margin.
+    struct Counter;
+    struct CounterSession(Vec<u32>);
+    impl LanguageModel for Counter {
+        fn describe(&self) -> String {
+            "counter".into()
+        }
+        fn vocab_size(&self) -> usize {
+            4
+        }
+        fn vocab_fingerprint(&self) -> u64 {
+            4
+        }
+        fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+            Ok(text.bytes().map(|b| u32::from(b) % 4).collect())
+        }
+        fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+            Ok(ids.iter().map(|i| i.to_string()).collect())
+        }
+        fn eos_id(&self) -> Option<u32> {
+            None
+        }
+        fn weight_bytes(&self) -> usize {
+            0
+        }
+        fn new_session(&self) -> Box<dyn LmSession + '_> {
+            Box::new(CounterSession(Vec::new()))
+        }
+    }
+    impl LmSession for CounterSession {
+        fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<Vec<f32>>> {
+            Ok(tokens
+                .iter()
+                .map(|&t| {
+                    self.0.push(t);
+                    (0..4)
+                        .map(|v| if v == (t + 1) % 4 { 3.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect())
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn truncate(&mut self, len: usize) -> anyhow::Result<()> {
+            self.0.truncate(len);
+            Ok(())
+        }
+    }
+
+    fn open_msg(session: u64, prompt: &[u32]) -> Vec<u8> {
+        let mut m = header(OPEN, session);
+        put_params(&mut m, 7, &SamplingParams::greedy());
+        m.push(1);
+        put_u32s(&mut m, prompt);
+        m
+    }
+
+    fn ask(host: &mut LmHost, msg: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        host.handle(msg, &mut |p, _| {
+            out.push(p);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Sessions: verification cuts the cache back to the accepted prefix, the limit holds over
+    /// the worker, closing and dropping the connection free them, unknown ones are errors.
+    #[test]
+    fn sessions_verify_truncate_and_respect_the_limit() {
+        let open = AtomicUsize::new(0);
+        let mut host = LmHost::new(&Counter, &open, 1);
+        let first = ask(&mut host, &open_msg(1, &[0, 1])).unwrap();
+        assert_eq!(first, vec![2u32.to_le_bytes().to_vec()]);
+        assert_eq!(open.load(Ordering::SeqCst), 1);
+        // Feed [2] then drafts 3, 0, 2: the first two match the counter, the third does not.
+        let mut v = header(VERIFY, 1);
+        v.extend_from_slice(&4u32.to_le_bytes());
+        v.extend_from_slice(&3u32.to_le_bytes());
+        put_u32s(&mut v, &[2, 3, 0, 2]);
+        let r = ask(&mut host, &v).unwrap();
+        let mut c = Cur { b: &r[0], at: 0 };
+        assert_eq!(
+            (c.u32().unwrap(), c.u8().unwrap(), c.u32().unwrap()),
+            (2, 0, 1)
+        );
+        // Prompt (2) + the unfed token + 2 accepted drafts stay cached.
+        assert_eq!(host.sessions[&1].sess.len(), 5);
+        let e = ask(&mut host, &open_msg(2, &[0])).unwrap_err();
+        assert!(e.to_string().contains("--max-sessions"), "{e}");
+        ask(&mut host, &header(CLOSE, 1)).unwrap();
+        assert_eq!(open.load(Ordering::SeqCst), 0);
+        let e = ask(&mut host, &v).unwrap_err();
+        assert!(e.to_string().contains("no open session 1"), "{e}");
+        ask(&mut host, &open_msg(2, &[0])).unwrap();
+        assert_eq!(open.load(Ordering::SeqCst), 1);
+        drop(host);
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            0,
+            "a dropped connection frees its sessions"
+        );
+    }
+
+    /// A streamed verifier-only generation stops at max_new_tokens, the last marked.
+    #[test]
+    fn generate_streams_one_response_per_token() {
+        let open = AtomicUsize::new(0);
+        let mut host = LmHost::new(&Counter, &open, 4);
+        let mut m = header(GENERATE, 9);
+        put_params(&mut m, 7, &SamplingParams::greedy());
+        m.extend_from_slice(&3u32.to_le_bytes());
+        m.push(1);
+        put_u32s(&mut m, &[1]);
+        let out = ask(&mut host, &m).unwrap();
+        let toks: Vec<(u8, u32)> = out
+            .iter()
+            .map(|b| {
+                let mut c = Cur { b, at: 0 };
+                (c.u8().unwrap(), c.u32().unwrap())
+            })
+            .collect();
+        assert_eq!(toks, vec![(0, 2), (0, 3), (1, 0)]);
+        assert!(ask(&mut host, &[99, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+}

@@ -413,7 +413,7 @@ impl Paradigm for JointInference {
                 };
                 ctx.progress
                     .set_message("cloud worker: connecting; it builds and trains the cloud model");
-                Some(RealLink::open(spec, header.encode(train))?)
+                Some(RealLink::open(spec, header.encode(train), ctx.cache)?)
             }
             None => None,
         };

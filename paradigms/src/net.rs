@@ -12,6 +12,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -687,7 +688,7 @@ impl CloudClient {
 /// group (a Ctrl-C at the terminal reaches ianvs, which stops it), is killed when this value
 /// drops, and exits by itself when ianvs dies (it watches its stdin, a pipe from ianvs).
 pub struct LocalWorker {
-    child: Child,
+    child: std::sync::Mutex<Child>,
     pub addr: SocketAddr,
     pub token: String,
 }
@@ -747,18 +748,44 @@ impl LocalWorker {
             }
         };
         let addr = resolve(&addr)?;
-        Ok(LocalWorker { child, addr, token })
+        Ok(LocalWorker {
+            child: std::sync::Mutex::new(child),
+            addr,
+            token,
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().map_or(0, |c| c.id())
+    }
+
+    /// Whether the process still runs.
+    pub fn is_alive(&self) -> bool {
+        self.child
+            .lock()
+            .is_ok_and(|mut c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The job's worker: started by the first case that needs one and shared by every later
+    /// case of the job (a worker hosts each distinct setup once, so cases with the same cloud
+    /// model or verifier do not train or load it again); stopped when the job ends. If it has
+    /// died, the case gets a worker of its own.
+    pub fn for_job(cache: &crate::paradigm::JobCache) -> anyhow::Result<Arc<LocalWorker>> {
+        let shared =
+            cache.get_or_try_insert("ianvs-serve spawn: local", || LocalWorker::spawn(&[]))?;
+        if shared.is_alive() {
+            return Ok(shared);
+        }
+        Ok(Arc::new(LocalWorker::spawn(&[])?))
     }
 }
 
 impl Drop for LocalWorker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(c) = self.child.get_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -792,7 +819,8 @@ pub fn random_token() -> String {
 /// proxy (when shaping or faults are set) and the client.
 pub struct RealLink {
     pub spec: RealLinkSpec,
-    pub worker: Option<LocalWorker>,
+    /// The job's spawned worker (shared by its cases), when `spawn: local`.
+    pub worker: Option<Arc<LocalWorker>>,
     pub proxy: Option<Proxy>,
     pub client: CloudClient,
     /// The worker's address (not the proxy's).
@@ -800,10 +828,15 @@ pub struct RealLink {
 }
 
 impl RealLink {
-    /// Starts (or reaches) the worker, the proxy if any, and hands the worker its setup.
-    pub fn open(spec: RealLinkSpec, setup: Vec<u8>) -> anyhow::Result<Self> {
+    /// Starts (or reaches) the worker, the proxy if any, and hands the worker its setup. A
+    /// spawned worker is the job's ([`LocalWorker::for_job`]).
+    pub fn open(
+        spec: RealLinkSpec,
+        setup: Vec<u8>,
+        job: &crate::paradigm::JobCache,
+    ) -> anyhow::Result<Self> {
         let (worker, addr, token) = if spec.spawn_local {
-            let w = LocalWorker::spawn(&[])?;
+            let w = LocalWorker::for_job(job)?;
             let (a, t) = (w.addr, w.token.clone());
             (Some(w), a, t)
         } else {

@@ -61,7 +61,7 @@ const SLOTS: &[ModuleSlot] = &[
     ModuleSlot {
         module_type: "link",
         required: false,
-        help: "the emulated edge-cloud network (default: a 1 ms, 100 Mbit/s LAN)",
+        help: "the edge-cloud network: Emulated (default: a 1 ms, 100 Mbit/s LAN), or Tcp (the verifier runs in an `ianvs serve` worker)",
     },
 ];
 

@@ -107,7 +107,7 @@ pub fn run(
     };
     ctx.progress
         .set_message("cloud worker: connecting; it loads the verifier");
-    let mut real = RealLink::open(spec, header.encode(None))?;
+    let mut real = RealLink::open(spec, header.encode(None), ctx.cache)?;
     let ready = real.client.ready.clone();
     let eog: Vec<u32> = ready["eog_ids"]
         .as_array()

@@ -18,7 +18,8 @@
 //! - `GENERATE` (verifier-only): seed u64, temperature f32, top_k u32, top_p f32, max_new u32,
 //!   stop_at_eos u8, prompt tokens → one response per generated token, streamed as it is made:
 //!   last u8, token u32, top-2 logit margin f32; each carries that step's compute time.
-//! - `CLOSE` → empty (the edge does not wait for it). `ENCODE` text → tokens, `DECODE` tokens
+//! - `CLOSE` → no response (the edge does not wait; a CLOSE lost on the way, e.g. in an outage,
+//!   leaves the session until the connection closes). `ENCODE` text → tokens, `DECODE` tokens
 //!   → text (the worker holds the verifier's tokenizer; used off the clock).
 
 use std::collections::HashMap;
@@ -711,8 +712,8 @@ impl<'a> LmHost<'a> {
         })
     }
 
-    /// Handles one message; `emit(payload, compute_ns, last)` sends each response (several
-    /// for a streamed generation).
+    /// Handles one message; `emit(payload, compute_ns)` sends each response (several for a
+    /// streamed generation, none for `CLOSE`).
     pub fn handle(
         &mut self,
         msg: &[u8],
@@ -825,11 +826,12 @@ impl<'a> LmHost<'a> {
                     feed = vec![tok];
                 }
             }
+            // No answer: the edge does not wait for one.
             CLOSE => {
                 if self.sessions.remove(&id).is_some() {
                     self.open.fetch_sub(1, Ordering::SeqCst);
                 }
-                emit(Vec::new(), 0)
+                Ok(())
             }
             ENCODE => {
                 let text = std::str::from_utf8(c.rest())
@@ -949,7 +951,7 @@ mod tests {
         assert_eq!(host.sessions[&1].sess.len(), 5);
         let e = ask(&mut host, &open_msg(2, &[0])).unwrap_err();
         assert!(e.to_string().contains("--max-sessions"), "{e}");
-        ask(&mut host, &header(CLOSE, 1)).unwrap();
+        assert!(ask(&mut host, &header(CLOSE, 1)).unwrap().is_empty());
         assert_eq!(open.load(Ordering::SeqCst), 0);
         let e = ask(&mut host, &v).unwrap_err();
         assert!(e.to_string().contains("no open session 1"), "{e}");

@@ -555,9 +555,9 @@ impl CloudClient {
         }
     }
 
-    /// Sends a request without waiting for its answer (which is skipped as stale when a later
-    /// request reads past it). For messages whose answer nobody needs, such as closing a
-    /// session; fails only when the connection is down (it does not reconnect).
+    /// Sends a request without waiting for an answer (the worker sends none for such
+    /// messages, e.g. closing a session; one that came would be skipped as stale). Fails only
+    /// when the connection is down (it does not reconnect).
     pub fn send_only(&mut self, payload: &[u8]) -> Result<(), Miss> {
         let conn = self
             .conn

@@ -965,6 +965,76 @@ mod tests {
         );
     }
 
+    /// Passes `budget` verify rounds to the in-process verifier, then misses every round.
+    struct Flaky<'a, 'l> {
+        inner: LocalVerifier<'a, 'l>,
+        budget: usize,
+    }
+    impl CloudVerifier for Flaky<'_, '_> {
+        fn open(&mut self, seed: u64, prompt: &[u32]) -> Result<Exchanged<u32>, CloudError> {
+            self.inner.open(seed, prompt)
+        }
+        fn calibrate(&mut self, t: u32, max: usize) -> Result<(f64, f64), CloudError> {
+            self.inner.calibrate(t, max)
+        }
+        fn verify(
+            &mut self,
+            feed: &[u32],
+            n: usize,
+            qx: &[f32],
+        ) -> Result<Exchanged<Verdict>, CloudError> {
+            if self.budget == 0 {
+                return Err(CloudError::Miss(Miss::Deadline));
+            }
+            self.budget -= 1;
+            self.inner.verify(feed, n, qx)
+        }
+        fn close(&mut self) {
+            self.inner.close()
+        }
+    }
+
+    /// A cloud that stops answering mid-generation: `fallback` finishes on the drafter and
+    /// counts the unverified tokens (the round's drafts and everything after); `fail` fails.
+    #[test]
+    fn a_miss_mid_generation_falls_back_or_fails_by_policy() {
+        use crate::speculative::{speculative_with, Generation, Schedule, Verification};
+        let gen = Generation {
+            params: SamplingParams::greedy(),
+            max_new_tokens: 12,
+            stop_at_eos: false,
+        };
+        let mut link = Link::new(crate::link::LinkSpec::lan(0));
+        let run = |policy, link: &mut Link| {
+            let mut cloud = Flaky {
+                inner: LocalVerifier::new(&Counter, link, gen.params, true),
+                budget: 1,
+            };
+            speculative_with(
+                &Counter,
+                &mut cloud,
+                &[],
+                &[0, 1],
+                &gen,
+                2,
+                Schedule::Constant,
+                Verification::Greedy,
+                policy,
+                0,
+            )
+        };
+        let r = run(crate::net::OnFailure::Fallback, &mut link).unwrap();
+        // The counter continues 2, 3, 0, 1, …: the first token and one verified round (2
+        // drafts + bonus) are verified, the other 8 are the drafter's alone.
+        let want: Vec<u32> = (0..12).map(|i| (2 + i) % 4).collect();
+        assert_eq!(r.output_tokens, want);
+        assert_eq!(r.fallback_tokens, 8);
+        assert_eq!((r.verifier_calls, r.drafted, r.accepted), (2, 2, 2));
+        assert_eq!(r.token_times_s.len(), 12);
+        let e = run(crate::net::OnFailure::Fail, &mut link).unwrap_err();
+        assert!(e.to_string().contains("on_cloud_failure is `fail`"), "{e}");
+    }
+
     /// A streamed verifier-only generation stops at max_new_tokens, the last marked.
     #[test]
     fn generate_streams_one_response_per_token() {

@@ -8,7 +8,13 @@
 //! an encoded sample; the worker decodes it with the case's codec, runs the model (on a blocking
 //! thread, so connections are served concurrently) and answers with the 8-byte answer and its
 //! own compute time. `StatsQuery` returns its load: requests served, queue depth (requests
-//! received and not yet answered), compute time, connections.
+//! received and not yet answered), compute time, connections, open verifier sessions.
+//!
+//! A `Setup` naming a `verifier` (speculative decoding) loads that language model instead, once
+//! per distinct setup; each connection then gets a thread that owns its generations' sessions
+//! (KV caches) and answers the messages of `ianvs_paradigms::cloud_verifier` (open, verify,
+//! calibrate, a streamed verifier-only generation, close, tokenize). The sessions are freed on
+//! `CLOSE` and when the connection ends; `--max-sessions` caps them over all connections.
 //!
 //! Binding: loopback by default; any other address requires a token (given with `--token` or
 //! `IANVS_TOKEN`, else generated and printed).

@@ -598,14 +598,15 @@ fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
 
     let endpoint = format!("\"localhost:{}\"", w.port);
     // One CloudOnly case through the worker, trusting the CA at `ca`.
-    let tls_job = |name: &str, ca: &Path| {
+    let tls_job = |name: &str, ca: &Path, extra: &[(&str, &str)]| {
         let ca = format!("\"{}\"", ca.display());
-        let hps = [
+        let mut hps = vec![
             ("spawn", "\"none\""),
             ("endpoint", endpoint.as_str()),
             ("token", "\"tls-t0k\""),
             ("tls_ca", ca.as_str()),
         ];
+        hps.extend_from_slice(extra);
         let tmp = tempfile::tempdir().unwrap();
         let bench = job(
             tmp.path(),
@@ -613,16 +614,27 @@ fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
         );
         (tmp, bench)
     };
-    let (tmp, bench) = tls_job("tls", &ca);
+    let (tmp, bench) = tls_job("tls", &ca, &[]);
     ok(&run(&bench));
     let c = cases(tmp.path());
     assert_eq!(c[0].metric("cloud-calls"), 20.0);
     assert_eq!(c[0].metric("fallback-ratio"), 0.0);
 
+    // TLS through the shaping proxy: it shapes the encrypted byte stream (40 ms RTT).
+    let shaped = [("shaping", "\"proxy\""), ("rtt_ms", "40")];
+    let (tmp, bench) = tls_job("tls-shaped", &ca, &shaped);
+    ok(&run(&bench));
+    let c = cases(tmp.path());
+    assert_eq!(c[0].metric("cloud-calls"), 20.0);
+    let net = c[0].mean(|r| r["network_s"].as_f64().unwrap());
+    assert!(net >= 0.036, "{net}");
+    let proxy = &c[0].runtime["real_link"]["proxy"];
+    assert!(proxy["frames_forwarded"].as_u64().unwrap() >= 40, "{proxy}");
+
     // A CA that did not sign the worker's certificate: the case fails with a TLS error.
     let wrong = tmp.path().join("wrong-ca.pem");
     std::fs::copy(fixture("tls-cert.pem"), &wrong).unwrap();
-    let (tmp, bench) = tls_job("bad", &wrong);
+    let (tmp, bench) = tls_job("bad", &wrong, &[]);
     let out = run(&bench);
     assert_ne!(out.status.code(), Some(0));
     let c = cases(tmp.path());

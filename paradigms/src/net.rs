@@ -116,8 +116,12 @@ impl RealLinkSpec {
             if spec.spawn_local {
                 anyhow::bail!("link Tcp: `tls_ca` is for a remote worker (`spawn: none` + `endpoint`); a worker spawned on loopback needs no TLS");
             }
-            if spec.shape.is_some() {
-                anyhow::bail!("link Tcp: the shaping proxy reads wire frames and cannot see inside TLS: use `tls_ca` without `shaping`/faults, or shape with tc netem (docs/network.md)");
+            if spec
+                .shape
+                .as_ref()
+                .is_some_and(|s| s.faults.drop_probability > 0.0)
+            {
+                anyhow::bail!("link Tcp: `drop_probability` cannot apply to a TLS link (the proxy cannot see frames inside TLS, and dropping bytes would corrupt the stream rather than lose a message): drop it, or shape with tc netem (docs/network.md)");
             }
         }
         Ok(spec)
@@ -842,10 +846,14 @@ impl RealLink {
         } else {
             (None, resolve(&spec.endpoint)?, spec.token.clone())
         };
+        // Over TLS the proxy shapes the byte stream (it cannot see frames).
         let proxy = spec
             .shape
             .clone()
-            .map(|s| Proxy::start(addr, s))
+            .map(|s| match spec.tls_ca.is_empty() {
+                true => Proxy::start(addr, s),
+                false => Proxy::start_opaque(addr, s),
+            })
             .transpose()?;
         let via = proxy.as_ref().map_or(addr, |p| p.addr);
         let tls = match spec.tls_ca.is_empty() {

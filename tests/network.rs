@@ -21,12 +21,17 @@ use serde_json::Value;
 /// No run in this file may take longer (a hang fails instead of blocking CI).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
-/// Held by the timing comparison and by the CPU-heavy speculative runs, so the harness does not
-/// run them side by side (the speculative runs would make the proxy's wake-ups late).
-static CPU_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The timing comparison holds this exclusively and every other test shares it, so the harness
+/// never runs the comparison beside another run of this file (their CPU use would make the
+/// proxy's wake-ups late); the other tests still run side by side.
+static CPU: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn cpu_heavy() -> std::sync::MutexGuard<'static, ()> {
-    CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+fn cpu_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cpu_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -105,6 +110,7 @@ fn handshake(port: u16, token: &str) -> Frame {
 
 #[test]
 fn a_non_loopback_bind_requires_the_token() {
+    let _cpu = cpu_shared();
     // Without a token the worker generates one and prints it.
     let w = serve(&["--bind", "0.0.0.0:0"]);
     let token = w.token.clone().expect("a generated token is printed");
@@ -270,6 +276,7 @@ fn ok(out: &std::process::Output) {
 
 #[test]
 fn a_real_link_gives_the_same_answers_with_latency_measured_and_split() {
+    let _cpu = cpu_shared();
     let tmp = tempfile::tempdir().unwrap();
     let bench = job(
         tmp.path(),
@@ -339,6 +346,7 @@ fn a_real_link_gives_the_same_answers_with_latency_measured_and_split() {
 
 #[test]
 fn a_scheduled_outage_makes_the_edge_answer() {
+    let _cpu = cpu_shared();
     let tmp = tempfile::tempdir().unwrap();
     // The cloud is unreachable for the whole measured loop: every cloud-bound digit falls back.
     let hps = [
@@ -376,6 +384,7 @@ fn a_scheduled_outage_makes_the_edge_answer() {
 
 #[test]
 fn a_worker_killed_mid_case_never_hangs_the_run() {
+    let _cpu = cpu_shared();
     // The worker exits abruptly on its 12th request (3 warm-up + 8 answered + the 12th).
     let w = serve(&[
         "--bind",
@@ -451,7 +460,7 @@ fn a_worker_killed_mid_case_never_hangs_the_run() {
 
 #[test]
 fn the_shaped_real_link_agrees_with_the_emulated_prediction() {
-    let _serial = cpu_heavy();
+    let _cpu = cpu_exclusive();
     // A LAN (4 ± 1 ms, 20 Mbit/s) and a WAN (60 ± 15 ms, 2 / 10 Mbit/s): the emulated link's
     // prediction (virtual timing: the modelled times, no sleep overshoot) and the real link
     // through the shaping proxy with the same numbers.
@@ -515,6 +524,7 @@ fn the_shaped_real_link_agrees_with_the_emulated_prediction() {
 
 #[test]
 fn one_worker_serves_many_edges_and_trains_a_shared_setup_once() {
+    let _cpu = cpu_shared();
     let w = serve(&["--bind", "127.0.0.1:0"]);
     let endpoint = format!("\"127.0.0.1:{}\"", w.port);
     let hps = [("spawn", "\"none\""), ("endpoint", endpoint.as_str())];
@@ -570,6 +580,7 @@ fn one_worker_serves_many_edges_and_trains_a_shared_setup_once() {
 
 #[test]
 fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
+    let _cpu = cpu_shared();
     let (cert, key, ca) = (
         fixture("tls-cert.pem"),
         fixture("tls-key.pem"),
@@ -726,7 +737,7 @@ fn tokens(c: &Case) -> Vec<Value> {
 /// session; emulated and real rows rank in one leaderboard.
 #[test]
 fn speculative_over_a_spawned_worker_equals_the_in_process_run_bit_for_bit() {
-    let _serial = cpu_heavy();
+    let _cpu = cpu_shared();
     let tmp = tempfile::tempdir().unwrap();
     let greedy: &[(&str, &str)] = &[("draft_tokens_per_step", "3")];
     let auto: &[(&str, &str)] = &[("schedule", "\"auto\""), ("max_draft_tokens", "4")];
@@ -820,7 +831,7 @@ fn speculative_over_a_spawned_worker_equals_the_in_process_run_bit_for_bit() {
 /// case fails with the reason.
 #[test]
 fn a_worker_killed_mid_speculative_generation_never_hangs() {
-    let _serial = cpu_heavy();
+    let _cpu = cpu_shared();
     let greedy: &[(&str, &str)] = &[("draft_tokens_per_step", "2")];
     for policy in ["fallback", "fail"] {
         // 4 prompts are tokenized first (4 requests); the warm-up prompt takes 4 (baseline,

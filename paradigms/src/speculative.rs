@@ -639,11 +639,25 @@ pub fn speculative_with(
             let t0 = Instant::now();
             let (step, wide) = match cloud.calibrate(first, max) {
                 Ok(x) => x,
-                Err(CloudError::Fatal(e)) => return Err(e),
-                // No measurement: plan with a free verifier (v = 1 for any width) for now.
+                // A miss here is a miss like any other: the drafter finishes the prompt.
                 Err(e) => {
                     missed(e)?;
-                    (1.0, 1.0)
+                    let clock = clock + t0.elapsed().as_secs_f64();
+                    rec.link_s += t0.elapsed().as_secs_f64();
+                    let rest = Rest {
+                        feed: vec![first],
+                        verified: rec.output_tokens.len(),
+                        clock,
+                    };
+                    return drafter_only_rest(
+                        ds.as_mut(),
+                        rest,
+                        rec,
+                        gen,
+                        eog,
+                        &mut edge_rng,
+                        cloud,
+                    );
                 }
             };
             let draft = time_pass(ds.as_mut(), &[first], 2)?;

@@ -575,6 +575,9 @@ mod tests {
             self.inner.open(seed, prompt)
         }
         fn calibrate(&mut self, t: u32, max: usize) -> Result<(f64, f64), CloudError> {
+            if self.budget == 0 {
+                return Err(CloudError::Miss(Miss::Deadline));
+            }
             self.inner.calibrate(t, max)
         }
         fn verify(
@@ -605,10 +608,10 @@ mod tests {
             stop_at_eos: false,
         };
         let mut link = Link::new(crate::link::LinkSpec::lan(0));
-        let run = |policy, link: &mut Link| {
+        let run = |policy, link: &mut Link, schedule, budget| {
             let mut cloud = Flaky {
                 inner: LocalVerifier::new(&Counter, link, gen.params, true),
-                budget: 1,
+                budget,
             };
             speculative_with(
                 &Counter,
@@ -617,13 +620,14 @@ mod tests {
                 &[0, 1],
                 &gen,
                 2,
-                Schedule::Constant,
+                schedule,
                 Verification::Greedy,
                 policy,
                 0,
             )
         };
-        let r = run(crate::net::OnFailure::Fallback, &mut link).unwrap();
+        let fallback = crate::net::OnFailure::Fallback;
+        let r = run(fallback, &mut link, Schedule::Constant, 1).unwrap();
         // The counter continues 2, 3, 0, 1, …: the first token and one verified round (2
         // drafts + bonus) are verified, the other 8 are the drafter's alone.
         let want: Vec<u32> = (0..12).map(|i| (2 + i) % 4).collect();
@@ -631,8 +635,19 @@ mod tests {
         assert_eq!(r.fallback_tokens, 8);
         assert_eq!((r.verifier_calls, r.drafted, r.accepted), (2, 2, 2));
         assert_eq!(r.token_times_s.len(), 12);
-        let e = run(crate::net::OnFailure::Fail, &mut link).unwrap_err();
+        let e = run(
+            crate::net::OnFailure::Fail,
+            &mut link,
+            Schedule::Constant,
+            1,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("on_cloud_failure is `fail`"), "{e}");
+        // `auto` asks the cloud to calibrate first: a miss there leaves only the first token
+        // verified.
+        let r = run(fallback, &mut link, Schedule::Auto { max: 4 }, 0).unwrap();
+        assert_eq!(r.output_tokens, want);
+        assert_eq!((r.fallback_tokens, r.verifier_calls), (11, 1));
     }
 
     /// A streamed verifier-only generation stops at max_new_tokens, the last marked.

@@ -156,7 +156,7 @@ pub static METRICS: &[MetricDef] = &[
     MetricDef { id: "uplink-bytes-per-prompt", aliases: &[], unit: "B", higher_is_better: false, kinds: SPEC, help: "edge → cloud bytes per prompt (see the protocol in paradigms/src/speculative.rs)", compute: |o| mean_of(o, |r| r.uplink_bytes as f64) },
     MetricDef { id: "downlink-bytes-per-prompt", aliases: &[], unit: "B", higher_is_better: false, kinds: SPEC, help: "cloud → edge bytes per prompt", compute: |o| mean_of(o, |r| r.downlink_bytes as f64) },
     MetricDef { id: "speed-up", aliases: &["speedup"], unit: "x", higher_is_better: true, kinds: SPEC, help: "this case's token throughput / the verifier-only one (same verifier, prompts, settings and link); under greedy decoding the outputs are equal, so it is the end-to-end time ratio", compute: speed_up },
-    MetricDef { id: "lossless", aliases: &[], unit: "", higher_is_better: true, kinds: SPEC, help: "greedy only: share of prompts whose output equals the verifier-only output token for token", compute: |o| {
+    MetricDef { id: "lossless", aliases: &[], unit: "", higher_is_better: true, kinds: SPEC, help: "greedy only: share of prompts whose output equals the verifier-only output token for token (an output the drafter finished alone after the cloud missed never counts)", compute: |o| {
         let r = recs(o)?;
         let v: Vec<bool> = r.iter().filter_map(|x| x.lossless).collect();
         if v.is_empty() { bail!("only defined for greedy decoding with a verifier"); }

@@ -413,7 +413,7 @@ impl Paradigm for JointInference {
                 };
                 ctx.progress
                     .set_message("cloud worker: connecting; it builds and trains the cloud model");
-                Some(RealLink::open(spec, header.encode(train))?)
+                Some(RealLink::open(spec, header.encode(train), ctx.cache)?)
             }
             None => None,
         };
@@ -692,8 +692,9 @@ impl Flow<'_> {
                     codec_s: codec_s + reply.framing_s + decode_s,
                     uplink_s: 0.0,
                     downlink_s: 0.0,
-                    uplink_bytes: payload.len(),
-                    downlink_bytes: reply.payload.len(),
+                    // Whole frames, headers included: what crossed the real link.
+                    uplink_bytes: reply.wire_up,
+                    downlink_bytes: reply.wire_down,
                     network_s: (reply.round_trip_s - reply.compute_s).max(0.0),
                 }))
             }
@@ -702,7 +703,11 @@ impl Flow<'_> {
                 OnFailure::Fallback => Ok(Err(Missed {
                     codec_s,
                     // A request that timed out was sent; one to an unreachable cloud was not.
-                    uplink_bytes: if miss == Miss::Deadline { payload.len() } else { 0 },
+                    uplink_bytes: if miss == Miss::Deadline {
+                        crate::wire::REQUEST_HEADER_BYTES + payload.len()
+                    } else {
+                        0
+                    },
                 })),
             },
         }

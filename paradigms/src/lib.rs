@@ -1,6 +1,7 @@
 //! ianvs paradigms: the `Paradigm` trait, the module traits each paradigm calls, typed records,
 //! datasets, and one file per collaboration flow.
 
+pub mod cloud_verifier;
 pub mod data;
 pub mod device;
 pub mod fsio;
@@ -17,6 +18,7 @@ pub mod sampling;
 pub mod shaping;
 pub mod single_task;
 pub mod speculative;
+pub mod speculative_remote;
 pub mod wire;
 
 pub use paradigm::{

@@ -242,6 +242,14 @@ fn plan(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Resu
         .module("dataset_processor")
         .map(|p| registry.build_dataset_processor(&p.name, &p.hyperparameters, &ctx))
         .transpose()?;
+    for (split, d) in [
+        ("train", data.train.as_deref()),
+        ("test", Some(&*data.test)),
+    ] {
+        if let Some(why) = d.and_then(Dataset::undecoded) {
+            anyhow::bail!("joint inference reads numeric features (the uplink codec sends them to the cloud), but the {split} split's index-file samples are not numbers ianvs can decode ({why}); index-file samples as paths reach plug-ins in single-task learning only, for now; joint inference takes index files whose samples are PGM images or numeric text");
+        }
+    }
     if data.test.labels.len() != data.test.len() || data.test.dim == 0 {
         anyhow::bail!("joint inference needs labelled feature vectors in the test split (accuracy and the Oracle read the labels)");
     }

@@ -56,15 +56,6 @@ pub(super) fn read_algorithm(
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let f = w.map(an, p, ALGO_KEYS, &unsupported_refs)?;
-    if let Some(iu) = f.get("initial_model_url") {
-        match &iu.kind {
-            NodeKind::Str(s) if s.is_empty() => {}
-            NodeKind::Null => {}
-            _ => {
-                w.err(Some(iu.mark), "algorithm.initial_model_url", "`initial_model_url` is not supported yet: built-in models are trained from scratch or named by a module hyperparameter").help("remove it or set it to \"\"");
-            }
-        }
-    }
     let paradigm_names: Vec<&str> = paradigms.iter().map(|pd| pd.name()).collect();
     let paradigm = w.required(&f, p, "paradigm_type").and_then(|n| {
         let s = w.string(n, "algorithm.paradigm_type")?;
@@ -176,6 +167,7 @@ pub(super) fn read_algorithm(
             None => w.expected(mn, "algorithm.modules", "a list of modules"),
         }
     }
+    initial_model_url(&mut w, &f, paradigm.map(|pd| pd.name()), &mut modules);
     let mut repeat = 1;
     if let Some(rn) = f.get("repeat") {
         match repeat_spec().check(&rn.to_json()) {
@@ -389,4 +381,40 @@ pub(super) fn read_module_hps(
         fixed,
         plugin: None,
     })
+}
+
+/// `initial_model_url`: Ianvs's pretrained model for the single-task base model. A plug-in
+/// base model gets it as Ianvs gives it (`BASE_MODEL_URL` in its environment, and
+/// `load(initial_model_url)` when `save` returns no path); built-in models are refused.
+fn initial_model_url(
+    w: &mut Walker,
+    f: &Fields,
+    paradigm: Option<&str>,
+    modules: &mut [ModuleConfig],
+) {
+    let Some(iu) = f.get("initial_model_url") else {
+        return;
+    };
+    match &iu.kind {
+        NodeKind::Str(s) if s.is_empty() => return,
+        NodeKind::Null => return,
+        _ => {}
+    }
+    let key = "algorithm.initial_model_url";
+    let target = modules
+        .iter_mut()
+        .find(|m| m.module_type == "basemodel" && m.plugin.is_some());
+    match (paradigm, target) {
+        (Some("singletasklearning"), Some(m)) => {
+            if let Some(path) = w.existing_path(iu, key) {
+                if let Some(p) = m.plugin.as_mut() {
+                    p.initial_model_url = Some(paths::absolute(&path));
+                }
+            }
+        }
+        _ => {
+            w.err(Some(iu.mark), key, "`initial_model_url` is not supported here yet: only a plug-in `basemodel` (one with `url:`) of single-task learning receives it; built-in models are trained from scratch or named by a module hyperparameter")
+                .help("remove it or set it to \"\"");
+        }
+    }
 }

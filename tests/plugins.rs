@@ -995,7 +995,7 @@ fn initial_model_url_reaches_a_pretrained_plugin_as_in_ianvs_and_is_refused_for_
     assert!(
         err.contains("pre.yaml:3")
             && err.contains(
-                "`initial_model_url` is not supported here yet: only a plug-in `basemodel`"
+                "`initial_model_url` is not supported yet for this algorithm: only a plug-in `basemodel`"
             ),
         "{err}"
     );

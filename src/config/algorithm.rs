@@ -413,7 +413,7 @@ fn initial_model_url(
             }
         }
         _ => {
-            w.err(Some(iu.mark), key, "`initial_model_url` is not supported here yet: only a plug-in `basemodel` (one with `url:`) of single-task learning receives it; built-in models are trained from scratch or named by a module hyperparameter")
+            w.err(Some(iu.mark), key, "`initial_model_url` is not supported yet for this algorithm: only a plug-in `basemodel` (one with `url:`) of single-task learning receives it; built-in models are trained from scratch or named by a module hyperparameter")
                 .help("remove it or set it to \"\"");
         }
     }

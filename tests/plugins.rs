@@ -893,18 +893,18 @@ fn plugins_images_reaches_the_accuracy_of_ianvs_on_the_same_index_files() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(rows.len(), 2, "two ranked cases: {text}");
-    let acc_of = |hidden: &str| {
+    let acc_of = |hidden: u64| {
         rows.iter()
             .find(|r| {
                 r.as_object().is_some_and(|o| {
                     o.iter()
-                        .any(|(k, v)| k.ends_with("hidden_size") && v.to_string() == hidden)
+                        .any(|(k, v)| k.ends_with("hidden_size") && v.as_u64() == Some(hidden))
                 })
             })
             .and_then(|r| r.get("accuracy").and_then(Value::as_f64))
             .unwrap_or_else(|| panic!("no accuracy for hidden_size {hidden} in {text}"))
     };
-    let plugin_acc = acc_of("64");
+    let plugin_acc = acc_of(64);
     // The same files run the way Ianvs does (its index rewrite and Sedna's TxtDataParse).
     let py = std::process::Command::new("python3")
         .arg(scenario.join("scripts/run_like_ianvs.py"))
@@ -922,7 +922,7 @@ fn plugins_images_reaches_the_accuracy_of_ianvs_on_the_same_index_files() {
         "ianvs {plugin_acc} vs Ianvs's flow in Python {direct}"
     );
     assert!(plugin_acc > 0.85, "a real model: {plugin_acc}");
-    assert!(acc_of("0") > 0.8, "softmax regression: {text}");
+    assert!(acc_of(0) > 0.8, "softmax regression: {text}");
 }
 
 /// A pretrained plug-in (no `train`): Ianvs gives it `initial_model_url` through

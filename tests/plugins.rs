@@ -723,6 +723,12 @@ class ReadsPaths:
         assert (classes(train_data.x) < 3).all()
 
     def predict(self, data, **kwargs):
+        if isinstance(data, str):
+            # Joint inference: one sample, as Ianvs's flow passes it; a label back.
+            self.seen.setdefault("one", []).append(str(data))
+            with open(SEEN, "w") as f:
+                json.dump(self.seen, f)
+            return int(classes([data])[0])
         self.seen["test_x"] = data.tolist()
         self.seen["test_kind"] = data.dtype.kind
         with open(SEEN, "w") as f:
@@ -751,7 +757,11 @@ def text_accuracy(y_true, y_pred, **kwargs):
 /// A job whose data are Ianvs index files of "images" (files with a PNG signature, class in
 /// byte 8): the train index with relative paths, the test index with absolute ones.
 fn path_job(modules: &str, paradigm: &str) -> Job {
-    let job = Job::with(paradigm, &[("alg", modules)], "");
+    path_job_with(&[("alg", modules)], paradigm)
+}
+
+fn path_job_with(algorithms: &[(&str, &str)], paradigm: &str) -> Job {
+    let job = Job::with(paradigm, algorithms, "");
     let p = job.path();
     std::fs::create_dir_all(p.join("data/images")).unwrap();
     let (mut train, mut test) = (String::new(), String::new());
@@ -848,17 +858,68 @@ fn builtin_modules_refuse_index_samples_they_cannot_decode_naming_who_takes_them
         "{err}"
     );
     assert!(err.contains("plug-in modules only"), "{err}");
-    // Joint inference sends features over its link: refused too, with the reason.
-    let joint = path_job(
-        &format!("{}    - type: \"cloudmodel\"\n      name: \"ReadsPaths\"\n      url: \"./paths.py\"\n    - type: \"hard_example_mining\"\n      name: \"EdgeOnly\"\n", PATH_MODULE.replace("basemodel", "edgemodel")),
-        "jointinference",
-    );
-    let (code, err) = validate(&joint, None);
+    // Joint inference: built-in edge and cloud models refuse them too, and a plug-in beside a
+    // built-in model would see paths where the other sees numbers.
+    let builtin_pair = "    - type: \"edgemodel\"\n      name: \"MLP\"\n    - type: \"cloudmodel\"\n      name: \"MLP\"\n    - type: \"hard_example_mining\"\n      name: \"EdgeOnly\"\n";
+    let (code, err) = validate(&path_job(builtin_pair, "jointinference"), None);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("joint inference reads numeric features") && err.contains("a PNG image"),
+        err.contains("the edge model (MLP) and the cloud model (MLP) are built in")
+            && err.contains("a PNG image"),
         "{err}"
     );
+    let mixed = format!(
+        "{}    - type: \"cloudmodel\"\n      name: \"MLP\"\n    - type: \"hard_example_mining\"\n      name: \"EdgeOnly\"\n",
+        PATH_MODULE.replace("basemodel", "edgemodel")
+    );
+    let (code, err) = validate(&path_job(&mixed, "jointinference"), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("must both be plug-ins or both built in"),
+        "{err}"
+    );
+}
+
+#[test]
+fn joint_inference_passes_one_index_sample_at_a_time_to_plugin_edge_and_cloud_models() {
+    let models = format!(
+        "{}    - type: \"cloudmodel\"\n      name: \"ReadsPaths\"\n      url: \"./paths.py\"\n",
+        PATH_MODULE.replace("basemodel", "edgemodel")
+    );
+    let miner =
+        |m: &str| format!("{models}    - type: \"hard_example_mining\"\n      name: \"{m}\"\n");
+    let (cloud, oracle) = (miner("CloudOnly"), miner("Oracle"));
+    let job = path_job_with(&[("cloud", &cloud), ("oracle", &oracle)], "jointinference");
+    std::fs::write(
+        job.path().join("testenv.yaml"),
+        "testenv:\n  dataset:\n    train_index: \"./data/train_index.txt\"\n    test_index: \"./data/test_index.txt\"\n  metrics:\n    - name: \"accuracy\"\n    - name: \"text_accuracy\"\n      url: \"./text_metric.py\"\n    - name: \"cloud-calls\"\n    - name: \"uplink-bytes\"\n  warmup_samples: 0\n",
+    )
+    .unwrap();
+    run_quiet(ianvs(), job.bench(), 0);
+    let r = job.results();
+    assert_eq!(r.len(), 2);
+    for (name, v, _) in &r {
+        assert_eq!(v["status"], "ok", "{name}: {v}");
+        assert_eq!(v["metrics"]["accuracy"], 1.0, "{name}: {v}");
+        assert_eq!(v["metrics"]["text_accuracy"], 1.0, "{name}: {v}");
+    }
+    // CloudOnly: every test sample's file (12 bytes) goes up the link.
+    let cloud = &r[0].1;
+    assert_eq!(cloud["metrics"]["cloud-calls"], 6.0, "{cloud}");
+    assert_eq!(cloud["metrics"]["uplink-bytes"], 72.0, "{cloud}");
+    // Each predict got one path (a str), as Ianvs's joint inference calls it.
+    let seen: Value =
+        serde_json::from_slice(&std::fs::read(job.path().join("seen.json")).unwrap()).unwrap();
+    let data = job.path().join("data");
+    assert!(
+        seen["one"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| *p == data.join("images/04.png").display().to_string()),
+        "{seen}"
+    );
+    assert_no_children(job.path());
 }
 
 #[test]

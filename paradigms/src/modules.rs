@@ -74,6 +74,11 @@ pub trait BaseModel: Send + Sync {
     fn predict_samples(&self, _x: &[String]) -> anyhow::Result<Vec<f32>> {
         anyhow::bail!("this model reads numeric features, not sample paths")
     }
+    /// Class scores for one sample given as Ianvs passes it, called as Ianvs's joint inference
+    /// calls `predict(data)`: with the one sample, not a list.
+    fn predict_sample(&self, _x: &str) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("this model reads numeric features, not sample paths")
+    }
 }
 
 /// Time of a plug-in's calls: `compute_s` measured inside the plug-in around the user's code,

@@ -178,6 +178,10 @@ impl Paradigm for SingleTaskLearning {
             ctx.progress.inc(1);
         }
         let mut out = CaseOutput::new(Records::Classification(records));
+        out.sample_labels = test
+            .index
+            .as_ref()
+            .map(|s| std::sync::Arc::new(s.y.clone()));
         out.measurements
             .insert("training_time_s".into(), report.seconds);
         out.measurements

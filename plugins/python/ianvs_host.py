@@ -582,8 +582,12 @@ class Host:
             res = obj.train(data, **args.get("kwargs", {}))
             return _jsonable(res), []
         if method == "predict":
-            # Ianvs calls predict(test_dataset.x): numbers, or the index file's paths.
+            # Ianvs calls predict(test_dataset.x): numbers, or the index file's paths; its
+            # joint inference calls predict(one sample) ("one": the answer gets a batch axis).
             x = np.array(args["x"]) if "x" in args else tensors[0]
+            if args.get("one"):
+                res = _as_array(obj.predict(x[0], **args.get("kwargs", {})), "predict")
+                return None, [res[None]]
             res = obj.predict(x, **args.get("kwargs", {}))
             return None, [_as_array(res, "predict")]
         if method == "save":

@@ -268,6 +268,10 @@ impl BaseModel for PluginModel {
         self.predict(x.len(), json!({ "x": x }), vec![])
     }
 
+    fn predict_sample(&self, x: &str) -> anyhow::Result<Vec<f32>> {
+        self.predict(1, json!({ "x": [x], "one": true }), vec![])
+    }
+
     fn num_classes(&self) -> usize {
         self.num_classes
     }

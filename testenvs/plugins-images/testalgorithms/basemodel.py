@@ -117,5 +117,10 @@ class BaseModel:
     def predict(self, data, **kwargs):
         if data is None:
             raise Exception("Predict data is None")
+        if isinstance(data, str):
+            # Joint inference passes one sample (its path); the class probabilities go to
+            # the hard-example miner (Sedna's filters read them).
+            _, prob = self._forward(read_images([data]))
+            return prob[0]
         _, prob = self._forward(read_images(data))
         return prob.argmax(axis=1)

@@ -193,7 +193,7 @@ impl Paradigm for SingleTaskLearning {
 }
 
 /// The error for a built-in module given index-file samples ianvs did not decode.
-pub fn numeric_only(module: &crate::ResolvedModule, split: &str, why: &str) -> String {
+fn numeric_only(module: &crate::ResolvedModule, split: &str, why: &str) -> String {
     format!(
         "{} \"{}\" is built in and reads numeric features, but the {split} split's index-file samples are not numbers ianvs can decode ({why}); such samples (paths, as Ianvs passes them) are taken by plug-in modules only (a module with `url:`, docs/plugins.md), and built-in modules take index files whose samples are PGM images or numeric text",
         module.module_type, module.name

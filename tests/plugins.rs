@@ -1047,6 +1047,26 @@ fn initial_model_url_reaches_a_pretrained_plugin_as_in_ianvs_and_is_refused_for_
     assert_eq!(r[0].1["status"], "ok", "{}", r[0].1);
     assert_eq!(r[0].1["metrics"]["accuracy"], 1.0, "{}", r[0].1);
     assert_no_children(p);
+    // A changed pretrained model is a new case under --resume (its sha256 is in the case id).
+    let resumed = || {
+        let out = ianvs()
+            .arg("run")
+            .arg("-f")
+            .arg(job.bench())
+            .arg("--quiet")
+            .arg("--resume")
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        job.results().len()
+    };
+    assert_eq!(resumed(), 1, "an unchanged model resumes as complete");
+    let moved: Vec<Vec<f64>> = centres
+        .iter()
+        .map(|c| c.iter().map(|v| v + 1e-3).collect())
+        .collect();
+    std::fs::write(p.join("model.json"), serde_json::to_string(&moved).unwrap()).unwrap();
+    assert_eq!(resumed(), 2, "the changed model is a new case");
 
     // A built-in base model has no use for it: a located error.
     let builtin = alg.replace(module, "    - type: \"basemodel\"\n      name: \"MLP\"\n");

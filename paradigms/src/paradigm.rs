@@ -54,6 +54,10 @@ pub struct PluginRef {
     /// in its environment as `BASE_MODEL_URL` and loaded when `save` returns no path, as Ianvs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_model_url: Option<std::path::PathBuf>,
+    /// sha256 of the `initial_model_url` file (a folder is named by its path only): a changed
+    /// pretrained model is a new case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_model_sha256: Option<String>,
 }
 
 /// Everything a paradigm needs to know about one test case.

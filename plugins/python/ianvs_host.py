@@ -136,6 +136,14 @@ class IndexDataParse(TxtDataParse):
 
 class JSONDataParse(TxtDataParse):
     pass
+
+
+class JsonlDataParse(TxtDataParse):
+    pass
+
+
+class JSONMetaDataParse(TxtDataParse):
+    pass
 '''
 
 _CONFIG_SRC = '''

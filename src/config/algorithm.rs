@@ -407,8 +407,20 @@ fn initial_model_url(
     match (paradigm, target) {
         (Some("singletasklearning"), Some(m)) => {
             if let Some(path) = w.existing_path(iu, key) {
+                let sha = match file_sha256(&path) {
+                    Ok(sha) => sha,
+                    Err(e) => {
+                        w.err(
+                            Some(iu.mark),
+                            key,
+                            format!("cannot read `initial_model_url` {}: {e}", path.display()),
+                        );
+                        return;
+                    }
+                };
                 if let Some(p) = m.plugin.as_mut() {
                     p.initial_model_url = Some(paths::absolute(&path));
+                    p.initial_model_sha256 = sha;
                 }
             }
         }
@@ -417,4 +429,28 @@ fn initial_model_url(
                 .help("remove it or set it to \"\"");
         }
     }
+}
+
+/// sha256 of a regular file, read in chunks (a model may be large); `None` for a folder.
+fn file_sha256(path: &Path) -> std::io::Result<Option<String>> {
+    use sha2::Digest;
+    use std::io::Read;
+    if std::fs::metadata(path)?.is_dir() {
+        return Ok(None);
+    }
+    ianvs_paradigms::data::check_regular_file(path)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Some(
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    ))
 }

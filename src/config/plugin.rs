@@ -115,6 +115,7 @@ pub(super) fn plugin_ref(w: &mut Walker, f: &Fields, path: &str) -> Option<Plugi
         python: plugin::process::find_program(&python).unwrap_or(python),
         timeout_s,
         initial_model_url: None,
+        initial_model_sha256: None,
     })
 }
 
@@ -419,8 +420,11 @@ pub fn describe(job: &super::Job) -> Vec<String> {
         } else {
             "executable".to_string()
         };
+        let initial = p.initial_model_url.as_ref().map_or(String::new(), |u| {
+            format!("; initial_model_url {}", shown(u))
+        });
         format!(
-            "plug-in {what}: {} ({runs}; per-call timeout {} s)",
+            "plug-in {what}: {} ({runs}; per-call timeout {} s{initial})",
             shown(&p.url),
             p.timeout_s
         )

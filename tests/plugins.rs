@@ -878,6 +878,26 @@ fn builtin_modules_refuse_index_samples_they_cannot_decode_naming_who_takes_them
         err.contains("must both be plug-ins or both built in"),
         "{err}"
     );
+    // Lifelong learning's modules are all built in.
+    let lifelong = "    - type: \"basemodel\"\n      name: \"MLP\"\n    - type: \"task_definition\"\n      name: \"Split\"\n    - type: \"task_update_decision\"\n      name: \"Replay\"\n";
+    let job = path_job(lifelong, "lifelonglearning");
+    std::fs::write(
+        job.path().join("testenv.yaml"),
+        "testenv:\n  dataset:\n    train_index: \"./data/train_index.txt\"\n    test_index: \"./data/test_index.txt\"\n  metrics:\n    - name: \"average-accuracy\"\n",
+    )
+    .unwrap();
+    let bench = std::fs::read_to_string(job.bench()).unwrap();
+    std::fs::write(
+        job.bench(),
+        bench.replace("\"accuracy\"", "\"average-accuracy\""),
+    )
+    .unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("lifelong learning's modules are built in") && err.contains("a PNG image"),
+        "{err}"
+    );
 }
 
 #[test]

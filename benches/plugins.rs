@@ -99,6 +99,7 @@ fn main() {
             timeout: Duration::from_secs(60),
             label: format!("bench plug-in {alias}"),
             log_name: format!("{alias}.log"),
+            env: Vec::new(),
         })
         .unwrap();
         p.init("general", alias, &json!({}), false).unwrap();

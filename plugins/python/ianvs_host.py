@@ -136,6 +136,14 @@ class IndexDataParse(TxtDataParse):
 
 class JSONDataParse(TxtDataParse):
     pass
+
+
+class JsonlDataParse(TxtDataParse):
+    pass
+
+
+class JSONMetaDataParse(TxtDataParse):
+    pass
 '''
 
 _CONFIG_SRC = '''
@@ -481,6 +489,21 @@ class Data:
         return len(self.x)
 
 
+def _index_data(x, y, data_type):
+    """Index-file samples as Sedna's ``TxtDataParse.parse`` leaves them: ``x`` and ``y`` numpy
+    arrays of strings (Ianvs has already made the paths absolute). An instance of
+    ``sedna.datasources.TxtDataParse`` (Sedna's or the shim's) when one can be built."""
+    import numpy as np
+    try:
+        from sedna.datasources import TxtDataParse
+        data = TxtDataParse(data_type=data_type)
+    except Exception:  # noqa: BLE001 - any Sedna without it: a plain object with .x and .y
+        data = Data(None, None, data_type)
+    data.x = np.array(x)
+    data.y = np.array(y)
+    return data
+
+
 def _registry():
     cf = sys.modules.get("sedna.common.class_factory")
     if cf is None:
@@ -558,11 +581,21 @@ class Host:
         if obj is None:
             raise PluginError("protocol", "call before init")
         if method == "train":
-            x, y = tensors
-            res = obj.train(Data(x, y, "train"), **args.get("kwargs", {}))
+            if "x" in args:
+                # Index-file samples as Ianvs passes them: Sedna's TxtDataParse arrays.
+                data = _index_data(args["x"], args["y"], "train")
+            else:
+                x, y = tensors
+                data = Data(x, y, "train")
+            res = obj.train(data, **args.get("kwargs", {}))
             return _jsonable(res), []
         if method == "predict":
-            (x,) = tensors
+            # Ianvs calls predict(test_dataset.x): numbers, or the index file's paths; its
+            # joint inference calls predict(one sample) ("one": the answer gets a batch axis).
+            x = np.array(args["x"]) if "x" in args else tensors[0]
+            if args.get("one"):
+                res = _as_array(obj.predict(x[0], **args.get("kwargs", {})), "predict")
+                return None, [res[None]]
             res = obj.predict(x, **args.get("kwargs", {}))
             return None, [_as_array(res, "predict")]
         if method == "save":
@@ -583,7 +616,11 @@ class Host:
                 out[i] = bool(v)
             return None, [out]
         if method == "metric":
-            y_true, y_pred = tensors
+            if "y_true" in args:
+                # Index-file data: Ianvs's test_dataset.y, the label text of each sample.
+                y_true, (y_pred,) = np.array(args["y_true"]), tensors
+            else:
+                y_true, y_pred = tensors
             v = obj(y_true, y_pred)
             try:
                 # A NaN or infinity is sent as text (JSON has no such numbers); ianvs reports it.

@@ -122,6 +122,8 @@ pub struct Launch {
     pub label: String,
     /// The stderr file's name inside the log folder.
     pub log_name: String,
+    /// Extra environment of the child (Ianvs's `BASE_MODEL_URL`).
+    pub env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Launch {
@@ -224,6 +226,7 @@ impl PluginProcess {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err_file)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
             let (prog, why) = if launch.is_python() {

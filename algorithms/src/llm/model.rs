@@ -57,8 +57,12 @@ pub struct LoadOptions {
     /// does. Either changes the numbers relative to the file, so say so when reporting.
     pub requantize: Option<GgmlDType>,
     /// CPU only: multiply with candle's quantized kernels instead of the runtime's own for the
-    /// formats those cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); for before/after comparisons.
+    /// formats those cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); for before/after
+    /// comparisons.
     pub candle_kernels: bool,
+    /// CPU only: which of the own kernel sets to use (`None`: the process default, the fastest
+    /// this CPU runs unless `IANVS_KERNELS` says otherwise). Tests use it to cover every path.
+    pub kernel_isa: Option<ianvs_kernels::Isa>,
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -261,6 +265,20 @@ impl LlmModel {
         })?;
         let c = &config;
         let mut factory = LinearFactory::new(device, options.requantize, !options.candle_kernels);
+        if let Some(isa) = options.kernel_isa {
+            if !isa.available() {
+                return Err(LlmError::Unsupported(format!(
+                    "this CPU cannot run the `{}` kernels (it runs: {})",
+                    isa.name(),
+                    ianvs_kernels::Isa::available_all()
+                        .iter()
+                        .map(|i| i.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            factory.set_isa(isa);
+        }
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.n_kv_heads * c.head_dim;
 

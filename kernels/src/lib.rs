@@ -12,8 +12,9 @@
 //!   the integer sum the `_1` formats need), as llama.cpp's `q8_0`/`q8_1`, or for the
 //!   K-quants to 256-value blocks with per-16 sums, as llama.cpp's `q8_K`;
 //! - threads split the output columns (candle's persistent barrier pool, so this and candle's
-//!   own kernels share one set of workers); a column is computed by one thread from start to
-//!   end, so the thread count never changes a result;
+//!   own kernels share one set of workers, or a model's own [`Pool`] with its own thread count
+//!   and CPUs); a column is computed by one thread from start to end, so the thread count
+//!   never changes a result;
 //! - rows are handled in groups of up to [`GROUP`]: each weight block is unpacked once and
 //!   used for every row of the group, while each row keeps its own accumulator, updated in
 //!   block order with the same instruction sequence as when the row is alone. Chunk results
@@ -26,7 +27,10 @@
 use candle_core::quantized::GgmlDType;
 
 mod kquant;
+mod pool;
 mod q32;
+
+pub use pool::{allowed_cpus, Pool};
 
 pub use kquant::{quantize_row_k, ActBlockK, QK_K};
 pub use q32::{quantize_row, ActBlock};
@@ -257,6 +261,8 @@ pub struct QMatrix {
     k: usize,
     data: Vec<u8>,
     isa: Isa,
+    /// The model's own threads (`None`: candle's process-wide pool).
+    pool: Option<std::sync::Arc<Pool>>,
 }
 
 impl QMatrix {
@@ -274,7 +280,14 @@ impl QMatrix {
             k,
             data,
             isa: isa(),
+            pool: None,
         })
+    }
+
+    /// The same matrix multiplied on `pool`'s threads.
+    pub fn with_pool(mut self, pool: std::sync::Arc<Pool>) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// The same matrix on the `isa` kernels (which must be [`Isa::available`]).
@@ -364,7 +377,10 @@ impl QMatrix {
                 }
             }
         };
-        candle_core::utils::barrier_pool().execute_chunked(n, work);
+        match &self.pool {
+            Some(pool) => pool.execute_chunked(n, work),
+            None => candle_core::utils::barrier_pool().execute_chunked(n, work),
+        }
         out
     }
 }

@@ -20,7 +20,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::error::{LlmError, Result};
-use ianvs_kernels::{Isa, QMatrix};
+use ianvs_kernels::{Isa, Pool, QMatrix};
 
 /// Chunks of at most this many rows are guaranteed batch invariant (larger chunks are prompt
 /// prefills, which target-only and speculative decoding run identically anyway).
@@ -126,6 +126,8 @@ pub(crate) struct LinearFactory {
     own_kernels: bool,
     /// The own kernel set (`None`: the process default).
     isa: Option<Isa>,
+    /// The model's own threads for the own kernels (`None`: candle's global pool).
+    pool: Option<Arc<Pool>>,
     known: HashMap<(GgmlDType, usize, usize), bool>,
 }
 
@@ -136,6 +138,7 @@ impl LinearFactory {
             requantize,
             own_kernels,
             isa: None,
+            pool: None,
             known: HashMap::new(),
         }
     }
@@ -143,6 +146,11 @@ impl LinearFactory {
     /// Use the `isa` kernel set (already checked to be available) for the own kernels.
     pub(crate) fn set_isa(&mut self, isa: Isa) {
         self.isa = Some(isa);
+    }
+
+    /// Multiply with the own kernels on `pool`'s threads.
+    pub(crate) fn set_pool(&mut self, pool: Arc<Pool>) {
+        self.pool = Some(pool);
     }
 
     /// The CPU representation of a weight matrix (see the module docs), requantized when asked.
@@ -217,6 +225,10 @@ impl LinearFactory {
             if let Some(own) = QMatrix::new(qt.dtype(), n, k, qt.data()?.into_owned()) {
                 let own = match self.isa {
                     Some(isa) => own.with_isa(isa),
+                    None => own,
+                };
+                let own = match &self.pool {
+                    Some(pool) => own.with_pool(pool.clone()),
                     None => own,
                 };
                 // Batch invariant by construction (see the `ianvs-kernels` crate): no probe, no row split.

@@ -26,7 +26,7 @@ pub struct LoadedLm {
 }
 
 fn weights_hp() -> HpSpec {
-    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, so this mainly trades memory for a little speed) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
+    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K, so this mainly trades memory for a little speed) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
 }
 
 /// `device`: the drafter defaults to the CPU (it is the edge model), the verifier to `auto`

@@ -9,7 +9,7 @@
 //! So a row's result has the same bits alone or in a chunk (each row keeps its accumulators
 //! and block order), and the same bits on the portable, AVX2 and AVX-512 paths.
 
-use crate::{f16_at, GROUP};
+use crate::{f16_at, GROUP, GROUP_AVX2};
 
 /// Values per K-quant block (and per Q8_K activation block).
 pub const QK_K: usize = 256;
@@ -188,7 +188,7 @@ pub(crate) fn dot_rows_scalar(f: KFormat, wrow: &[u8], acts: &[&[ActBlockK]], ou
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
-    use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP};
+    use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP_AVX2};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -229,7 +229,7 @@ pub(crate) mod avx2 {
         hsum_i32(_mm256_madd_epi16(s16, bs))
     }
 
-    /// Dot products of one weight row with up to [`GROUP`] activation rows.
+    /// Dot products of one weight row with up to [`GROUP_AVX2`] activation rows.
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; `wrow` holds `acts[r].len()` blocks of `f`.
@@ -241,7 +241,7 @@ pub(crate) mod avx2 {
                     1 => $fun::<1>(wrow, acts, out),
                     2 => $fun::<2>(wrow, acts, out),
                     3 => $fun::<3>(wrow, acts, out),
-                    _ => $fun::<GROUP>(wrow, acts, out),
+                    _ => $fun::<GROUP_AVX2>(wrow, acts, out),
                 }
             };
         }
@@ -411,6 +411,10 @@ pub(crate) mod avx512 {
                     1 => $($fun)*::<1>(wrow, acts, out),
                     2 => $($fun)*::<2>(wrow, acts, out),
                     3 => $($fun)*::<3>(wrow, acts, out),
+                    4 => $($fun)*::<4>(wrow, acts, out),
+                    5 => $($fun)*::<5>(wrow, acts, out),
+                    6 => $($fun)*::<6>(wrow, acts, out),
+                    7 => $($fun)*::<7>(wrow, acts, out),
                     _ => $($fun)*::<GROUP>(wrow, acts, out),
                 }
             };

@@ -15,7 +15,7 @@
 //!   own kernels share one set of workers, or a model's own [`Pool`] with its own thread count
 //!   and CPUs); a column is computed by one thread from start to end, so the thread count
 //!   never changes a result;
-//! - rows are handled in groups of up to [`GROUP`]: each weight block is unpacked once and
+//! - rows are handled in groups of up to 8 (AVX-512) or 4 rows: each weight block is unpacked once and
 //!   used for every row of the group, while each row keeps its own accumulator, updated in
 //!   block order with the same instruction sequence as when the row is alone. Chunk results
 //!   are therefore bit-identical to one-row results by construction, for any chunk length;
@@ -40,8 +40,23 @@ use kquant::KFormat;
 /// Values per block of the 32-value formats (and of their quantized activations).
 pub const QK: usize = 32;
 
-/// Rows that share one unpacked weight block.
-const GROUP: usize = 4;
+/// The most rows that share one unpacked weight block (AVX-512, with 32 vector registers);
+/// the AVX2 and portable paths use [`GROUP_AVX2`].
+const GROUP: usize = 8;
+
+/// Rows per group on AVX2 (16 vector registers) and the portable path.
+const GROUP_AVX2: usize = 4;
+
+impl Isa {
+    /// Rows that share one unpacked weight block on this kernel set. Each row's arithmetic
+    /// does not depend on it (or on its place in the group), only the cost does.
+    fn group(self) -> usize {
+        match self {
+            Self::Avx512 => GROUP,
+            _ => GROUP_AVX2,
+        }
+    }
+}
 
 /// Rows per tile of a long chunk (prefill): the tile's quantized activations stay in L1/L2
 /// while every column of the thread's share is swept.
@@ -322,7 +337,9 @@ impl QMatrix {
                 for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
                     quantize_row_k(xr, ar);
                 }
-                self.drive(&acts, kb, m, |w, a, o| dot_rows_k(isa, kf, w, a, o))
+                self.drive(&acts, kb, m, isa.group(), |w, a, o| {
+                    dot_rows_k(isa, kf, w, a, o)
+                })
             }
             None => {
                 let kb = k / QK;
@@ -331,7 +348,9 @@ impl QMatrix {
                     quantize_row(xr, ar);
                 }
                 let f = self.format;
-                self.drive(&acts, kb, m, |w, a, o| dot_rows(isa, f, w, a, o))
+                self.drive(&acts, kb, m, isa.group(), |w, a, o| {
+                    dot_rows(isa, f, w, a, o)
+                })
             }
         }
     }
@@ -348,6 +367,7 @@ impl QMatrix {
         acts: &[A],
         kb: usize,
         m: usize,
+        group: usize,
         dot: impl Fn(&[u8], &[&[A]], &mut [f32]) + Sync,
     ) -> Vec<f32> {
         let n = self.n;
@@ -360,8 +380,8 @@ impl QMatrix {
                 let tile_end = m.min(tile + ROW_TILE);
                 for col in cols.clone() {
                     let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
-                    for g in (tile..tile_end).step_by(GROUP) {
-                        let g_end = tile_end.min(g + GROUP);
+                    for g in (tile..tile_end).step_by(group) {
+                        let g_end = tile_end.min(g + group);
                         let mut rows: [&[A]; GROUP] = [&[]; GROUP];
                         for (slot, r) in rows.iter_mut().zip(g..g_end) {
                             *slot = &acts[r * kb..(r + 1) * kb];

@@ -5,7 +5,7 @@
 //! (as llama.cpp does), so the portable, AVX2 and AVX-512 paths round differently; each path
 //! on its own is batch invariant (a row's lanes and block order never depend on the chunk).
 
-use crate::{f16_at, Format, GROUP, QK};
+use crate::{f16_at, Format, GROUP, GROUP_AVX2, QK};
 
 /// One block of quantized activations: `x ≈ d · qs`, `isum = Σ qs`.
 #[derive(Clone, Copy)]
@@ -118,7 +118,7 @@ pub(crate) fn dot_rows_scalar(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out:
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
-    use super::{ActBlock, Format, GROUP};
+    use super::{ActBlock, Format, GROUP_AVX2};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -193,7 +193,7 @@ pub(crate) mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Dot products of one weight row with up to [`GROUP`] activation rows; each row's
+    /// Dot products of one weight row with up to [`GROUP_AVX2`] activation rows; each row's
     /// arithmetic is independent of how many rows share the call.
     ///
     /// # Safety
@@ -208,7 +208,7 @@ pub(crate) mod avx2 {
                     1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
                     2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
                     3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
-                    _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
+                    _ => dot_impl::<{ $fmt }, GROUP_AVX2>(wrow, acts, out),
                 }
             };
         }
@@ -291,6 +291,10 @@ pub(crate) mod avx512 {
                     1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
                     2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
                     3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
+                    4 => dot_impl::<{ $fmt }, 4>(wrow, acts, out),
+                    5 => dot_impl::<{ $fmt }, 5>(wrow, acts, out),
+                    6 => dot_impl::<{ $fmt }, 6>(wrow, acts, out),
+                    7 => dot_impl::<{ $fmt }, 7>(wrow, acts, out),
                     _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
                 }
             };

@@ -207,24 +207,33 @@ pub(crate) mod avx2 {
         _mm_cvtsi128_si32(s)
     }
 
-    /// `Σ_j m[j] · (bsums[2j] + bsums[2j+1])`, exactly.
+    /// The 8 minimums of a block, each twice, as 16 i16 lanes (one per 16-value group).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub(crate) unsafe fn min_sum(m: &[u8; 8], a: &ActBlockK) -> i32 {
-        let m16 = _mm256_cvtepu8_epi16(_mm_set_epi8(
-            m[7] as i8, m[7] as i8, m[6] as i8, m[6] as i8, m[5] as i8, m[5] as i8, m[4] as i8,
-            m[4] as i8, m[3] as i8, m[3] as i8, m[2] as i8, m[2] as i8, m[1] as i8, m[1] as i8,
-            m[0] as i8, m[0] as i8,
-        ));
+    pub(crate) unsafe fn mins16(m: &[u8; 8]) -> __m256i {
+        let m8 = _mm_loadl_epi64(m.as_ptr() as *const __m128i);
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8))
+    }
+
+    /// `Σ_j m[j] · (bsums[2j] + bsums[2j+1])`, exactly (`m16` from [`mins16`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn min_sum(m16: __m256i, a: &ActBlockK) -> i32 {
         let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
         hsum_i32(_mm256_madd_epi16(m16, bs))
     }
 
-    /// `Σ_g sc[g] · bsums[g]` over the 16 signed Q6_K scales, exactly.
+    /// The 16 signed Q6_K scales as i16 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub(crate) unsafe fn scale_bsum(sc: *const u8, a: &ActBlockK) -> i32 {
-        let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i));
+    pub(crate) unsafe fn scales16(sc: *const u8) -> __m256i {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i))
+    }
+
+    /// `Σ_g sc[g] · bsums[g]` over the 16 signed Q6_K scales (from [`scales16`]), exactly.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn scale_bsum(s16: __m256i, a: &ActBlockK) -> i32 {
         let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
         hsum_i32(_mm256_madd_epi16(s16, bs))
     }
@@ -315,9 +324,10 @@ pub(crate) mod avx2 {
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
                 }
             }
+            let m16 = mins16(&m);
             for r in 0..R {
                 let blk = &*a[r].add(i);
-                let summ = min_sum(&m, blk);
+                let summ = min_sum(m16, blk);
                 accumulate(
                     &mut acc[r],
                     &mut mins[r],
@@ -378,10 +388,11 @@ pub(crate) mod avx2 {
                     }
                 }
             }
+            let s16 = scales16(sc);
             for r in 0..R {
                 let blk = &*a[r].add(i);
                 // The weights were taken as q + 32 (unsigned): remove 32 · Σ sc · a.
-                let sumi = hsum_i32(sumi[r]) - 32 * scale_bsum(sc, blk);
+                let sumi = hsum_i32(sumi[r]) - 32 * scale_bsum(s16, blk);
                 accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
             }
         }
@@ -393,7 +404,7 @@ pub(crate) mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::avx2::{f16, min_sum, scale_bsum};
+    use super::avx2::{f16, min_sum, mins16, scale_bsum, scales16};
     use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP};
     use std::arch::x86_64::*;
 
@@ -492,9 +503,10 @@ pub(crate) mod avx512 {
                     sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(w, av), s);
                 }
             }
+            let m16 = mins16(&m);
             for r in 0..R {
                 let blk = &*a[r].add(i);
-                let summ = min_sum(&m, blk);
+                let summ = min_sum(m16, blk);
                 let si = _mm512_reduce_add_epi32(sumi[r]);
                 accumulate(&mut acc[r], &mut mins[r], d, dmin, blk.d, si, summ);
             }
@@ -567,9 +579,10 @@ pub(crate) mod avx512 {
                     }
                 }
             }
+            let s16 = scales16(sc);
             for r in 0..R {
                 let blk = &*a[r].add(i);
-                let sumi = _mm512_reduce_add_epi32(sumi[r]) - 32 * scale_bsum(sc, blk);
+                let sumi = _mm512_reduce_add_epi32(sumi[r]) - 32 * scale_bsum(s16, blk);
                 accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
             }
         }

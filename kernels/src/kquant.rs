@@ -426,6 +426,11 @@ pub(crate) mod avx512 {
                     5 => $($fun)*::<5>(wrow, acts, out),
                     6 => $($fun)*::<6>(wrow, acts, out),
                     7 => $($fun)*::<7>(wrow, acts, out),
+                    8 => $($fun)*::<8>(wrow, acts, out),
+                    9 => $($fun)*::<9>(wrow, acts, out),
+                    10 => $($fun)*::<10>(wrow, acts, out),
+                    11 => $($fun)*::<11>(wrow, acts, out),
+                    12 => $($fun)*::<12>(wrow, acts, out),
                     _ => $($fun)*::<GROUP>(wrow, acts, out),
                 }
             };

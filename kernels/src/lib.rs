@@ -15,7 +15,7 @@
 //!   own kernels share one set of workers, or a model's own [`Pool`] with its own thread count
 //!   and CPUs); a column is computed by one thread from start to end, so the thread count
 //!   never changes a result;
-//! - rows are handled in groups of up to 8 (AVX-512) or 4 rows: each weight block is unpacked once and
+//! - rows are handled in groups of up to 13 (AVX-512) or 4 rows: each weight block is unpacked once and
 //!   used for every row of the group, while each row keeps its own accumulator, updated in
 //!   block order with the same instruction sequence as when the row is alone. Chunk results
 //!   are therefore bit-identical to one-row results by construction, for any chunk length;
@@ -40,9 +40,10 @@ use kquant::KFormat;
 /// Values per block of the 32-value formats (and of their quantized activations).
 pub const QK: usize = 32;
 
-/// The most rows that share one unpacked weight block (AVX-512, with 32 vector registers);
-/// the AVX2 and portable paths use [`GROUP_AVX2`].
-const GROUP: usize = 8;
+/// The most rows that share one unpacked weight block (AVX-512, with 32 vector registers,
+/// so a 9-row verify pass (γ = 8) unpacks each block once); the AVX2 and portable paths use
+/// [`GROUP_AVX2`].
+const GROUP: usize = 13;
 
 /// Rows per group on AVX2 (16 vector registers) and the portable path.
 const GROUP_AVX2: usize = 4;

@@ -295,6 +295,11 @@ pub(crate) mod avx512 {
                     5 => dot_impl::<{ $fmt }, 5>(wrow, acts, out),
                     6 => dot_impl::<{ $fmt }, 6>(wrow, acts, out),
                     7 => dot_impl::<{ $fmt }, 7>(wrow, acts, out),
+                    8 => dot_impl::<{ $fmt }, 8>(wrow, acts, out),
+                    9 => dot_impl::<{ $fmt }, 9>(wrow, acts, out),
+                    10 => dot_impl::<{ $fmt }, 10>(wrow, acts, out),
+                    11 => dot_impl::<{ $fmt }, 11>(wrow, acts, out),
+                    12 => dot_impl::<{ $fmt }, 12>(wrow, acts, out),
                     _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
                 }
             };

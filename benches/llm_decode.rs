@@ -38,6 +38,11 @@
 //! `IANVS_LLAMA_BENCH=target/llama.cpp/bin/llama-bench` the bench also runs it on each GGUF file
 //! as published, with the same thread count, and prints both rates and their ratio.
 //!
+//! Threads: `IANVS_BENCH_THREADS=n` gives every model its own pool of n threads (the `threads`
+//! module setting) and runs llama.cpp with `-t n`; by default every core, through the shared
+//! pool. On a machine busy with other work, 1 thread is the steadier comparison: a product
+//! split over two threads waits whenever one of them is descheduled.
+//!
 //! Run: `cargo bench --bench llm_decode` (`IANVS_BENCH_DEVICE=cuda` with `--features cuda` to
 //! put the models on the GPU; the bandwidth row is still the CPU's then).
 
@@ -286,9 +291,18 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let bw = read_bandwidth();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let own_threads: Option<usize> = match std::env::var("IANVS_BENCH_THREADS") {
+        Ok(v) => Some(
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("IANVS_BENCH_THREADS: `{v}` is not a thread count"))?,
+        ),
+        Err(_) => None,
+    };
+    let threads =
+        own_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!(
-        "memory read bandwidth (CPU, {threads} threads, 512 MiB): {:.2} GB/s",
+        "memory read bandwidth (CPU, {} threads, 512 MiB): {:.2} GB/s; models on {threads} thread(s)",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         bw / 1e9
     );
     let choice = select_device(&device);
@@ -316,6 +330,7 @@ fn main() -> anyhow::Result<()> {
                     requantize: *requantize,
                     candle_kernels: kern == "candle",
                     kernel_isa,
+                    threads: own_threads,
                     ..Default::default()
                 };
                 let kern = match kern.as_str() {
@@ -498,16 +513,15 @@ fn side_by_side(
     threads: usize,
 ) -> anyhow::Result<()> {
     println!();
-    println!("| GGUF (native weights, {threads} threads) | ianvs decode tokens/s | llama.cpp tg tokens/s | ianvs / llama.cpp | ianvs prefill tokens/s | llama.cpp pp{} tokens/s | ianvs / llama.cpp |", plan.prefill);
+    println!("| GGUF (native weights, {threads} threads; ianvs: the first own-kernel row) | ianvs decode tokens/s | llama.cpp tg tokens/s | ianvs / llama.cpp | ianvs prefill tokens/s | llama.cpp pp{} tokens/s | ianvs / llama.cpp |", plan.prefill);
     println!("|---|---|---|---|---|---|---|");
     for path in paths.iter().filter(|p| p.is_file()) {
         let label = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let Some(ours) = rows
-            .iter()
-            .find(|r| r.name.starts_with(&format!("{label} native, own")))
-        else {
+        let Some(ours) = rows.iter().find(|r| {
+            r.name.starts_with(&format!("{label} native, ")) && !r.name.contains("candle")
+        }) else {
             continue;
         };
         let out = std::process::Command::new(exe)

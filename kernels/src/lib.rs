@@ -248,9 +248,8 @@ pub fn isa() -> Isa {
 
 fn dot_rows(isa: Isa, f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
     match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx512` is only used after `Isa::available` (runtime detection).
-        Isa::Avx512 => unsafe { q32::avx512::dot_rows(f, wrow, acts, out) },
+        // AVX-512 takes paired activations (`QMatrix::matmul_with`), never this function.
+        Isa::Avx512 => unreachable!("the AVX-512 path multiplies activation pairs"),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is only used after `Isa::available` (runtime detection).
         Isa::Avx2 => unsafe { q32::avx2::dot_rows(f, wrow, acts, out) },
@@ -349,6 +348,18 @@ impl QMatrix {
                     quantize_row(xr, ar);
                 }
                 let f = self.format;
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 {
+                    let kp = kb.div_ceil(2);
+                    let mut pairs = vec![q32::ActPair::ZERO; m * kp];
+                    for (ar, pr) in acts.chunks_exact(kb).zip(pairs.chunks_exact_mut(kp)) {
+                        q32::pair_row(ar, pr);
+                    }
+                    return self.drive(&pairs, kp, m, isa.group(), |w, a, o| {
+                        // SAFETY: `isa` is available (checked above).
+                        unsafe { q32::avx512::dot_rows(f, w, a, o) }
+                    });
+                }
                 self.drive(&acts, kb, m, isa.group(), |w, a, o| {
                     dot_rows(isa, f, w, a, o)
                 })
@@ -362,7 +373,8 @@ impl QMatrix {
         self.matmul_with(self.isa, x, m)
     }
 
-    /// Runs `dot` over every (column, group of rows), threads splitting the columns.
+    /// Runs `dot` over every (column, group of rows), threads splitting the columns; `acts`
+    /// holds `m` rows of `kb` entries.
     fn drive<A: Sync>(
         &self,
         acts: &[A],
@@ -373,7 +385,7 @@ impl QMatrix {
     ) -> Vec<f32> {
         let n = self.n;
         let mut out = vec![0f32; m * n];
-        let row_bytes = kb * self.format.block_bytes();
+        let row_bytes = self.k / self.format.block_values() * self.format.block_bytes();
         let out_ptr = out.as_mut_ptr() as usize;
         let work = |cols: std::ops::Range<usize>| {
             let mut tmp = [0f32; GROUP];
@@ -533,6 +545,45 @@ mod tests {
                     let got = w.matmul_with(isa, &x[..m * k], m);
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "{dtype:?} {isa:?} rows {m}");
+                }
+            }
+        }
+    }
+
+    /// Rows of an odd number of 32-value blocks (the AVX-512 path pairs blocks, the last one
+    /// with zeros): still the dequantized product, and still chunk-invariant.
+    #[test]
+    fn odd_block_counts_work_on_every_kernel_set() {
+        let (n, k, m) = (9, 96, 5);
+        let x = random(m * k, 21);
+        for dtype in &TYPES[..5] {
+            let (w, qt) = matrix(*dtype, n, k, 8);
+            let dense = qt.dequantize(&Device::Cpu).unwrap();
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
+            let want: Vec<f32> = xt
+                .matmul(&dense.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for isa in isas() {
+                let got = w.matmul_with(isa, &x, m);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 0.02 * scale,
+                        "{dtype:?} {isa:?} [{i}]: {g} vs {e}"
+                    );
+                }
+                for r in 0..m {
+                    let one = w.matmul_with(isa, &x[r * k..(r + 1) * k], 1);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&one),
+                        bits(&got[r * n..(r + 1) * n]),
+                        "{dtype:?} {isa:?}"
+                    );
                 }
             }
         }

@@ -270,10 +270,42 @@ pub(crate) mod avx2 {
     }
 }
 
+/// Activations for the AVX-512 path: two consecutive blocks in one entry, their 64 values
+/// contiguous (one 512-bit load) and their scales and scaled sums side by side.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct ActPair {
+    qs: [i8; 2 * QK],
+    d: [f32; 2],
+    s: [f32; 2],
+}
+
+impl ActPair {
+    pub(crate) const ZERO: Self = Self {
+        qs: [0; 2 * QK],
+        d: [0.0; 2],
+        s: [0.0; 2],
+    };
+}
+
+/// Regroups one row of quantized blocks into pairs (an odd last block gets an all-zero
+/// partner, which adds exact zeros).
+pub(crate) fn pair_row(blocks: &[ActBlock], out: &mut [ActPair]) {
+    debug_assert_eq!(out.len(), blocks.len().div_ceil(2));
+    for (p, bs) in out.iter_mut().zip(blocks.chunks(2)) {
+        *p = ActPair::ZERO;
+        for (j, b) in bs.iter().enumerate() {
+            p.qs[j * QK..(j + 1) * QK].copy_from_slice(&b.qs);
+            p.d[j] = b.d;
+            p.s[j] = b.s();
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use super::avx2::{format, unpack};
-    use super::{ActBlock, Format, GROUP};
+    use super::{ActPair, Format, GROUP};
     use std::arch::x86_64::*;
 
     /// Dot products of one weight row with up to [`GROUP`] activation rows, two blocks per
@@ -282,9 +314,9 @@ pub(crate) mod avx512 {
     ///
     /// # Safety
     /// The CPU must have the features of [`crate::Isa::Avx512`]; `wrow` holds
-    /// `acts[r].len()` blocks of `f`.
+    /// `2 · acts[r].len()` or one block fewer of `f`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
+    pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActPair]], out: &mut [f32]) {
         macro_rules! rows {
             ($fmt:expr) => {
                 match acts.len() {
@@ -320,32 +352,51 @@ pub(crate) mod avx512 {
         _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
     }
 
+    /// `[a ×8 | b ×8]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn halves(a: f32, b: f32) -> __m512 {
+        _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b))
+    }
+
+    /// `[p[0] ×8 | p[1] ×8]` from two floats in memory.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn spread(p: &[f32; 2], idx: __m512i) -> __m512 {
+        let v = _mm_castsi128_ps(_mm_loadl_epi64(p.as_ptr() as *const __m128i));
+        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot_impl<const FMT: u8, const R: usize>(
         wrow: &[u8],
-        acts: &[&[ActBlock]],
+        acts: &[&[ActPair]],
         out: &mut [f32],
     ) {
         let f = const { format(FMT) };
         let bb = f.block_bytes();
         let nb = wrow.len() / bb;
-        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
+        let np = nb.div_ceil(2);
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= np));
         let signed = !f.has_min();
         let zero = _mm512_setzero_si512();
+        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
         let mut acc = [_mm512_setzero_ps(); R];
-        let mut mins = [0f32; R];
-        let a: [*const ActBlock; R] = std::array::from_fn(|r| acts[r].as_ptr());
-        let mut i = 0;
-        while i < nb {
+        let mut mins = [_mm512_setzero_ps(); R];
+        let a: [*const ActPair; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        for i in 0..np {
             // Two blocks (the second absent, all zero, for an odd tail).
-            let pair = i + 1 < nb;
-            let (w0, d0, m0) = unpack(f, wrow.as_ptr().add(i * bb));
-            let (w1, d1, m1) = if pair {
-                unpack(f, wrow.as_ptr().add((i + 1) * bb))
+            let b = 2 * i;
+            let (w0, d0, m0) = unpack(f, wrow.as_ptr().add(b * bb));
+            let (w1, d1, m1) = if b + 1 < nb {
+                unpack(f, wrow.as_ptr().add((b + 1) * bb))
             } else {
                 (_mm256_setzero_si256(), 0.0, 0.0)
             };
             let w = join(w0, w1);
+            let dv = halves(d0, d1);
+            // The minimum term m · s of a block, spread over its 8 lanes (÷ 8 is exact).
+            let mv = halves(m0 * 0.125, m1 * 0.125);
             // vpdpbusd multiplies unsigned by signed bytes: for signed weights move the sign
             // onto the activations (|w| · sign(w)·a), as the AVX2 path does.
             let (wabs, neg) = if signed {
@@ -354,39 +405,23 @@ pub(crate) mod avx512 {
                 (w, 0)
             };
             for r in 0..R {
-                let b0 = &*a[r].add(i);
-                let lo = _mm256_loadu_si256(b0.qs.as_ptr() as *const __m256i);
-                let (hi, s1) = if pair {
-                    let b1 = &*a[r].add(i + 1);
-                    if !signed {
-                        mins[r] += m0 * b0.s();
-                        mins[r] += m1 * b1.s();
-                    }
-                    (
-                        _mm256_loadu_si256(b1.qs.as_ptr() as *const __m256i),
-                        d1 * b1.d,
-                    )
-                } else {
-                    if !signed {
-                        mins[r] += m0 * b0.s();
-                    }
-                    (_mm256_setzero_si256(), 0.0)
-                };
-                let av = join(lo, hi);
+                let p = &*a[r].add(i);
+                let av = _mm512_loadu_si512(p.qs.as_ptr() as *const __m512i);
                 let av = if signed {
                     _mm512_mask_sub_epi8(av, neg, zero, av)
                 } else {
                     av
                 };
                 let dot = _mm512_dpbusd_epi32(zero, wabs, av);
-                let scale =
-                    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0 * b0.d), _mm512_set1_ps(s1));
+                let scale = _mm512_mul_ps(dv, spread(&p.d, idx));
                 acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[r]);
+                if !signed {
+                    mins[r] = _mm512_fmadd_ps(mv, spread(&p.s, idx), mins[r]);
+                }
             }
-            i += 2;
         }
         for r in 0..R {
-            out[r] = _mm512_reduce_add_ps(acc[r]) + mins[r];
+            out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(mins[r]);
         }
     }
 }

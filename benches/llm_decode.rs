@@ -453,7 +453,7 @@ fn write_requantized(src: &Path, dst: &Path, dtype: GgmlDType, q4_k_m: bool) -> 
     // llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third.
     let more_bits = |i: usize| {
         let n = n_layers;
-        i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+        i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
     };
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort_by_key(|n| content.tensor_infos[*n].offset);
@@ -469,16 +469,14 @@ fn write_requantized(src: &Path, dst: &Path, dtype: GgmlDType, q4_k_m: bool) -> 
             .strip_prefix("blk.")
             .and_then(|r| r.split('.').next())
             .and_then(|i| i.parse::<usize>().ok());
-        let wanted = if !q4_k_m {
-            dtype
-        } else if name == "output.weight" || (tied && name == "token_embd.weight") {
-            GgmlDType::Q6K
-        } else if (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
-            && layer.is_some_and(more_bits)
-        {
-            GgmlDType::Q6K
-        } else {
-            GgmlDType::Q4K
+        let more = name == "output.weight"
+            || (tied && name == "token_embd.weight")
+            || ((name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
+                && layer.is_some_and(more_bits));
+        let wanted = match (q4_k_m, more) {
+            (false, _) => dtype,
+            (true, true) => GgmlDType::Q6K,
+            (true, false) => GgmlDType::Q4K,
         };
         let target = fallback(wanted, dims[1]);
         let qt = if target == qt.dtype() {

@@ -1327,6 +1327,13 @@ impl Paradigm for SpeculativeDecoding {
             meta.insert("drafter_weight_bytes".to_string(), d.weight_bytes() as f64);
         }
         out.measurements.extend(meta);
+        // The models as loaded (file, weights, device, own threads and CPUs), for the record.
+        let runtime = serde_json::json!({
+            "drafter": drafter.as_ref().map(|d| d.describe()),
+            "verifier": verifier.as_ref().map(|v| v.describe()),
+        });
+        out.artifacts
+            .push(("runtime.json".into(), serde_json::to_vec_pretty(&runtime)?));
         Ok(out)
     }
 }

@@ -173,11 +173,10 @@ impl BaseModel for PluginModel {
             }
             let n = train.len();
             let y: Vec<i64> = train.labels.iter().map(|&l| l as i64).collect();
-            let r = p.call(
-                "train",
-                json!({}),
-                vec![features(&train.features, n), Tensor::from_i64(vec![n], &y)],
-            )?;
+            // Placed, not sent: the model may keep `train_data.x` (docs/plugins.md, "Shared memory").
+            let x = p.place(features(&train.features, n))?;
+            let y = p.place(Tensor::from_i64(vec![n], &y))?;
+            let r = p.call_with("train", json!({}), vec![x.into(), y.into()])?;
             let seconds = r.compute_s;
             // Ianvs saves the trained model and loads it back before inference.
             if p.has_method("save") && p.has_method("load") {

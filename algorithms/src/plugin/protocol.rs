@@ -496,6 +496,32 @@ mod tests {
     }
 
     #[test]
+    fn large_tensors_cross_as_offsets_in_the_region_and_small_ones_inline() {
+        let mut r = Region::create().unwrap();
+        let big = Tensor::from_f32(vec![10, 1000], &vec![1.5; 10_000]);
+        let small = Tensor::from_i64(vec![3], &[1, -2, 3]);
+        let mut buf = Vec::new();
+        let args = [Arg::from(big.clone()), Arg::from(small.clone())];
+        write_call(&mut buf, json!({"op": "call"}), &args, Some(&mut r)).unwrap();
+        assert!(buf.len() < 200, "the 40 kB tensor is not in the frame");
+        assert!(String::from_utf8_lossy(&buf).contains(r#""shm":0}"#));
+        let f = read_frame_shm(&mut buf.as_slice(), Some(&mut r)).unwrap();
+        assert_eq!(f.header["shm_free"], 40_000);
+        assert_eq!(f.tensors, vec![big.clone(), small]);
+        // Without a region such a frame is malformed, not misread.
+        let e = read_frame(&mut buf.as_slice()).unwrap_err();
+        assert!(e.to_string().contains("none was negotiated"), "{e}");
+        // A placed tensor is sent as its offset; its rows as offsets inside it.
+        let (off, g) = r.place(&big.data).unwrap();
+        let p = Placed::in_region(&big, off, g);
+        let mut buf = Vec::new();
+        write_call(&mut buf, json!({}), &[p.rows(2..4).into()], Some(&mut r)).unwrap();
+        let f = read_frame_shm(&mut buf.as_slice(), Some(&mut r)).unwrap();
+        assert_eq!(f.tensors[0], Tensor::from_f32(vec![2, 1000], &[1.5; 2000]));
+        assert!(String::from_utf8_lossy(&buf).contains(&format!(r#""shm":{}}}"#, off + 8000)));
+    }
+
+    #[test]
     fn a_closed_stream_is_eof_and_garbage_is_invalid() {
         let e = read_frame(&mut [1u8, 0].as_slice()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);

@@ -291,11 +291,11 @@ pub fn write_call(
     w: &mut impl Write,
     mut header: Value,
     args: &[Arg],
-    mut region: Option<&mut Region>,
+    region: Option<&mut Region>,
 ) -> io::Result<()> {
     // Where each tensor goes: `Some(offset)` in the region, `None` inline.
     let mut at = Vec::with_capacity(args.len());
-    if let Some(r) = region.as_deref_mut() {
+    if let Some(r) = region {
         let mut free = r.scratch_start();
         for a in args {
             at.push(match a {

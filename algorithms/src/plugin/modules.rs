@@ -20,7 +20,7 @@ use ianvs_paradigms::{PluginRef, ResolvedModule};
 use serde_json::{json, Value};
 
 use super::process::{Launch, PluginProcess};
-use super::protocol::Tensor;
+use super::protocol::{Arg, Tensor};
 
 /// Sedna's `ClassType` of a module type, as Ianvs's `Module.get_module_instance` maps it.
 pub fn class_type(module_type: &str) -> &'static str {
@@ -213,7 +213,10 @@ impl BaseModel for PluginModel {
         let (k, dim) = (self.num_classes, self.dim.max(1));
         self.with(|p| {
             let n = x.len() / dim;
-            let r = p.call("predict", json!({}), vec![features(x, n)])?;
+            // Borrowed: the only copy is into the shared region (or the pipe), inside the
+            // measured round trip.
+            let arg = Arg::f32(vec![n, x.len() / n.max(1)], x);
+            let r = p.call_with("predict", json!({}), vec![arg])?;
             let t = r
                 .tensors
                 .first()

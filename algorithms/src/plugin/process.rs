@@ -456,7 +456,7 @@ impl PluginProcess {
         &mut self,
         method: &str,
         args: Value,
-        tensors: Vec<Arg>,
+        tensors: Vec<Arg<'_>>,
     ) -> anyhow::Result<Reply> {
         let header = json!({"op": "call", "method": method, "args": args});
         self.exchange_args(header, &tensors, method)
@@ -467,7 +467,12 @@ impl PluginProcess {
         self.exchange_args(f.header, &args, what)
     }
 
-    fn exchange_args(&mut self, header: Value, args: &[Arg], what: &str) -> anyhow::Result<Reply> {
+    fn exchange_args(
+        &mut self,
+        header: Value,
+        args: &[Arg<'_>],
+        what: &str,
+    ) -> anyhow::Result<Reply> {
         // The clock includes ianvs's own copy of tensors into the shared region.
         let t0 = Instant::now();
         let sent = write_call(&mut self.stdin, header, args, self.region.as_mut())

@@ -215,20 +215,58 @@ impl Placed {
     }
 }
 
-/// A call's tensor argument: bytes to send, or a placed tensor.
+/// A call's tensor argument: bytes to send (owned, or borrowed from the caller so that the
+/// only copy is the one into the pipe or the shared region), or a placed tensor.
 #[derive(Debug, Clone)]
-pub enum Arg {
+pub enum Arg<'a> {
     Tensor(Tensor),
+    Borrowed {
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: &'a [u8],
+    },
     Placed(Placed),
 }
 
-impl From<Tensor> for Arg {
+impl<'a> Arg<'a> {
+    /// `v` as an f32 tensor of `shape`, without copying it here.
+    pub fn f32(shape: Vec<usize>, v: &'a [f32]) -> Self {
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: an f32 slice viewed as its bytes (no padding; u8 has alignment 1); on a
+            // little-endian target these are the wire bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            };
+            Arg::Borrowed {
+                dtype: DType::F32,
+                shape,
+                bytes,
+            }
+        }
+        #[cfg(not(target_endian = "little"))]
+        Arg::Tensor(Tensor::from_f32(shape, v))
+    }
+}
+
+impl Arg<'_> {
+    /// The bytes of a tensor sent by value (empty for a placed one).
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Arg::Tensor(t) => &t.data,
+            Arg::Borrowed { bytes, .. } => bytes,
+            Arg::Placed(_) => &[],
+        }
+    }
+}
+
+impl From<Tensor> for Arg<'_> {
     fn from(t: Tensor) -> Self {
         Arg::Tensor(t)
     }
 }
 
-impl From<Placed> for Arg {
+impl From<Placed> for Arg<'_> {
     fn from(p: Placed) -> Self {
         Arg::Placed(p)
     }
@@ -290,7 +328,7 @@ fn write_meta(
 pub fn write_call(
     w: &mut impl Write,
     mut header: Value,
-    args: &[Arg],
+    args: &[Arg<'_>],
     region: Option<&mut Region>,
 ) -> io::Result<()> {
     // Where each tensor goes: `Some(offset)` in the region, `None` inline.
@@ -299,13 +337,17 @@ pub fn write_call(
         let mut free = r.scratch_start();
         for a in args {
             at.push(match a {
-                Arg::Tensor(t) if t.data.len() >= SHM_MIN => {
-                    let off = align(free);
-                    r.write_at(off, &t.data)?;
-                    free = off + t.data.len();
-                    Some(off)
+                Arg::Tensor(_) | Arg::Borrowed { .. } => {
+                    let bytes = a.bytes();
+                    (bytes.len() >= SHM_MIN)
+                        .then(|| {
+                            let off = align(free);
+                            r.write_at(off, bytes)?;
+                            free = off + bytes.len();
+                            Ok::<_, io::Error>(off)
+                        })
+                        .transpose()?
                 }
-                Arg::Tensor(_) => None,
                 Arg::Placed(p) => match p.store {
                     Store::Region { offset, generation } => {
                         if generation != r.generation() {
@@ -343,6 +385,11 @@ pub fn write_call(
     for (a, off) in args.iter().zip(at) {
         let (dtype, shape, bytes): (DType, &[usize], &[u8]) = match a {
             Arg::Tensor(t) => (t.dtype, &t.shape, &t.data),
+            Arg::Borrowed {
+                dtype,
+                shape,
+                bytes,
+            } => (*dtype, shape, bytes),
             Arg::Placed(p) => match &p.store {
                 Store::Local { bytes, start } => {
                     (p.dtype, &p.shape, &bytes[*start..start + p.byte_len()])
@@ -508,6 +555,22 @@ mod tests {
         let f = read_frame_shm(&mut buf.as_slice(), Some(&mut r)).unwrap();
         assert_eq!(f.header["shm_free"], 40_000);
         assert_eq!(f.tensors, vec![big.clone(), small]);
+        // A borrowed slice is the same frame as the owned tensor, inline and in the region.
+        let v = vec![1.5f32; 10_000];
+        for region in [None, Some(&mut r)] {
+            let shm = region.is_some();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut region = region;
+            write_call(
+                &mut a,
+                json!({}),
+                &[big.clone().into()],
+                region.as_deref_mut(),
+            )
+            .unwrap();
+            write_call(&mut b, json!({}), &[Arg::f32(vec![10, 1000], &v)], region).unwrap();
+            assert_eq!(a, b, "shm {shm}");
+        }
         // Without a region such a frame is malformed, not misread.
         let e = read_frame(&mut buf.as_slice()).unwrap_err();
         assert!(e.to_string().contains("none was negotiated"), "{e}");

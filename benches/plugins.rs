@@ -79,15 +79,17 @@ fn measure(p: &mut PluginProcess, what: &str, n: usize, calls: usize, placed: bo
     let mut place_us = 0.0;
     // Sent as the single-task paradigm sends a test batch: borrowed, copied once (into the
     // pipe or the region) inside the round trip.
-    let arg: Box<dyn Fn() -> Arg<'_>> = if placed {
+    let handle = placed.then(|| {
         p.clear_placed();
         let tensor = Tensor::from_f32(vec![n, 784], &x);
         let t0 = Instant::now();
         let h = p.place(tensor).unwrap();
         place_us = t0.elapsed().as_secs_f64() * 1e6;
-        Box::new(move || Arg::Placed(h.rows(0..n)))
-    } else {
-        Box::new(|| Arg::f32(vec![n, 784], &x))
+        h
+    });
+    let arg = || match &handle {
+        Some(h) => Arg::Placed(h.rows(0..n)),
+        None => Arg::f32(vec![n, 784], &x),
     };
     for _ in 0..50 {
         p.call_with("predict", json!({}), vec![arg()]).unwrap();

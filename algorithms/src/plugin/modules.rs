@@ -20,7 +20,7 @@ use ianvs_paradigms::{PluginRef, ResolvedModule};
 use serde_json::{json, Value};
 
 use super::process::{Launch, PluginProcess};
-use super::protocol::Tensor;
+use super::protocol::{Arg, Tensor};
 
 /// Sedna's `ClassType` of a module type, as Ianvs's `Module.get_module_instance` maps it.
 pub fn class_type(module_type: &str) -> &'static str {
@@ -171,10 +171,10 @@ impl PluginModel {
 
 impl PluginModel {
     /// `predict` on `n` samples (numbers in `tensors`, or paths in `args.x`), as `[n, k]` scores.
-    fn predict(&self, n: usize, args: Value, tensors: Vec<Tensor>) -> anyhow::Result<Vec<f32>> {
+    fn predict(&self, n: usize, args: Value, tensors: Vec<Arg<'_>>) -> anyhow::Result<Vec<f32>> {
         let k = self.num_classes;
         self.with(|p| {
-            let r = p.call("predict", args, tensors)?;
+            let r = p.call_with("predict", args, tensors)?;
             let t = r
                 .tensors
                 .first()
@@ -214,11 +214,11 @@ impl BaseModel for PluginModel {
                 Some(s) => p.call("train", json!({"x": s.x, "y": s.y}), vec![])?,
                 None => {
                     let y: Vec<i64> = train.labels.iter().map(|&l| l as i64).collect();
-                    p.call(
-                        "train",
-                        json!({}),
-                        vec![features(&train.features, n), Tensor::from_i64(vec![n], &y)],
-                    )?
+                    // Placed, not sent: the model may keep `train_data.x` (docs/plugins.md,
+                    // "Shared memory").
+                    let x = p.place(features(&train.features, n))?;
+                    let y = p.place(Tensor::from_i64(vec![n], &y))?;
+                    p.call_with("train", json!({}), vec![x.into(), y.into()])?
                 }
             };
             let seconds = r.compute_s;
@@ -257,7 +257,9 @@ impl BaseModel for PluginModel {
 
     fn predict_proba(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
         let n = x.len() / self.dim.max(1);
-        self.predict(n, json!({}), vec![features(x, n)])
+        // Borrowed: the only copy is into the shared region (or the pipe), inside the
+        // measured round trip.
+        self.predict(n, json!({}), vec![Arg::f32(vec![n, x.len() / n.max(1)], x)])
     }
 
     fn takes_samples(&self) -> bool {

@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
     let flow = |codec| Flow {
         edge: &edge as &dyn BaseModel,
         cloud: &cloud as &dyn BaseModel,
+        samples: None,
         codec,
         timing: Timing::Virtual,
     };

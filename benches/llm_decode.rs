@@ -22,14 +22,26 @@
 //! weights; any other GGUF type name requantizes GGUF weights at load time (a K-quant falls back
 //! to the llama.cpp choice for weights whose rows are not a multiple of 256 values). A model or
 //! format that cannot load is skipped with the reason. `IANVS_BENCH_KERNELS` (default
-//! `own,candle`): the runtime's own CPU kernels, candle's, or both for a before/after (they
-//! differ only for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights). `IANVS_BENCH_QUICK=1` measures fewer
-//! steps (a smoke run).
+//! `own,candle`): the runtime's own CPU kernels (`own`: the fastest set this CPU runs, or one
+//! named: `avx512`, `avx2`, `portable`), candle's, or several for a before/after (they differ
+//! only for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights). `IANVS_BENCH_QUICK=1`
+//! measures fewer steps (a smoke run).
+//!
+//! Requantized files: with `IANVS_BENCH_WRITE_GGUF=DIR` every non-native format of a GGUF model
+//! is written to `DIR/<model>-<format>.gguf` (metadata kept, 2-D weights requantized with
+//! llama.cpp's fallbacks) and measured as a file of its own, so llama.cpp can read it too.
+//! `q4_k_m` then is llama.cpp's Q4_K_M recipe: Q6_K for the output head (the embedding when
+//! tied) and for `attn_v`/`ffn_down` in the layers llama.cpp gives more bits, Q4_K elsewhere.
 //!
 //! Side by side with llama.cpp: `bash scripts/build-llama-cpp.sh` builds `llama-bench` from the
 //! llama-cpp-python sdist (PyPI) under `target/llama.cpp/`; with
 //! `IANVS_LLAMA_BENCH=target/llama.cpp/bin/llama-bench` the bench also runs it on each GGUF file
 //! as published, with the same thread count, and prints both rates and their ratio.
+//!
+//! Threads: `IANVS_BENCH_THREADS=n` gives every model its own pool of n threads (the `threads`
+//! module setting) and runs llama.cpp with `-t n`; by default every core, through the shared
+//! pool. On a machine busy with other work, 1 thread is the steadier comparison: a product
+//! split over two threads waits whenever one of them is descheduled.
 //!
 //! Run: `cargo bench --bench llm_decode` (`IANVS_BENCH_DEVICE=cuda` with `--features cuda` to
 //! put the models on the GPU; the bandwidth row is still the CPU's then).
@@ -38,7 +50,11 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::quantized::gguf_file;
 use candle_core::quantized::GgmlDType;
+use candle_core::quantized::QTensor;
+use candle_core::Device;
+use ianvs_algorithms::llm::kernels::{self as ianvs_kernels, Isa};
 use ianvs_algorithms::llm::{LlmModel, LoadOptions};
 use ianvs_paradigms::device::select_device;
 
@@ -189,9 +205,11 @@ fn parse_format(name: &str) -> anyhow::Result<Option<GgmlDType>> {
         "q4_k" => GgmlDType::Q4K,
         "q5_k" => GgmlDType::Q5K,
         "q6_k" => GgmlDType::Q6K,
+        // The mix exists only as a written file (`IANVS_BENCH_WRITE_GGUF`); in memory its base.
+        "q4_k_m" => GgmlDType::Q4K,
         other => anyhow::bail!(
             "unknown format `{other}` in IANVS_BENCH_FORMATS; valid: native, f32, q4_0, q4_1, \
-             q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k"
+             q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q4_k_m, q5_k, q6_k"
         ),
     }))
 }
@@ -236,26 +254,55 @@ fn main() -> anyhow::Result<()> {
             root.join("datasets/lm/draft"),
         ];
     }
-    let formats: Vec<(String, Option<GgmlDType>)> = std::env::var("IANVS_BENCH_FORMATS")
+    let mut formats: Vec<(String, Option<GgmlDType>)> = std::env::var("IANVS_BENCH_FORMATS")
         .unwrap_or_else(|_| "native,q8_0,q5_0,q4_k".into())
         .split(',')
         .map(|f| Ok((f.trim().to_string(), parse_format(f.trim())?)))
         .collect::<anyhow::Result<_>>()?;
+    if let Some(dir) = std::env::var_os("IANVS_BENCH_WRITE_GGUF") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut written = Vec::new();
+        for path in paths.iter().filter(|p| p.is_file()) {
+            for (fname, dtype) in &formats {
+                let Some(dtype) = dtype else { continue };
+                let stem = path
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                let out = dir.join(format!("{stem}-{fname}.gguf"));
+                write_requantized(path, &out, *dtype, fname == "q4_k_m")?;
+                eprintln!("wrote {}", out.display());
+                written.push(out);
+            }
+        }
+        paths.extend(written);
+        formats.retain(|(_, d)| d.is_none());
+    }
     let kernels: Vec<String> = std::env::var("IANVS_BENCH_KERNELS")
         .unwrap_or_else(|_| "own,candle".into())
         .split(',')
         .map(|k| k.trim().to_string())
         .collect();
-    if let Some(bad) = kernels
-        .iter()
-        .find(|k| !matches!(k.as_str(), "own" | "candle"))
-    {
-        anyhow::bail!("unknown kernels `{bad}` in IANVS_BENCH_KERNELS; valid: own, candle");
+    for k in &kernels {
+        if !matches!(k.as_str(), "own" | "candle") {
+            Isa::parse(k).map_err(|e| {
+                anyhow::anyhow!("IANVS_BENCH_KERNELS: {e}; also valid: own, candle")
+            })?;
+        }
     }
     let bw = read_bandwidth();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let own_threads: Option<usize> = match std::env::var("IANVS_BENCH_THREADS") {
+        Ok(v) => Some(
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("IANVS_BENCH_THREADS: `{v}` is not a thread count"))?,
+        ),
+        Err(_) => None,
+    };
+    let threads =
+        own_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!(
-        "memory read bandwidth (CPU, {threads} threads, 512 MiB): {:.2} GB/s",
+        "memory read bandwidth (CPU, {} threads, 512 MiB): {:.2} GB/s; models on {threads} thread(s)",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
         bw / 1e9
     );
     let choice = select_device(&device);
@@ -275,10 +322,20 @@ fn main() -> anyhow::Result<()> {
                 continue; // float folders: only their native weights
             }
             for kern in &kernels {
+                let kernel_isa = match kern.as_str() {
+                    "own" | "candle" => None,
+                    name => Some(Isa::parse(name).map_err(anyhow::Error::msg)?),
+                };
                 let opts = LoadOptions {
                     requantize: *requantize,
                     candle_kernels: kern == "candle",
+                    kernel_isa,
+                    threads: own_threads,
                     ..Default::default()
+                };
+                let kern = match kern.as_str() {
+                    "own" => format!("own {}", ianvs_kernels::isa().name()),
+                    k => k.to_string(),
                 };
                 let model = match LlmModel::load_with(path, &choice.device, &opts) {
                     Ok(m) => m,
@@ -366,9 +423,86 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// llama.cpp's choice for a weight whose rows (`k` values) are not a multiple of the block:
+/// a 32-value type (`llama_tensor_get_type`).
+fn fallback(wanted: GgmlDType, k: usize) -> GgmlDType {
+    if k.is_multiple_of(wanted.block_size()) {
+        return wanted;
+    }
+    match wanted {
+        GgmlDType::Q2K | GgmlDType::Q3K => GgmlDType::Q4_0,
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        GgmlDType::Q6K => GgmlDType::Q8_0,
+        other => other,
+    }
+}
+
+/// Writes `src` with every 2-D weight requantized to `dtype` (or, for `q4_k_m`, llama.cpp's
+/// Q4_K_M recipe), metadata and 1-D tensors unchanged.
+fn write_requantized(src: &Path, dst: &Path, dtype: GgmlDType, q4_k_m: bool) -> anyhow::Result<()> {
+    let mut f = std::fs::File::open(src)?;
+    let content = gguf_file::Content::read(&mut f)?;
+    let n_layers = content
+        .metadata
+        .iter()
+        .find(|(k, _)| k.ends_with(".block_count"))
+        .and_then(|(_, v)| v.to_u32().ok())
+        .unwrap_or(0) as usize;
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    // llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third.
+    let more_bits = |i: usize| {
+        let n = n_layers;
+        i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+    };
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort_by_key(|n| content.tensor_infos[*n].offset);
+    let mut tensors = Vec::new();
+    for name in names {
+        let qt = content.tensor(&mut f, name, &Device::Cpu)?;
+        let dims = qt.shape().dims().to_vec();
+        if dims.len() != 2 {
+            tensors.push((name.clone(), qt));
+            continue;
+        }
+        let layer = name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let more = name == "output.weight"
+            || (tied && name == "token_embd.weight")
+            || ((name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
+                && layer.is_some_and(more_bits));
+        let wanted = match (q4_k_m, more) {
+            (false, _) => dtype,
+            (true, true) => GgmlDType::Q6K,
+            (true, false) => GgmlDType::Q4K,
+        };
+        let target = fallback(wanted, dims[1]);
+        let qt = if target == qt.dtype() {
+            qt
+        } else {
+            QTensor::quantize(&qt.dequantize(&Device::Cpu)?, target)?
+        };
+        tensors.push((name.clone(), qt));
+    }
+    let md: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tmp = dst.with_extension("gguf.tmp");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    gguf_file::write(&mut out, &md, &ts)?;
+    drop(out);
+    std::fs::rename(&tmp, dst)?;
+    Ok(())
+}
+
 /// llama.cpp's `llama-bench` on the same GGUF files and thread count (`IANVS_LLAMA_BENCH`, built
-/// by `scripts/build-llama-cpp.sh`), printed beside this runtime's own-kernel rows. Only the
-/// files as published: requantized variants exist only in this process.
+/// by `scripts/build-llama-cpp.sh`), printed beside this runtime's own-kernel rows: the files
+/// as published and those `IANVS_BENCH_WRITE_GGUF` wrote.
 fn side_by_side(
     exe: &Path,
     paths: &[PathBuf],
@@ -377,16 +511,15 @@ fn side_by_side(
     threads: usize,
 ) -> anyhow::Result<()> {
     println!();
-    println!("| GGUF (native weights, {threads} threads) | ianvs decode tokens/s | llama.cpp tg tokens/s | ianvs / llama.cpp | ianvs prefill tokens/s | llama.cpp pp{} tokens/s | ianvs / llama.cpp |", plan.prefill);
+    println!("| GGUF (native weights, {threads} threads; ianvs: the first own-kernel row) | ianvs decode tokens/s | llama.cpp tg tokens/s | ianvs / llama.cpp | ianvs prefill tokens/s | llama.cpp pp{} tokens/s | ianvs / llama.cpp |", plan.prefill);
     println!("|---|---|---|---|---|---|---|");
     for path in paths.iter().filter(|p| p.is_file()) {
         let label = path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let Some(ours) = rows
-            .iter()
-            .find(|r| r.name.starts_with(&format!("{label} native, own kernels")))
-        else {
+        let Some(ours) = rows.iter().find(|r| {
+            r.name.starts_with(&format!("{label} native, ")) && !r.name.contains("candle")
+        }) else {
             continue;
         };
         let out = std::process::Command::new(exe)

@@ -14,7 +14,7 @@
 # a one-case smoke job of the trained pair, testenvs/speculative-decoding/benchmark-cuda.yaml
 # (every verifier on cpu and cuda) and testenvs/mnist-joint-inference/benchmark-cuda.yaml
 # (cloud CNN on cpu and cuda), and an edge-on-CPU / cloud-on-GPU run over TCP (`ianvs serve
-# --device cuda` + the `Tcp` link, section 7). A case that falls back to the CPU counts as a failure. $OUT gets
+# --device cuda` + the `Tcp` link, section 7; speculative decoding with the verifier there, 8). A case that falls back to the CPU counts as a failure. $OUT gets
 # check.log, smoke.log, scenario.log, joint.log (capped) and the leaderboards. Exit status 0
 # only when every CHECK passed. On an H200 (2026-11-26) the whole script took 50 s.
 OUT="${OUT:-/tmp/check-out}"
@@ -232,6 +232,53 @@ benchmarkingjob:
 YAML
 timeout 300 /tmp/ianvs run -f "$net/benchmark.yaml" --workspace "$OUT/nws" --quiet >"$OUT/network.log" 2>&1
 echo "network exit: $?"
+# ---- 8. speculative decoding: drafter on the CPU (edge), verifier on the GPU worker ------------
+# The same worker hosts the trained pair's verifier on cuda; the edge drafts on the CPU and sends
+# each round over TCP; each prompt's verifier-only baseline runs in the worker too (paired).
+cat >"$net/spec-remote.yaml" <<YAML
+algorithm:
+  paradigm_type: "speculativedecoding"
+  modules:
+    - type: "drafter"
+      name: "LLM"
+      hyperparameters:
+        - model: { values: ["$PWD/datasets/lm/draft"] }
+        - device: { values: ["cpu"] }
+        - draft_tokens_per_step: { values: [2, 4] }
+    - type: "verifier"
+      name: "LLM"
+      hyperparameters:
+        - model: { values: ["$PWD/datasets/lm/verifier"] }
+    - type: "link"
+      name: "Tcp"
+      hyperparameters:
+        - spawn: { values: ["none"] }
+        - endpoint: { values: ["127.0.0.1:7448"] }
+        - token: { values: ["gpu-check-token"] }
+        - deadline_ms: { values: [30000] }
+YAML
+cat >"$net/spec-benchmark.yaml" <<YAML
+benchmarkingjob:
+  name: "cuda-network-speculative"
+  workspace: "./ws"
+  testenv: "$PWD/testenvs/speculative-decoding/testenv-network.yaml"
+  test_object:
+    type: "algorithms"
+    algorithms:
+      - name: "drafter-cpu-verifier-gpu"
+        url: "./spec-remote.yaml"
+  rank:
+    sort_by:
+      - { "token-throughput": "descend" }
+    selected_output_columns: [ "rank", "algorithm", "drafter-draft_tokens_per_step", "token-throughput", "speed-up", "lossless", "near-tie-divergences", "acceptance-rate", "draft-time-share", "link-time-share", "verify-time-share" ]
+YAML
+timeout 300 /tmp/ianvs run -f "$net/spec-benchmark.yaml" --workspace "$OUT/sws" --quiet >"$OUT/network-spec.log" 2>&1
+echo "network speculative exit: $?"
+cap "$OUT/network-spec.log"; tail -n 30 "$OUT/network-spec.log"
+grep -h '"device"\|"model"' "$OUT"/sws/*/*/*/real_link.json 2>/dev/null | head -n 4
+cp "$OUT"/sws/*/rank/leaderboard.md "$OUT/leaderboard-network-spec-cuda.md" 2>/dev/null || status=1
+cat "$OUT/leaderboard-network-spec-cuda.md"
+rm -rf "$OUT/sws"
 kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null
 cap "$OUT/network.log"; cap "$OUT/serve.log"
 tail -n 30 "$OUT/network.log"; cat "$OUT/serve.log"

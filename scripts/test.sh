@@ -20,6 +20,10 @@ fi
 if ! python3 -c 'import numpy' >/dev/null 2>&1; then
   python3 -m pip install --quiet 'numpy==1.26.4' || echo "warning: could not install numpy; tests/plugins.rs will fail" >&2
 fi
+# testenvs/plugins-images opens its PNG samples with Pillow, as Ianvs's image examples do.
+if ! python3 -c 'import PIL' >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'pillow==11.3.0' || echo "warning: could not install Pillow; tests/plugins.rs (plugins-images) will fail" >&2
+fi
 
 # The real-LLM tests (runtime, tokenizer, speculative decoding) need SmolLM2-135M; once it is
 # fetched, its absence is a failure rather than a skip.

@@ -8,7 +8,13 @@
 //! an encoded sample; the worker decodes it with the case's codec, runs the model (on a blocking
 //! thread, so connections are served concurrently) and answers with the 8-byte answer and its
 //! own compute time. `StatsQuery` returns its load: requests served, queue depth (requests
-//! received and not yet answered), compute time, connections.
+//! received and not yet answered), compute time, connections, open verifier sessions.
+//!
+//! A `Setup` naming a `verifier` (speculative decoding) loads that language model instead, once
+//! per distinct setup; each connection then gets a thread that owns its generations' sessions
+//! (KV caches) and answers the messages of `ianvs_paradigms::cloud_verifier` (open, verify,
+//! calibrate, a streamed verifier-only generation, close, tokenize). The sessions are freed on
+//! `CLOSE` and when the connection ends; `--max-sessions` caps them over all connections.
 //!
 //! Binding: loopback by default; any other address requires a token (given with `--token` or
 //! `IANVS_TOKEN`, else generated and printed).
@@ -20,8 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use ianvs_paradigms::cloud_verifier::{LmHost, DEFAULT_MAX_SESSIONS};
 use ianvs_paradigms::link::encode_answer;
-use ianvs_paradigms::modules::{BaseModel, BuildContext, WorkContext};
+use ianvs_paradigms::modules::{BaseModel, BuildContext, LanguageModel, WorkContext};
+use ianvs_paradigms::registry::Constructor;
 use ianvs_paradigms::registry::Registry;
 use ianvs_paradigms::single_task::argmax;
 use ianvs_paradigms::wire::{check_hello, Frame, SetupHeader, MAX_FRAME};
@@ -60,6 +68,10 @@ pub struct ServeArgs {
     /// The private key of `--tls-cert` (PEM, PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Speculative-decoding sessions (one per generation, each with its KV cache) the worker
+    /// keeps open at once over all connections; an edge opening one more is refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_SESSIONS, value_name = "N")]
+    pub max_sessions: usize,
     /// Exit when standard input closes (how a worker spawned by `ianvs run` never outlives it).
     #[arg(long, hide = true)]
     pub exit_on_stdin_eof: bool,
@@ -71,9 +83,43 @@ pub struct ServeArgs {
 
 /// A model hosted for one distinct setup.
 struct Hosted {
-    model: Box<dyn BaseModel>,
+    model: HostedModel,
     header: SetupHeader,
     ready: String,
+}
+
+enum HostedModel {
+    /// The cloud model of joint inference: each request is one encoded sample.
+    Classifier(Box<dyn BaseModel>),
+    /// The verifier of speculative decoding: requests are the messages of
+    /// `ianvs_paradigms::cloud_verifier`, each connection keeps its own sessions (KV caches).
+    Verifier(Arc<dyn LanguageModel>),
+}
+
+/// One message for a connection's verifier thread, and where its responses go.
+type LmJob = (
+    Vec<u8>,
+    tokio::sync::mpsc::UnboundedSender<std::result::Result<(Vec<u8>, u64), String>>,
+);
+
+/// Starts the thread that owns a connection's verifier sessions (they borrow the model, so
+/// they live on one thread for the connection's life and are freed when it ends).
+fn lm_thread(model: Arc<dyn LanguageModel>, state: Arc<State>) -> std::sync::mpsc::Sender<LmJob> {
+    let (tx, rx) = std::sync::mpsc::channel::<LmJob>();
+    std::thread::spawn(move || {
+        let mut host = LmHost::new(model.as_ref(), &state.sessions_open, state.max_sessions);
+        while let Ok((msg, reply)) = rx.recv() {
+            let r = host.handle(&msg, &mut |payload, ns| {
+                reply
+                    .send(Ok((payload, ns)))
+                    .map_err(|_| anyhow::anyhow!("the connection is gone"))
+            });
+            if let Err(e) = r {
+                let _ = reply.send(Err(format!("{e:#}")));
+            }
+        }
+    });
+    tx
 }
 
 type Slot = Arc<tokio::sync::OnceCell<std::result::Result<Arc<Hosted>, String>>>;
@@ -91,6 +137,8 @@ struct State {
     connections: AtomicU64,
     active: AtomicU64,
     refused: AtomicU64,
+    sessions_open: std::sync::atomic::AtomicUsize,
+    max_sessions: usize,
     started: Instant,
 }
 
@@ -103,6 +151,7 @@ impl State {
             "connections_total": self.connections.load(Ordering::Relaxed),
             "connections_open": self.active.load(Ordering::Relaxed),
             "handshakes_refused": self.refused.load(Ordering::Relaxed),
+            "sessions_open": self.sessions_open.load(Ordering::Relaxed),
             "models_hosted": self.models.lock().map(|m| m.len()).unwrap_or(0),
             "uptime_s": self.started.elapsed().as_secs_f64(),
         })
@@ -144,6 +193,8 @@ pub fn run(args: ServeArgs, registry: &'static Registry) -> Result<u8> {
         connections: AtomicU64::new(0),
         active: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        sessions_open: Default::default(),
+        max_sessions: args.max_sessions,
         started: Instant::now(),
     });
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -258,6 +309,8 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     }
     write_frame(&mut sock, &Frame::Welcome).await?;
     let mut hosted: Option<Arc<Hosted>> = None;
+    // The verifier thread of this connection (speculative decoding), started on first use.
+    let mut lm: Option<std::sync::mpsc::Sender<LmJob>> = None;
     loop {
         let frame = match read_frame(&mut sock).await {
             Ok(f) => f,
@@ -275,6 +328,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                     )
                     .await?;
                     hosted = Some(h);
+                    lm = None;
                 }
                 Err(reason) => {
                     write_frame(&mut sock, &Frame::Refused { reason }).await?;
@@ -295,6 +349,11 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                 if state.crash_after.is_some_and(|c| n >= c) {
                     eprintln!("ianvs serve: --crash-after {n}: exiting abruptly");
                     std::process::exit(70);
+                }
+                if let HostedModel::Verifier(model) = &h.model {
+                    let lm = lm.get_or_insert_with(|| lm_thread(model.clone(), state.clone()));
+                    serve_lm(&mut sock, state, lm, id, payload).await?;
+                    continue;
                 }
                 state.in_flight.fetch_add(1, Ordering::Relaxed);
                 let out = tokio::task::spawn_blocking(move || answer(&h, &payload)).await;
@@ -339,11 +398,66 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Hands one speculative-decoding message to the connection's verifier thread and writes its
+/// response(s) as they come (a verifier-only generation streams one per token). A message the
+/// verifier cannot handle is answered `Refused` and closes the connection.
+async fn serve_lm<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+    state: &Arc<State>,
+    lm: &std::sync::mpsc::Sender<LmJob>,
+    id: u64,
+    payload: Vec<u8>,
+) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    state.in_flight.fetch_add(1, Ordering::Relaxed);
+    let sent = lm.send((payload, tx));
+    let mut result = Ok(());
+    if sent.is_err() {
+        result = Err(anyhow::anyhow!("the verifier thread is gone"));
+    } else {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Ok((bytes, ns)) => {
+                    state.compute_ns.fetch_add(ns, Ordering::Relaxed);
+                    let f = Frame::Response {
+                        id,
+                        compute_ns: ns,
+                        payload: bytes,
+                    };
+                    if let Err(e) = write_frame(sock, &f).await {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+                Err(reason) => {
+                    let _ = write_frame(
+                        sock,
+                        &Frame::Refused {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    result = Err(anyhow::anyhow!("request {id}: {reason}"));
+                    break;
+                }
+            }
+        }
+    }
+    state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    if result.is_ok() {
+        state.served.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
 /// Decodes one sample, runs the model, encodes the answer; returns it with the compute time.
 fn answer(h: &Hosted, payload: &[u8]) -> Result<([u8; 8], u64)> {
     let t = Instant::now();
+    let HostedModel::Classifier(model) = &h.model else {
+        anyhow::bail!("a classifier request to a verifier");
+    };
     let x = h.header.codec.decode(payload)?;
-    let probs = h.model.predict_proba(&x)?;
+    let probs = model.predict_proba(&x)?;
     let (class, p) = argmax(&probs);
     let out = encode_answer(class as u32, p);
     Ok((out, t.elapsed().as_nanos() as u64))
@@ -384,6 +498,33 @@ fn build(state: &State, payload: &[u8]) -> Result<Arc<Hosted>> {
                 .insert("device".into(), serde_json::Value::String(d.clone()));
         }
     }
+    let is_lm = state
+        .registry
+        .find(&header.module_type, &header.name)
+        .is_some_and(|e| matches!(e.constructor, Constructor::LanguageModel(_)));
+    if is_lm {
+        let t = Instant::now();
+        let lm = state
+            .registry
+            .build_language_model(&header.module_type, &header.name, &header.hyperparameters)
+            .with_context(|| format!("{} {}", header.module_type, header.name))?;
+        let ready = json!({
+            "module": header.name,
+            "model": lm.describe(),
+            "vocab_size": lm.vocab_size(),
+            "vocab_fingerprint": lm.vocab_fingerprint().to_string(),
+            "eog_ids": lm.eog_ids(),
+            "weight_bytes": lm.weight_bytes(),
+            "setup_s": t.elapsed().as_secs_f64(),
+            "device": header.hyperparameters.0.get("device").cloned().unwrap_or(json!("default")),
+        })
+        .to_string();
+        return Ok(Arc::new(Hosted {
+            model: HostedModel::Verifier(lm),
+            header,
+            ready,
+        }));
+    }
     let ctx = BuildContext {
         input_shape: header.input_shape,
         num_classes: header.num_classes,
@@ -423,7 +564,7 @@ fn build(state: &State, payload: &[u8]) -> Result<Arc<Hosted>> {
     })
     .to_string();
     Ok(Arc::new(Hosted {
-        model,
+        model: HostedModel::Classifier(model),
         header,
         ready,
     }))

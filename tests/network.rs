@@ -21,6 +21,19 @@ use serde_json::Value;
 /// No run in this file may take longer (a hang fails instead of blocking CI).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
+/// The timing comparison holds this exclusively and every other test shares it, so the harness
+/// never runs the comparison beside another run of this file (their CPU use would make the
+/// proxy's wake-ups late); the other tests still run side by side.
+static CPU: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn cpu_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cpu_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/network")
@@ -97,6 +110,7 @@ fn handshake(port: u16, token: &str) -> Frame {
 
 #[test]
 fn a_non_loopback_bind_requires_the_token() {
+    let _cpu = cpu_shared();
     // Without a token the worker generates one and prints it.
     let w = serve(&["--bind", "0.0.0.0:0"]);
     let token = w.token.clone().expect("a generated token is printed");
@@ -262,6 +276,7 @@ fn ok(out: &std::process::Output) {
 
 #[test]
 fn a_real_link_gives_the_same_answers_with_latency_measured_and_split() {
+    let _cpu = cpu_shared();
     let tmp = tempfile::tempdir().unwrap();
     let bench = job(
         tmp.path(),
@@ -288,7 +303,14 @@ fn a_real_link_gives_the_same_answers_with_latency_measured_and_split() {
     );
     assert_eq!(tcp.metric("cloud-calls"), 40.0);
     assert_eq!(tcp.metric("fallback-ratio"), 0.0);
-    assert_eq!(tcp.metric("uplink-bytes"), emu.metric("uplink-bytes"));
+    // The real link counts whole frames: each request adds its 13-byte header, each answer
+    // its 21-byte header, to the payload the emulation counts.
+    assert_eq!(
+        tcp.metric("uplink-bytes"),
+        emu.metric("uplink-bytes") + 40.0 * 13.0
+    );
+    let down = |c: &Case| c.mean(|r| r["downlink_bytes"].as_f64().unwrap());
+    assert_eq!(down(tcp), down(emu) + 21.0);
     // Measured, not modelled: every part is positive and the parts fit in the wall time.
     for r in &tcp.records {
         let part = |k: &str| r[k].as_f64().unwrap();
@@ -324,6 +346,7 @@ fn a_real_link_gives_the_same_answers_with_latency_measured_and_split() {
 
 #[test]
 fn a_scheduled_outage_makes_the_edge_answer() {
+    let _cpu = cpu_shared();
     let tmp = tempfile::tempdir().unwrap();
     // The cloud is unreachable for the whole measured loop: every cloud-bound digit falls back.
     let hps = [
@@ -361,6 +384,7 @@ fn a_scheduled_outage_makes_the_edge_answer() {
 
 #[test]
 fn a_worker_killed_mid_case_never_hangs_the_run() {
+    let _cpu = cpu_shared();
     // The worker exits abruptly on its 12th request (3 warm-up + 8 answered + the 12th).
     let w = serve(&[
         "--bind",
@@ -436,6 +460,7 @@ fn a_worker_killed_mid_case_never_hangs_the_run() {
 
 #[test]
 fn the_shaped_real_link_agrees_with_the_emulated_prediction() {
+    let _cpu = cpu_exclusive();
     // A LAN (4 ± 1 ms, 20 Mbit/s) and a WAN (60 ± 15 ms, 2 / 10 Mbit/s): the emulated link's
     // prediction (virtual timing: the modelled times, no sleep overshoot) and the real link
     // through the shaping proxy with the same numbers.
@@ -499,6 +524,7 @@ fn the_shaped_real_link_agrees_with_the_emulated_prediction() {
 
 #[test]
 fn one_worker_serves_many_edges_and_trains_a_shared_setup_once() {
+    let _cpu = cpu_shared();
     let w = serve(&["--bind", "127.0.0.1:0"]);
     let endpoint = format!("\"127.0.0.1:{}\"", w.port);
     let hps = [("spawn", "\"none\""), ("endpoint", endpoint.as_str())];
@@ -554,6 +580,7 @@ fn one_worker_serves_many_edges_and_trains_a_shared_setup_once() {
 
 #[test]
 fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
+    let _cpu = cpu_shared();
     let (cert, key, ca) = (
         fixture("tls-cert.pem"),
         fixture("tls-key.pem"),
@@ -582,14 +609,15 @@ fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
 
     let endpoint = format!("\"localhost:{}\"", w.port);
     // One CloudOnly case through the worker, trusting the CA at `ca`.
-    let tls_job = |name: &str, ca: &Path| {
+    let tls_job = |name: &str, ca: &Path, extra: &[(&str, &str)]| {
         let ca = format!("\"{}\"", ca.display());
-        let hps = [
+        let mut hps = vec![
             ("spawn", "\"none\""),
             ("endpoint", endpoint.as_str()),
             ("token", "\"tls-t0k\""),
             ("tls_ca", ca.as_str()),
         ];
+        hps.extend_from_slice(extra);
         let tmp = tempfile::tempdir().unwrap();
         let bench = job(
             tmp.path(),
@@ -597,19 +625,261 @@ fn a_tls_worker_serves_a_tls_edge_and_refuses_plaintext() {
         );
         (tmp, bench)
     };
-    let (tmp, bench) = tls_job("tls", &ca);
+    let (tmp, bench) = tls_job("tls", &ca, &[]);
     ok(&run(&bench));
     let c = cases(tmp.path());
     assert_eq!(c[0].metric("cloud-calls"), 20.0);
     assert_eq!(c[0].metric("fallback-ratio"), 0.0);
 
+    // TLS through the shaping proxy: it shapes the encrypted byte stream (40 ms RTT).
+    let shaped = [("shaping", "\"proxy\""), ("rtt_ms", "40")];
+    let (tmp, bench) = tls_job("tls-shaped", &ca, &shaped);
+    ok(&run(&bench));
+    let c = cases(tmp.path());
+    assert_eq!(c[0].metric("cloud-calls"), 20.0);
+    let net = c[0].mean(|r| r["network_s"].as_f64().unwrap());
+    assert!(net >= 0.036, "{net}");
+    let proxy = &c[0].runtime["real_link"]["proxy"];
+    assert!(proxy["frames_forwarded"].as_u64().unwrap() >= 40, "{proxy}");
+
     // A CA that did not sign the worker's certificate: the case fails with a TLS error.
     let wrong = tmp.path().join("wrong-ca.pem");
     std::fs::copy(fixture("tls-cert.pem"), &wrong).unwrap();
-    let (tmp, bench) = tls_job("bad", &wrong);
+    let (tmp, bench) = tls_job("bad", &wrong, &[]);
     let out = run(&bench);
     assert_ne!(out.status.code(), Some(0));
     let c = cases(tmp.path());
     let err = c[0].result["error"].to_string();
     assert!(err.contains("cannot set up the cloud worker"), "{err}");
+}
+
+// ---- speculative decoding over a real link ------------------------------------------------
+
+/// A speculative-decoding algorithm on the project's trained pair (`datasets/lm`), with
+/// `drafter`/`verifier` settings and a link module (`None`: the verifier-only baseline's
+/// algorithm has no drafter).
+fn spec_algorithm(
+    drafter: Option<&[(&str, &str)]>,
+    verifier: &[(&str, &str)],
+    link: &str,
+    link_hps: &[(&str, &str)],
+) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/lm");
+    let list = |hps: &[(&str, &str)]| -> String {
+        hps.iter()
+            .map(|(k, v)| format!("        - {k}:\n            values: [{v}]\n"))
+            .collect()
+    };
+    let drafter = match drafter {
+        None => String::new(),
+        Some(hps) => format!(
+            "    - type: \"drafter\"\n      name: \"LLM\"\n      hyperparameters:\n        - model:\n            values: [\"{}\"]\n{}",
+            root.join("draft").display(),
+            list(hps)
+        ),
+    };
+    let link_hps = match link_hps.is_empty() {
+        true => "      hyperparameters: []\n".to_string(),
+        false => format!("      hyperparameters:\n{}", list(link_hps)),
+    };
+    format!(
+        "algorithm:\n  paradigm_type: \"speculativedecoding\"\n  modules:\n{drafter}    - type: \"verifier\"\n      name: \"LLM\"\n      hyperparameters:\n        - model:\n            values: [\"{}\"]\n{}    - type: \"link\"\n      name: \"{link}\"\n{link_hps}",
+        root.join("verifier").display(),
+        list(verifier)
+    )
+}
+
+/// Writes a speculative-decoding job (the in-repo prompts, `prompts` of them, the first a
+/// warm-up) into `dir` and returns the benchmark path.
+fn spec_job(dir: &Path, prompts: usize, algorithms: &[(&str, String)]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let testenv = dir.join("testenv.yaml");
+    std::fs::write(
+        &testenv,
+        format!(
+            "testenv:\n  dataset:\n    test_data: \"{}\"\n  metrics:\n    - name: \"lossless\"\n    - name: \"token-throughput\"\n    - name: \"speed-up\"\n    - name: \"fallback-ratio\"\n    - name: \"link-time-share\"\n  max_new_tokens: 16\n  sample_size: {prompts}\n  warmup_samples: 1\n",
+            root.join("testenvs/speculative-decoding/prompts.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let bench = job(dir, algorithms);
+    let text = std::fs::read_to_string(&bench)
+        .unwrap()
+        .replace(
+            &fixture("testenv.yaml").display().to_string(),
+            &testenv.display().to_string(),
+        )
+        .replace("\"accuracy\"", "\"token-throughput\"");
+    std::fs::write(&bench, text).unwrap();
+    bench
+}
+
+fn real_link_info(dir: &Path, algorithm: &str) -> Value {
+    let alg = dir.join("ws/net").join(algorithm);
+    let case = std::fs::read_dir(&alg)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| d.join("real_link.json").is_file())
+        .unwrap_or_else(|| panic!("no real_link.json under {}", alg.display()));
+    serde_json::from_str(&std::fs::read_to_string(case.join("real_link.json")).unwrap()).unwrap()
+}
+
+fn tokens(c: &Case) -> Vec<Value> {
+    c.records
+        .iter()
+        .map(|r| r["output_tokens"].clone())
+        .collect()
+}
+
+/// The verifier in a worker spawned on loopback decodes exactly what the in-process verifier
+/// decodes: greedy and rejection sampling (the worker draws the acceptance tests from the seed
+/// the edge sends), token for token; latency is measured and split; the worker frees every
+/// session; emulated and real rows rank in one leaderboard.
+#[test]
+fn speculative_over_a_spawned_worker_equals_the_in_process_run_bit_for_bit() {
+    let _cpu = cpu_shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let greedy: &[(&str, &str)] = &[("draft_tokens_per_step", "3")];
+    let auto: &[(&str, &str)] = &[("schedule", "\"auto\""), ("max_draft_tokens", "4")];
+    let sampled: &[(&str, &str)] = &[
+        ("verification", "\"rejection-sampling\""),
+        ("temperature", "0.8"),
+    ];
+    let spawn: &[(&str, &str)] = &[("spawn", "\"local\""), ("deadline_ms", "60000")];
+    let bench = spec_job(
+        tmp.path(),
+        4,
+        &[
+            (
+                "emu-greedy",
+                spec_algorithm(Some(greedy), &[], "Emulated", &[]),
+            ),
+            (
+                "emu-sampled",
+                spec_algorithm(Some(greedy), sampled, "Emulated", &[]),
+            ),
+            ("tcp-auto", spec_algorithm(Some(auto), &[], "Tcp", spawn)),
+            (
+                "tcp-greedy",
+                spec_algorithm(Some(greedy), &[], "Tcp", spawn),
+            ),
+            (
+                "tcp-sampled",
+                spec_algorithm(Some(greedy), sampled, "Tcp", spawn),
+            ),
+            ("tcp-verifier-only", spec_algorithm(None, &[], "Tcp", spawn)),
+        ],
+    );
+    ok(&run(&bench));
+    let c = cases(tmp.path());
+    assert_eq!(c.len(), 6);
+    let by = |name: &str| c.iter().find(|x| x.algorithm == name).unwrap();
+    let (emu, tcp) = (by("emu-greedy"), by("tcp-greedy"));
+    assert_eq!(tokens(emu), tokens(tcp), "greedy over TCP differs");
+    assert_eq!(
+        tokens(by("emu-sampled")),
+        tokens(by("tcp-sampled")),
+        "rejection sampling over TCP differs"
+    );
+    for name in ["tcp-greedy", "tcp-auto", "tcp-verifier-only"] {
+        assert_eq!(by(name).metric("lossless"), 1.0, "{name}");
+    }
+    assert_eq!(tokens(by("tcp-auto")), tokens(tcp));
+    for name in ["tcp-greedy", "tcp-sampled", "tcp-auto"] {
+        let x = by(name);
+        assert_eq!(x.metric("fallback-ratio"), 0.0);
+        assert!(x.metric("speed-up") > 0.0);
+        assert_eq!(x.result["measurements"]["reconnects"], 0.0, "{}", x.result);
+        for r in &x.records {
+            let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            assert_eq!(r["paired"], true, "{r}");
+            // Measured parts, all positive, within the end-to-end time.
+            assert!(
+                f("link_s") > 0.0 && f("codec_s") > 0.0 && f("verify_s") > 0.0,
+                "{r}"
+            );
+            assert!(
+                f("draft_s") + f("link_s") + f("codec_s") + f("verify_s") <= f("e2e_s") + 1e-6,
+                "{r}"
+            );
+        }
+        // Whole frames cross the link: more bytes than the emulation's payload count.
+        let bytes = |c: &Case| c.mean(|r| r["uplink_bytes"].as_f64().unwrap());
+        assert!(bytes(x) > bytes(emu), "{name}");
+        let info = real_link_info(tmp.path(), name);
+        assert_eq!(info["worker_stats"]["sessions_open"], 0, "{info}");
+        assert!(info["spawned_pid"].as_u64().is_some(), "{info}");
+    }
+    // The `auto` schedule measured v in the worker.
+    assert!(by("tcp-auto")
+        .records
+        .iter()
+        .any(|r| r["calibration_s"].as_f64().unwrap_or(0.0) > 0.0));
+    // One leaderboard holds the emulated and the real rows.
+    let board = std::fs::read_to_string(tmp.path().join("ws/net/rank/all_rank.csv")).unwrap();
+    for name in ["emu-greedy", "tcp-greedy", "tcp-verifier-only"] {
+        assert!(board.contains(name), "{board}");
+    }
+    assert!(
+        board.contains(",Tcp,") && board.contains(",Emulated,"),
+        "{board}"
+    );
+}
+
+/// A worker that dies mid-generation never hangs the run: under `fallback` the drafter
+/// finishes each prompt alone (counted in fallback-ratio, never lossless); under `fail` the
+/// case fails with the reason.
+#[test]
+fn a_worker_killed_mid_speculative_generation_never_hangs() {
+    let _cpu = cpu_shared();
+    let greedy: &[(&str, &str)] = &[("draft_tokens_per_step", "2")];
+    for policy in ["fallback", "fail"] {
+        // 4 prompts are tokenized first (4 requests); the warm-up prompt takes 4 (baseline,
+        // open, one verify round, close); the first measured prompt opens (9th), verifies once
+        // (10th) and the worker dies on its 11th request, inside that generation.
+        let w = serve(&["--bind", "127.0.0.1:0", "--crash-after", "11"]);
+        let endpoint = format!("\"127.0.0.1:{}\"", w.port);
+        let quoted = format!("\"{policy}\"");
+        let hps = [
+            ("spawn", "\"none\""),
+            ("endpoint", endpoint.as_str()),
+            ("deadline_ms", "5000"),
+            ("on_cloud_failure", quoted.as_str()),
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let bench = spec_job(
+            tmp.path(),
+            4,
+            &[(policy, spec_algorithm(Some(greedy), &[], "Tcp", &hps))],
+        );
+        let t = std::time::Instant::now();
+        let out = run(&bench);
+        assert!(t.elapsed() < Duration::from_secs(300), "{:?}", t.elapsed());
+        let c = cases(tmp.path());
+        if policy == "fallback" {
+            ok(&out);
+            let x = &c[0];
+            let fr = x.metric("fallback-ratio");
+            assert!(fr > 0.5 && fr <= 1.0, "{fr}: {}", x.result);
+            assert!(x.metric("lossless") < 1.0, "{}", x.result);
+            assert!(x.metric("token-throughput") > 0.0);
+            // The first measured prompt lost its worker mid-generation: verified tokens
+            // first, then the drafter's.
+            let first = &x.records[1];
+            let fb = first["fallback_tokens"].as_u64().unwrap_or(0) as usize;
+            let n = first["output_tokens"].as_array().unwrap().len();
+            assert!(fb > 0 && fb < n, "{first}");
+            assert_eq!(first["lossless"], false, "{first}");
+            for r in &x.records {
+                let n = r["output_tokens"].as_array().unwrap().len();
+                assert!(n > 0 && r["text"].as_str().is_some(), "{r}");
+            }
+        } else {
+            assert_ne!(out.status.code(), Some(0));
+            assert_eq!(c[0].result["status"], "failed", "{}", c[0].result);
+            let err = c[0].result["error"].to_string();
+            assert!(err.contains("on_cloud_failure is `fail`"), "{err}");
+        }
+        drop(w);
+    }
 }

@@ -692,3 +692,437 @@ fn editing_a_plugin_file_makes_a_new_case() {
         "the edited plug-in is a new case beside the old one: {after:?}"
     );
 }
+
+/// A plug-in that classifies index-file samples by reading the file at each path (byte 8, after
+/// a PNG signature, is the class) and writes what it was given to `seen.json` beside itself.
+const PATH_MODEL: &str = r#"
+import json, os
+import numpy as np
+from sedna.common.class_factory import ClassType, ClassFactory
+from sedna.datasources import TxtDataParse
+
+SEEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seen.json")
+
+def classes(paths):
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            out.append(f.read()[8])
+    return np.array(out)
+
+@ClassFactory.register(ClassType.GENERAL, alias="ReadsPaths")
+class ReadsPaths:
+    def __init__(self, **kwargs):
+        self.seen = {}
+
+    def train(self, train_data, valid_data=None, **kwargs):
+        assert isinstance(train_data, TxtDataParse), type(train_data)
+        self.seen["train_x"] = train_data.x.tolist()
+        self.seen["train_y"] = train_data.y.tolist()
+        self.seen["train_kinds"] = [train_data.x.dtype.kind, train_data.y.dtype.kind]
+        assert (classes(train_data.x) < 3).all()
+
+    def predict(self, data, **kwargs):
+        if isinstance(data, str):
+            # Joint inference: one sample, as Ianvs's flow passes it; a label back.
+            self.seen.setdefault("one", []).append(str(data))
+            with open(SEEN, "w") as f:
+                json.dump(self.seen, f)
+            return int(classes([data])[0])
+        self.seen["test_x"] = data.tolist()
+        self.seen["test_kind"] = data.dtype.kind
+        with open(SEEN, "w") as f:
+            json.dump(self.seen, f)
+        return classes(data)
+"#;
+
+/// A metric that reads the labels as Ianvs passes them (text) and fails on anything else.
+const PATH_METRIC: &str = r#"
+import json, os
+import numpy as np
+from sedna.common.class_factory import ClassType, ClassFactory
+
+@ClassFactory.register(ClassType.GENERAL, alias="text_accuracy")
+def text_accuracy(y_true, y_pred, **kwargs):
+    assert y_true.dtype.kind == "U", y_true.dtype
+    # The first call is on the whole test split (later ones on bootstrap resamples).
+    seen = os.path.join(os.path.dirname(os.path.abspath(__file__)), "metric_seen.json")
+    if not os.path.exists(seen):
+        with open(seen, "w") as f:
+            json.dump(y_true.tolist(), f)
+    truth = np.array([int(str(y).split("/")[-1]) for y in y_true])
+    return float((truth == np.asarray(y_pred)).mean())
+"#;
+
+/// A job whose data are Ianvs index files of "images" (files with a PNG signature, class in
+/// byte 8): the train index with relative paths, the test index with absolute ones.
+fn path_job(modules: &str, paradigm: &str) -> Job {
+    path_job_with(&[("alg", modules)], paradigm)
+}
+
+fn path_job_with(algorithms: &[(&str, &str)], paradigm: &str) -> Job {
+    let job = Job::with(paradigm, algorithms, "");
+    let p = job.path();
+    std::fs::create_dir_all(p.join("data/images")).unwrap();
+    let (mut train, mut test) = (String::new(), String::new());
+    for i in 0..30 {
+        let class = (i % 3) as u8;
+        let name = format!("images/{i:02}.png");
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        bytes.extend([class, 0, 0, 0]);
+        std::fs::write(p.join("data").join(&name), bytes).unwrap();
+        if i % 5 == 4 {
+            test += &format!("{} {class}\n", p.join("data").join(&name).display());
+        } else {
+            train += &format!("{name} {class}\n");
+        }
+    }
+    std::fs::write(p.join("data/train_index.txt"), train).unwrap();
+    std::fs::write(p.join("data/test_index.txt"), test).unwrap();
+    std::fs::write(p.join("paths.py"), PATH_MODEL).unwrap();
+    std::fs::write(p.join("text_metric.py"), PATH_METRIC).unwrap();
+    std::fs::write(
+        p.join("testenv.yaml"),
+        "testenv:\n  dataset:\n    train_index: \"./data/train_index.txt\"\n    test_index: \"./data/test_index.txt\"\n  metrics:\n    - name: \"accuracy\"\n    - name: \"text_accuracy\"\n      url: \"./text_metric.py\"\n",
+    )
+    .unwrap();
+    job
+}
+
+const PATH_MODULE: &str =
+    "    - type: \"basemodel\"\n      name: \"ReadsPaths\"\n      url: \"./paths.py\"\n";
+
+#[test]
+fn index_file_samples_reach_a_plugin_as_ianvs_passes_them() {
+    let job = path_job(PATH_MODULE, "singletasklearning");
+    run_quiet(ianvs(), job.bench(), 0);
+    let r = job.results();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].1["status"], "ok", "{}", r[0].1);
+    assert_eq!(r[0].1["metrics"]["accuracy"], 1.0, "{}", r[0].1);
+    assert_eq!(r[0].1["metrics"]["text_accuracy"], 1.0, "{}", r[0].1);
+    let seen: Value =
+        serde_json::from_slice(&std::fs::read(job.path().join("seen.json")).unwrap()).unwrap();
+    // Sedna's TxtDataParse: numpy string arrays.
+    assert_eq!(seen["train_kinds"], serde_json::json!(["U", "U"]));
+    assert_eq!(seen["test_kind"], "U");
+    // The train index holds relative paths: Ianvs makes every field of every line absolute
+    // against the index file's folder, the label included.
+    let data = job.path().join("data");
+    assert_eq!(seen["train_x"].as_array().unwrap().len(), 24);
+    assert_eq!(
+        seen["train_x"][0],
+        data.join("images/00.png").display().to_string()
+    );
+    assert_eq!(seen["train_y"][1], data.join("1").display().to_string());
+    // The test index holds absolute paths: used as written, labels as written.
+    assert_eq!(
+        seen["test_x"][0],
+        data.join("images/04.png").display().to_string()
+    );
+    let metric_seen: Value =
+        serde_json::from_slice(&std::fs::read(job.path().join("metric_seen.json")).unwrap())
+            .unwrap();
+    assert_eq!(metric_seen[0], "1", "test labels as written: {metric_seen}");
+    assert_eq!(metric_seen.as_array().unwrap().len(), 6);
+    assert_no_children(job.path());
+}
+
+#[test]
+fn a_missing_sample_in_an_index_file_is_an_error_naming_the_file_and_line() {
+    let job = path_job(PATH_MODULE, "singletasklearning");
+    std::fs::remove_file(job.path().join("data/images/02.png")).unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("train_index.txt:3: sample \"images/02.png\"") && err.contains("no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn builtin_modules_refuse_index_samples_they_cannot_decode_naming_who_takes_them() {
+    let job = path_job(
+        "    - type: \"basemodel\"\n      name: \"MLP\"\n      hyperparameters:\n        - epochs:\n            values: [1]\n",
+        "singletasklearning",
+    );
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("alg.yaml"), "names the algorithm file: {err}");
+    assert!(
+        err.contains("basemodel \"MLP\" is built in and reads numeric features"),
+        "{err}"
+    );
+    assert!(
+        err.contains("train_index.txt: line 1: sample images/00.png: a PNG image"),
+        "{err}"
+    );
+    assert!(err.contains("plug-in modules only"), "{err}");
+    // Joint inference: built-in edge and cloud models refuse them too, and a plug-in beside a
+    // built-in model would see paths where the other sees numbers.
+    let builtin_pair = "    - type: \"edgemodel\"\n      name: \"MLP\"\n    - type: \"cloudmodel\"\n      name: \"MLP\"\n    - type: \"hard_example_mining\"\n      name: \"EdgeOnly\"\n";
+    let (code, err) = validate(&path_job(builtin_pair, "jointinference"), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the edge model (MLP) and the cloud model (MLP) are built in")
+            && err.contains("a PNG image"),
+        "{err}"
+    );
+    let mixed = format!(
+        "{}    - type: \"cloudmodel\"\n      name: \"MLP\"\n    - type: \"hard_example_mining\"\n      name: \"EdgeOnly\"\n",
+        PATH_MODULE.replace("basemodel", "edgemodel")
+    );
+    let (code, err) = validate(&path_job(&mixed, "jointinference"), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("must both be plug-ins or both built in"),
+        "{err}"
+    );
+    // Lifelong learning's modules are all built in.
+    let lifelong = "    - type: \"basemodel\"\n      name: \"MLP\"\n    - type: \"task_definition\"\n      name: \"Split\"\n    - type: \"task_update_decision\"\n      name: \"Replay\"\n";
+    let job = path_job(lifelong, "lifelonglearning");
+    std::fs::write(
+        job.path().join("testenv.yaml"),
+        "testenv:\n  dataset:\n    train_index: \"./data/train_index.txt\"\n    test_index: \"./data/test_index.txt\"\n  metrics:\n    - name: \"average-accuracy\"\n",
+    )
+    .unwrap();
+    let bench = std::fs::read_to_string(job.bench()).unwrap();
+    std::fs::write(
+        job.bench(),
+        bench.replace("\"accuracy\"", "\"average-accuracy\""),
+    )
+    .unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("lifelong learning's modules are built in") && err.contains("a PNG image"),
+        "{err}"
+    );
+}
+
+#[test]
+fn joint_inference_passes_one_index_sample_at_a_time_to_plugin_edge_and_cloud_models() {
+    let models = format!(
+        "{}    - type: \"cloudmodel\"\n      name: \"ReadsPaths\"\n      url: \"./paths.py\"\n",
+        PATH_MODULE.replace("basemodel", "edgemodel")
+    );
+    let miner =
+        |m: &str| format!("{models}    - type: \"hard_example_mining\"\n      name: \"{m}\"\n");
+    let (cloud, oracle) = (miner("CloudOnly"), miner("Oracle"));
+    let job = path_job_with(&[("cloud", &cloud), ("oracle", &oracle)], "jointinference");
+    std::fs::write(
+        job.path().join("testenv.yaml"),
+        "testenv:\n  dataset:\n    train_index: \"./data/train_index.txt\"\n    test_index: \"./data/test_index.txt\"\n  metrics:\n    - name: \"accuracy\"\n    - name: \"text_accuracy\"\n      url: \"./text_metric.py\"\n    - name: \"cloud-calls\"\n    - name: \"uplink-bytes\"\n  warmup_samples: 0\n",
+    )
+    .unwrap();
+    run_quiet(ianvs(), job.bench(), 0);
+    let r = job.results();
+    assert_eq!(r.len(), 2);
+    for (name, v, _) in &r {
+        assert_eq!(v["status"], "ok", "{name}: {v}");
+        assert_eq!(v["metrics"]["accuracy"], 1.0, "{name}: {v}");
+        assert_eq!(v["metrics"]["text_accuracy"], 1.0, "{name}: {v}");
+    }
+    // CloudOnly: every test sample's file (12 bytes) goes up the link.
+    let cloud = &r[0].1;
+    assert_eq!(cloud["metrics"]["cloud-calls"], 6.0, "{cloud}");
+    assert_eq!(cloud["metrics"]["uplink-bytes"], 72.0, "{cloud}");
+    // Each predict got one path (a str), as Ianvs's joint inference calls it.
+    let seen: Value =
+        serde_json::from_slice(&std::fs::read(job.path().join("seen.json")).unwrap()).unwrap();
+    let data = job.path().join("data");
+    assert!(
+        seen["one"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| *p == data.join("images/04.png").display().to_string()),
+        "{seen}"
+    );
+    assert_no_children(job.path());
+}
+
+#[test]
+fn plugins_images_reaches_the_accuracy_of_ianvs_on_the_same_index_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scenario = root.join("testenvs/plugins-images");
+    let setup = std::process::Command::new("python3")
+        .arg(scenario.join("scripts/make_images.py"))
+        .output()
+        .unwrap();
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let ws = tempfile::tempdir().unwrap();
+    let out = ianvs()
+        .arg("run")
+        .arg("-f")
+        .arg(scenario.join("benchmark.yaml"))
+        .arg("--workspace")
+        .arg(ws.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let board: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = board.to_string();
+    let rows = board["rows"]
+        .as_array()
+        .or(board.as_array())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rows.len(), 2, "two ranked cases: {text}");
+    let acc_of = |hidden: u64| {
+        rows.iter()
+            .find(|r| {
+                r.as_object().is_some_and(|o| {
+                    o.iter()
+                        .any(|(k, v)| k.ends_with("hidden_size") && v.as_u64() == Some(hidden))
+                })
+            })
+            .and_then(|r| r.get("accuracy").and_then(Value::as_f64))
+            .unwrap_or_else(|| panic!("no accuracy for hidden_size {hidden} in {text}"))
+    };
+    let plugin_acc = acc_of(64);
+    // The same files run the way Ianvs does (its index rewrite and Sedna's TxtDataParse).
+    let py = std::process::Command::new("python3")
+        .arg(scenario.join("scripts/run_like_ianvs.py"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&py.stdout);
+    let direct: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy "))
+        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&py.stderr)))
+        .parse()
+        .unwrap();
+    assert!(
+        (plugin_acc - direct).abs() < 1e-9,
+        "ianvs {plugin_acc} vs Ianvs's flow in Python {direct}"
+    );
+    assert!(plugin_acc > 0.85, "a real model: {plugin_acc}");
+    assert!(acc_of(0) > 0.8, "softmax regression: {text}");
+}
+
+/// A pretrained plug-in (no `train`): Ianvs gives it `initial_model_url` through
+/// `BASE_MODEL_URL` and `load(model_url)`; it classifies by the nearest stored centre.
+const PRETRAINED: &str = r#"
+import json, os
+import numpy as np
+from sedna.common.class_factory import ClassType, ClassFactory
+
+@ClassFactory.register(ClassType.GENERAL, alias="Pretrained")
+class Pretrained:
+    def __init__(self, scale=1.0, offset=0.0, **kwargs):
+        self.scale, self.offset = scale, offset
+        self.centres = None
+
+    def load(self, model_url):
+        assert os.environ["BASE_MODEL_URL"] == model_url, (os.environ["BASE_MODEL_URL"], model_url)
+        with open(model_url) as f:
+            self.centres = np.array(json.load(f))
+
+    def predict(self, data, **kwargs):
+        d = ((data[:, None, :] - self.centres[None]) ** 2).sum(axis=2)
+        print("scale", self.scale, "offset", self.offset)
+        return d.argmin(axis=1)
+"#;
+
+#[test]
+fn initial_model_url_reaches_a_pretrained_plugin_as_in_ianvs_and_is_refused_for_builtins() {
+    let module =
+        "    - type: \"basemodel\"\n      name: \"Pretrained\"\n      url: \"./pretrained.py\"\n";
+    let job = Job::new(&[("pre", module)], "");
+    let p = job.path();
+    std::fs::write(p.join("pretrained.py"), PRETRAINED).unwrap();
+    // The class centres of data_csv(), computed here as a "pretrained model".
+    let mut sums = [[0f64; 4]; 3];
+    let mut counts = [0f64; 3];
+    for line in data_csv().lines() {
+        let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let c = v[4] as usize;
+        counts[c] += 1.0;
+        for k in 0..4 {
+            sums[c][k] += v[k];
+        }
+    }
+    let centres: Vec<Vec<f64>> = (0..3)
+        .map(|c| sums[c].iter().map(|s| s / counts[c]).collect())
+        .collect();
+    std::fs::write(
+        p.join("model.json"),
+        serde_json::to_string(&centres).unwrap(),
+    )
+    .unwrap();
+    let alg = std::fs::read_to_string(p.join("pre.yaml")).unwrap();
+    let alg = alg.replace(
+        "  paradigm_type: \"singletasklearning\"\n",
+        "  paradigm_type: \"singletasklearning\"\n  initial_model_url: \"./model.json\"\n",
+    );
+    std::fs::write(p.join("pre.yaml"), &alg).unwrap();
+    run_quiet(ianvs(), job.bench(), 0);
+    let r = job.results();
+    assert_eq!(r[0].1["status"], "ok", "{}", r[0].1);
+    assert_eq!(r[0].1["metrics"]["accuracy"], 1.0, "{}", r[0].1);
+    assert_no_children(p);
+    // A changed pretrained model is a new case under --resume (its sha256 is in the case id).
+    let resumed = || {
+        let out = ianvs()
+            .arg("run")
+            .arg("-f")
+            .arg(job.bench())
+            .arg("--quiet")
+            .arg("--resume")
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        job.results().len()
+    };
+    assert_eq!(resumed(), 1, "an unchanged model resumes as complete");
+    let moved: Vec<Vec<f64>> = centres
+        .iter()
+        .map(|c| c.iter().map(|v| v + 1e-3).collect())
+        .collect();
+    std::fs::write(p.join("model.json"), serde_json::to_string(&moved).unwrap()).unwrap();
+    assert_eq!(resumed(), 2, "the changed model is a new case");
+
+    // A built-in base model has no use for it: a located error.
+    let builtin = alg.replace(module, "    - type: \"basemodel\"\n      name: \"MLP\"\n");
+    std::fs::write(p.join("pre.yaml"), builtin).unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("pre.yaml:3")
+            && err.contains(
+                "`initial_model_url` is not supported yet for this algorithm: only a plug-in `basemodel`"
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn other_hyperparameters_files_reach_a_plugin_constructor_listed_values_winning() {
+    let module = "    - type: \"basemodel\"\n      name: \"Nearest\"\n      url: \"./model.py\"\n      hyperparameters:\n        - other_hyperparameters:\n            values: [\"./base_hps.yaml\"]\n        - scale:\n            values: [3.0]\n";
+    let job = Job::new(&[("oh", module)], "");
+    // A constructor without **kwargs, so that an unknown name is refused.
+    let strict = MODEL.replace("scale=1.0, **kwargs)", "scale=1.0)");
+    assert_ne!(strict, MODEL);
+    std::fs::write(job.path().join("model.py"), strict).unwrap();
+    std::fs::write(job.path().join("base_hps.yaml"), "fail: \"\"\nscale: 2.0\n").unwrap();
+    run_quiet(ianvs(), job.bench(), 0);
+    let r = job.results();
+    assert_eq!(r[0].1["status"], "ok", "{}", r[0].1);
+    assert_eq!(
+        r[0].1["modules"][0]["hyperparameters"],
+        serde_json::json!({"fail": "", "scale": 3.0}),
+        "{}",
+        r[0].1
+    );
+    // A name the constructor does not take, from the file: found before anything runs.
+    std::fs::write(job.path().join("base_hps.yaml"), "bogus: 1\n").unwrap();
+    let (code, err) = validate(&job, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bogus"), "{err}");
+}

@@ -79,6 +79,15 @@ fn greedy_speculative_decoding_is_lossless_for_every_gamma() {
     .unwrap();
     assert_eq!(first["mode"], "speculative");
     assert!(case.join("acceptance_by_position.csv").is_file());
+    // runtime.json names both models as loaded, the drafter with its own thread.
+    let runtime: Value =
+        serde_json::from_str(&std::fs::read_to_string(case.join("runtime.json")).unwrap()).unwrap();
+    let drafter = runtime["drafter"].as_str().unwrap();
+    assert!(
+        drafter.contains("as q8_0") && drafter.contains(", 1 threads"),
+        "{drafter}"
+    );
+    assert!(runtime["verifier"].as_str().is_some(), "{runtime}");
 }
 
 /// The project's own trained pair (committed under `datasets/lm`, so this always runs):

@@ -26,7 +26,7 @@ pub struct LoadedLm {
 }
 
 fn weights_hp() -> HpSpec {
-    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, so this mainly trades memory for a little speed) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
+    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K, so this mainly trades memory for a little speed) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
 }
 
 /// `device`: the drafter defaults to the CPU (it is the edge model), the verifier to `auto`
@@ -36,6 +36,8 @@ fn model_hps(device: HpSpec) -> Vec<HpSpec> {
         HpSpec::new("model", HpKind::Path, None, "a GGUF file or a folder with config.json + *.safetensors (+ tokenizer.json); relative to the YAML file"),
         device,
         weights_hp(),
+        HpSpec::new("threads", HpKind::Int { min: 0, max: 1024 }, json!(0), "CPU threads for this model's matmuls and attention; 0 (the default) = every core, through one pool shared by all models of the process; n > 0 = the model's own n threads (a drafter and a verifier can then differ). Results do not depend on it"),
+        HpSpec::new("cpus", HpKind::IntList { min: 0, max: 1023 }, json!([]), "pin this model's threads to these CPUs (Linux; e.g. [0] for the drafter and [1] for the verifier on a 2-core machine, so neither is charged for the other); [] (the default) = not pinned; with threads 0, one thread per listed CPU"),
     ]
 }
 
@@ -59,9 +61,20 @@ type ModelCell = Arc<Mutex<Option<Arc<LoadedLm>>>>;
 
 static LOADED: LazyLock<Mutex<HashMap<String, ModelCell>>> = LazyLock::new(Default::default);
 
-/// Loads (or reuses) a model by path, device and weight option.
+/// Loads (or reuses) a model by path, device and weight option, on the shared threads.
 pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<Arc<LoadedLm>> {
-    let key = format!("{}|{device}|{weights}", path.display());
+    load_shared_with(path, device, weights, None, &[])
+}
+
+/// [`load_shared`] with the model's own threads and CPUs (`threads`/`cpus` settings).
+pub fn load_shared_with(
+    path: &Path,
+    device: &str,
+    weights: &str,
+    threads: Option<usize>,
+    cpus: &[usize],
+) -> anyhow::Result<Arc<LoadedLm>> {
+    let key = format!("{}|{device}|{weights}|{threads:?}|{cpus:?}", path.display());
     let cell = LOADED
         .lock()
         .map_err(|_| anyhow::anyhow!("model cache poisoned"))?
@@ -82,6 +95,8 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
     };
     let opts = LoadOptions {
         requantize,
+        threads,
+        cpus: cpus.to_vec(),
         ..Default::default()
     };
     let model = LlmModel::load_with(path, &choice.device, &opts)
@@ -96,10 +111,16 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
     let loaded = Arc::new(LoadedLm {
         // The weight option is part of the identity: the verifier-only reference of a job is
         // cached by this label, and `native` and `f32` weights are different models.
-        label: match weights {
-            "native" => format!("{} on {}", path.display(), choice.label),
-            w => format!("{} as {w} on {}", path.display(), choice.label),
-        },
+        label: format!(
+            "{}{} on {}{}",
+            path.display(),
+            match weights {
+                "native" => String::new(),
+                w => format!(" as {w}"),
+            },
+            choice.label,
+            threads_label(&model),
+        ),
         fingerprint: h.finish(),
         add_bos,
         model,
@@ -109,9 +130,36 @@ pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<A
     Ok(loaded)
 }
 
+/// `, 2 threads on CPUs [0]` for a model with its own threads; empty for the shared pool.
+fn threads_label(model: &LlmModel) -> String {
+    if !model.device().is_cpu() || (model.cpus().is_empty() && !model.has_own_threads()) {
+        return String::new();
+    }
+    let mut s = format!(", {} threads", model.threads());
+    if !model.cpus().is_empty() {
+        s.push_str(&format!(" on CPUs {:?}", model.cpus()));
+    }
+    s
+}
+
 pub fn build(hps: &Hyperparameters) -> anyhow::Result<Arc<dyn LanguageModel>> {
     let path = PathBuf::from(hps.str("model")?);
-    let lm = load_shared(&path, hps.str("device")?, hps.str("weights")?)?;
+    let threads = match hps.usize("threads")? {
+        0 => None,
+        n => Some(n),
+    };
+    let cpus: Vec<usize> = hps
+        .int_list("cpus")?
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    let lm = load_shared_with(
+        &path,
+        hps.str("device")?,
+        hps.str("weights")?,
+        threads,
+        &cpus,
+    )?;
     let verifier = hps.str(hp_names::VERIFICATION).is_ok();
     let quantized = lm.model.weight_bytes() < 4 * lm.model.num_parameters();
     if verifier && quantized && !lm.model.device().is_cpu() {

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use ianvs_algorithms::llm::{LlmError, LlmModel, Result};
+use ianvs_algorithms::llm::kernels::Isa;
+use ianvs_algorithms::llm::{LlmError, LlmModel, LoadOptions, Result};
 
 /// One synthetic architecture.
 #[derive(Clone, Copy)]
@@ -147,13 +148,17 @@ impl Synth {
 
     /// Writes GGUF v3: matrices in `format` (or the Q4_K_M-style mix), vectors in F32.
     fn write_gguf(&self, path: &Path, format: Option<GgmlDType>) -> Result<()> {
+        self.write_gguf_with(path, |name| format.unwrap_or_else(|| mix_type(name)))
+    }
+
+    /// Writes GGUF v3: matrix `name` in `pick(name)`, vectors in F32.
+    fn write_gguf_with(&self, path: &Path, pick: impl Fn(&str) -> GgmlDType) -> Result<()> {
         let s = self.shape;
         let mut qts = Vec::new();
         for (name, t) in &self.tensors {
-            let dtype = match (t.rank(), format) {
-                (1, _) => GgmlDType::F32,
-                (_, Some(d)) => d,
-                (_, None) => mix_type(name),
+            let dtype = match t.rank() {
+                1 => GgmlDType::F32,
+                _ => pick(name),
             };
             qts.push((name.clone(), QTensor::quantize(t, dtype)?));
         }
@@ -429,6 +434,70 @@ fn qwen2_shaped_model_is_batch_invariant_in_every_format() -> Result<()> {
 #[test]
 fn llama_shaped_model_is_batch_invariant_in_every_format() -> Result<()> {
     check_all_formats(LLAMA, 2)
+}
+
+/// The own kernels on every kernel set this CPU runs (AVX-512, AVX2, portable) and on own
+/// thread pools (1 and 3 threads, pinned to one CPU): a K-quant model (Q6_K embedding, head
+/// and `attn_v`, Q5_K `ffn_down`, Q4_K elsewhere) is batch invariant on each, and since the
+/// K-quant kernels compute every block exactly in integers, all of them give the default
+/// load's logits bit for bit.
+#[test]
+fn kquant_model_has_the_same_bits_on_every_kernel_set_and_thread_count() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(io)?;
+    let path = dir.path().join("mix.gguf");
+    Synth::new(LLAMA, 3)?.write_gguf_with(&path, |name| {
+        if name.contains("embd") || name.starts_with("output") || name.contains("attn_v") {
+            GgmlDType::Q6K
+        } else if name.contains("ffn_down") {
+            GgmlDType::Q5K
+        } else {
+            GgmlDType::Q4K
+        }
+    })?;
+    let toks = tokens(LLAMA.vocab, 14);
+    let logits = |opts: &LoadOptions| -> Result<(LlmModel, Vec<Vec<u32>>)> {
+        let model = LlmModel::load_with(&path, &Device::Cpu, opts)?;
+        let mut cache = model.new_cache();
+        model.forward(&toks[..5], &mut cache)?;
+        let rows = model.forward(&toks[5..], &mut cache)?.to_vec2::<f32>()?;
+        Ok((model, rows.iter().map(|r| bits(r)).collect()))
+    };
+    let (_, want) = logits(&LoadOptions::default())?;
+    let first_cpu = ianvs_algorithms::llm::kernels::allowed_cpus()
+        .and_then(|c| c.first().copied())
+        .map_or_else(Vec::new, |c| vec![c]);
+    let mut variants: Vec<(String, LoadOptions)> = Isa::available_all()
+        .into_iter()
+        .map(|isa| {
+            let opts = LoadOptions {
+                kernel_isa: Some(isa),
+                ..Default::default()
+            };
+            (format!("{isa:?}"), opts)
+        })
+        .collect();
+    for (threads, cpus) in [(1, vec![]), (3, vec![]), (2, first_cpu)] {
+        let label = format!("{threads} threads on CPUs {cpus:?}");
+        let opts = LoadOptions {
+            threads: Some(threads),
+            cpus,
+            ..Default::default()
+        };
+        variants.push((label, opts));
+    }
+    for (label, opts) in &variants {
+        let (model, got) = logits(opts)?;
+        assert!(
+            got == want,
+            "{label}: logits differ from the default load's"
+        );
+        if label.starts_with("Avx") || label.starts_with("Portable") {
+            if let Some(why) = invariance_failure(&model, LLAMA.vocab)? {
+                panic!("{label}: not batch invariant ({why})");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The paradigm's own loop (not the helper above) on a Q4_K_M-style verifier with a prompt

@@ -1,5 +1,6 @@
-//! The runtime's own CPU matmul kernels for the 32-value GGUF block formats (Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0), in the block layouts ggml and candle use.
+//! The runtime's own CPU matmul kernels for the GGUF weight formats real files ship: the
+//! 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and the 256-value K-quants (Q4_K,
+//! Q5_K, Q6_K), in the block layouts ggml and candle use.
 //!
 //! Why our own: candle 0.11 has no SIMD path on x86 for Q4_1, Q5_0 and Q5_1 (the formats of
 //! SmolLM2's and Qwen2-0.5B's published GGUF files), so those ran scalar, 5–6× behind
@@ -7,25 +8,56 @@
 //! every row the bits it gets alone, and should cost much less than k one-row steps.
 //!
 //! How:
-//! - activations are quantized once per row to 32-value blocks of i8 with an f32 scale (and
-//!   the scaled sum the `_1` formats need), as llama.cpp's `q8_0`/`q8_1`;
+//! - activations are quantized once per row: to 32-value blocks of i8 with an f32 scale (and
+//!   the integer sum the `_1` formats need), as llama.cpp's `q8_0`/`q8_1`, or for the
+//!   K-quants to 256-value blocks with per-16 sums, as llama.cpp's `q8_K`;
 //! - threads split the output columns (candle's persistent barrier pool, so this and candle's
-//!   own kernels share one set of workers); a column is computed by one thread from start to
-//!   end, so the thread count never changes a result;
-//! - rows are handled in groups of up to [`GROUP`]: each weight block is unpacked once and
+//!   own kernels share one set of workers, or a model's own [`Pool`] with its own thread count
+//!   and CPUs); a column is computed by one thread from start to end, so the thread count
+//!   never changes a result;
+//! - rows are handled in groups of up to 13 (AVX-512) or 4 rows: each weight block is unpacked once and
 //!   used for every row of the group, while each row keeps its own accumulator, updated in
 //!   block order with the same instruction sequence as when the row is alone. Chunk results
 //!   are therefore bit-identical to one-row results by construction, for any chunk length;
-//! - AVX2 + FMA + F16C when the CPU has them (runtime detection), a portable scalar path
-//!   otherwise. The two give different roundings; a process uses one of them throughout.
+//! - AVX-512 (F, BW, VL, VNNI) or AVX2 + FMA + F16C when the CPU has them (runtime
+//!   detection), a portable scalar path otherwise; `IANVS_KERNELS=avx512|avx2|portable`
+//!   forces one. For the 32-value formats the paths round differently, so a process uses one
+//!   of them throughout; the K-quant paths give the same bits (see `kquant.rs`).
 
 use candle_core::quantized::GgmlDType;
 
-/// Values per block of every format here (and of the quantized activations).
+mod kquant;
+mod pool;
+mod q32;
+
+pub use pool::{allowed_cpus, Pool};
+
+pub use kquant::{quantize_row_k, ActBlockK, QK_K};
+pub use q32::{quantize_row, ActBlock};
+
+use kquant::KFormat;
+
+/// Values per block of the 32-value formats (and of their quantized activations).
 pub const QK: usize = 32;
 
-/// Rows that share one unpacked weight block.
-const GROUP: usize = 4;
+/// The most rows that share one unpacked weight block (AVX-512, with 32 vector registers,
+/// so a 9-row verify pass (γ = 8) unpacks each block once); the AVX2 and portable paths use
+/// [`GROUP_AVX2`].
+const GROUP: usize = 13;
+
+/// Rows per group on AVX2 (16 vector registers) and the portable path.
+const GROUP_AVX2: usize = 4;
+
+impl Isa {
+    /// Rows that share one unpacked weight block on this kernel set. Each row's arithmetic
+    /// does not depend on it (or on its place in the group), only the cost does.
+    fn group(self) -> usize {
+        match self {
+            Self::Avx512 => GROUP,
+            _ => GROUP_AVX2,
+        }
+    }
+}
 
 /// Rows per tile of a long chunk (prefill): the tile's quantized activations stay in L1/L2
 /// while every column of the thread's share is swept.
@@ -39,6 +71,9 @@ pub enum Format {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl Format {
@@ -49,11 +84,14 @@ impl Format {
             GgmlDType::Q5_0 => Self::Q5_0,
             GgmlDType::Q5_1 => Self::Q5_1,
             GgmlDType::Q8_0 => Self::Q8_0,
+            GgmlDType::Q4K => Self::Q4K,
+            GgmlDType::Q5K => Self::Q5K,
+            GgmlDType::Q6K => Self::Q6K,
             _ => return None,
         })
     }
 
-    /// Bytes per block of 32 weights.
+    /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
@@ -61,6 +99,26 @@ impl Format {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q4K => KFormat::Q4K.block_bytes(),
+            Self::Q5K => KFormat::Q5K.block_bytes(),
+            Self::Q6K => KFormat::Q6K.block_bytes(),
+        }
+    }
+
+    /// Weights per block.
+    pub const fn block_values(self) -> usize {
+        match self.kquant() {
+            Some(_) => QK_K,
+            None => QK,
+        }
+    }
+
+    const fn kquant(self) -> Option<KFormat> {
+        match self {
+            Self::Q4K => Some(KFormat::Q4K),
+            Self::Q5K => Some(KFormat::Q5K),
+            Self::Q6K => Some(KFormat::Q6K),
+            _ => None,
         }
     }
 
@@ -70,35 +128,8 @@ impl Format {
     }
 }
 
-/// One block of quantized activations: `x ≈ d · qs`, `s = d · Σ qs`.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-pub struct ActBlock {
-    d: f32,
-    s: f32,
-    qs: [i8; QK],
-}
-
-/// Quantizes one row of `k` activations (`k` a multiple of 32) into `out`.
-pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
-    debug_assert_eq!(x.len(), out.len() * QK);
-    for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in b.qs.iter_mut().zip(xs) {
-            let r = (v * id).round() as i8;
-            *q = r;
-            sum += r as i32;
-        }
-        b.d = d;
-        b.s = d * sum as f32;
-    }
-}
-
 /// IEEE half → single (exact), for the portable path.
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h as u32) & 0x8000) << 16;
     let exp = ((h >> 10) & 0x1f) as u32;
     let man = (h & 0x3ff) as u32;
@@ -123,259 +154,126 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-fn read_f16(b: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
-/// The 32 integer weights of a block (the `_0` formats signed, the `_1` formats unsigned),
-/// with the block's scale and minimum (0 for the `_0` formats).
-fn unpack_scalar(f: Format, b: &[u8]) -> ([i32; QK], f32, f32) {
-    let mut w = [0i32; QK];
-    let nib = |qs: &[u8], w: &mut [i32; QK]| {
-        for j in 0..QK / 2 {
-            w[j] = (qs[j] & 0x0f) as i32;
-            w[j + QK / 2] = (qs[j] >> 4) as i32;
-        }
-    };
-    let high = |qh: u32, w: &mut [i32; QK]| {
-        for (j, v) in w.iter_mut().enumerate() {
-            *v |= (((qh >> j) & 1) << 4) as i32;
-        }
-    };
-    let qh_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    match f {
-        Format::Q4_0 => {
-            nib(&b[2..18], &mut w);
-            w.iter_mut().for_each(|v| *v -= 8);
-            (w, read_f16(b, 0), 0.0)
-        }
-        Format::Q4_1 => {
-            nib(&b[4..20], &mut w);
-            (w, read_f16(b, 0), read_f16(b, 2))
-        }
-        Format::Q5_0 => {
-            nib(&b[6..22], &mut w);
-            high(qh_at(2), &mut w);
-            w.iter_mut().for_each(|v| *v -= 16);
-            (w, read_f16(b, 0), 0.0)
-        }
-        Format::Q5_1 => {
-            nib(&b[8..24], &mut w);
-            high(qh_at(4), &mut w);
-            (w, read_f16(b, 0), read_f16(b, 2))
-        }
-        Format::Q8_0 => {
-            for (v, &q) in w.iter_mut().zip(&b[2..34]) {
-                *v = q as i8 as i32;
-            }
-            (w, read_f16(b, 0), 0.0)
-        }
-    }
-}
-
-/// Portable dot products of one weight row with `acts.len()` activation rows.
-fn dot_rows_scalar(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
-    let bb = f.block_bytes();
-    let mut acc = [0f32; GROUP];
-    let mut mins = [0f32; GROUP];
-    for (i, wb) in wrow.chunks_exact(bb).enumerate() {
-        let (w, d, m) = unpack_scalar(f, wb);
-        for (r, a) in acts.iter().enumerate() {
-            let a = &a[i];
-            let sumi: i32 = w.iter().zip(&a.qs).map(|(&x, &y)| x * y as i32).sum();
-            acc[r] += (d * a.d) * sumi as f32;
-            if f.has_min() {
-                mins[r] += m * a.s;
-            }
-        }
-    }
-    for r in 0..acts.len() {
-        out[r] = acc[r] + mins[r];
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{ActBlock, Format, GROUP};
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn f16(p: *const u8) -> f32 {
-        let h = (p as *const u16).read_unaligned();
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-    }
-
-    /// 32 nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in bytes 16..32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn nibbles(p: *const u8) -> __m256i {
-        let q = _mm_loadu_si128(p as *const __m128i);
-        let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
-        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f));
-        _mm256_set_m128i(hi, lo)
-    }
-
-    /// 32 bits → 32 bytes of 0xff (bit set) or 0x00 (llama.cpp's `bytes_from_bits_32`).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn bits(p: *const u8) -> __m256i {
-        let x = (p as *const u32).read_unaligned();
-        let shuf = _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        );
-        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
-        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
-        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
-    }
-
-    /// A block's 32 weights as bytes (signed for the `_0` formats, unsigned for `_1`), its
-    /// scale and its minimum.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn unpack(f: Format, p: *const u8) -> (__m256i, f32, f32) {
-        match f {
-            Format::Q4_0 => (
-                _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
-                f16(p),
-                0.0,
-            ),
-            Format::Q4_1 => (nibbles(p.add(4)), f16(p), f16(p.add(2))),
-            Format::Q5_0 => {
-                // (nibble | bit << 4) - 16 == nibble | (bit ? 0 : 0xf0) as i8.
-                let hi = _mm256_andnot_si256(bits(p.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
-                (_mm256_or_si256(nibbles(p.add(6)), hi), f16(p), 0.0)
-            }
-            Format::Q5_1 => {
-                let hi = _mm256_and_si256(bits(p.add(4)), _mm256_set1_epi8(0x10));
-                (
-                    _mm256_or_si256(nibbles(p.add(8)), hi),
-                    f16(p),
-                    f16(p.add(2)),
-                )
-            }
-            Format::Q8_0 => (_mm256_loadu_si256(p.add(2) as *const __m256i), f16(p), 0.0),
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// Dot products of one weight row with up to [`GROUP`] activation rows; each row's
-    /// arithmetic is independent of how many rows share the call.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `wrow` holds `acts[r].len()` blocks of `f`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
-        // Monomorphized per format and row count, so the format's unpacking is straight-line
-        // code and the accumulators live in registers.
-        macro_rules! rows {
-            ($fmt:expr) => {
-                match acts.len() {
-                    1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
-                    2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
-                    3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
-                    _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
-                }
-            };
-        }
-        match f {
-            Format::Q4_0 => rows!(0),
-            Format::Q4_1 => rows!(1),
-            Format::Q5_0 => rows!(2),
-            Format::Q5_1 => rows!(3),
-            Format::Q8_0 => rows!(4),
-        }
-    }
-
-    const fn format(code: u8) -> Format {
-        match code {
-            0 => Format::Q4_0,
-            1 => Format::Q4_1,
-            2 => Format::Q5_0,
-            3 => Format::Q5_1,
-            _ => Format::Q8_0,
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_impl<const FMT: u8, const R: usize>(
-        wrow: &[u8],
-        acts: &[&[ActBlock]],
-        out: &mut [f32],
-    ) {
-        let f = const { format(FMT) };
-        let bb = f.block_bytes();
-        let nb = wrow.len() / bb;
-        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut mins = [0f32; R];
-        let signed = !f.has_min();
-        let a: [*const ActBlock; R] = std::array::from_fn(|r| acts[r].as_ptr());
-        for i in 0..nb {
-            let (w, d, m) = unpack(f, wrow.as_ptr().add(i * bb));
-            // maddubs multiplies unsigned by signed bytes: for signed weights move the sign
-            // onto the activations (|w| · sign(w)·a), as llama.cpp does.
-            let wabs = if signed { _mm256_sign_epi8(w, w) } else { w };
-            for r in 0..R {
-                let a = &*a[r].add(i);
-                let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                let av = if signed { _mm256_sign_epi8(av, w) } else { av };
-                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, av), ones);
-                let scale = _mm256_set1_ps(d * a.d);
-                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[r]);
-                if !signed {
-                    mins[r] += m * a.s;
-                }
-            }
-        }
-        for r in 0..R {
-            out[r] = hsum(acc[r]) + mins[r];
-        }
-    }
-
-    pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-    }
-}
-
-/// Which implementation this process uses (decided once).
+/// A kernel implementation (instruction set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX-512 F + BW + VL + VNNI (with AVX2, FMA and F16C).
+    Avx512,
+    /// AVX2 + FMA + F16C.
     Avx2,
+    /// Plain Rust, any CPU.
     Portable,
 }
 
+impl Isa {
+    /// Every implementation, fastest first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+
+    /// The name `IANVS_KERNELS` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            match self {
+                Self::Portable => true,
+                Self::Avx2 => avx2,
+                Self::Avx512 => {
+                    avx2 && is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512vnni")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Self::Portable
+        }
+    }
+
+    /// Every implementation this CPU runs, fastest first.
+    pub fn available_all() -> Vec<Isa> {
+        Self::ALL.into_iter().filter(|i| i.available()).collect()
+    }
+
+    /// The implementation named `name` (`avx512`, `avx2`, `portable`), if this CPU runs it.
+    pub fn parse(name: &str) -> Result<Isa, String> {
+        let isa = Self::ALL
+            .into_iter()
+            .find(|i| i.name() == name)
+            .ok_or_else(|| {
+                format!("unknown kernel set `{name}` (valid: avx512, avx2, portable)")
+            })?;
+        if isa.available() {
+            Ok(isa)
+        } else {
+            Err(format!("this CPU cannot run the `{name}` kernels"))
+        }
+    }
+}
+
+/// Which implementation this process uses by default (decided once): the fastest this CPU
+/// runs, or the one `IANVS_KERNELS` names (`IANVS_PORTABLE_KERNELS` set means `portable`).
+///
+/// # Panics
+/// When `IANVS_KERNELS` names an unknown set or one this CPU cannot run: a benchmark must
+/// not silently measure other kernels than it was asked to.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() && std::env::var_os("IANVS_PORTABLE_KERNELS").is_none() {
-            return Isa::Avx2;
+        if let Ok(name) = std::env::var("IANVS_KERNELS") {
+            return Isa::parse(&name).unwrap_or_else(|e| panic!("IANVS_KERNELS: {e}"));
         }
-        Isa::Portable
+        if std::env::var_os("IANVS_PORTABLE_KERNELS").is_some() {
+            return Isa::Portable;
+        }
+        Isa::available_all()[0]
     })
 }
 
 fn dot_rows(isa: Isa, f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
     match isa {
+        // AVX-512 takes paired activations (`QMatrix::matmul_with`), never this function.
+        Isa::Avx512 => unreachable!("the AVX-512 path multiplies activation pairs"),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is only chosen after runtime detection of AVX2, FMA and F16C.
-        Isa::Avx2 => unsafe { avx2::dot_rows(f, wrow, acts, out) },
-        _ => dot_rows_scalar(f, wrow, acts, out),
+        // SAFETY: `Isa::Avx2` is only used after `Isa::available` (runtime detection).
+        Isa::Avx2 => unsafe { q32::avx2::dot_rows(f, wrow, acts, out) },
+        _ => q32::dot_rows_scalar(f, wrow, acts, out),
+    }
+}
+
+fn dot_rows_k(isa: Isa, f: KFormat, wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+    match isa {
+        // A lone row of Q4_K/Q5_K runs faster on the AVX2 kernel on the CPU this was tuned on
+        // (AMD Zen 4, which splits 512-bit operations in two; one-row throughput 20 vs 16
+        // GMAC/s); every K-quant kernel gives the same bits, so the choice is free.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx512` implies AVX2, FMA and F16C (`Isa::available`).
+        Isa::Avx512 if acts.len() == 1 && f != KFormat::Q6K => unsafe {
+            kquant::avx2::dot_rows(f, wrow, acts, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_rows`.
+        Isa::Avx512 => unsafe { kquant::avx512::dot_rows(f, wrow, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_rows`.
+        Isa::Avx2 => unsafe { kquant::avx2::dot_rows(f, wrow, acts, out) },
+        _ => kquant::dot_rows_scalar(f, wrow, acts, out),
     }
 }
 
@@ -385,22 +283,50 @@ pub struct QMatrix {
     n: usize,
     k: usize,
     data: Vec<u8>,
+    isa: Isa,
+    /// The model's own threads (`None`: candle's process-wide pool).
+    pool: Option<std::sync::Arc<Pool>>,
 }
 
 impl QMatrix {
-    /// `data`: `n` rows of `k / 32` blocks; `None` when the format has no kernel here or `k` is
-    /// not a multiple of 32.
+    /// `data`: `n` rows of `k / block_values` blocks; `None` when the format has no kernel
+    /// here or `k` is not a multiple of the format's block.
     pub fn new(dtype: GgmlDType, n: usize, k: usize, data: Vec<u8>) -> Option<Self> {
         let format = Format::of(dtype)?;
-        if !k.is_multiple_of(QK) || data.len() != n * k / QK * format.block_bytes() {
+        let bv = format.block_values();
+        if !k.is_multiple_of(bv) || data.len() != n * k / bv * format.block_bytes() {
             return None;
         }
-        Some(Self { format, n, k, data })
+        Some(Self {
+            format,
+            n,
+            k,
+            data,
+            isa: isa(),
+            pool: None,
+        })
+    }
+
+    /// The same matrix multiplied on `pool`'s threads.
+    pub fn with_pool(mut self, pool: std::sync::Arc<Pool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The same matrix on the `isa` kernels (which must be [`Isa::available`]).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        assert!(isa.available(), "this CPU cannot run the {isa:?} kernels");
+        self.isa = isa;
+        self
     }
 
     /// Output features (`n`).
     pub fn rows(&self) -> usize {
         self.n
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn size_in_bytes(&self) -> usize {
@@ -409,22 +335,65 @@ impl QMatrix {
 
     /// `x`: `m` rows of `k` values → `m` rows of `n` outputs, with `isa`'s kernels.
     pub fn matmul_with(&self, isa: Isa, x: &[f32], m: usize) -> Vec<f32> {
-        let (n, k) = (self.n, self.k);
+        assert!(isa.available(), "this CPU cannot run the {isa:?} kernels");
+        let k = self.k;
         assert_eq!(x.len(), m * k, "activations do not match [{m}, {k}]");
-        let kb = k / QK;
-        let mut acts = vec![
-            ActBlock {
-                d: 0.0,
-                s: 0.0,
-                qs: [0; QK]
-            };
-            m * kb
-        ];
-        for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
-            quantize_row(xr, ar);
+        match self.format.kquant() {
+            Some(kf) => {
+                let kb = k / QK_K;
+                let mut acts = vec![ActBlockK::ZERO; m * kb];
+                for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
+                    quantize_row_k(xr, ar);
+                }
+                self.drive(&acts, kb, m, isa.group(), |w, a, o| {
+                    dot_rows_k(isa, kf, w, a, o)
+                })
+            }
+            None => {
+                let kb = k / QK;
+                let mut acts = vec![ActBlock::ZERO; m * kb];
+                for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
+                    quantize_row(xr, ar);
+                }
+                let f = self.format;
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 {
+                    let kp = kb.div_ceil(2);
+                    let mut pairs = vec![q32::ActPair::ZERO; m * kp];
+                    for (ar, pr) in acts.chunks_exact(kb).zip(pairs.chunks_exact_mut(kp)) {
+                        q32::pair_row(ar, pr);
+                    }
+                    return self.drive(&pairs, kp, m, isa.group(), |w, a, o| {
+                        // SAFETY: `isa` is available (checked above).
+                        unsafe { q32::avx512::dot_rows(f, w, a, o) }
+                    });
+                }
+                self.drive(&acts, kb, m, isa.group(), |w, a, o| {
+                    dot_rows(isa, f, w, a, o)
+                })
+            }
         }
+    }
+
+    /// [`QMatrix::matmul_with`] on this matrix's kernels (the process default unless
+    /// [`QMatrix::with_isa`] chose others).
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(self.isa, x, m)
+    }
+
+    /// Runs `dot` over every (column, group of rows), threads splitting the columns; `acts`
+    /// holds `m` rows of `kb` entries.
+    fn drive<A: Sync>(
+        &self,
+        acts: &[A],
+        kb: usize,
+        m: usize,
+        group: usize,
+        dot: impl Fn(&[u8], &[&[A]], &mut [f32]) + Sync,
+    ) -> Vec<f32> {
+        let n = self.n;
         let mut out = vec![0f32; m * n];
-        let row_bytes = kb * self.format.block_bytes();
+        let row_bytes = self.k / self.format.block_values() * self.format.block_bytes();
         let out_ptr = out.as_mut_ptr() as usize;
         let work = |cols: std::ops::Range<usize>| {
             let mut tmp = [0f32; GROUP];
@@ -432,14 +401,14 @@ impl QMatrix {
                 let tile_end = m.min(tile + ROW_TILE);
                 for col in cols.clone() {
                     let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
-                    for g in (tile..tile_end).step_by(GROUP) {
-                        let g_end = tile_end.min(g + GROUP);
-                        let mut rows: [&[ActBlock]; GROUP] = [&[]; GROUP];
+                    for g in (tile..tile_end).step_by(group) {
+                        let g_end = tile_end.min(g + group);
+                        let mut rows: [&[A]; GROUP] = [&[]; GROUP];
                         for (slot, r) in rows.iter_mut().zip(g..g_end) {
                             *slot = &acts[r * kb..(r + 1) * kb];
                         }
                         let cnt = g_end - g;
-                        dot_rows(isa, self.format, wrow, &rows[..cnt], &mut tmp[..cnt]);
+                        dot(wrow, &rows[..cnt], &mut tmp[..cnt]);
                         for (j, r) in (g..g_end).enumerate() {
                             // SAFETY: column `col` of every row is written by exactly this
                             // work item, and `out` outlives the pool call.
@@ -449,13 +418,11 @@ impl QMatrix {
                 }
             }
         };
-        candle_core::utils::barrier_pool().execute_chunked(n, work);
+        match &self.pool {
+            Some(pool) => pool.execute_chunked(n, work),
+            None => candle_core::utils::barrier_pool().execute_chunked(n, work),
+        }
         out
-    }
-
-    /// [`QMatrix::matmul_with`] on this process's kernels.
-    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(isa(), x, m)
     }
 }
 
@@ -477,19 +444,22 @@ mod tests {
             .collect()
     }
 
-    const TYPES: [GgmlDType; 5] = [
+    const TYPES: [GgmlDType; 8] = [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
         GgmlDType::Q5_0,
         GgmlDType::Q5_1,
         GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
     ];
 
+    /// Every kernel set this CPU runs (the AVX-512 and AVX2 ones included where it has them,
+    /// whatever `IANVS_KERNELS` says).
     fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::Portable];
-        if isa() == Isa::Avx2 {
-            v.push(Isa::Avx2);
-        }
+        let v = Isa::available_all();
+        eprintln!("kernel sets under test: {v:?}");
         v
     }
 
@@ -557,14 +527,83 @@ mod tests {
                 }
                 per_isa.push(got);
             }
-            if per_isa.len() == 2 {
-                for (a, b) in per_isa[0].iter().zip(&per_isa[1]) {
+            for other in &per_isa[1..] {
+                for (a, b) in per_isa[0].iter().zip(other) {
                     assert!(
                         (a - b).abs() <= 1e-4 * scale.max(1.0),
                         "{dtype:?}: {a} vs {b}"
                     );
                 }
             }
+        }
+    }
+
+    /// The K-quant kernels compute each block exactly in integers and share one float
+    /// expression, so every kernel set gives the same bits (a stronger check of the SIMD
+    /// unpacking than a tolerance). Rows of 1, 3 and 5 cover a full group and remainders.
+    #[test]
+    fn kquant_kernel_sets_agree_bit_for_bit() {
+        let (n, k) = (21, 768);
+        let x = random(5 * k, 13);
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+            let (w, _) = matrix(dtype, n, k, 6);
+            for m in [1, 3, 5] {
+                let want = w.matmul_with(Isa::Portable, &x[..m * k], m);
+                for isa in isas() {
+                    let got = w.matmul_with(isa, &x[..m * k], m);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{dtype:?} {isa:?} rows {m}");
+                }
+            }
+        }
+    }
+
+    /// Rows of an odd number of 32-value blocks (the AVX-512 path pairs blocks, the last one
+    /// with zeros): still the dequantized product, and still chunk-invariant.
+    #[test]
+    fn odd_block_counts_work_on_every_kernel_set() {
+        let (n, k, m) = (9, 96, 5);
+        let x = random(m * k, 21);
+        for dtype in &TYPES[..5] {
+            let (w, qt) = matrix(*dtype, n, k, 8);
+            let dense = qt.dequantize(&Device::Cpu).unwrap();
+            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
+            let want: Vec<f32> = xt
+                .matmul(&dense.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for isa in isas() {
+                let got = w.matmul_with(isa, &x, m);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 0.02 * scale,
+                        "{dtype:?} {isa:?} [{i}]: {g} vs {e}"
+                    );
+                }
+                for r in 0..m {
+                    let one = w.matmul_with(isa, &x[r * k..(r + 1) * k], 1);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&one),
+                        bits(&got[r * n..(r + 1) * n]),
+                        "{dtype:?} {isa:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_set_names_parse() {
+        assert_eq!(Isa::parse("portable"), Ok(Isa::Portable));
+        let err = Isa::parse("sse9").unwrap_err();
+        assert!(err.contains("valid: avx512, avx2, portable"), "{err}");
+        for isa in Isa::ALL {
+            assert_eq!(Isa::parse(isa.name()).is_ok(), isa.available());
         }
     }
 

@@ -133,9 +133,8 @@ impl AutoPlanner {
     }
 
     /// Measures the drafter's one-token step and the verifier's pass over k = 1..=max+1 new
-    /// tokens on the given sessions (each pass rolled back), interleaved so that a busy moment
-    /// of the machine hits every size alike, the median of [`CALIBRATION_REPS`] each. Returns
-    /// the seconds it took.
+    /// tokens on the given sessions (each pass rolled back; see [`verify_table`]). Returns the
+    /// seconds it took.
     pub fn calibrate(
         &mut self,
         drafter: &mut dyn LmSession,
@@ -143,24 +142,37 @@ impl AutoPlanner {
         token: u32,
     ) -> anyhow::Result<f64> {
         let t0 = Instant::now();
-        let mut verify: Vec<Vec<f64>> = vec![Vec::new(); self.max + 1];
+        let verify_s = verify_table(verifier, token, self.max)?;
+        self.calibrate_with(drafter, token, verify_s)?;
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// Calibrates from a verifier table measured elsewhere (by the worker on a real link, with
+    /// [`verify_table`]) and the drafter's one-token step measured here, the median of
+    /// [`CALIBRATION_REPS`] rolled-back passes.
+    pub fn calibrate_with(
+        &mut self,
+        drafter: &mut dyn LmSession,
+        token: u32,
+        verify_s: Vec<f64>,
+    ) -> anyhow::Result<()> {
+        if verify_s.len() != self.max + 1 || verify_s.iter().any(|t| !(*t > 0.0)) {
+            anyhow::bail!(
+                "auto γ calibration: expected {} positive verify times (k = 1..={}), got {:?}",
+                self.max + 1,
+                self.max + 1,
+                verify_s
+            );
+        }
         let mut draft = Vec::new();
         for _ in 0..CALIBRATION_REPS {
-            for (i, times) in verify.iter_mut().enumerate() {
-                times.push(time_pass(verifier, &vec![token; i + 1])?);
-            }
             draft.push(time_pass(drafter, &[token])?);
-        }
-        let mut verify_s: Vec<f64> = verify.into_iter().map(median).collect();
-        // A pass over more rows does the same work and more: a smaller median is noise.
-        for i in 1..verify_s.len() {
-            verify_s[i] = verify_s[i].max(verify_s[i - 1]);
         }
         self.costs = Some(Costs {
             draft_step_s: median(draft),
             verify_s,
         });
-        Ok(t0.elapsed().as_secs_f64())
+        Ok(())
     }
 
     /// The acceptance rate to plan with: the decayed counts under a uniform prior.
@@ -227,6 +239,28 @@ impl AutoPlanner {
         let k = (gamma + 1).min(costs.verify_s.len());
         self.verify_drift = track(self.verify_drift, verify_s, costs.verify_s[k - 1]);
     }
+}
+
+/// The verifier's pass over k = 1..=max+1 new tokens after the session's cache (each rolled
+/// back), interleaved so that a busy moment of the machine hits every size alike, the median
+/// of [`CALIBRATION_REPS`] each, never decreasing in k (a pass over more rows does the same
+/// work and more: a smaller median is noise).
+pub fn verify_table(
+    verifier: &mut dyn LmSession,
+    token: u32,
+    max: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut verify: Vec<Vec<f64>> = vec![Vec::new(); max + 1];
+    for _ in 0..CALIBRATION_REPS {
+        for (i, times) in verify.iter_mut().enumerate() {
+            times.push(time_pass(verifier, &vec![token; i + 1])?);
+        }
+    }
+    let mut verify_s: Vec<f64> = verify.into_iter().map(median).collect();
+    for i in 1..verify_s.len() {
+        verify_s[i] = verify_s[i].max(verify_s[i - 1]);
+    }
+    Ok(verify_s)
 }
 
 /// Times `forward(tokens)` on a session and rolls it back.

@@ -97,6 +97,33 @@ pub struct Dataset {
     pub texts: Vec<String>,
     /// The raw JSONL rows (only for JSONL data), for modules that need extra fields.
     pub rows: Vec<Value>,
+    /// For an Ianvs index file: each sample as Ianvs passes it to a plug-in (a path) and its
+    /// label as Ianvs passes it (text).
+    pub index: Option<IndexSamples>,
+}
+
+/// The samples of an Ianvs index file as KubeEdge-Ianvs hands them to modules and metrics.
+///
+/// Ianvs (`core/testenvmanager/dataset/dataset.py`, `_process_txt_index_file`) rewrites an
+/// index file in which any line's first field is a relative path: **every** field of every
+/// line becomes `os.path.abspath(os.path.join(<index folder>, field))`, the label included
+/// (so label `7` reaches the module as `/abs/index/folder/7`, which is why Ianvs's example
+/// metrics read `int(y.split('/')[-1])`). An index whose paths are all absolute is used as
+/// written. Sedna's `TxtDataParse` then gives `x` = the first field and `y` = the second, as
+/// numpy string arrays.
+#[derive(Debug, Clone, Default)]
+pub struct IndexSamples {
+    /// The index file.
+    pub file: PathBuf,
+    /// Each sample's first field as Ianvs passes it (`.x`).
+    pub x: Vec<String>,
+    /// Each sample's label field as Ianvs passes it (`.y`).
+    pub y: Vec<String>,
+    /// Each sample's 1-based line in the index file.
+    pub lines: Vec<usize>,
+    /// Why the samples have no numeric features (`None` when every sample was decoded as a
+    /// PGM image or numeric text): the first sample that could not be, with its line.
+    pub undecoded: Option<String>,
 }
 
 impl Dataset {
@@ -141,7 +168,20 @@ impl Dataset {
                 out.rows.push(self.rows[i].clone());
             }
         }
+        out.index = self.index.as_ref().map(|s| IndexSamples {
+            file: s.file.clone(),
+            x: idx.iter().map(|&i| s.x[i].clone()).collect(),
+            y: idx.iter().map(|&i| s.y[i].clone()).collect(),
+            lines: idx.iter().map(|&i| s.lines[i]).collect(),
+            undecoded: s.undecoded.clone(),
+        });
         out
+    }
+    /// Why built-in modules cannot read this data (index-file samples ianvs did not decode into
+    /// numbers), or `None` when every sample has numeric features or text.
+    pub fn undecoded(&self) -> Option<String> {
+        let s = self.index.as_ref()?.undecoded.as_ref()?;
+        Some(format!("{}: {s}", self.index.as_ref()?.file.display()))
     }
 }
 
@@ -547,11 +587,14 @@ fn load_jsonl(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
 }
 
 /// Ianvs index file: each line is `<sample path> <label>`, the path relative to the index file.
-/// A sample is a numeric text file (comma or whitespace separated) or a PGM image.
+/// Every sample is kept as Ianvs passes it ([`IndexSamples`]) for plug-ins; when every sample
+/// is a numeric text file (comma or whitespace separated) or a PGM image of one size, its
+/// values are also decoded for built-in modules. A missing sample is an error naming the line.
 fn load_index(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let reader = open(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut ds = Dataset::default();
+    let mut fields = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
         let line = line.map_err(|source| line_error(path, lineno, source))?;
@@ -571,23 +614,112 @@ fn load_index(path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
             }
         }
         let sample = base.join(parts[0]);
-        check_regular_file(&sample)
-            .map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
-        let feats =
-            read_sample(&sample).map_err(|e| bad(format!("sample {}: {e}", sample.display())))?;
-        if ds.is_empty() {
-            ds.dim = feats.len();
-        } else if feats.len() != ds.dim {
-            return Err(bad(format!(
-                "sample has {} values, earlier samples have {}",
-                feats.len(),
-                ds.dim
-            )));
-        }
-        ds.features.extend(feats);
+        check_regular_file(&sample).map_err(|e| {
+            bad(format!(
+                "sample \"{}\" ({}): {}",
+                parts[0],
+                sample.display(),
+                io_reason(&e)
+            ))
+        })?;
         ds.labels.push(parse_label(parts[1], path, lineno, opts)?);
+        fields.push((parts[0].to_string(), parts[1].to_string(), lineno));
+        // Decoding stops at the first sample that is not numbers (an image ianvs does not
+        // read, say): the data is then for plug-ins only, and the rest need not be read.
+        if ds.index.is_none() {
+            match read_sample(&sample) {
+                Ok(feats) if feats.is_empty() => {
+                    ds.index = Some(IndexSamples {
+                        undecoded: Some(format!(
+                            "line {lineno}: sample {} holds no values",
+                            parts[0]
+                        )),
+                        ..Default::default()
+                    })
+                }
+                Ok(feats) if ds.features.is_empty() || feats.len() == ds.dim => {
+                    ds.dim = feats.len();
+                    ds.features.extend(feats);
+                }
+                Ok(feats) => {
+                    ds.index = Some(IndexSamples {
+                        undecoded: Some(format!(
+                            "line {lineno}: sample {} has {} values, earlier samples have {}",
+                            parts[0],
+                            feats.len(),
+                            ds.dim
+                        )),
+                        ..Default::default()
+                    })
+                }
+                Err(why) => {
+                    ds.index = Some(IndexSamples {
+                        undecoded: Some(format!("line {lineno}: sample {}: {why}", parts[0])),
+                        ..Default::default()
+                    })
+                }
+            }
+        }
     }
+    if ds.index.is_some() {
+        ds.features.clear();
+        ds.dim = 0;
+    }
+    // Ianvs's rewrite: one relative first field makes every field of every line absolute.
+    let rewrite = fields.iter().any(|(x, _, _)| !Path::new(x).is_absolute());
+    let root = absolute(base);
+    let as_ianvs = |f: &str| {
+        if rewrite {
+            normalize(&root.join(f)).to_string_lossy().into_owned()
+        } else {
+            f.to_string()
+        }
+    };
+    let mut s = ds.index.take().unwrap_or_default();
+    s.file = path.to_path_buf();
+    for (x, y, line) in &fields {
+        s.x.push(as_ianvs(x));
+        s.y.push(as_ianvs(y));
+        s.lines.push(*line);
+    }
+    ds.index = Some(s);
     Ok(ds)
+}
+
+/// The reason of a sample check, without repeating the path the caller already names.
+fn io_reason(e: &DataError) -> String {
+    match e {
+        DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "no such file".into()
+        }
+        DataError::Io { source, .. } => source.to_string(),
+        DataError::Invalid { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `p` made absolute against the working directory, as Python's `os.path.abspath`.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `.` and `..` removed lexically (symbolic links are not followed), as Python's
+/// `os.path.normpath`.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 fn read_sample(path: &Path) -> Result<Vec<f32>, String> {
@@ -598,7 +730,24 @@ fn read_sample(path: &Path) -> Result<Vec<f32>, String> {
     if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
         return read_pgm(&bytes);
     }
-    let text = String::from_utf8(bytes).map_err(|_| "not a text file or PGM image".to_string())?;
+    let kind = [
+        (&b"\x89PNG"[..], "a PNG image"),
+        (&b"\xff\xd8\xff"[..], "a JPEG image"),
+        (&b"GIF8"[..], "a GIF image"),
+        (&b"BM"[..], "a BMP image"),
+        (&b"II*\0"[..], "a TIFF image"),
+        (&b"MM\0*"[..], "a TIFF image"),
+    ]
+    .iter()
+    .find(|(magic, _)| bytes.starts_with(magic))
+    .map(|(_, k)| *k);
+    if let Some(k) = kind {
+        return Err(format!(
+            "{k}, which ianvs does not decode (only PGM images and numeric text)"
+        ));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| "neither a PGM image nor numeric text".to_string())?;
     text.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|t| !t.is_empty())
         .map(|t| {
@@ -764,6 +913,48 @@ mod tests {
         let ds = load(&p, &LoadOptions::default()).unwrap();
         assert_eq!(ds.features, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(ds.labels, vec![0, 1]);
+    }
+
+    #[test]
+    fn index_samples_are_kept_as_ianvs_passes_them() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("img")).unwrap();
+        std::fs::write(d.path().join("img/a.png"), b"\x89PNG\r\n\x1a\n\0").unwrap();
+        std::fs::write(d.path().join("img/b.png"), b"\x89PNG\r\n\x1a\n\0").unwrap();
+        // Relative paths: every field becomes absolute against the index folder (Ianvs's
+        // `_process_txt_index_file`), the label too; nothing is decoded.
+        let p = write(d.path(), "rel.txt", "img/a.png 3\n./img/../img/b.png 1\n");
+        let ds = load(&p, &LoadOptions::default()).unwrap();
+        assert_eq!((ds.len(), ds.dim, ds.labels.clone()), (2, 0, vec![3, 1]));
+        let s = ds.index.as_ref().unwrap();
+        let root = std::path::absolute(d.path()).unwrap();
+        assert_eq!(s.x[1], root.join("img/b.png").display().to_string());
+        assert_eq!(s.y[0], root.join("3").display().to_string());
+        assert_eq!(s.lines, vec![1, 2]);
+        let why = ds.undecoded().unwrap();
+        assert!(
+            why.contains("rel.txt: line 1: sample img/a.png: a PNG image"),
+            "{why}"
+        );
+        // Absolute paths only: used as written.
+        let abs = root.join("img/a.png").display().to_string();
+        let p = write(d.path(), "abs.txt", &format!("{abs} 2\n"));
+        let ds = load(&p, &LoadOptions::default()).unwrap();
+        let s = ds.index.as_ref().unwrap();
+        assert_eq!((s.x[0].as_str(), s.y[0].as_str()), (abs.as_str(), "2"));
+        // A subset keeps the samples with their labels.
+        let sub = ds.subset(&[0, 0]);
+        assert_eq!(sub.index.unwrap().y, vec!["2", "2"]);
+        // Decodable samples keep their numbers for built-in modules, and their paths.
+        write(d.path(), "s1.csv", "1,2");
+        let p = write(d.path(), "num.txt", "s1.csv 0\n");
+        let ds = load(&p, &LoadOptions::default()).unwrap();
+        assert_eq!(ds.features, vec![1.0, 2.0]);
+        assert!(ds.undecoded().is_none());
+        assert_eq!(
+            ds.index.unwrap().x[0],
+            root.join("s1.csv").display().to_string()
+        );
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub struct JointInference;
 /// Everything of a case except the models, built and checked before anything runs.
 struct Plan {
     mode: Mode,
+    /// Index-file samples go to the (plug-in) edge and cloud models as paths.
+    paths: bool,
     warmup: usize,
     codec: InputCodec,
     link: LinkSpec,
@@ -242,11 +244,37 @@ fn plan(case: &CaseSpec, data: &DataSplits, registry: &Registry) -> anyhow::Resu
         .module("dataset_processor")
         .map(|p| registry.build_dataset_processor(&p.name, &p.hyperparameters, &ctx))
         .transpose()?;
-    if data.test.labels.len() != data.test.len() || data.test.dim == 0 {
+    // Index-file data: when the edge and cloud models are both plug-ins they get each sample
+    // as Ianvs passes it (its path), one call per sample; built-in models read the numbers.
+    let (em, cm) = (case.require("edgemodel")?, case.require("cloudmodel")?);
+    let plugins = [em, cm].iter().filter(|m| m.plugin.is_some()).count();
+    let paths = data.test.index.is_some() && plugins == 2;
+    if data.test.index.is_some() && plugins == 1 {
+        anyhow::bail!("with index-file data a plug-in model gets the samples as paths (as Ianvs passes them) and a built-in model their decoded numbers, so the edge model ({}) and the cloud model ({}) must both be plug-ins or both built in", em.name, cm.name);
+    }
+    if paths {
+        if real.is_some() {
+            anyhow::bail!("index-file samples as paths cannot cross the `Tcp` link yet (it sends feature vectors); use the emulated link");
+        }
+        if processor.is_some() {
+            anyhow::bail!("a `dataset_processor` transforms feature vectors; with index-file samples as paths leave it out");
+        }
+    } else {
+        for (split, d) in [
+            ("train", data.train.as_deref()),
+            ("test", Some(&*data.test)),
+        ] {
+            if let Some(why) = d.and_then(Dataset::undecoded) {
+                anyhow::bail!("the edge model ({}) and the cloud model ({}) are built in and read numeric features, but the {split} split's index-file samples are not numbers ianvs can decode ({why}); such samples (paths, as Ianvs passes them) are taken by plug-in edge and cloud models (modules with `url:`, docs/plugins.md)", em.name, cm.name);
+            }
+        }
+    }
+    if data.test.labels.len() != data.test.len() || (data.test.dim == 0 && !paths) {
         anyhow::bail!("joint inference needs labelled feature vectors in the test split (accuracy and the Oracle read the labels)");
     }
     Ok(Plan {
         mode,
+        paths,
         warmup: case.settings.usize("warmup_samples")?,
         codec,
         link,
@@ -413,13 +441,17 @@ impl Paradigm for JointInference {
                 };
                 ctx.progress
                     .set_message("cloud worker: connecting; it builds and trains the cloud model");
-                Some(RealLink::open(spec, header.encode(train))?)
+                Some(RealLink::open(spec, header.encode(train), ctx.cache)?)
             }
             None => None,
         };
         let flow = Flow {
             edge: edge.model.as_ref(),
             cloud: cloud_model,
+            samples: plan
+                .paths
+                .then(|| test.index.as_ref().map(|s| s.x.as_slice()))
+                .flatten(),
             codec: plan.codec,
             timing: if real.is_some() {
                 Timing::Sleep
@@ -435,6 +467,7 @@ impl Paradigm for JointInference {
                 .set_message("oracle: both models on every sample (not timed)");
             let cloud_predictions = match real.as_mut() {
                 Some(r) => remote_predictions(&mut r.client, plan.codec, &test)?,
+                None if flow.samples.is_some() => flow.all_predictions(flow.cloud, &test)?,
                 None => {
                     let mut received = Dataset {
                         dim: test.dim,
@@ -448,7 +481,7 @@ impl Paradigm for JointInference {
                     batch_predictions(flow.cloud, &received)?
                 }
             };
-            Some((batch_predictions(flow.edge, &test)?, cloud_predictions))
+            Some((flow.all_predictions(flow.edge, &test)?, cloud_predictions))
         } else {
             None
         };
@@ -456,6 +489,11 @@ impl Paradigm for JointInference {
         ctx.progress.set_message("warming up");
         plan.miner.prepare()?;
         for i in 0..plan.warmup.min(test.len()) {
+            if flow.samples.is_some() {
+                flow.predict(flow.edge, i, &[])?;
+                flow.predict(flow.cloud, i, &[])?;
+                continue;
+            }
             flow.edge.predict_proba(test.x(i))?;
             let payload = flow.codec.encode(test.x(i));
             match real.as_mut() {
@@ -511,6 +549,11 @@ impl Paradigm for JointInference {
             _ => (0.0, 0),
         };
         let mut out = CaseOutput::new(Records::JointInference(records));
+        // Metrics get the labels as Ianvs passes them (index-file data: text).
+        out.sample_labels = test
+            .index
+            .as_ref()
+            .map(|s| std::sync::Arc::new(s.y.clone()));
         let m = &mut out.measurements;
         m.insert(
             "training_time_s".into(),
@@ -580,6 +623,10 @@ fn batch_predictions(model: &dyn BaseModel, data: &Dataset) -> anyhow::Result<Ve
 pub struct Flow<'a> {
     pub edge: &'a dyn BaseModel,
     pub cloud: &'a dyn BaseModel,
+    /// Index-file samples as Ianvs passes them (paths), by sample index, when the edge and
+    /// cloud models take them (plug-ins): each model's `predict` gets one path and the uplink
+    /// carries the sample's file.
+    pub samples: Option<&'a [String]>,
     pub codec: InputCodec,
     pub timing: Timing,
 }
@@ -629,6 +676,62 @@ fn remote_predictions(
 }
 
 impl Flow<'_> {
+    /// `model`'s class scores for sample `index`: its path when the flow carries paths, else
+    /// its features `x`.
+    fn predict(&self, model: &dyn BaseModel, index: usize, x: &[f32]) -> anyhow::Result<Vec<f32>> {
+        match self.samples {
+            Some(s) => model.predict_sample(&s[index]),
+            None => model.predict_proba(x),
+        }
+    }
+
+    /// The most probable class of every sample of `data`, one call per sample (the Oracle).
+    fn all_predictions(&self, model: &dyn BaseModel, data: &Dataset) -> anyhow::Result<Vec<u32>> {
+        if self.samples.is_none() {
+            return batch_predictions(model, data);
+        }
+        (0..data.len())
+            .map(|i| Ok(argmax(&self.predict(model, i, &[])?).0 as u32))
+            .collect()
+    }
+
+    /// The cloud's part of sample `index` given as a path: the sample's file goes up the link
+    /// (its size in bytes), the cloud model predicts from the path, the answer comes down.
+    fn ask_cloud_path(
+        &self,
+        index: usize,
+        path: &str,
+        link: &mut Link,
+    ) -> anyhow::Result<CloudAnswer> {
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("sample {index} ({path}): {e}"))?
+            .len() as usize;
+        let mut ex = link.exchange();
+        let up = ex.up(bytes);
+        let t = Instant::now();
+        let probs = self.cloud.predict_sample(path)?;
+        let cloud_s = t.elapsed().as_secs_f64();
+        let (class, p) = argmax(&probs);
+        let t = Instant::now();
+        let answer = encode_answer(class as u32, p);
+        let mut codec_s = t.elapsed().as_secs_f64();
+        let down = ex.down(answer.len());
+        let t = Instant::now();
+        let (prediction, confidence) = decode_answer(&answer);
+        codec_s += t.elapsed().as_secs_f64();
+        Ok(CloudAnswer {
+            prediction,
+            confidence,
+            cloud_s,
+            codec_s,
+            uplink_s: up.seconds,
+            downlink_s: down.seconds,
+            uplink_bytes: up.bytes,
+            downlink_bytes: down.bytes,
+            network_s: 0.0,
+        })
+    }
+
     fn ask_cloud(&self, x: &[f32], link: &mut Link) -> anyhow::Result<CloudAnswer> {
         let t = Instant::now();
         let payload = self.codec.encode(x);
@@ -692,8 +795,9 @@ impl Flow<'_> {
                     codec_s: codec_s + reply.framing_s + decode_s,
                     uplink_s: 0.0,
                     downlink_s: 0.0,
-                    uplink_bytes: payload.len(),
-                    downlink_bytes: reply.payload.len(),
+                    // Whole frames, headers included: what crossed the real link.
+                    uplink_bytes: reply.wire_up,
+                    downlink_bytes: reply.wire_down,
                     network_s: (reply.round_trip_s - reply.compute_s).max(0.0),
                 }))
             }
@@ -702,7 +806,11 @@ impl Flow<'_> {
                 OnFailure::Fallback => Ok(Err(Missed {
                     codec_s,
                     // A request that timed out was sent; one to an unreachable cloud was not.
-                    uplink_bytes: if miss == Miss::Deadline { payload.len() } else { 0 },
+                    uplink_bytes: if miss == Miss::Deadline {
+                        crate::wire::REQUEST_HEADER_BYTES + payload.len()
+                    } else {
+                        0
+                    },
                 })),
             },
         }
@@ -763,7 +871,7 @@ impl Flow<'_> {
         };
         let run_edge = |r: &mut JointInferenceRecord| -> anyhow::Result<Vec<f32>> {
             let t = Instant::now();
-            let probs = self.edge.predict_proba(x)?;
+            let probs = self.predict(self.edge, index, x)?;
             r.edge_s = t.elapsed().as_secs_f64();
             let (c, p) = argmax(&probs);
             r.edge_prediction = Some(c as u32);
@@ -784,7 +892,10 @@ impl Flow<'_> {
         r.mining_s = t.elapsed().as_secs_f64();
         let answer = match (hard, remote) {
             (false, _) => None,
-            (true, None) => Some(Ok(self.ask_cloud(x, link)?)),
+            (true, None) => Some(Ok(match self.samples {
+                Some(s) => self.ask_cloud_path(index, &s[index], link)?,
+                None => self.ask_cloud(x, link)?,
+            })),
             (true, Some((client, policy))) => Some(self.ask_remote(x, client, policy)?),
         };
         if let Some(Err(missed)) = answer {

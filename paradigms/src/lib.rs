@@ -2,6 +2,7 @@
 //! datasets, and one file per collaboration flow.
 
 pub mod auto_gamma;
+pub mod cloud_verifier;
 pub mod data;
 pub mod device;
 pub mod fsio;
@@ -18,6 +19,7 @@ pub mod sampling;
 pub mod shaping;
 pub mod single_task;
 pub mod speculative;
+pub mod speculative_remote;
 pub mod wire;
 
 pub use paradigm::{

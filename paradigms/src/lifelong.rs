@@ -330,6 +330,14 @@ impl Paradigm for LifelongLearning {
         data: &DataSplits,
         registry: &Registry,
     ) -> anyhow::Result<()> {
+        for d in [data.train.as_deref(), Some(&*data.test)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(why) = d.undecoded() {
+                anyhow::bail!("lifelong learning's modules are built in and read numeric features, but the index-file samples are not numbers ianvs can decode ({why}); index files whose samples are PGM images or numeric text work, and samples as paths go to plug-in modules of single-task learning and joint inference");
+            }
+        }
         plan_tasks(case, data, registry)?;
         // Building the modules checks what only the data can tell (a CNN on inputs too small
         // for it, a base model the strategies cannot train); it costs one weight init.

@@ -64,6 +64,21 @@ pub trait BaseModel: Send + Sync {
     fn plugin_stats(&self) -> Option<PluginStats> {
         None
     }
+    /// True when the model takes index-file samples as Ianvs passes them (paths, see
+    /// [`crate::data::IndexSamples`]) rather than numeric features: plug-ins. Such a model is
+    /// trained on `train.index` when the data has one.
+    fn takes_samples(&self) -> bool {
+        false
+    }
+    /// Class scores (`[n, classes]`) for `n` samples given as Ianvs passes them (`x`, paths).
+    fn predict_samples(&self, _x: &[String]) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("this model reads numeric features, not sample paths")
+    }
+    /// Class scores for one sample given as Ianvs passes it, called as Ianvs's joint inference
+    /// calls `predict(data)`: with the one sample, not a list.
+    fn predict_sample(&self, _x: &str) -> anyhow::Result<Vec<f32>> {
+        anyhow::bail!("this model reads numeric features, not sample paths")
+    }
 }
 
 /// Time of a plug-in's calls: `compute_s` measured inside the plug-in around the user's code,

@@ -12,6 +12,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -115,8 +116,12 @@ impl RealLinkSpec {
             if spec.spawn_local {
                 anyhow::bail!("link Tcp: `tls_ca` is for a remote worker (`spawn: none` + `endpoint`); a worker spawned on loopback needs no TLS");
             }
-            if spec.shape.is_some() {
-                anyhow::bail!("link Tcp: the shaping proxy reads wire frames and cannot see inside TLS: use `tls_ca` without `shaping`/faults, or shape with tc netem (docs/network.md)");
+            if spec
+                .shape
+                .as_ref()
+                .is_some_and(|s| s.faults.drop_probability > 0.0)
+            {
+                anyhow::bail!("link Tcp: `drop_probability` cannot apply to a TLS link (the proxy cannot see frames inside TLS, and dropping bytes would corrupt the stream rather than lose a message): drop it, or shape with tc netem (docs/network.md)");
             }
         }
         Ok(spec)
@@ -554,6 +559,116 @@ impl CloudClient {
         }
     }
 
+    /// Sends a request without waiting for an answer (the worker sends none for such
+    /// messages, e.g. closing a session; one that came would be skipped as stale). Fails only
+    /// when the connection is down (it does not reconnect).
+    pub fn send_only(&mut self, payload: &[u8]) -> Result<(), Miss> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Miss::Down("not connected".into()))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = Frame::Request {
+            id,
+            payload: payload.to_vec(),
+        }
+        .encode();
+        if let Err(e) = conn
+            .stream
+            .write_all(&frame)
+            .and_then(|_| conn.stream.flush())
+        {
+            self.conn = None;
+            return Err(Miss::Down(format!("send: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Sends one request whose answer comes as a stream of responses with its id; `on_frame`
+    /// gets each payload, its arrival (seconds since the request was sent) and the worker's
+    /// compute time, and returns true on the last one. Every response has the deadline,
+    /// counted from the previous one (or from sending).
+    pub fn request_stream(
+        &mut self,
+        payload: &[u8],
+        on_frame: &mut dyn FnMut(&[u8], f64, u64) -> bool,
+    ) -> Result<Reply, Miss> {
+        self.counters.requests += 1;
+        if self.conn.is_none() {
+            if let Err(e) = self.open(self.deadline) {
+                self.counters.connection_failures += 1;
+                return Err(Miss::Down(e));
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let t = Instant::now();
+        let frame = Frame::Request {
+            id,
+            payload: payload.to_vec(),
+        }
+        .encode();
+        let mut framing_s = t.elapsed().as_secs_f64();
+        let conn = self.conn.as_mut().expect("connected above");
+        let t_sent = Instant::now();
+        if let Err(e) = conn
+            .stream
+            .write_all(&frame)
+            .and_then(|_| conn.stream.flush())
+        {
+            self.conn = None;
+            self.counters.connection_failures += 1;
+            return Err(Miss::Down(format!("send: {e}")));
+        }
+        let mut wire_down = 0;
+        let mut compute_ns_total = 0u64;
+        let mut until = t_sent + self.deadline;
+        loop {
+            match conn.reader.next(&mut conn.stream, until) {
+                Ok(Some(Frame::Response {
+                    id: rid,
+                    compute_ns,
+                    payload,
+                })) if rid == id => {
+                    let arrival = t_sent.elapsed().as_secs_f64();
+                    wire_down += crate::wire::RESPONSE_HEADER_BYTES + payload.len();
+                    compute_ns_total += compute_ns;
+                    let t = Instant::now();
+                    let last = on_frame(&payload, arrival, compute_ns);
+                    framing_s += t.elapsed().as_secs_f64();
+                    if last {
+                        self.counters.answered += 1;
+                        return Ok(Reply {
+                            payload: Vec::new(),
+                            round_trip_s: arrival,
+                            compute_s: compute_ns_total as f64 / 1e9,
+                            framing_s,
+                            wire_up: frame.len(),
+                            wire_down,
+                        });
+                    }
+                    until = Instant::now() + self.deadline;
+                }
+                Ok(Some(Frame::Response { .. })) => self.counters.stale_responses_skipped += 1,
+                Ok(Some(f)) => {
+                    self.conn = None;
+                    self.counters.connection_failures += 1;
+                    return Err(Miss::Down(format!("unexpected frame {f:?}")));
+                }
+                Ok(None) => {
+                    self.counters.deadline_misses += 1;
+                    return Err(Miss::Deadline);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    self.counters.connection_failures += 1;
+                    return Err(Miss::Down(e.to_string()));
+                }
+            }
+        }
+    }
+
     /// The worker's load report, or `None` if it does not answer within the deadline.
     pub fn stats(&mut self) -> Option<serde_json::Value> {
         let conn = self.conn.as_mut()?;
@@ -577,7 +692,7 @@ impl CloudClient {
 /// group (a Ctrl-C at the terminal reaches ianvs, which stops it), is killed when this value
 /// drops, and exits by itself when ianvs dies (it watches its stdin, a pipe from ianvs).
 pub struct LocalWorker {
-    child: Child,
+    child: std::sync::Mutex<Child>,
     pub addr: SocketAddr,
     pub token: String,
 }
@@ -637,18 +752,44 @@ impl LocalWorker {
             }
         };
         let addr = resolve(&addr)?;
-        Ok(LocalWorker { child, addr, token })
+        Ok(LocalWorker {
+            child: std::sync::Mutex::new(child),
+            addr,
+            token,
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().map_or(0, |c| c.id())
+    }
+
+    /// Whether the process still runs.
+    pub fn is_alive(&self) -> bool {
+        self.child
+            .lock()
+            .is_ok_and(|mut c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The job's worker: started by the first case that needs one and shared by every later
+    /// case of the job (a worker hosts each distinct setup once, so cases with the same cloud
+    /// model or verifier do not train or load it again); stopped when the job ends. If it has
+    /// died, the case gets a worker of its own.
+    pub fn for_job(cache: &crate::paradigm::JobCache) -> anyhow::Result<Arc<LocalWorker>> {
+        let shared =
+            cache.get_or_try_insert("ianvs-serve spawn: local", || LocalWorker::spawn(&[]))?;
+        if shared.is_alive() {
+            return Ok(shared);
+        }
+        Ok(Arc::new(LocalWorker::spawn(&[])?))
     }
 }
 
 impl Drop for LocalWorker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(c) = self.child.get_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -682,7 +823,8 @@ pub fn random_token() -> String {
 /// proxy (when shaping or faults are set) and the client.
 pub struct RealLink {
     pub spec: RealLinkSpec,
-    pub worker: Option<LocalWorker>,
+    /// The job's spawned worker (shared by its cases), when `spawn: local`.
+    pub worker: Option<Arc<LocalWorker>>,
     pub proxy: Option<Proxy>,
     pub client: CloudClient,
     /// The worker's address (not the proxy's).
@@ -690,19 +832,28 @@ pub struct RealLink {
 }
 
 impl RealLink {
-    /// Starts (or reaches) the worker, the proxy if any, and hands the worker its setup.
-    pub fn open(spec: RealLinkSpec, setup: Vec<u8>) -> anyhow::Result<Self> {
+    /// Starts (or reaches) the worker, the proxy if any, and hands the worker its setup. A
+    /// spawned worker is the job's ([`LocalWorker::for_job`]).
+    pub fn open(
+        spec: RealLinkSpec,
+        setup: Vec<u8>,
+        job: &crate::paradigm::JobCache,
+    ) -> anyhow::Result<Self> {
         let (worker, addr, token) = if spec.spawn_local {
-            let w = LocalWorker::spawn(&[])?;
+            let w = LocalWorker::for_job(job)?;
             let (a, t) = (w.addr, w.token.clone());
             (Some(w), a, t)
         } else {
             (None, resolve(&spec.endpoint)?, spec.token.clone())
         };
+        // Over TLS the proxy shapes the byte stream (it cannot see frames).
         let proxy = spec
             .shape
             .clone()
-            .map(|s| Proxy::start(addr, s))
+            .map(|s| match spec.tls_ca.is_empty() {
+                true => Proxy::start(addr, s),
+                false => Proxy::start_opaque(addr, s),
+            })
             .transpose()?;
         let via = proxy.as_ref().map_or(addr, |p| p.addr);
         let tls = match spec.tls_ca.is_empty() {
@@ -864,10 +1015,10 @@ mod tests {
         };
         let proxy = Proxy::start(addr, spec).unwrap();
         let mut c = client(proxy.addr, 5_000);
-        // 5,000 payload bytes + 17 header bytes up at 1 Mbit/s: 40.1 ms; back at 100 Mbit/s:
+        // 5,000 payload bytes + 13 header bytes up at 1 Mbit/s: 40.1 ms; back at 100 Mbit/s:
         // 0.4 ms; plus 40 ms RTT.
         let r = c.request(&[7u8; 5000]).unwrap();
-        let predicted = 0.040 + 5017.0 * 8.0 / 1e6 + 5021.0 * 8.0 / 100e6;
+        let predicted = 0.040 + 5013.0 * 8.0 / 1e6 + 5021.0 * 8.0 / 100e6;
         assert!(
             r.round_trip_s >= predicted,
             "{} < {predicted}",

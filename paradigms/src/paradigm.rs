@@ -50,6 +50,14 @@ pub struct PluginRef {
     /// The longest one call may take, seconds (not part of the case: it changes no result).
     #[serde(skip_serializing, default)]
     pub timeout_s: f64,
+    /// The algorithm's `initial_model_url` (absolute), for a single-task plug-in base model:
+    /// in its environment as `BASE_MODEL_URL` and loaded when `save` returns no path, as Ianvs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_model_url: Option<std::path::PathBuf>,
+    /// sha256 of the `initial_model_url` file (a folder is named by its path only): a changed
+    /// pretrained model is a new case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_model_sha256: Option<String>,
 }
 
 /// Everything a paradigm needs to know about one test case.
@@ -95,6 +103,13 @@ impl DataSplits {
             .train
             .as_ref()
             .map_or(String::new(), |t| format!("{} train / ", t.len()));
+        if self.test.undecoded().is_some() {
+            return format!(
+                "{train}{} test samples as index-file paths (for plug-ins), {} classes",
+                self.test.len(),
+                self.num_classes
+            );
+        }
         format!(
             "{train}{} test samples, {} features, {} classes",
             self.test.len(),

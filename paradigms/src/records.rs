@@ -111,6 +111,10 @@ pub struct CaseOutput {
     pub measurements: BTreeMap<String, f64>,
     /// Extra files to persist in the case folder (name, bytes), e.g. a matrix as CSV.
     pub artifacts: Vec<(String, Vec<u8>)>,
+    /// The test split's labels as Ianvs passes them to metrics (`test_dataset.y` of an index
+    /// file: text), by sample index (a record's `index`); `None` for other data. Plug-in
+    /// metrics receive these as `y_true`.
+    pub sample_labels: Option<std::sync::Arc<Vec<String>>>,
 }
 
 impl CaseOutput {
@@ -119,6 +123,7 @@ impl CaseOutput {
             records,
             measurements: BTreeMap::new(),
             artifacts: Vec::new(),
+            sample_labels: None,
         }
     }
 }

@@ -15,6 +15,13 @@
 //! Setup frames (the train split) are forwarded without delay or bandwidth cost: they are not
 //! part of what the benchmark measures. This mirrors the emulated link's model, so a test can
 //! compare the two; `tc netem` (docs/network.md) shapes the kernel's path instead.
+//!
+//! Over TLS the proxy cannot see frames ([`Proxy::start_opaque`]): it shapes the byte stream
+//! instead, each chunk read as one unit (bandwidth by its length, its own delay draw), and only
+//! once the fault clock has started (so the handshake and the setup pass unshaped, as setup
+//! frames do in frame mode). Outages drop every chunk and resets close the connections; a
+//! loss probability is refused for TLS (a lost chunk corrupts the TLS stream, which is not
+//! what a lost packet does: TCP would resend it).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -52,6 +59,8 @@ pub struct ProxyCounters {
 
 struct Shared {
     spec: ShapeSpec,
+    /// Frame-aware (plaintext wire protocol); false: an opaque byte stream (TLS).
+    framed: bool,
     clock: Mutex<Option<Instant>>,
     stop: AtomicBool,
     counters: ProxyCounters,
@@ -81,12 +90,24 @@ const REQUEST: u8 = 4;
 const RESPONSE: u8 = 5;
 
 impl Proxy {
-    /// Listens on a free loopback port and forwards each connection to `upstream`.
+    /// Listens on a free loopback port and forwards each connection to `upstream`, frame by
+    /// frame.
     pub fn start(upstream: SocketAddr, spec: ShapeSpec) -> io::Result<Proxy> {
+        Self::start_with(upstream, spec, true)
+    }
+
+    /// Like [`Proxy::start`] for a stream it cannot parse (TLS): shapes chunks of bytes, from
+    /// the start of the fault clock on.
+    pub fn start_opaque(upstream: SocketAddr, spec: ShapeSpec) -> io::Result<Proxy> {
+        Self::start_with(upstream, spec, false)
+    }
+
+    fn start_with(upstream: SocketAddr, spec: ShapeSpec, framed: bool) -> io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5348_4150)),
+            framed,
             spec,
             clock: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -183,22 +204,35 @@ fn pump(
     let mut bucket_free = Instant::now();
     let mut last_delivery = Instant::now();
     loop {
-        let mut len = [0u8; 4];
-        if from.read_exact(&mut len).is_err() {
-            break;
-        }
-        let n = u32::from_be_bytes(len);
-        if n == 0 || n > MAX_FRAME {
-            break;
-        }
-        let mut frame = vec![0u8; 4 + n as usize];
-        frame[..4].copy_from_slice(&len);
-        if from.read_exact(&mut frame[4..]).is_err() {
-            break;
-        }
+        let (frame, kind, data) = if s.framed {
+            let mut len = [0u8; 4];
+            if from.read_exact(&mut len).is_err() {
+                break;
+            }
+            let n = u32::from_be_bytes(len);
+            if n == 0 || n > MAX_FRAME {
+                break;
+            }
+            let mut frame = vec![0u8; 4 + n as usize];
+            frame[..4].copy_from_slice(&len);
+            if from.read_exact(&mut frame[4..]).is_err() {
+                break;
+            }
+            let kind = frame[4];
+            (frame, kind, kind == REQUEST || kind == RESPONSE)
+        } else {
+            // Opaque (TLS): whatever arrived is one unit; an edge → cloud chunk stands for a
+            // request. Shaped only once the measured loop runs.
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            chunk.truncate(n);
+            let measured = s.t().is_some();
+            (chunk, if up { REQUEST } else { RESPONSE }, measured)
+        };
         let arrived = Instant::now();
-        let kind = frame[4];
-        let data = kind == REQUEST || kind == RESPONSE;
         let f = &s.spec.faults;
         if let Some(t) = s.t() {
             if t >= f.outage_start_s && t < f.outage_end_s {

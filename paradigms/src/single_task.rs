@@ -47,6 +47,27 @@ impl Paradigm for SingleTaskLearning {
         RecordKind::Classification
     }
 
+    fn preflight(
+        &self,
+        case: &CaseSpec,
+        data: &crate::DataSplits,
+        _registry: &crate::registry::Registry,
+    ) -> anyhow::Result<()> {
+        let module = case.require("basemodel")?;
+        if module.plugin.is_some() {
+            return Ok(());
+        }
+        for (split, d) in [
+            ("train", data.train.as_deref()),
+            ("test", Some(&*data.test)),
+        ] {
+            if let Some(why) = d.and_then(|d| d.undecoded()) {
+                anyhow::bail!("{}", numeric_only(module, split, &why));
+            }
+        }
+        Ok(())
+    }
+
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
         let module = case.require("basemodel")?;
         let train = ctx.data.train.as_ref().ok_or_else(|| {
@@ -59,6 +80,11 @@ impl Paradigm for SingleTaskLearning {
         };
         let mut model = ctx.registry.module_model(module, &build)?;
 
+        if !model.takes_samples() {
+            if let Some(why) = train.undecoded() {
+                anyhow::bail!("{}", numeric_only(module, "train", &why));
+            }
+        }
         let report = model.train(train, &ctx.work())?;
 
         let test = &ctx.data.test;
@@ -67,16 +93,28 @@ impl Paradigm for SingleTaskLearning {
         ctx.progress.set_position(0);
         ctx.progress.set_message("evaluating");
         let mut records = Vec::with_capacity(test.len());
-        if model.prefers_batches() {
+        // Index-file samples go to a model that takes them as Ianvs passes them (paths);
+        // built-in models read the decoded numbers (preflight refused undecoded data for them).
+        let samples = test.index.as_ref().filter(|_| model.takes_samples());
+        if samples.is_none() {
+            if let Some(why) = test.undecoded() {
+                anyhow::bail!("{}", numeric_only(module, "test", &why));
+            }
+        }
+        if model.prefers_batches() || samples.is_some() {
             // An out-of-process plug-in: one round trip per batch (Ianvs passes the whole test
             // split to `predict`), each sample recorded with its share of the batch's time.
             let train_stats = model.plugin_stats().unwrap_or_default();
             for start in (0..test.len()).step_by(PLUGIN_BATCH) {
                 ctx.work().check_cancelled()?;
                 let end = (start + PLUGIN_BATCH).min(test.len());
-                let x = &test.features[start * test.dim..end * test.dim];
                 let t0 = Instant::now();
-                let probs = model.predict_proba(x)?;
+                let probs = match samples {
+                    Some(s) => model.predict_samples(&s.x[start..end])?,
+                    None => {
+                        model.predict_proba(&test.features[start * test.dim..end * test.dim])?
+                    }
+                };
                 let share = t0.elapsed().as_secs_f64() / (end - start) as f64;
                 let k = probs.len() / (end - start).max(1);
                 for (j, i) in (start..end).enumerate() {
@@ -93,6 +131,10 @@ impl Paradigm for SingleTaskLearning {
                 ctx.progress.inc((end - start) as u64);
             }
             let mut out = CaseOutput::new(Records::Classification(records));
+            out.sample_labels = test
+                .index
+                .as_ref()
+                .map(|s| std::sync::Arc::new(s.y.clone()));
             let m = &mut out.measurements;
             m.insert("training_time_s".into(), report.seconds);
             m.insert("num_parameters".into(), model.num_parameters() as f64);
@@ -136,6 +178,10 @@ impl Paradigm for SingleTaskLearning {
             ctx.progress.inc(1);
         }
         let mut out = CaseOutput::new(Records::Classification(records));
+        out.sample_labels = test
+            .index
+            .as_ref()
+            .map(|s| std::sync::Arc::new(s.y.clone()));
         out.measurements
             .insert("training_time_s".into(), report.seconds);
         out.measurements
@@ -144,6 +190,14 @@ impl Paradigm for SingleTaskLearning {
             .insert("final_train_loss".into(), report.final_loss);
         Ok(out)
     }
+}
+
+/// The error for a built-in module given index-file samples ianvs did not decode.
+fn numeric_only(module: &crate::ResolvedModule, split: &str, why: &str) -> String {
+    format!(
+        "{} \"{}\" is built in and reads numeric features, but the {split} split's index-file samples are not numbers ianvs can decode ({why}); such samples (paths, as Ianvs passes them) are taken by plug-in modules only (a module with `url:`, docs/plugins.md), and built-in modules take index files whose samples are PGM images or numeric text",
+        module.module_type, module.name
+    )
 }
 
 /// Index and value of the largest probability (lowest index on ties).

@@ -30,15 +30,17 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub use crate::auto_gamma::{best_gamma, expected_tokens, predicted_rate, AutoPlanner};
+use crate::cloud_verifier::{CloudError, CloudVerifier, LocalVerifier, Next};
 use crate::hp::{HpKind, HpSpec, Hyperparameters};
 use crate::link::{Link, LinkSpec};
-use crate::modules::LanguageModel;
+use crate::modules::{LanguageModel, LmSession};
+use crate::net::{OnFailure, RealLinkSpec};
 use crate::paradigm::{CaseContext, CaseSpec, DataSplits, ModuleSlot, Paradigm};
 use crate::records::{CaseOutput, RecordKind, Records};
 use crate::registry::Registry;
@@ -60,7 +62,7 @@ const SLOTS: &[ModuleSlot] = &[
     ModuleSlot {
         module_type: "link",
         required: false,
-        help: "the emulated edge-cloud network (default: a 1 ms, 100 Mbit/s LAN)",
+        help: "the edge-cloud network: Emulated (default: a 1 ms, 100 Mbit/s LAN), or Tcp (the verifier runs in an `ianvs serve` worker)",
     },
 ];
 
@@ -182,6 +184,14 @@ pub struct SpeculativeRecord {
     pub baseline_step_s: Option<f64>,
     /// γ used in each round (adaptive schedules change it).
     pub gammas: Vec<usize>,
+    /// Real link: message and frame encode/decode time on the edge (part of `e2e_s`, apart
+    /// from `link_s`, which is then the measured network + queueing time).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub codec_s: f64,
+    /// Real link, `on_cloud_failure: fallback`: output tokens the drafter produced alone after
+    /// the cloud missed (unverified; such an output is never counted lossless).
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub fallback_tokens: usize,
     /// `auto` schedule: seconds spent measuring c and v before the first round (not part of
     /// any latency above).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -222,7 +232,7 @@ pub fn load_1m() -> Option<f64> {
 }
 
 /// Runs `f` and stamps its record with CPU time / wall time and the load average.
-fn with_usage(
+pub(crate) fn with_usage(
     f: impl FnOnce() -> anyhow::Result<SpeculativeRecord>,
 ) -> anyhow::Result<SpeculativeRecord> {
     let (cpu0, t0) = (process_cpu_s(), Instant::now());
@@ -240,6 +250,10 @@ fn with_usage(
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,7 +300,7 @@ fn tokens_bytes(n: usize) -> usize {
     4 * n
 }
 
-fn top2_margin(logits: &[f32]) -> f32 {
+pub(crate) fn top2_margin(logits: &[f32]) -> f32 {
     let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
     for &x in logits {
         if x > a {
@@ -299,7 +313,7 @@ fn top2_margin(logits: &[f32]) -> f32 {
     a - b
 }
 
-fn empty_record(index: usize, mode: &str, prompt_tokens: usize) -> SpeculativeRecord {
+pub(crate) fn empty_record(index: usize, mode: &str, prompt_tokens: usize) -> SpeculativeRecord {
     SpeculativeRecord {
         index,
         warmup: false,
@@ -334,6 +348,8 @@ fn empty_record(index: usize, mode: &str, prompt_tokens: usize) -> SpeculativeRe
         baseline_tokens: None,
         baseline_step_s: None,
         gammas: vec![],
+        codec_s: 0.0,
+        fallback_tokens: 0,
         calibration_s: 0.0,
         paired: false,
         cpu_per_wall: None,
@@ -448,8 +464,9 @@ pub fn autoregressive(
     Ok((rec, margins))
 }
 
-/// Speculative decoding of one prompt; an `auto` schedule calibrates on this prompt alone (see
-/// [`speculative_planned`] to share one planner between the prompts of a case).
+/// Speculative decoding of one prompt with the verifier in this process, behind the emulated
+/// link; an `auto` schedule calibrates on this prompt alone (see [`speculative_planned`] to
+/// share one planner between the prompts of a case).
 #[allow(clippy::too_many_arguments)]
 pub fn speculative(
     drafter: &dyn LanguageModel,
@@ -467,9 +484,9 @@ pub fn speculative(
     )
 }
 
-/// Speculative decoding of one prompt. With an `auto` schedule, `planner` (when given) is the
-/// case's: it is calibrated on the first prompt that reaches it uncalibrated, and every round
-/// of every prompt teaches it; `None` plans with a fresh planner for this prompt alone.
+/// [`speculative`] with the case's `auto` planner: it is calibrated on the first prompt that
+/// reaches it uncalibrated, and every round of every prompt teaches it; `None` plans with a
+/// fresh planner for this prompt alone.
 #[allow(clippy::too_many_arguments)]
 pub fn speculative_planned(
     drafter: &dyn LanguageModel,
@@ -483,13 +500,48 @@ pub fn speculative_planned(
     index: usize,
     planner: Option<&mut AutoPlanner>,
 ) -> anyhow::Result<SpeculativeRecord> {
+    let greedy = gen.params.is_greedy() || rule == Verification::Greedy;
+    let mut cloud = LocalVerifier::new(verifier, link, gen.params, greedy);
+    let mut rec = speculative_with(
+        drafter,
+        &mut cloud,
+        &verifier.eog_ids(),
+        prompt,
+        gen,
+        gamma0,
+        schedule,
+        rule,
+        OnFailure::Fail,
+        index,
+        planner,
+    )?;
+    rec.text = verifier.decode(&rec.output_tokens)?;
+    Ok(rec)
+}
+
+/// Speculative decoding of one prompt against any [`CloudVerifier`] (in-process or in an
+/// `ianvs serve` worker). When the cloud misses (real link) the policy decides: `Fail` fails
+/// the case; `Fallback` finishes the prompt drafter-only, every such token counted in
+/// `fallback_tokens` (and the output is then not called lossless). `text` is left empty.
+/// `planner` as in [`speculative_planned`].
+#[allow(clippy::too_many_arguments)]
+pub fn speculative_with(
+    drafter: &dyn LanguageModel,
+    cloud: &mut dyn CloudVerifier,
+    eog: &[u32],
+    prompt: &[u32],
+    gen: &Generation,
+    gamma0: usize,
+    schedule: Schedule,
+    rule: Verification,
+    on_miss: OnFailure,
+    index: usize,
+    planner: Option<&mut AutoPlanner>,
+) -> anyhow::Result<SpeculativeRecord> {
     let mut rec = empty_record(index, "speculative", prompt.len());
-    let eog = verifier.eog_ids();
     let seed = gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut edge_rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut cloud_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC10D);
     let greedy = gen.params.is_greedy() || rule == Verification::Greedy;
-    let vocab = verifier.vocab_size();
     let max_gamma = match schedule {
         Schedule::Constant => gamma0,
         Schedule::Adaptive { max } | Schedule::Auto { max } => max.max(gamma0),
@@ -498,46 +550,68 @@ pub fn speculative_planned(
     rec.accepted_by_position = vec![0; max_gamma];
 
     let mut ds = drafter.new_session();
-    let mut vs = verifier.new_session();
     if prompt.is_empty() {
         anyhow::bail!("prompt {index} has no tokens");
     }
+    // A miss under `fail` ends the case; under `fallback` the edge goes on alone.
+    let missed = |e: CloudError| -> anyhow::Result<()> {
+        match (e, on_miss) {
+            (CloudError::Fatal(e), _) => Err(e),
+            (CloudError::Miss(m), OnFailure::Fail) => anyhow::bail!("prompt {index}: {m} (the link's on_cloud_failure is `fail`; `fallback` finishes the prompt on the drafter instead)"),
+            (CloudError::Miss(_), OnFailure::Fallback) => Ok(()),
+        }
+    };
 
     // Round 0: the edge prefills the prompt and sends it; the cloud prefills it and its last
     // row gives the first token, exactly as verifier-only decoding does. Drafting starts from
     // that token, so no draft is ever computed from (or verified in) a prompt-sized chunk,
     // and time to first token is drafter prefill + link + verifier-only TTFT.
     let t0 = Instant::now();
-    ds.forward(prompt)?;
+    let prefill_rows = ds.forward(prompt)?;
     let draft_prefill_s = t0.elapsed().as_secs_f64();
     rec.draft_s += draft_prefill_s;
-    let mut ex = link.exchange();
-    let up = ex.up(tokens_bytes(prompt.len()));
-    let t0 = Instant::now();
-    let rows = vs.forward(prompt)?;
-    let verify_s = t0.elapsed().as_secs_f64();
-    rec.verify_s += verify_s;
-    rec.verifier_calls += 1;
-    let logits = rows
-        .last()
-        .ok_or_else(|| anyhow::anyhow!("the verifier returned no logits"))?;
-    let first = if greedy {
-        sampling::argmax(logits)?
-    } else {
-        sampling::sample(&sampling::probs(logits, &gen.params)?, &mut cloud_rng)?
+    let mut clock = draft_prefill_s;
+    let t_ask = Instant::now();
+    let first = match cloud.open(seed, prompt) {
+        Ok(ex) => {
+            rec.verify_s += ex.compute_s;
+            rec.verifier_calls += 1;
+            rec.uplink_bytes += ex.up_bytes;
+            rec.downlink_bytes += ex.down_bytes;
+            rec.link_s += ex.link_s;
+            rec.codec_s += ex.codec_s;
+            clock += ex.link_s + ex.compute_s + ex.codec_s;
+            ex.value
+        }
+        Err(e) => {
+            missed(e)?;
+            // The drafter's prefill already holds the first distribution.
+            let waited = t_ask.elapsed().as_secs_f64();
+            rec.link_s += waited;
+            clock += waited;
+            let logits = prefill_rows
+                .last()
+                .ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
+            let (tok, _) = pick(logits, gen, &mut edge_rng)?;
+            rec.output_tokens.push(tok);
+            rec.token_times_s.push(clock);
+            let rest = Rest {
+                feed: vec![tok],
+                verified: 0,
+                clock,
+            };
+            return drafter_only_rest(ds.as_mut(), rest, rec, gen, eog, &mut edge_rng, cloud);
+        }
     };
-    let down = ex.down(tokens_bytes(1));
-    rec.uplink_bytes += up.bytes;
-    rec.downlink_bytes += down.bytes;
-    rec.link_s += up.seconds + down.seconds;
-    let mut clock = draft_prefill_s + up.seconds + verify_s + down.seconds;
+    drop(prefill_rows);
     rec.output_tokens.push(first);
     rec.token_times_s.push(clock);
-    let done = finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, &eog);
+    let done = finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, eog);
 
-    // `auto`: the case's planner, measured on these sessions the first time (each pass rolled
-    // back; not on the clock, recorded as calibration time), as a deployment would once at
-    // start-up.
+    // `auto`: the case's planner, measured the first time (each pass rolled back; not on the
+    // clock, recorded as calibration time), as a deployment would once at start-up. The
+    // verifier's pass over k = 1..=max+1 tokens is timed where it runs (the worker, on a real
+    // link), the drafter's step here.
     let mut own_planner;
     let mut planner = match (schedule, planner) {
         (Schedule::Auto { .. }, Some(p)) => Some(p),
@@ -549,7 +623,32 @@ pub fn speculative_planned(
     };
     if let Some(p) = planner.as_deref_mut() {
         if !done && !p.is_calibrated() {
-            rec.calibration_s = p.calibrate(ds.as_mut(), vs.as_mut(), first)?;
+            let t0 = Instant::now();
+            let verify_s = match cloud.calibrate(first, p.max()) {
+                Ok(x) => x,
+                // A miss here is a miss like any other: the drafter finishes the prompt.
+                Err(e) => {
+                    missed(e)?;
+                    let clock = clock + t0.elapsed().as_secs_f64();
+                    rec.link_s += t0.elapsed().as_secs_f64();
+                    let rest = Rest {
+                        feed: vec![first],
+                        verified: rec.output_tokens.len(),
+                        clock,
+                    };
+                    return drafter_only_rest(
+                        ds.as_mut(),
+                        rest,
+                        rec,
+                        gen,
+                        eog,
+                        &mut edge_rng,
+                        cloud,
+                    );
+                }
+            };
+            p.calibrate_with(ds.as_mut(), first, verify_s)?;
+            rec.calibration_s = t0.elapsed().as_secs_f64();
         }
     }
 
@@ -596,97 +695,91 @@ pub fn speculative_planned(
         }
         rec.draft_s += draft_s;
         rec.drafted += gamma;
+        clock += draft_s;
 
-        // Link up: the drafts (+ q(x) scalars for rejection sampling); every committed token
-        // was produced by the cloud itself, so it has them all.
-        let mut ex = link.exchange();
-        let up_bytes = tokens_bytes(gamma) + if greedy { 0 } else { 4 * gamma };
-        let up = ex.up(up_bytes);
-
-        // Cloud: verify in one pass over unfed + drafts.
-        let before_v = vs.len();
+        // Cloud: verify the committed token(s) it has not fed, then the drafts, in one pass
+        // of 1 + γ tokens (the prompt went in round 0, so the drafts are never computed by
+        // the prefill kernels of a long chunk, which for some weight types round differently
+        // from one-token decode). With rejection sampling q(xᵢ) goes along.
         let mut vfeed = std::mem::take(&mut unfed_v);
-        let n_unfed = vfeed.len();
         vfeed.extend_from_slice(&drafts);
-        // The chunk is 1 + γ tokens (the committed token the cloud has not fed, then the
-        // drafts): the prompt went in round 0, so the drafts are never computed by the
-        // prefill kernels of a long chunk, which for some weight types round differently
-        // from one-token decode (greedy output would then differ from verifier-only output).
-        let t0 = Instant::now();
-        let rows = vs.forward(&vfeed)?;
-        let verify_s = t0.elapsed().as_secs_f64();
-        rec.verify_s += verify_s;
+        let qx: Vec<f32> = if greedy {
+            Vec::new()
+        } else {
+            drafts
+                .iter()
+                .zip(&qs)
+                .map(|(&d, q)| q[d as usize])
+                .collect()
+        };
+        let t_ask = Instant::now();
+        let ex = match cloud.verify(&vfeed, gamma, &qx) {
+            Ok(ex) => ex,
+            Err(e) => {
+                missed(e)?;
+                // Fallback: the drafts stand unverified and the edge goes on alone (the
+                // drafter has fed all but the last draft).
+                let waited = t_ask.elapsed().as_secs_f64();
+                rec.link_s += waited;
+                clock += waited;
+                rec.drafted -= gamma;
+                rec.gammas.pop();
+                let verified = rec.output_tokens.len();
+                for &d in &drafts {
+                    rec.output_tokens.push(d);
+                    rec.token_times_s.push(clock);
+                }
+                let rest = Rest {
+                    feed: vec![drafts[gamma - 1]],
+                    verified,
+                    clock,
+                };
+                return drafter_only_rest(ds.as_mut(), rest, rec, gen, eog, &mut edge_rng, cloud);
+            }
+        };
+        rec.verify_s += ex.compute_s;
         rec.verifier_calls += 1;
         rec.verify_batch_calls += 1;
-        rec.verify_batch_s += verify_s;
+        rec.verify_batch_s += ex.compute_s;
         rec.verify_batch_tokens += vfeed.len();
-        // rows[n_unfed - 1 + i] is the verifier's distribution for draft i (and i = γ: bonus).
-        let base = n_unfed - 1;
-        let mut k = 0;
-        let mut next: Option<u32> = None;
-        let mut down_bytes = tokens_bytes(2);
-        for i in 0..gamma {
+        let k = ex.value.accepted;
+        for i in 0..gamma.min(k + 1) {
             rec.reached_by_position[i] += 1;
-            let logits = &rows[base + i];
-            let d = drafts[i];
-            let ok = if greedy {
-                sampling::argmax(logits)? == d
-            } else {
-                let p = sampling::probs(logits, &gen.params)?;
-                let (px, qx) = (p[d as usize], qs[i][d as usize]);
-                let u: f32 = cloud_rng.random();
-                let accept = qx > 0.0 && u < (px / qx).min(1.0);
-                if !accept {
-                    // The cloud sends p here; the edge, which holds q, draws from the residual.
-                    down_bytes = tokens_bytes(1) + 4 * vocab;
-                    let r = sampling::residual(&p, &qs[i])?;
-                    next = Some(sampling::sample(&r, &mut edge_rng)?);
-                }
-                accept
-            };
-            if !ok {
-                if greedy {
-                    next = Some(sampling::argmax(logits)?);
-                }
-                rec.rejections += 1;
-                break;
-            }
-            rec.accepted_by_position[i] += 1;
-            k += 1;
         }
-        let t = match next {
-            Some(t) => t,
-            None => {
-                // All γ accepted: a bonus token from the verifier's last row.
-                let logits = &rows[base + gamma];
-                if greedy {
-                    sampling::argmax(logits)?
-                } else {
-                    let p = sampling::probs(logits, &gen.params)?;
-                    sampling::sample(&p, &mut cloud_rng)?
-                }
+        for i in 0..k {
+            rec.accepted_by_position[i] += 1;
+        }
+        if k < gamma {
+            rec.rejections += 1;
+        }
+        let t = match ex.value.next {
+            Next::Token(t) => t,
+            // The cloud sent p at the rejected position; the edge, which holds q, draws from
+            // the residual.
+            Next::Residual(p) => {
+                let r = sampling::residual(&p, &qs[k])?;
+                sampling::sample(&r, &mut edge_rng)?
             }
         };
         rec.accepted += k;
-        let down = ex.down(down_bytes);
-        rec.uplink_bytes += up.bytes;
-        rec.downlink_bytes += down.bytes;
-        rec.link_s += up.seconds + down.seconds;
-        clock += draft_s + up.seconds + verify_s + down.seconds;
+        rec.uplink_bytes += ex.up_bytes;
+        rec.downlink_bytes += ex.down_bytes;
+        rec.link_s += ex.link_s;
+        rec.codec_s += ex.codec_s;
+        clock += ex.link_s + ex.compute_s + ex.codec_s;
         if let Some(p) = planner.as_deref_mut() {
             let steps = rec.draft_steps - steps_before;
             let step_s = (steps > 0).then(|| (rec.draft_step_s - step_s_before) / steps as f64);
-            p.observe(gamma, k, step_s, verify_s, up.seconds + down.seconds);
+            p.observe(gamma, k, step_s, ex.compute_s, ex.link_s + ex.codec_s);
         }
 
-        // Commit d1..dk and t; roll both caches back to what is now committed.
+        // Commit d1..dk and t; the cloud cut its cache back itself, the drafter is cut here.
         let mut committed_now: Vec<u32> = drafts[..k].to_vec();
         committed_now.push(t);
         for tok in committed_now {
             rec.output_tokens.push(tok);
             rec.token_times_s.push(clock);
         }
-        vs.truncate(before_v + n_unfed + k)?;
         unfed_v = vec![t];
         // The drafter fed its pending tokens and d1..d(γ-1).
         let keep = before_d + fed_before + k.min(gamma - 1);
@@ -696,7 +789,7 @@ pub fn speculative_planned(
         } else {
             vec![t]
         };
-        more = !finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, &eog);
+        more = !finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, eog);
         if let Schedule::Adaptive { max } = schedule {
             gamma = if k == gamma {
                 (gamma + 1).min(max)
@@ -705,10 +798,53 @@ pub fn speculative_planned(
             };
         }
     }
+    cloud.close();
+    Ok(end(rec))
+}
+
+pub(crate) fn end(mut rec: SpeculativeRecord) -> SpeculativeRecord {
     rec.ttft_s = rec.token_times_s.first().copied().unwrap_or(0.0);
     rec.e2e_s = rec.token_times_s.last().copied().unwrap_or(0.0);
-    rec.text = verifier.decode(&rec.output_tokens)?;
-    Ok(rec)
+    rec
+}
+
+/// Where a generation stands when the cloud missed: what the drafter has not fed yet, how
+/// many output tokens were verified, and the edge clock.
+struct Rest {
+    feed: Vec<u32>,
+    verified: usize,
+    clock: f64,
+}
+
+/// The rest of a generation on the drafter alone, after the cloud missed (`fallback`); every
+/// token after the verified ones counts as a fallback token.
+fn drafter_only_rest(
+    ds: &mut dyn LmSession,
+    rest: Rest,
+    mut rec: SpeculativeRecord,
+    gen: &Generation,
+    eog: &[u32],
+    rng: &mut ChaCha8Rng,
+    cloud: &mut dyn CloudVerifier,
+) -> anyhow::Result<SpeculativeRecord> {
+    cloud.close();
+    let (mut feed, mut clock) = (rest.feed, rest.clock);
+    while !finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, eog) {
+        let t0 = Instant::now();
+        let rows = ds.forward(&feed)?;
+        let logits = rows
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
+        let (tok, _) = pick(logits, gen, rng)?;
+        let dt = t0.elapsed().as_secs_f64();
+        rec.draft_s += dt;
+        clock += dt;
+        rec.output_tokens.push(tok);
+        rec.token_times_s.push(clock);
+        feed = vec![tok];
+    }
+    rec.fallback_tokens = rec.output_tokens.len().saturating_sub(rest.verified);
+    Ok(end(rec))
 }
 
 /// The verifier-only reference of a job: per prompt its record and logit margins.
@@ -823,7 +959,7 @@ fn generation(s: &Hyperparameters) -> anyhow::Result<Generation> {
     })
 }
 
-fn load_lm(
+pub(crate) fn load_lm(
     registry: &Registry,
     case: &CaseSpec,
     module_type: &str,
@@ -840,8 +976,6 @@ fn load_lm(
 
 fn link_spec(registry: &Registry, case: &CaseSpec) -> anyhow::Result<LinkSpec> {
     match case.module("link") {
-        // Not silently emulated: the verifier does not run in a worker yet (docs/network.md).
-        Some(m) if m.name.eq_ignore_ascii_case("tcp") => anyhow::bail!("the `Tcp` link (a real `ianvs serve` worker) is only supported by joint inference so far; speculative decoding runs its verifier in-process: use `link: Emulated` (docs/network.md, \"Not done\")"),
         Some(m) => registry.build_link(
             &m.name,
             &m.hyperparameters,
@@ -852,6 +986,66 @@ fn link_spec(registry: &Registry, case: &CaseSpec) -> anyhow::Result<LinkSpec> {
             },
         ),
         None => Ok(LinkSpec::lan(case.seed)),
+    }
+}
+
+/// γ, its schedule and the verification rule of a speculative case.
+pub(crate) fn drafting(case: &CaseSpec) -> anyhow::Result<(usize, Schedule, Verification)> {
+    let m = case.require("drafter")?;
+    let gamma = m.hyperparameters.usize(hp_names::DRAFT_TOKENS_PER_STEP)?;
+    let schedule = match m.hyperparameters.str(hp_names::SCHEDULE)? {
+        "adaptive" => Schedule::Adaptive {
+            max: m.hyperparameters.usize(hp_names::MAX_DRAFT_TOKENS)?,
+        },
+        "auto" => Schedule::Auto {
+            max: m.hyperparameters.usize(hp_names::MAX_DRAFT_TOKENS)?,
+        },
+        _ => Schedule::Constant,
+    };
+    let rule = match case
+        .require("verifier")?
+        .hyperparameters
+        .str(hp_names::VERIFICATION)?
+    {
+        "rejection-sampling" => Verification::RejectionSampling,
+        _ => Verification::Greedy,
+    };
+    Ok((gamma, schedule, rule))
+}
+
+/// Greedy losslessness of `r` against the verifier-only output `base` (whose top-2 logit
+/// margins are `margins`): equal, or where it first differs and whether that is a near tie.
+/// An output finished by the drafter alone after the cloud missed is not lossless.
+pub(crate) fn compare_greedy(r: &mut SpeculativeRecord, base: &[u32], margins: &[f32]) {
+    let same = r.output_tokens == base && r.fallback_tokens == 0;
+    r.lossless = Some(same);
+    // A fallback's divergence is the drafter's, not a verifier near-tie: not located.
+    if r.output_tokens != base && r.fallback_tokens == 0 {
+        let pos = r
+            .output_tokens
+            .iter()
+            .zip(base)
+            .position(|(a, b)| a != b)
+            .unwrap_or(r.output_tokens.len().min(base.len()));
+        let margin = margins.get(pos).copied().unwrap_or(f32::INFINITY);
+        r.divergence = Some(Divergence {
+            position: pos,
+            margin,
+            near_tie: margin < NEAR_TIE_MARGIN,
+        });
+    }
+}
+
+/// The `Tcp` link's settings when the verifier runs in an `ianvs serve` worker.
+fn real_link(case: &CaseSpec) -> anyhow::Result<Option<RealLinkSpec>> {
+    match case.module("link") {
+        Some(m) if m.name.eq_ignore_ascii_case("tcp") => {
+            if case.module("verifier").is_none() {
+                anyhow::bail!("the `Tcp` link hosts the verifier in an `ianvs serve` worker; a drafter-only algorithm has no verifier: drop the link module");
+            }
+            Ok(Some(RealLinkSpec::from_hps(&m.hyperparameters)?))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -882,9 +1076,20 @@ impl Paradigm for SpeculativeDecoding {
             anyhow::bail!("speculative decoding needs prompts: give `testenv.dataset.test_data` as JSONL with a \"prompt\" (or \"text\") field");
         }
         link_spec(registry, case)?;
+        let remote = real_link(case)?.is_some();
         let d = load_lm(registry, case, "drafter")?;
-        let v = load_lm(registry, case, "verifier")?;
-        if d.is_none() && v.is_none() {
+        // Over a real link the verifier is loaded by the worker (its vocabulary is checked
+        // when it is ready).
+        let v = match remote {
+            true => None,
+            false => load_lm(registry, case, "verifier")?,
+        };
+        if remote && d.is_none() && case.module("verifier").is_none() {
+            anyhow::bail!(
+                "a speculative-decoding algorithm needs a `drafter`, a `verifier`, or both"
+            );
+        }
+        if d.is_none() && v.is_none() && !remote {
             anyhow::bail!(
                 "a speculative-decoding algorithm needs a `drafter`, a `verifier`, or both"
             );
@@ -906,6 +1111,9 @@ impl Paradigm for SpeculativeDecoding {
 
     fn run(&self, case: &CaseSpec, ctx: &CaseContext) -> anyhow::Result<CaseOutput> {
         let gen = case_generation(case)?;
+        if let Some(real) = real_link(case)? {
+            return crate::speculative_remote::run(case, ctx, gen, real);
+        }
         let drafter = load_lm(ctx.registry, case, "drafter")?;
         let verifier = load_lm(ctx.registry, case, "verifier")?;
         let spec = link_spec(ctx.registry, case)?;
@@ -989,25 +1197,7 @@ impl Paradigm for SpeculativeDecoding {
                 }
             }
             (Some(d), Some(v)) => {
-                let m = case.require("drafter")?;
-                let gamma = m.hyperparameters.usize(hp_names::DRAFT_TOKENS_PER_STEP)?;
-                let schedule = match m.hyperparameters.str(hp_names::SCHEDULE)? {
-                    "adaptive" => Schedule::Adaptive {
-                        max: m.hyperparameters.usize(hp_names::MAX_DRAFT_TOKENS)?,
-                    },
-                    "auto" => Schedule::Auto {
-                        max: m.hyperparameters.usize(hp_names::MAX_DRAFT_TOKENS)?,
-                    },
-                    _ => Schedule::Constant,
-                };
-                let rule = match case
-                    .require("verifier")?
-                    .hyperparameters
-                    .str(hp_names::VERIFICATION)?
-                {
-                    "rejection-sampling" => Verification::RejectionSampling,
-                    _ => Verification::Greedy,
-                };
+                let (gamma, schedule, rule) = drafting(case)?;
                 let mut link = Link::new(spec.clone());
                 let refr = reference
                     .as_ref()
@@ -1060,22 +1250,7 @@ impl Paradigm for SpeculativeDecoding {
                     r.baseline_step_s = (paired.verify_step_calls > 0)
                         .then(|| paired.verify_step_s / paired.verify_step_calls as f64);
                     if gen.params.is_greedy() {
-                        let same = r.output_tokens == base.output_tokens;
-                        r.lossless = Some(same);
-                        if !same {
-                            let pos = r
-                                .output_tokens
-                                .iter()
-                                .zip(&base.output_tokens)
-                                .position(|(a, b)| a != b)
-                                .unwrap_or(r.output_tokens.len().min(base.output_tokens.len()));
-                            let margin = refr.margins[i].get(pos).copied().unwrap_or(f32::INFINITY);
-                            r.divergence = Some(Divergence {
-                                position: pos,
-                                margin,
-                                near_tie: margin < NEAR_TIE_MARGIN,
-                            });
-                        }
+                        compare_greedy(&mut r, &base.output_tokens, &refr.margins[i]);
                     }
                     records.push(r);
                     ctx.progress.inc(1);
@@ -1150,6 +1325,13 @@ impl Paradigm for SpeculativeDecoding {
             }
         }
         out.measurements.extend(meta);
+        // The models as loaded (file, weights, device, own threads and CPUs), for the record.
+        let runtime = serde_json::json!({
+            "drafter": drafter.as_ref().map(|d| d.describe()),
+            "verifier": verifier.as_ref().map(|v| v.describe()),
+        });
+        out.artifacts
+            .push(("runtime.json".into(), serde_json::to_vec_pretty(&runtime)?));
         Ok(out)
     }
 }

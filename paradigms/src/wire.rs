@@ -10,6 +10,10 @@ use std::io::{self, Read, Write};
 pub const VERSION: u16 = 1;
 /// Largest frame body accepted (64 MiB); a larger length prefix is a protocol error, not an allocation.
 pub const MAX_FRAME: u32 = 64 << 20;
+/// Bytes a `Request` frame adds to its payload: length, kind, id.
+pub const REQUEST_HEADER_BYTES: usize = 4 + 1 + 8;
+/// Bytes a `Response` frame adds to its payload: length, kind, id, compute time.
+pub const RESPONSE_HEADER_BYTES: usize = 4 + 1 + 8 + 8;
 /// Magic bytes opening every handshake.
 pub const MAGIC: &[u8; 4] = b"IVS1";
 
@@ -311,6 +315,17 @@ mod tests {
             compute_ns: 1234,
             payload: vec![9; 40],
         });
+        let req = Frame::Request {
+            id: 1,
+            payload: vec![0; 10],
+        };
+        assert_eq!(req.encode().len(), REQUEST_HEADER_BYTES + 10);
+        let resp = Frame::Response {
+            id: 1,
+            compute_ns: 0,
+            payload: vec![0; 10],
+        };
+        assert_eq!(resp.encode().len(), RESPONSE_HEADER_BYTES + 10);
     }
 
     #[test]

@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import io
 import json
+import mmap
 import os
 import struct
 import sys
@@ -135,6 +136,14 @@ class IndexDataParse(TxtDataParse):
 
 
 class JSONDataParse(TxtDataParse):
+    pass
+
+
+class JsonlDataParse(TxtDataParse):
+    pass
+
+
+class JSONMetaDataParse(TxtDataParse):
     pass
 '''
 
@@ -391,15 +400,79 @@ def _read_into(f, n):
     return buf
 
 
-def read_frame(f):
+# Tensors from this many bytes on go through the shared region when ianvs offers one; offsets
+# in it are multiples of _ALIGN (docs/plugins.md, "Shared memory").
+_SHM_MIN = 16 << 10
+_ALIGN = 64
+
+
+def _align(x):
+    return -(-x // _ALIGN) * _ALIGN
+
+
+class Shm:
+    """The shared region ianvs gives this child (descriptor IANVS_SHM_FD, a memfd). A tensor
+    in it reaches the user as a numpy view of the mapping: no copy, no pickling. ianvs owns the
+    bytes below the ``shm_free`` offset of its message; replies are written from there on,
+    growing the file (never shrinking it) when they do not fit."""
+
+    def __init__(self, fd):
+        os.fstat(fd)  # raises if ianvs did not pass it
+        os.set_inheritable(fd, False)  # the user's own subprocesses do not get it
+        self.fd = fd
+        self.mm = None
+        self.size = 0
+
+    def _map(self, need, grow=False):
+        size = os.fstat(self.fd).st_size
+        if size < need:
+            if not grow:
+                raise ValueError(f"tensor at byte {need} of a shared region of {size} bytes")
+            size = -(-max(need, 2 * size, 1 << 20) // 65536) * 65536
+            os.ftruncate(self.fd, size)
+        # A new mapping; arrays still viewing the old one keep it alive until they go.
+        self.mm = mmap.mmap(self.fd, size)
+        self.size = size
+
+    def view(self, off, dtype, shape):
+        np = _numpy()
+        dt = np.dtype(dtype)
+        count = 1
+        for d in shape:
+            count *= d
+        if count == 0:
+            return np.empty(shape, dtype=dt)
+        end = off + count * dt.itemsize
+        if end > self.size:
+            self._map(end)
+        return np.frombuffer(self.mm, dtype=dt, count=count, offset=off).reshape(shape)
+
+    def put(self, off, a):
+        end = off + a.nbytes
+        if end > self.size:
+            self._map(end, grow=True)
+        self.mm[off:end] = memoryview(a.reshape(-1)).cast("B")
+
+
+def read_frame(f, shm=None):
+    # One buffered read per variable-length part and the length that follows it.
     (hlen,) = _U32.unpack(_read(f, 4))
-    header = json.loads(_read(f, hlen))
-    (n,) = _U32.unpack(_read(f, 4))
+    b = _read(f, hlen + 4)
+    header = json.loads(b[:hlen])
+    (n,) = _U32.unpack_from(b, hlen)
     tensors = []
     for _ in range(n):
         (mlen,) = _U32.unpack(_read(f, 4))
-        meta = json.loads(_read(f, mlen))
-        (blen,) = _U64.unpack(_read(f, 8))
+        b = _read(f, mlen + 8)
+        meta = json.loads(b[:mlen])
+        (blen,) = _U64.unpack_from(b, mlen)
+        off = meta.get("shm")
+        if off is not None:
+            if shm is None:
+                raise ValueError("a tensor in shared memory, but none was negotiated")
+            # A writable view of the region, as Ianvs hands its arrays to user code.
+            tensors.append(shm.view(off, _DTYPES[meta["dtype"]], meta["shape"]))
+            continue
         # A writable array over the received bytes (user code may modify its input).
         raw = _read_into(f, blen)
         arr = _numpy().frombuffer(raw, dtype=_DTYPES[meta["dtype"]]).reshape(meta["shape"])
@@ -423,12 +496,23 @@ def _to_wire(arr):
     raise TypeError(f"cannot send an array of dtype {a.dtype} (expected numbers)")
 
 
-def write_frame(f, header, tensors=()):
-    hb = json.dumps(header).encode("utf-8")
-    f.write(_U32.pack(len(hb)) + hb + _U32.pack(len(tensors)))
-    for t in tensors:
-        dtype, a = _to_wire(t)
-        mb = ('{"dtype":"%s","shape":%s}' % (dtype, list(a.shape))).encode("utf-8")
+def write_frame(f, header, tensors=(), shm=None, free=None):
+    """One frame; with ``shm`` and ``free`` (the ``shm_free`` offset of ianvs's message),
+    tensors of at least _SHM_MIN bytes are written to the region from ``free`` on."""
+    # Converted first: a TypeError leaves nothing half-written.
+    wire = [_to_wire(t) for t in tensors]
+    hb = header if isinstance(header, bytes) else json.dumps(header).encode("utf-8")
+    f.write(_U32.pack(len(hb)) + hb + _U32.pack(len(wire)))
+    for dtype, a in wire:
+        shape = ",".join(str(d) for d in a.shape)
+        if shm is not None and free is not None and a.nbytes >= _SHM_MIN:
+            off = _align(free)
+            shm.put(off, a)
+            free = off + a.nbytes
+            mb = ('{"dtype":"%s","shape":[%s],"shm":%d}' % (dtype, shape, off)).encode()
+            f.write(_U32.pack(len(mb)) + mb + _U64.pack(0))
+            continue
+        mb = ('{"dtype":"%s","shape":[%s]}' % (dtype, shape)).encode()
         f.write(_U32.pack(len(mb)) + mb + _U64.pack(a.nbytes))
         f.write(memoryview(a.reshape(-1)).cast("B") if a.nbytes else b"")
     f.flush()
@@ -479,6 +563,21 @@ class Data:
 
     def __len__(self):
         return len(self.x)
+
+
+def _index_data(x, y, data_type):
+    """Index-file samples as Sedna's ``TxtDataParse.parse`` leaves them: ``x`` and ``y`` numpy
+    arrays of strings (Ianvs has already made the paths absolute). An instance of
+    ``sedna.datasources.TxtDataParse`` (Sedna's or the shim's) when one can be built."""
+    import numpy as np
+    try:
+        from sedna.datasources import TxtDataParse
+        data = TxtDataParse(data_type=data_type)
+    except Exception:  # noqa: BLE001 - any Sedna without it: a plain object with .x and .y
+        data = Data(None, None, data_type)
+    data.x = np.array(x)
+    data.y = np.array(y)
+    return data
 
 
 def _registry():
@@ -558,11 +657,21 @@ class Host:
         if obj is None:
             raise PluginError("protocol", "call before init")
         if method == "train":
-            x, y = tensors
-            res = obj.train(Data(x, y, "train"), **args.get("kwargs", {}))
+            if "x" in args:
+                # Index-file samples as Ianvs passes them: Sedna's TxtDataParse arrays.
+                data = _index_data(args["x"], args["y"], "train")
+            else:
+                x, y = tensors
+                data = Data(x, y, "train")
+            res = obj.train(data, **args.get("kwargs", {}))
             return _jsonable(res), []
         if method == "predict":
-            (x,) = tensors
+            # Ianvs calls predict(test_dataset.x): numbers, or the index file's paths; its
+            # joint inference calls predict(one sample) ("one": the answer gets a batch axis).
+            x = np.array(args["x"]) if "x" in args else tensors[0]
+            if args.get("one"):
+                res = _as_array(obj.predict(x[0], **args.get("kwargs", {})), "predict")
+                return None, [res[None]]
             res = obj.predict(x, **args.get("kwargs", {}))
             return None, [_as_array(res, "predict")]
         if method == "save":
@@ -583,7 +692,11 @@ class Host:
                 out[i] = bool(v)
             return None, [out]
         if method == "metric":
-            y_true, y_pred = tensors
+            if "y_true" in args:
+                # Index-file data: Ianvs's test_dataset.y, the label text of each sample.
+                y_true, (y_pred,) = np.array(args["y_true"]), tensors
+            else:
+                y_true, y_pred = tensors
             v = obj(y_true, y_pred)
             try:
                 # A NaN or infinity is sent as text (JSON has no such numbers); ianvs reports it.
@@ -597,6 +710,8 @@ class Host:
 
 def _jsonable(v):
     """``v`` if it is strict JSON (no NaN or infinity, which JSON cannot carry), else its repr."""
+    if v is None or v is True or v is False or type(v) is str or type(v) is int:
+        return v
     try:
         json.dumps(v, allow_nan=False)
         return v
@@ -640,6 +755,13 @@ def main():
     sys.stdout = sys.stderr
     threading.Thread(target=_watch_parent, daemon=True).start()
 
+    shm = None
+    fd = os.environ.pop("IANVS_SHM_FD", None)
+    if fd is not None:
+        try:
+            shm = Shm(int(fd))
+        except (ValueError, OSError) as e:
+            sys.stderr.write(f"ianvs plug-in host: no shared memory (IANVS_SHM_FD={fd}: {e})\n")
     host = Host(sys.argv[1])
     try:
         # numpy is imported before the handshake so that no call pays for it (the protocol
@@ -648,6 +770,8 @@ def main():
         host.load()
         hello = {"op": "hello", "protocol": PROTOCOL, "ok": True, "language": "python",
                  "sedna": host.sedna, "kinds": _registry()}
+        if shm is not None:
+            hello["shm"] = 1
     except BaseException as e:  # noqa: BLE001 - import errors of any kind are reported
         hello = {"op": "hello", "protocol": PROTOCOL, **_error(e, "load")}
     write_frame(proto_out, hello)
@@ -655,7 +779,7 @@ def main():
         return 1
     while True:
         try:
-            header, tensors = read_frame(proto_in)
+            header, tensors = read_frame(proto_in, shm)
         except EOFError:
             return 0
         op = header.get("op")
@@ -671,7 +795,11 @@ def main():
             else:
                 raise PluginError("protocol", f"unknown op {op!r}")
             compute_s = time.perf_counter() - t0
-            reply = {"ok": True, "compute_s": compute_s, "result": _jsonable(result)}
+            if result is None:
+                # The common answer (predict), formatted without the JSON encoder.
+                reply = ('{"ok":true,"compute_s":%r,"result":null}' % compute_s).encode()
+            else:
+                reply = {"ok": True, "compute_s": compute_s, "result": _jsonable(result)}
         except PluginError as e:
             reply = {"ok": False, "error": {"kind": e.kind, "type": "PluginError",
                                             "message": str(e), "traceback": "", **e.extra}}
@@ -680,7 +808,7 @@ def main():
             reply = _error(e)
             out = []
         try:
-            write_frame(proto_out, reply, out)
+            write_frame(proto_out, reply, out, shm, header.get("shm_free"))
         except TypeError as e:
             write_frame(proto_out, _error(e, "type"))
 

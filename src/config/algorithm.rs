@@ -56,15 +56,6 @@ pub(super) fn read_algorithm(
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let f = w.map(an, p, ALGO_KEYS, &unsupported_refs)?;
-    if let Some(iu) = f.get("initial_model_url") {
-        match &iu.kind {
-            NodeKind::Str(s) if s.is_empty() => {}
-            NodeKind::Null => {}
-            _ => {
-                w.err(Some(iu.mark), "algorithm.initial_model_url", "`initial_model_url` is not supported yet: built-in models are trained from scratch or named by a module hyperparameter").help("remove it or set it to \"\"");
-            }
-        }
-    }
     let paradigm_names: Vec<&str> = paradigms.iter().map(|pd| pd.name()).collect();
     let paradigm = w.required(&f, p, "paradigm_type").and_then(|n| {
         let s = w.string(n, "algorithm.paradigm_type")?;
@@ -176,6 +167,7 @@ pub(super) fn read_algorithm(
             None => w.expected(mn, "algorithm.modules", "a list of modules"),
         }
     }
+    initial_model_url(&mut w, &f, paradigm.map(|pd| pd.name()), &mut modules);
     let mut repeat = 1;
     if let Some(rn) = f.get("repeat") {
         match repeat_spec().check(&rn.to_json()) {
@@ -389,4 +381,76 @@ pub(super) fn read_module_hps(
         fixed,
         plugin: None,
     })
+}
+
+/// `initial_model_url`: Ianvs's pretrained model for the single-task base model. A plug-in
+/// base model gets it as Ianvs gives it (`BASE_MODEL_URL` in its environment, and
+/// `load(initial_model_url)` when `save` returns no path); built-in models are refused.
+fn initial_model_url(
+    w: &mut Walker,
+    f: &Fields,
+    paradigm: Option<&str>,
+    modules: &mut [ModuleConfig],
+) {
+    let Some(iu) = f.get("initial_model_url") else {
+        return;
+    };
+    match &iu.kind {
+        NodeKind::Str(s) if s.is_empty() => return,
+        NodeKind::Null => return,
+        _ => {}
+    }
+    let key = "algorithm.initial_model_url";
+    let target = modules
+        .iter_mut()
+        .find(|m| m.module_type == "basemodel" && m.plugin.is_some());
+    match (paradigm, target) {
+        (Some("singletasklearning"), Some(m)) => {
+            if let Some(path) = w.existing_path(iu, key) {
+                let sha = match file_sha256(&path) {
+                    Ok(sha) => sha,
+                    Err(e) => {
+                        w.err(
+                            Some(iu.mark),
+                            key,
+                            format!("cannot read `initial_model_url` {}: {e}", path.display()),
+                        );
+                        return;
+                    }
+                };
+                if let Some(p) = m.plugin.as_mut() {
+                    p.initial_model_url = Some(paths::absolute(&path));
+                    p.initial_model_sha256 = sha;
+                }
+            }
+        }
+        _ => {
+            w.err(Some(iu.mark), key, "`initial_model_url` is not supported yet for this algorithm: only a plug-in `basemodel` (one with `url:`) of single-task learning receives it; built-in models are trained from scratch or named by a module hyperparameter")
+                .help("remove it or set it to \"\"");
+        }
+    }
+}
+
+/// sha256 of a regular file, read in chunks (a model may be large); `None` for a folder.
+fn file_sha256(path: &Path) -> std::io::Result<Option<String>> {
+    use sha2::Digest;
+    use std::io::Read;
+    if std::fs::metadata(path)?.is_dir() {
+        return Ok(None);
+    }
+    ianvs_paradigms::data::check_regular_file(path)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Some(
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    ))
 }

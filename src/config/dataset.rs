@@ -201,8 +201,12 @@ pub(super) fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
         return None;
     }
     let test = test?;
+    // Undecoded index-file samples (images ianvs does not read) have no features to compare:
+    // they reach plug-ins as paths, and built-in modules refuse them in the preflight.
+    let undecoded =
+        test.undecoded().is_some() || train.as_ref().is_some_and(|t| t.undecoded().is_some());
     if let Some(tr) = &train {
-        if tr.dim != test.dim {
+        if tr.dim != test.dim && !undecoded {
             w.err(
                 Some(f.mark),
                 p,
@@ -217,7 +221,7 @@ pub(super) fn read_dataset(w: &mut Walker, node: &Node) -> Option<DataSplits> {
     let dim = test.dim;
     let input_shape = match shape {
         Some((c, h, wd)) => {
-            if c * h * wd != dim {
+            if c * h * wd != dim && !undecoded {
                 w.err(
                     f.get("shape").map(|n| n.mark),
                     &format!("{p}.shape"),

@@ -114,6 +114,8 @@ pub(super) fn plugin_ref(w: &mut Walker, f: &Fields, path: &str) -> Option<Plugi
         sha256,
         python: plugin::process::find_program(&python).unwrap_or(python),
         timeout_s,
+        initial_model_url: None,
+        initial_model_sha256: None,
     })
 }
 
@@ -137,6 +139,7 @@ fn plugin_hps(w: &mut Walker, mp: &str, mf: &Fields) -> Option<PluginHps> {
         return None;
     };
     let mut ok = true;
+    let (mut file_axes, mut file_names) = (Vec::new(), Vec::new());
     for (i, item) in items.iter().enumerate() {
         let ip = format!("{hp}[{i}]");
         let Some([(k, v)]) = item.as_map() else {
@@ -147,13 +150,21 @@ fn plugin_hps(w: &mut Walker, mp: &str, mf: &Fields) -> Option<PluginHps> {
         let key = k.key_text();
         let kp = format!("{ip}.{key}");
         if key == "other_hyperparameters" {
-            w.err(
-                Some(k.mark),
-                &kp,
-                "`other_hyperparameters` files are not read for plug-in modules yet",
-            )
-            .help("list each hyperparameter with its `values`");
-            ok = false;
+            // Ianvs's: each value a YAML file of `name: value` pairs (a grid point setting
+            // several at once, as for built-in modules); a name also listed here wins.
+            let Some(vals) = w.grid_values(v, &kp) else {
+                ok = false;
+                continue;
+            };
+            let mut axis = Vec::new();
+            for (j, v) in vals.iter().enumerate() {
+                match other_hyperparameters_file(w, v, &format!("{kp}.values[{j}]")) {
+                    Some(pt) => axis.push(pt),
+                    None => ok = false,
+                }
+            }
+            file_names.push(k.mark);
+            file_axes.push(axis);
             continue;
         }
         if names.iter().any(|(n, _)| *n == key) {
@@ -186,7 +197,73 @@ fn plugin_hps(w: &mut Walker, mp: &str, mf: &Fields) -> Option<PluginHps> {
         names.push((key, k.mark));
         axes.push(axis);
     }
+    // File axes first, without the names listed explicitly (Ianvs updates the files' values
+    // with the listed ones); their names are checked against the constructor too.
+    for (axis, mark) in file_axes.into_iter().zip(file_names).rev() {
+        let axis: Vec<BTreeMap<String, Value>> = axis
+            .into_iter()
+            .map(|mut pt| {
+                pt.retain(|k, _| !names.iter().any(|(n, _)| n == k));
+                pt
+            })
+            .collect();
+        for pt in &axis {
+            for k in pt.keys() {
+                if !names.iter().any(|(n, _)| n == k) {
+                    names.push((k.clone(), mark));
+                }
+            }
+        }
+        if axis.iter().any(|pt| !pt.is_empty()) {
+            axes.insert(0, axis);
+        }
+    }
     ok.then_some((axes, names))
+}
+
+/// One `other_hyperparameters` file of a plug-in module: a mapping of any names to values.
+fn other_hyperparameters_file(
+    w: &mut Walker,
+    v: &Node,
+    vp: &str,
+) -> Option<BTreeMap<String, Value>> {
+    let path = w.existing_path(v, vp)?;
+    let mut sub = super::Diagnostics::default();
+    let point = read_yaml(&path, &mut sub, Some((&w.file, v.mark, vp))).and_then(|node| {
+        let mut sw = Walker {
+            file: path.clone(),
+            diags: &mut sub,
+        };
+        let Some(entries) = node.as_map() else {
+            sw.expected(&node, "", "a mapping of hyperparameter names to values");
+            return None;
+        };
+        let mut point = BTreeMap::new();
+        for (kn, vn) in entries {
+            let name = kn.key_text();
+            match check_finite(vn) {
+                Ok(val) => {
+                    point.insert(name, val);
+                }
+                Err(why) => {
+                    sw.err(
+                        Some(kn.mark),
+                        &name,
+                        format!("hyperparameter `{name}`: {why}"),
+                    );
+                }
+            }
+        }
+        Some(point)
+    });
+    let failed = !sub.is_empty();
+    for d in sub.items.drain(..) {
+        w.diags.push(d);
+    }
+    if let Some(src) = std::fs::read_to_string(&path).ok().filter(|_| failed) {
+        w.diags.add_source(&path, &src);
+    }
+    point.filter(|_| !failed)
 }
 
 /// Reads a plug-in module entry (one with a `url`) and checks it in the host.
@@ -343,8 +420,11 @@ pub fn describe(job: &super::Job) -> Vec<String> {
         } else {
             "executable".to_string()
         };
+        let initial = p.initial_model_url.as_ref().map_or(String::new(), |u| {
+            format!("; initial_model_url {}", shown(u))
+        });
         format!(
-            "plug-in {what}: {} ({runs}; per-call timeout {} s)",
+            "plug-in {what}: {} ({runs}; per-call timeout {} s{initial})",
             shown(&p.url),
             p.timeout_s
         )

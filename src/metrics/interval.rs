@@ -144,6 +144,7 @@ fn with_records(out: &CaseOutput, idx: &[usize]) -> CaseOutput {
         records: out.records.resample(idx),
         measurements: out.measurements.clone(),
         artifacts: Vec::new(),
+        sample_labels: out.sample_labels.clone(),
     }
 }
 

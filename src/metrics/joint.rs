@@ -74,11 +74,14 @@ pub static METRICS: &[MetricDef] = &[
         aliases: &["fallback_ratio"],
         unit: "",
         higher_is_better: false,
-        kinds: JI,
-        help: "samples meant for the cloud that the edge answered because the cloud missed the deadline or was unreachable / samples inferred (real link, on_cloud_failure: fallback)",
-        compute: |o| {
-            let r = ji(o)?;
-            Ok(r.iter().filter(|x| x.fallback).count() as f64 / r.len() as f64)
+        kinds: &[RecordKind::JointInference, RecordKind::Speculative],
+        help: "joint inference: samples meant for the cloud that the edge answered because the cloud missed the deadline or was unreachable / samples inferred; speculative decoding: output tokens the drafter produced alone, unverified, after the cloud missed / output tokens (real link, on_cloud_failure: fallback)",
+        compute: |o| match &o.records {
+            Records::Speculative(_) => super::speculative::fallback_ratio(o),
+            _ => {
+                let r = ji(o)?;
+                Ok(r.iter().filter(|x| x.fallback).count() as f64 / r.len() as f64)
+            }
         },
     },
     MetricDef {

@@ -1,6 +1,7 @@
 //! Plug-in metrics (`- name: x` with `url:` in the test environment): `x(y_true, y_pred)` of
 //! an Ianvs metric file, run in the plug-in host on the class labels and predicted labels of
-//! every test sample.
+//! every test sample. For index-file data `y_true` is what Ianvs passes: the label text of
+//! each sample (`test_dataset.y`, see `ianvs_paradigms::data::IndexSamples`).
 //!
 //! A metric is a [`MetricDef`] with a plain `fn` like every built-in; a plug-in's state lives
 //! in a process-wide table and each table slot has its own `fn` (`slot::<K>`).
@@ -49,9 +50,35 @@ fn labels(o: &CaseOutput) -> Result<(Vec<u32>, Vec<u32>)> {
     })
 }
 
+/// The labels as Ianvs passes them for index-file data (`test_dataset.y`, text), in record
+/// order, when the case has them.
+fn label_texts(o: &CaseOutput) -> Result<Option<Vec<String>>> {
+    let Some(all) = &o.sample_labels else {
+        return Ok(None);
+    };
+    let index: Vec<usize> = match &o.records {
+        Records::Classification(r) => r.iter().map(|r| r.index).collect(),
+        Records::JointInference(r) => r.iter().map(|r| r.index).collect(),
+        _ => return Ok(None),
+    };
+    index
+        .iter()
+        .map(|&i| {
+            all.get(i).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "record of sample {i} has no label text ({} samples)",
+                    all.len()
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
 fn compute(m: &PluginMetric, o: &CaseOutput) -> Result<f64> {
     let (y_true, y_pred) = labels(o)?;
-    m.compute(&y_true, &y_pred)
+    let text = label_texts(o)?;
+    m.compute(&y_true, text.as_deref(), &y_pred)
 }
 
 /// Registers a plug-in metric (the same file, alias and interpreter share one entry) and

@@ -77,6 +77,15 @@ fn itl_ms(r: &SpeculativeRecord) -> Option<f64> {
         .then(|| (r.e2e_s - r.ttft_s) / (r.output_tokens.len() - 1) as f64 * 1e3)
 }
 
+/// Unverified output tokens (the drafter went on alone after the cloud missed) / output tokens.
+pub fn fallback_ratio(o: &CaseOutput) -> Result<f64> {
+    ratio(
+        o,
+        |r| r.fallback_tokens as f64,
+        |r| r.output_tokens.len() as f64,
+    )
+}
+
 pub fn alpha(o: &CaseOutput) -> Result<f64> {
     ratio(
         o,
@@ -141,12 +150,13 @@ pub static METRICS: &[MetricDef] = &[
     MetricDef { id: "mean-accepted-length", aliases: &["tau", "mean_accepted_length"], unit: "tokens", higher_is_better: true, kinds: SPEC, help: "τ: generated tokens per verifier forward pass", compute: |o| ratio(o, |r| r.output_tokens.len() as f64, |r| r.verifier_calls as f64) },
     MetricDef { id: "verifier-calls-per-token", aliases: &["verifier_calls_per_token"], unit: "", higher_is_better: false, kinds: SPEC, help: "verifier forward passes per generated token", compute: |o| ratio(o, |r| r.verifier_calls as f64, |r| r.output_tokens.len() as f64) },
     MetricDef { id: "draft-time-share", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "share of end-to-end time spent drafting on the edge", compute: |o| ratio(o, |r| r.draft_s, |r| r.e2e_s) },
-    MetricDef { id: "link-time-share", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "share of end-to-end time spent on the link", compute: |o| ratio(o, |r| r.link_s, |r| r.e2e_s) },
+    MetricDef { id: "link-time-share", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "share of end-to-end time spent on the link (real link: measured network + queueing)", compute: |o| ratio(o, |r| r.link_s, |r| r.e2e_s) },
+    MetricDef { id: "codec-time-share", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "share of end-to-end time spent encoding and decoding messages and frames on the edge (real link; 0 when emulated)", compute: |o| ratio(o, |r| r.codec_s, |r| r.e2e_s) },
     MetricDef { id: "verify-time-share", aliases: &[], unit: "", higher_is_better: false, kinds: SPEC, help: "share of end-to-end time spent in the verifier", compute: |o| ratio(o, |r| r.verify_s, |r| r.e2e_s) },
     MetricDef { id: "uplink-bytes-per-prompt", aliases: &[], unit: "B", higher_is_better: false, kinds: SPEC, help: "edge → cloud bytes per prompt (see the protocol in paradigms/src/speculative.rs)", compute: |o| mean_of(o, |r| r.uplink_bytes as f64) },
     MetricDef { id: "downlink-bytes-per-prompt", aliases: &[], unit: "B", higher_is_better: false, kinds: SPEC, help: "cloud → edge bytes per prompt", compute: |o| mean_of(o, |r| r.downlink_bytes as f64) },
     MetricDef { id: "speed-up", aliases: &["speedup"], unit: "x", higher_is_better: true, kinds: SPEC, help: "this case's token throughput / the verifier-only one (same verifier, prompts, settings and link); under greedy decoding the outputs are equal, so it is the end-to-end time ratio", compute: speed_up },
-    MetricDef { id: "lossless", aliases: &[], unit: "", higher_is_better: true, kinds: SPEC, help: "greedy only: share of prompts whose output equals the verifier-only output token for token", compute: |o| {
+    MetricDef { id: "lossless", aliases: &[], unit: "", higher_is_better: true, kinds: SPEC, help: "greedy only: share of prompts whose output equals the verifier-only output token for token (an output the drafter finished alone after the cloud missed never counts)", compute: |o| {
         let r = recs(o)?;
         let v: Vec<bool> = r.iter().filter_map(|x| x.lossless).collect();
         if v.is_empty() { bail!("only defined for greedy decoding with a verifier"); }

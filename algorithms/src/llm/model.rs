@@ -20,6 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
@@ -57,8 +58,21 @@ pub struct LoadOptions {
     /// does. Either changes the numbers relative to the file, so say so when reporting.
     pub requantize: Option<GgmlDType>,
     /// CPU only: multiply with candle's quantized kernels instead of the runtime's own for the
-    /// formats those cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); for before/after comparisons.
+    /// formats those cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); for before/after
+    /// comparisons.
     pub candle_kernels: bool,
+    /// CPU only: which of the own kernel sets to use (`None`: the process default, the fastest
+    /// this CPU runs unless `IANVS_KERNELS` says otherwise). Tests use it to cover every path.
+    pub kernel_isa: Option<ianvs_kernels::Isa>,
+    /// CPU only: threads for this model's matmuls (own kernels) and attention. `None` (the
+    /// default): every core, through candle's process-wide pool shared by all models.
+    /// `Some(n)`: the model's own pool of `n` threads, so a drafter and a verifier in one
+    /// process can be given different counts. Results never depend on it.
+    pub threads: Option<usize>,
+    /// CPU only (Linux): pin the model's threads to these CPUs (the thread that calls
+    /// `forward` only while it runs), so two models in one process do not compete for cores.
+    /// Empty (the default): not pinned. Implies an own pool of `threads` (default: one per CPU).
+    pub cpus: Vec<usize>,
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -168,6 +182,8 @@ pub struct LlmModel {
     lm_head: Linear,
     inv_freq: Vec<f32>,
     host_attention: bool,
+    /// The model's own threads (`LoadOptions::threads`/`cpus`), if any.
+    pool: Option<Arc<ianvs_kernels::Pool>>,
     id: u64,
     source: PathBuf,
     weight_bytes: usize,
@@ -261,6 +277,38 @@ impl LlmModel {
         })?;
         let c = &config;
         let mut factory = LinearFactory::new(device, options.requantize, !options.candle_kernels);
+        if let Some(isa) = options.kernel_isa {
+            if !isa.available() {
+                return Err(LlmError::Unsupported(format!(
+                    "this CPU cannot run the `{}` kernels (it runs: {})",
+                    isa.name(),
+                    ianvs_kernels::Isa::available_all()
+                        .iter()
+                        .map(|i| i.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            factory.set_isa(isa);
+        }
+        let pool = if device.is_cpu() && (options.threads.is_some() || !options.cpus.is_empty()) {
+            let threads = options.threads.unwrap_or(options.cpus.len()).max(1);
+            if let Some(allowed) = ianvs_kernels::allowed_cpus() {
+                if let Some(bad) = options.cpus.iter().find(|c| !allowed.contains(c)) {
+                    return Err(LlmError::Unsupported(format!(
+                        "cannot pin to CPU {bad}: this process may run on CPUs {allowed:?}"
+                    )));
+                }
+            }
+            let pool = ianvs_kernels::Pool::new(threads, options.cpus.clone()).map_err(|e| {
+                LlmError::Unsupported(format!("cannot start {threads} kernel threads: {e}"))
+            })?;
+            let pool = Arc::new(pool);
+            factory.set_pool(pool.clone());
+            Some(pool)
+        } else {
+            None
+        };
         let q_dim = c.n_heads * c.head_dim;
         let kv_dim = c.n_kv_heads * c.head_dim;
 
@@ -366,6 +414,7 @@ impl LlmModel {
             lm_head,
             inv_freq,
             host_attention,
+            pool,
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             source: src.path().to_path_buf(),
             weight_bytes,
@@ -386,6 +435,25 @@ impl LlmModel {
     /// The file or folder the model was loaded from.
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// Threads a forward pass uses on the CPU (`LoadOptions::threads`; every core by default).
+    pub fn threads(&self) -> usize {
+        match &self.pool {
+            Some(p) => p.threads(),
+            None => std::thread::available_parallelism().map_or(1, |p| p.get()),
+        }
+    }
+
+    /// Whether the model has its own threads (`LoadOptions::threads`/`cpus`) rather than the
+    /// process-wide pool.
+    pub fn has_own_threads(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// CPUs the model's threads are pinned to (empty: not pinned).
+    pub fn cpus(&self) -> &[usize] {
+        self.pool.as_ref().map_or(&[], |p| p.cpus())
     }
 
     /// Whether `forward` runs the batch-invariant host attention (see the module docs).
@@ -444,7 +512,11 @@ impl LlmModel {
                 max: self.config.max_seq_len,
             });
         }
-        match self.forward_inner(new_tokens, cache) {
+        let result = match &self.pool {
+            Some(pool) => pool.pinned(|| self.forward_inner(new_tokens, cache)),
+            None => self.forward_inner(new_tokens, cache),
+        };
+        match result {
             Ok(logits) => {
                 cache.commit(new_tokens.len());
                 Ok(logits)
@@ -534,7 +606,7 @@ impl LlmModel {
             kv_heads,
             hd,
         };
-        let out = host_attention(&q, k_cache, v_cache, shape);
+        let out = host_attention(&q, k_cache, v_cache, shape, self.threads());
         Ok(Tensor::from_vec(out, (n, heads * hd), &Device::Cpu)?)
     }
 
@@ -669,7 +741,7 @@ const PARALLEL_ATTENTION_WORK: usize = 1 << 20;
 /// `[pos][kv_head][hd]`). Each output row is computed alone with a fixed summation order, so
 /// it does not depend on `n`. Heads are split over threads for long prompts; that only changes
 /// which thread computes a head, not how.
-fn host_attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+fn host_attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, threads: usize) -> Vec<f32> {
     let AttnShape {
         n,
         start,
@@ -679,7 +751,6 @@ fn host_attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
     } = s;
     let mut out = vec![0f32; n * heads * hd];
     let work = n * (start + n) * heads * hd;
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
     if threads <= 1 || work < PARALLEL_ATTENTION_WORK {
         let mut scratch = Vec::new();
         for h in 0..heads {
@@ -836,7 +907,7 @@ mod tests {
             hd: 2,
         };
         let q = vec![0.3, -0.2, 1.0, 2.0];
-        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s);
+        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s, 1);
         assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
     }
 }

@@ -20,7 +20,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::error::{LlmError, Result};
-use ianvs_kernels::QMatrix;
+use ianvs_kernels::{Isa, Pool, QMatrix};
 
 /// Chunks of at most this many rows are guaranteed batch invariant (larger chunks are prompt
 /// prefills, which target-only and speculative decoding run identically anyway).
@@ -121,8 +121,13 @@ pub(crate) fn requant_fallback(wanted: GgmlDType, k: usize) -> GgmlDType {
 pub(crate) struct LinearFactory {
     device: Device,
     requantize: Option<GgmlDType>,
-    /// CPU: use the runtime's own kernels (`kernels.rs`) for the formats they cover.
+    /// CPU: use the runtime's own kernels (the `ianvs-kernels` crate) for the formats they
+    /// cover.
     own_kernels: bool,
+    /// The own kernel set (`None`: the process default).
+    isa: Option<Isa>,
+    /// The model's own threads for the own kernels (`None`: candle's global pool).
+    pool: Option<Arc<Pool>>,
     known: HashMap<(GgmlDType, usize, usize), bool>,
 }
 
@@ -132,8 +137,20 @@ impl LinearFactory {
             device: device.clone(),
             requantize,
             own_kernels,
+            isa: None,
+            pool: None,
             known: HashMap::new(),
         }
+    }
+
+    /// Use the `isa` kernel set (already checked to be available) for the own kernels.
+    pub(crate) fn set_isa(&mut self, isa: Isa) {
+        self.isa = Some(isa);
+    }
+
+    /// Multiply with the own kernels on `pool`'s threads.
+    pub(crate) fn set_pool(&mut self, pool: Arc<Pool>) {
+        self.pool = Some(pool);
     }
 
     /// The CPU representation of a weight matrix (see the module docs), requantized when asked.
@@ -206,7 +223,15 @@ impl LinearFactory {
         let (n, k) = qt.shape().dims2()?;
         if self.own_kernels {
             if let Some(own) = QMatrix::new(qt.dtype(), n, k, qt.data()?.into_owned()) {
-                // Batch invariant by construction (see kernels.rs): no probe, no row split.
+                let own = match self.isa {
+                    Some(isa) => own.with_isa(isa),
+                    None => own,
+                };
+                let own = match &self.pool {
+                    Some(pool) => own.with_pool(pool.clone()),
+                    None => own,
+                };
+                // Batch invariant by construction (see the `ianvs-kernels` crate): no probe, no row split.
                 return Ok(Linear {
                     params: n * k + bias_len,
                     bytes: own.size_in_bytes() + bias_len * 4,

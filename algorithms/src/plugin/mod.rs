@@ -7,6 +7,7 @@
 pub mod modules;
 pub mod process;
 pub mod protocol;
+pub mod shm;
 
 pub use modules::{check_plugin, class_type, PluginFactory, PluginMetric};
 pub use process::{choose_python, kill_all, CallStats, Launch, PluginFailure, PluginProcess};

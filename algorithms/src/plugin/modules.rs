@@ -20,7 +20,7 @@ use ianvs_paradigms::{PluginRef, ResolvedModule};
 use serde_json::{json, Value};
 
 use super::process::{Launch, PluginProcess};
-use super::protocol::Tensor;
+use super::protocol::{Arg, Tensor};
 
 /// Sedna's `ClassType` of a module type, as Ianvs's `Module.get_module_instance` maps it.
 pub fn class_type(module_type: &str) -> &'static str {
@@ -41,6 +41,13 @@ fn launch(p: &PluginRef, what: &str, alias: &str) -> Launch {
         timeout: Duration::from_secs_f64(p.timeout_s.max(0.001)),
         label: format!("{what} plug-in \"{alias}\" ({file})"),
         log_name: format!("plugin-{what}-{}.stderr.log", sanitize(alias)),
+        // Ianvs's single-task paradigm sets BASE_MODEL_URL to `initial_model_url` before
+        // training (Sedna's `Context.get_parameters("base_model_url")` reads it).
+        env: p
+            .initial_model_url
+            .iter()
+            .map(|u| ("BASE_MODEL_URL".to_string(), u.clone().into_os_string()))
+            .collect(),
     }
 }
 
@@ -86,6 +93,7 @@ impl PluginModules for PluginFactory {
             params: serde_json::to_value(&m.hyperparameters)?,
             num_classes: ctx.num_classes,
             dim: ctx.input_shape.0 * ctx.input_shape.1 * ctx.input_shape.2,
+            initial_model_url: p.initial_model_url.clone(),
             proc: Mutex::new(None),
         }))
     }
@@ -137,6 +145,8 @@ pub struct PluginModel {
     num_classes: usize,
     /// Features per sample.
     dim: usize,
+    /// Ianvs's `initial_model_url`, loaded when `save` gives no path or there is no `train`.
+    initial_model_url: Option<PathBuf>,
     proc: Mutex<Option<PluginProcess>>,
 }
 
@@ -159,6 +169,28 @@ impl PluginModel {
     }
 }
 
+impl PluginModel {
+    /// `predict` on `n` samples (numbers in `tensors`, or paths in `args.x`), as `[n, k]` scores.
+    fn predict(&self, n: usize, args: Value, tensors: Vec<Arg<'_>>) -> anyhow::Result<Vec<f32>> {
+        let k = self.num_classes;
+        self.with(|p| {
+            let r = p.call_with("predict", args, tensors)?;
+            let t = r
+                .tensors
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("{}: predict sent no array", p.label()))?;
+            scores(t, n, k).map_err(|why| {
+                super::process::PluginFailure {
+                    kind: "type".into(),
+                    message: format!("{}: predict {why}", p.label()),
+                    detail: Value::Null,
+                }
+                .into()
+            })
+        })
+    }
+}
+
 fn features(x: &[f32], n: usize) -> Tensor {
     Tensor::from_f32(vec![n, x.len() / n.max(1)], x)
 }
@@ -167,19 +199,31 @@ impl BaseModel for PluginModel {
     fn train(&mut self, train: &Dataset, work: &WorkContext) -> anyhow::Result<TrainReport> {
         work.check_cancelled()?;
         let label = self.launch.label.clone();
+        let initial = self.initial_model_url.clone();
         self.with(|p| {
             if !p.has_method("train") {
+                // A pretrained plug-in: Ianvs's `load(initial_model_url)` before predicting.
+                if let (Some(url), true) = (&initial, p.has_method("load")) {
+                    p.call("load", json!({"model_url": url}), vec![])?;
+                }
                 return Ok(TrainReport::default());
             }
             let n = train.len();
-            let y: Vec<i64> = train.labels.iter().map(|&l| l as i64).collect();
-            let r = p.call(
-                "train",
-                json!({}),
-                vec![features(&train.features, n), Tensor::from_i64(vec![n], &y)],
-            )?;
+            let r = match &train.index {
+                // Index-file samples as Ianvs passes them: `.x` paths, `.y` label text.
+                Some(s) => p.call("train", json!({"x": s.x, "y": s.y}), vec![])?,
+                None => {
+                    let y: Vec<i64> = train.labels.iter().map(|&l| l as i64).collect();
+                    // Placed, not sent: the model may keep `train_data.x` (docs/plugins.md,
+                    // "Shared memory").
+                    let x = p.place(features(&train.features, n))?;
+                    let y = p.place(Tensor::from_i64(vec![n], &y))?;
+                    p.call_with("train", json!({}), vec![x.into(), y.into()])?
+                }
+            };
             let seconds = r.compute_s;
-            // Ianvs saves the trained model and loads it back before inference.
+            // Ianvs saves the trained model and loads it back before inference; when `save`
+            // gives no path it loads `initial_model_url`.
             if p.has_method("save") && p.has_method("load") {
                 let dir = std::env::temp_dir().join(format!(
                     "ianvs-plugin-model-{}-{}",
@@ -192,6 +236,7 @@ impl BaseModel for PluginModel {
                     .result
                     .as_str()
                     .map(PathBuf::from)
+                    .or_else(|| initial.clone())
                     .unwrap_or_else(|| dir.clone());
                 p.call("load", json!({"model_url": url}), vec![])?;
                 let _ = std::fs::remove_dir_all(&dir);
@@ -211,23 +256,22 @@ impl BaseModel for PluginModel {
     }
 
     fn predict_proba(&self, x: &[f32]) -> anyhow::Result<Vec<f32>> {
-        let (k, dim) = (self.num_classes, self.dim.max(1));
-        self.with(|p| {
-            let n = x.len() / dim;
-            let r = p.call("predict", json!({}), vec![features(x, n)])?;
-            let t = r
-                .tensors
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("{}: predict sent no array", p.label()))?;
-            scores(t, n, k).map_err(|why| {
-                super::process::PluginFailure {
-                    kind: "type".into(),
-                    message: format!("{}: predict {why}", p.label()),
-                    detail: Value::Null,
-                }
-                .into()
-            })
-        })
+        let n = x.len() / self.dim.max(1);
+        // Borrowed: the only copy is into the shared region (or the pipe), inside the
+        // measured round trip.
+        self.predict(n, json!({}), vec![Arg::f32(vec![n, x.len() / n.max(1)], x)])
+    }
+
+    fn takes_samples(&self) -> bool {
+        true
+    }
+
+    fn predict_samples(&self, x: &[String]) -> anyhow::Result<Vec<f32>> {
+        self.predict(x.len(), json!({ "x": x }), vec![])
+    }
+
+    fn predict_sample(&self, x: &str) -> anyhow::Result<Vec<f32>> {
+        self.predict(1, json!({ "x": [x], "one": true }), vec![])
     }
 
     fn num_classes(&self) -> usize {
@@ -343,7 +387,14 @@ impl PluginMetric {
             proc: Mutex::new(None),
         }
     }
-    pub fn compute(&self, y_true: &[u32], y_pred: &[u32]) -> anyhow::Result<f64> {
+    /// `y_true_text`: the labels as Ianvs passes them for index-file data (text, one per
+    /// sample, replacing `y_true` for the metric), else `None`.
+    pub fn compute(
+        &self,
+        y_true: &[u32],
+        y_true_text: Option<&[String]>,
+        y_pred: &[u32],
+    ) -> anyhow::Result<f64> {
         let mut g = self
             .proc
             .lock()
@@ -356,7 +407,10 @@ impl PluginMetric {
                 &v.iter().map(|&x| x as i64).collect::<Vec<_>>(),
             )
         };
-        let r = p.call("metric", json!({}), vec![t(y_true), t(y_pred)]);
+        let r = match y_true_text {
+            Some(y) => p.call("metric", json!({ "y_true": y }), vec![t(y_pred)]),
+            None => p.call("metric", json!({}), vec![t(y_true), t(y_pred)]),
+        };
         match r {
             Ok(r) => r.result.as_f64().ok_or_else(|| {
                 anyhow::anyhow!(

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::protocol::{read_frame, write_frame, Frame, Tensor, PROTOCOL_VERSION};
+use super::protocol::{read_frame_shm, write_call, Arg, Frame, Placed, Tensor, PROTOCOL_VERSION};
+use super::shm::Region;
 
 /// The Python host, built into the binary and written to a temporary folder on first use.
 const HOST_SOURCE: &str = include_str!("../../../plugins/python/ianvs_host.py");
@@ -122,6 +123,8 @@ pub struct Launch {
     pub label: String,
     /// The stderr file's name inside the log folder.
     pub log_name: String,
+    /// Extra environment of the child (Ianvs's `BASE_MODEL_URL`).
+    pub env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Launch {
@@ -182,6 +185,8 @@ pub struct PluginProcess {
     stdin: BufWriter<ChildStdin>,
     stdout: BufReader<DeadlineReader>,
     stderr_path: PathBuf,
+    /// The shared region, when the child announced it maps it (`"shm": 1` in its hello).
+    region: Option<Region>,
     /// The handshake: protocol version, kinds and aliases the file registers.
     pub hello: Value,
     pub stats: CallStats,
@@ -190,8 +195,15 @@ pub struct PluginProcess {
 
 impl PluginProcess {
     /// Starts the plug-in and waits for its handshake. A file that fails to load (an import
-    /// error, a syntax error) is a `load`/`import` failure naming the cause.
+    /// error, a syntax error) is a `load`/`import` failure naming the cause. Shared memory is
+    /// offered unless `IANVS_PLUGIN_SHM=0`.
     pub fn spawn(launch: &Launch) -> anyhow::Result<Self> {
+        Self::spawn_with(launch, shm_default())
+    }
+
+    /// [`PluginProcess::spawn`], offering the child a shared-memory region for tensors or not
+    /// (it uses it only if it announces so in its hello; otherwise tensors go inline).
+    pub fn spawn_with(launch: &Launch, offer_shm: bool) -> anyhow::Result<Self> {
         if STOPPING.load(Ordering::SeqCst) {
             return Err(failure(
                 "cancelled",
@@ -224,7 +236,29 @@ impl PluginProcess {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(err_file)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .process_group(0);
+        // The region's descriptor is close-on-exec (no other child inherits it); this child
+        // keeps it open across exec and learns its number from IANVS_SHM_FD.
+        let region = offer_shm.then(Region::create).and_then(Result::ok);
+        match &region {
+            Some(r) => {
+                let fd = r.raw_fd();
+                cmd.env("IANVS_SHM_FD", fd.to_string());
+                // SAFETY: only fcntl(2), async-signal-safe, runs between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            None => {
+                cmd.env_remove("IANVS_SHM_FD");
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| {
             let (prog, why) = if launch.is_python() {
                 (&launch.python, "the Python interpreter")
@@ -290,6 +324,7 @@ impl PluginProcess {
             stdin,
             stdout,
             stderr_path,
+            region,
             hello: Value::Null,
             stats: CallStats::default(),
             methods: vec![],
@@ -321,8 +356,37 @@ impl PluginProcess {
         if hello.header["ok"] == false {
             return Err(p.reported(&hello.header["error"], "loading the file"));
         }
+        if hello.header["shm"] != 1 {
+            // The child does not map the region (an older or simpler plug-in): inline tensors.
+            p.region = None;
+        }
         p.hello = hello.header;
         Ok(p)
+    }
+
+    /// True when tensors go through shared memory with this child.
+    pub fn uses_shm(&self) -> bool {
+        self.region.is_some()
+    }
+
+    /// Places `t` for the life of the child (or until [`PluginProcess::clear_placed`]): in the
+    /// shared region when there is one, so calls that reference it (or [`Placed::rows`] of it)
+    /// send only its offset; otherwise kept here and sent inline on each call.
+    pub fn place(&mut self, t: Tensor) -> anyhow::Result<Placed> {
+        match &mut self.region {
+            Some(r) => {
+                let (off, generation) = r.place(&t.data)?;
+                Ok(Placed::in_region(&t, off, generation))
+            }
+            None => Ok(Placed::local(t)),
+        }
+    }
+
+    /// Frees every placed tensor (their handles are refused afterwards).
+    pub fn clear_placed(&mut self) {
+        if let Some(r) = &mut self.region {
+            r.clear_placed();
+        }
     }
 
     pub fn stderr_path(&self) -> &Path {
@@ -386,18 +450,46 @@ impl PluginProcess {
         args: Value,
         tensors: Vec<Tensor>,
     ) -> anyhow::Result<Reply> {
-        let f = Frame {
-            header: json!({"op": "call", "method": method, "args": args}),
-            tensors,
-        };
-        self.exchange(f, method)
+        let tensors = tensors.into_iter().map(Arg::Tensor).collect();
+        self.call_with(method, args, tensors)
+    }
+
+    /// [`PluginProcess::call`] with placed tensors among the arguments.
+    pub fn call_with(
+        &mut self,
+        method: &str,
+        args: Value,
+        tensors: Vec<Arg<'_>>,
+    ) -> anyhow::Result<Reply> {
+        let header = json!({"op": "call", "method": method, "args": args});
+        self.exchange_args(header, &tensors, method)
     }
 
     fn exchange(&mut self, f: Frame, what: &str) -> anyhow::Result<Reply> {
+        let args: Vec<Arg> = f.tensors.into_iter().map(Arg::Tensor).collect();
+        self.exchange_args(f.header, &args, what)
+    }
+
+    fn exchange_args(
+        &mut self,
+        header: Value,
+        args: &[Arg<'_>],
+        what: &str,
+    ) -> anyhow::Result<Reply> {
+        // The clock includes ianvs's own copy of tensors into the shared region.
         let t0 = Instant::now();
-        let sent = write_frame(&mut self.stdin, &f).and_then(|_| self.stdin.flush());
-        if sent.is_err() {
-            return Err(self.died(what));
+        let sent = write_call(&mut self.stdin, header, args, self.region.as_mut())
+            .and_then(|_| self.stdin.flush());
+        match sent {
+            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                return Err(failure(
+                    "protocol",
+                    format!("{}: {e}", self.launch.label),
+                    Value::Null,
+                ))
+            }
+            Err(_) => return Err(self.died(what)),
+            Ok(()) => {}
         }
         let (reply, wall_s) = self.receive(what, t0, self.launch.timeout)?;
         let h = reply.header;
@@ -423,7 +515,7 @@ impl PluginProcess {
         timeout: Duration,
     ) -> anyhow::Result<(Frame, f64)> {
         self.stdout.get_mut().deadline = t0 + timeout;
-        match read_frame(&mut self.stdout) {
+        match read_frame_shm(&mut self.stdout, self.region.as_mut()) {
             Ok(frame) => Ok((frame, t0.elapsed().as_secs_f64())),
             Err(e) if e.kind() == ErrorKind::InvalidData => {
                 kill_group(self.pgid);
@@ -547,6 +639,14 @@ impl Read for DeadlineReader {
             }
         }
     }
+}
+
+/// Shared memory is offered to children unless `IANVS_PLUGIN_SHM` is `0`, `off` or `false`.
+fn shm_default() -> bool {
+    !matches!(
+        std::env::var("IANVS_PLUGIN_SHM").as_deref(),
+        Ok("0" | "off" | "false")
+    )
 }
 
 fn kill_group(pgid: i32) {

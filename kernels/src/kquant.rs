@@ -1,0 +1,598 @@
+//! Kernels for the 256-value "K-quant" formats (Q4_K, Q5_K, Q6_K), the types llama.cpp's
+//! Q4_K_M/Q5_K_M/Q6_K files ship, against activations quantized once per row to Q8_K
+//! (256 i8 values with one f32 scale and per-16 sums, as llama.cpp's `block_q8_K`).
+//!
+//! Every block's integer dot product (scales and minimums included) is computed exactly in
+//! i32, whatever the instruction set; only then does it meet the floats, in the same scalar
+//! expression on every path:
+//! `acc += (d · a.d) · sumi` and `mins += (dmin · a.d) · summ`, result `acc − mins`.
+//! So a row's result has the same bits alone or in a chunk (each row keeps its accumulators
+//! and block order), and the same bits on the portable, AVX2 and AVX-512 paths.
+
+use crate::{f16_at, GROUP, GROUP_AVX2};
+
+/// Values per K-quant block (and per Q8_K activation block).
+pub const QK_K: usize = 256;
+
+/// One block of activations: `x ≈ d · qs`; `bsums[g]` is the sum of `qs[16g..16g + 16]`.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub struct ActBlockK {
+    qs: [i8; QK_K],
+    bsums: [i16; QK_K / 16],
+    d: f32,
+}
+
+impl ActBlockK {
+    pub(crate) const ZERO: Self = Self {
+        qs: [0; QK_K],
+        bsums: [0; QK_K / 16],
+        d: 0.0,
+    };
+}
+
+/// Quantizes one row of `k` activations (`k` a multiple of 256) into `out`.
+pub fn quantize_row_k(x: &[f32], out: &mut [ActBlockK]) {
+    debug_assert_eq!(x.len(), out.len() * QK_K);
+    for (xs, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            *q = (v * id).round() as i8;
+        }
+        for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = g.iter().map(|&q| q as i16).sum();
+        }
+        b.d = d;
+    }
+}
+
+/// The K-quant formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KFormat {
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl KFormat {
+    pub(crate) const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
+        }
+    }
+}
+
+/// The 6-bit scales and minimums of the 8 sub-blocks of a Q4_K/Q5_K block (`get_scale_min_k4`).
+#[inline(always)]
+fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = s[j] & 63;
+            m[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+            m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+    }
+    (sc, m)
+}
+
+/// A block unpacked for the portable path: 256 integer weights, one scale per 16 values, one
+/// minimum per 32 values (zero for Q6_K), and the two float factors.
+struct Unpacked {
+    q: [i32; QK_K],
+    sc: [i32; 16],
+    m: [i32; 8],
+    d: f32,
+    dmin: f32,
+}
+
+fn unpack_scalar(f: KFormat, b: &[u8]) -> Unpacked {
+    let mut u = Unpacked {
+        q: [0; QK_K],
+        sc: [0; 16],
+        m: [0; 8],
+        d: 0.0,
+        dmin: 0.0,
+    };
+    match f {
+        KFormat::Q4K | KFormat::Q5K => {
+            u.d = f16_at(b, 0);
+            u.dmin = f16_at(b, 2);
+            let (sc, m) = scale_min_k4(&b[4..16]);
+            for j in 0..8 {
+                u.sc[2 * j] = sc[j] as i32;
+                u.sc[2 * j + 1] = sc[j] as i32;
+                u.m[j] = m[j] as i32;
+            }
+            let (qh, qs) = if f == KFormat::Q5K {
+                (Some(&b[16..48]), &b[48..176])
+            } else {
+                (None, &b[16..144])
+            };
+            for j in 0..4 {
+                for l in 0..32 {
+                    let byte = qs[32 * j + l];
+                    let (mut lo, mut hi) = ((byte & 0x0f) as i32, (byte >> 4) as i32);
+                    if let Some(qh) = qh {
+                        lo |= (((qh[l] >> (2 * j)) & 1) as i32) << 4;
+                        hi |= (((qh[l] >> (2 * j + 1)) & 1) as i32) << 4;
+                    }
+                    u.q[64 * j + l] = lo;
+                    u.q[64 * j + 32 + l] = hi;
+                }
+            }
+        }
+        KFormat::Q6K => {
+            let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
+            u.d = f16_at(b, 208);
+            for (s, &v) in u.sc.iter_mut().zip(sc) {
+                *s = v as i8 as i32;
+            }
+            for n in 0..2 {
+                let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+                let y = &mut u.q[128 * n..];
+                for l in 0..32 {
+                    let h = qh[l] as i32;
+                    y[l] = ((ql[l] & 0x0f) as i32 | ((h & 3) << 4)) - 32;
+                    y[l + 32] = ((ql[l + 32] & 0x0f) as i32 | (((h >> 2) & 3) << 4)) - 32;
+                    y[l + 64] = ((ql[l] >> 4) as i32 | (((h >> 4) & 3) << 4)) - 32;
+                    y[l + 96] = ((ql[l + 32] >> 4) as i32 | (((h >> 6) & 3) << 4)) - 32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// The float step every path shares (see the module docs).
+#[inline(always)]
+fn accumulate(acc: &mut f32, mins: &mut f32, d: f32, dmin: f32, ad: f32, sumi: i32, summ: i32) {
+    *acc += (d * ad) * sumi as f32;
+    *mins += (dmin * ad) * summ as f32;
+}
+
+/// Portable dot products of one weight row with `acts.len()` activation rows.
+pub(crate) fn dot_rows_scalar(f: KFormat, wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+    let mut acc = [0f32; GROUP];
+    let mut mins = [0f32; GROUP];
+    for (i, wb) in wrow.chunks_exact(f.block_bytes()).enumerate() {
+        let u = unpack_scalar(f, wb);
+        for (r, a) in acts.iter().enumerate() {
+            let a = &a[i];
+            let mut sumi = 0i32;
+            for g in 0..16 {
+                let s: i32 = u.q[16 * g..16 * g + 16]
+                    .iter()
+                    .zip(&a.qs[16 * g..16 * g + 16])
+                    .map(|(&w, &x)| w * x as i32)
+                    .sum();
+                sumi += u.sc[g] * s;
+            }
+            let summ: i32 = (0..8)
+                .map(|j| u.m[j] * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
+                .sum();
+            accumulate(&mut acc[r], &mut mins[r], u.d, u.dmin, a.d, sumi, summ);
+        }
+    }
+    for r in 0..acts.len() {
+        out[r] = acc[r] - mins[r];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP_AVX2};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn f16(p: *const u8) -> f32 {
+        let h = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// The 8 minimums of a block, each twice, as 16 i16 lanes (one per 16-value group).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn mins16(m: &[u8; 8]) -> __m256i {
+        let m8 = _mm_loadl_epi64(m.as_ptr() as *const __m128i);
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8))
+    }
+
+    /// `Σ_j m[j] · (bsums[2j] + bsums[2j+1])`, exactly (`m16` from [`mins16`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn min_sum(m16: __m256i, a: &ActBlockK) -> i32 {
+        let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+        hsum_i32(_mm256_madd_epi16(m16, bs))
+    }
+
+    /// The 16 signed Q6_K scales as i16 lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn scales16(sc: *const u8) -> __m256i {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i))
+    }
+
+    /// `Σ_g sc[g] · bsums[g]` over the 16 signed Q6_K scales (from [`scales16`]), exactly.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn scale_bsum(s16: __m256i, a: &ActBlockK) -> i32 {
+        let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+        hsum_i32(_mm256_madd_epi16(s16, bs))
+    }
+
+    /// Dot products of one weight row with up to [`GROUP_AVX2`] activation rows.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `wrow` holds `acts[r].len()` blocks of `f`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_rows(f: KFormat, wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        macro_rules! rows {
+            ($fun:ident) => {
+                match acts.len() {
+                    1 => $fun::<1>(wrow, acts, out),
+                    2 => $fun::<2>(wrow, acts, out),
+                    3 => $fun::<3>(wrow, acts, out),
+                    _ => $fun::<GROUP_AVX2>(wrow, acts, out),
+                }
+            };
+        }
+        match f {
+            KFormat::Q4K => rows!(q4k),
+            KFormat::Q5K => rows!(q5k),
+            KFormat::Q6K => rows!(q6k),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4k<const R: usize>(wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        q45k::<false, R>(wrow, acts, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q5k<const R: usize>(wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        q45k::<true, R>(wrow, acts, out)
+    }
+
+    /// Two high bits (`x & 3`) moved to bits 4-5 of every byte.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn high2(x: __m256i) -> __m256i {
+        _mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi8(3)), 4)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q45k<const HIGH: bool, const R: usize>(
+        wrow: &[u8],
+        acts: &[&[ActBlockK]],
+        out: &mut [f32],
+    ) {
+        let bb = if HIGH { 176 } else { 144 };
+        let nb = wrow.len() / bb;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
+        let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        let m4 = _mm256_set1_epi8(0x0f);
+        let one = _mm256_set1_epi8(1);
+        let mut acc = [0f32; R];
+        let mut mins = [0f32; R];
+        for i in 0..nb {
+            let p = wrow.as_ptr().add(i * bb);
+            let (d, dmin) = (f16(p), f16(p.add(2)));
+            let (sc, m) = scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
+            let (qh, qs) = if HIGH {
+                (_mm256_loadu_si256(p.add(16) as *const __m256i), p.add(48))
+            } else {
+                (_mm256_setzero_si256(), p.add(16))
+            };
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if HIGH {
+                    let sh = _mm_cvtsi32_si128(2 * j as i32);
+                    let h = _mm256_srl_epi16(qh, sh);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                    let h = _mm256_srli_epi16(h, 1);
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                }
+                let s_lo = _mm256_set1_epi16(sc[2 * j] as i16);
+                let s_hi = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+                for r in 0..R {
+                    let ap = (*a[r].add(i)).qs.as_ptr().add(64 * j);
+                    let a0 = _mm256_loadu_si256(ap as *const __m256i);
+                    let a1 = _mm256_loadu_si256(ap.add(32) as *const __m256i);
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), s_lo);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), s_hi);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
+                }
+            }
+            let m16 = mins16(&m);
+            for r in 0..R {
+                let blk = &*a[r].add(i);
+                let summ = min_sum(m16, blk);
+                accumulate(
+                    &mut acc[r],
+                    &mut mins[r],
+                    d,
+                    dmin,
+                    blk.d,
+                    hsum_i32(sumi[r]),
+                    summ,
+                );
+            }
+        }
+        for r in 0..R {
+            out[r] = acc[r] - mins[r];
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q6k<const R: usize>(wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        let bb = KFormat::Q6K.block_bytes();
+        let nb = wrow.len() / bb;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
+        let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        let m4 = _mm256_set1_epi8(0x0f);
+        let mut acc = [0f32; R];
+        let mut mins = [0f32; R];
+        for i in 0..nb {
+            let p = wrow.as_ptr().add(i * bb);
+            let (ql, qh, sc) = (p, p.add(128), p.add(192));
+            let d = f16(p.add(208));
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for n in 0..2 {
+                let l0 = _mm256_loadu_si256(ql.add(64 * n) as *const __m256i);
+                let l1 = _mm256_loadu_si256(ql.add(64 * n + 32) as *const __m256i);
+                let h = _mm256_loadu_si256(qh.add(32 * n) as *const __m256i);
+                let v = [
+                    _mm256_or_si256(_mm256_and_si256(l0, m4), high2(h)),
+                    _mm256_or_si256(_mm256_and_si256(l1, m4), high2(_mm256_srli_epi16(h, 2))),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                        high2(_mm256_srli_epi16(h, 4)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                        high2(_mm256_srli_epi16(h, 6)),
+                    ),
+                ];
+                for (t, &w) in v.iter().enumerate() {
+                    let g = 8 * n + 2 * t;
+                    let s = _mm256_set_m128i(
+                        _mm_set1_epi16(*sc.add(g + 1) as i8 as i16),
+                        _mm_set1_epi16(*sc.add(g) as i8 as i16),
+                    );
+                    for r in 0..R {
+                        let ap = (*a[r].add(i)).qs.as_ptr().add(128 * n + 32 * t);
+                        let av = _mm256_loadu_si256(ap as *const __m256i);
+                        let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(w, av), s);
+                        sumi[r] = _mm256_add_epi32(sumi[r], dot);
+                    }
+                }
+            }
+            let s16 = scales16(sc);
+            for r in 0..R {
+                let blk = &*a[r].add(i);
+                // The weights were taken as q + 32 (unsigned): remove 32 · Σ sc · a.
+                let sumi = hsum_i32(sumi[r]) - 32 * scale_bsum(s16, blk);
+                accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
+            }
+        }
+        for r in 0..R {
+            out[r] = acc[r] - mins[r];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::avx2::{f16, min_sum, mins16, scale_bsum, scales16};
+    use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP};
+    use std::arch::x86_64::*;
+
+    /// Dot products of one weight row with up to [`GROUP`] activation rows: 64 weights per
+    /// instruction, `vpmaddubsw` then VNNI `vpdpwssd` (scale and accumulate in one step).
+    ///
+    /// # Safety
+    /// The CPU must have the features of [`crate::Isa::Avx512`]; `wrow` holds
+    /// `acts[r].len()` blocks of `f`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_rows(f: KFormat, wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        macro_rules! rows {
+            ($($fun:tt)*) => {
+                match acts.len() {
+                    1 => $($fun)*::<1>(wrow, acts, out),
+                    2 => $($fun)*::<2>(wrow, acts, out),
+                    3 => $($fun)*::<3>(wrow, acts, out),
+                    4 => $($fun)*::<4>(wrow, acts, out),
+                    5 => $($fun)*::<5>(wrow, acts, out),
+                    6 => $($fun)*::<6>(wrow, acts, out),
+                    7 => $($fun)*::<7>(wrow, acts, out),
+                    8 => $($fun)*::<8>(wrow, acts, out),
+                    9 => $($fun)*::<9>(wrow, acts, out),
+                    10 => $($fun)*::<10>(wrow, acts, out),
+                    11 => $($fun)*::<11>(wrow, acts, out),
+                    12 => $($fun)*::<12>(wrow, acts, out),
+                    _ => $($fun)*::<GROUP>(wrow, acts, out),
+                }
+            };
+        }
+        match f {
+            KFormat::Q4K => rows!(q4k),
+            KFormat::Q5K => rows!(q5k),
+            KFormat::Q6K => rows!(q6k),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q4k<const R: usize>(wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        q45k::<false, R>(wrow, acts, out)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q5k<const R: usize>(wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        q45k::<true, R>(wrow, acts, out)
+    }
+
+    /// Two 256-bit halves as one 512-bit vector.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q45k<const HIGH: bool, const R: usize>(
+        wrow: &[u8],
+        acts: &[&[ActBlockK]],
+        out: &mut [f32],
+    ) {
+        let bb = if HIGH { 176 } else { 144 };
+        let nb = wrow.len() / bb;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
+        let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        let m4 = _mm512_set1_epi8(0x0f);
+        let one = _mm512_set1_epi8(1);
+        // Low nibbles in the lower half (sub-block 2j), high nibbles in the upper (2j + 1).
+        let nib_shift = join(_mm256_set1_epi16(0), _mm256_set1_epi16(4));
+        let mut acc = [0f32; R];
+        let mut mins = [0f32; R];
+        for i in 0..nb {
+            let p = wrow.as_ptr().add(i * bb);
+            let (d, dmin) = (f16(p), f16(p.add(2)));
+            let (sc, m) = scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
+            let (qh, qs) = if HIGH {
+                let h = _mm256_loadu_si256(p.add(16) as *const __m256i);
+                (_mm512_broadcast_i64x4(h), p.add(48))
+            } else {
+                (_mm512_setzero_si512(), p.add(16))
+            };
+            let mut sumi = [_mm512_setzero_si512(); R];
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                let mut w =
+                    _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(q), nib_shift), m4);
+                if HIGH {
+                    let sh = join(
+                        _mm256_set1_epi16(2 * j as i16),
+                        _mm256_set1_epi16(2 * j as i16 + 1),
+                    );
+                    let h = _mm512_and_si512(_mm512_srlv_epi16(qh, sh), one);
+                    w = _mm512_or_si512(w, _mm512_slli_epi16(h, 4));
+                }
+                let s = join(
+                    _mm256_set1_epi16(sc[2 * j] as i16),
+                    _mm256_set1_epi16(sc[2 * j + 1] as i16),
+                );
+                for r in 0..R {
+                    let ap = (*a[r].add(i)).qs.as_ptr().add(64 * j);
+                    let av = _mm512_loadu_si512(ap as *const __m512i);
+                    sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(w, av), s);
+                }
+            }
+            let m16 = mins16(&m);
+            for r in 0..R {
+                let blk = &*a[r].add(i);
+                let summ = min_sum(m16, blk);
+                let si = _mm512_reduce_add_epi32(sumi[r]);
+                accumulate(&mut acc[r], &mut mins[r], d, dmin, blk.d, si, summ);
+            }
+        }
+        for r in 0..R {
+            out[r] = acc[r] - mins[r];
+        }
+    }
+
+    /// Lane `l` of 16-bit lanes gets `base + l / 8`: one Q6_K scale per 128-bit lane.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn scale_index(base: i16) -> __m512i {
+        join(
+            _mm256_set_m128i(_mm_set1_epi16(base + 1), _mm_set1_epi16(base)),
+            _mm256_set_m128i(_mm_set1_epi16(base + 3), _mm_set1_epi16(base + 2)),
+        )
+    }
+
+    /// Two high bits of every byte of `h >> sh` moved to bits 4-5.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn high2(h: __m512i, sh: __m512i) -> __m512i {
+        let m2 = _mm512_set1_epi8(3);
+        _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, sh), m2), 4)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q6k<const R: usize>(wrow: &[u8], acts: &[&[ActBlockK]], out: &mut [f32]) {
+        let bb = KFormat::Q6K.block_bytes();
+        let nb = wrow.len() / bb;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
+        let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        let m4 = _mm512_set1_epi8(0x0f);
+        // High-bit shifts: values 0..32 use bits 0-1, 32..64 bits 2-3 (first vector), 64..96
+        // bits 4-5, 96..128 bits 6-7 (second vector).
+        let sh01 = join(_mm256_set1_epi16(0), _mm256_set1_epi16(2));
+        let sh23 = join(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
+        // Scale index per 16-bit lane: one 16-value group (one scale) per 128-bit lane.
+        let idx = [
+            scale_index(0),
+            scale_index(4),
+            scale_index(8),
+            scale_index(12),
+        ];
+        let mut acc = [0f32; R];
+        let mut mins = [0f32; R];
+        for i in 0..nb {
+            let p = wrow.as_ptr().add(i * bb);
+            let (ql, qh, sc) = (p, p.add(128), p.add(192));
+            let d = f16(p.add(208));
+            let sc16 =
+                _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(sc as *const __m128i)));
+            let mut sumi = [_mm512_setzero_si512(); R];
+            for n in 0..2 {
+                let l = _mm512_loadu_si512(ql.add(64 * n) as *const __m512i);
+                let h =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(qh.add(32 * n) as *const __m256i));
+                let w01 = _mm512_or_si512(_mm512_and_si512(l, m4), high2(h, sh01));
+                let w23 = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                    high2(h, sh23),
+                );
+                for (c, &w) in [w01, w23].iter().enumerate() {
+                    let s = _mm512_permutexvar_epi16(idx[2 * n + c], sc16);
+                    for r in 0..R {
+                        let ap = (*a[r].add(i)).qs.as_ptr().add(128 * n + 64 * c);
+                        let av = _mm512_loadu_si512(ap as *const __m512i);
+                        sumi[r] = _mm512_dpwssd_epi32(sumi[r], _mm512_maddubs_epi16(w, av), s);
+                    }
+                }
+            }
+            let s16 = scales16(sc);
+            for r in 0..R {
+                let blk = &*a[r].add(i);
+                let sumi = _mm512_reduce_add_epi32(sumi[r]) - 32 * scale_bsum(s16, blk);
+                accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
+            }
+        }
+        for r in 0..R {
+            out[r] = acc[r] - mins[r];
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Kernels for the 32-value block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) against
+//! activations quantized once per row to 32-value i8 blocks (llama.cpp's `q8_0`/`q8_1`).
+//!
+//! Unlike the K-quant kernels, each block's product meets its float scale in the vector lanes
+//! (as llama.cpp does), so the portable, AVX2 and AVX-512 paths round differently; each path
+//! on its own is batch invariant (a row's lanes and block order never depend on the chunk).
+
+use crate::{f16_at, Format, GROUP, GROUP_AVX2, QK};
+
+/// One block of quantized activations: `x ≈ d · qs`, `isum = Σ qs`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct ActBlock {
+    d: f32,
+    isum: i32,
+    qs: [i8; QK],
+}
+
+impl ActBlock {
+    pub(crate) const ZERO: Self = Self {
+        d: 0.0,
+        isum: 0,
+        qs: [0; QK],
+    };
+
+    /// `d · Σ qs`, the term a block minimum multiplies (same bits on every path).
+    #[inline(always)]
+    fn s(&self) -> f32 {
+        self.d * self.isum as f32
+    }
+}
+
+/// Quantizes one row of `k` activations (`k` a multiple of 32) into `out`.
+pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in b.qs.iter_mut().zip(xs) {
+            let r = (v * id).round() as i8;
+            *q = r;
+            sum += r as i32;
+        }
+        b.d = d;
+        b.isum = sum;
+    }
+}
+
+/// The 32 integer weights of a block (the `_0` formats signed, the `_1` formats unsigned),
+/// with the block's scale and minimum (0 for the `_0` formats).
+fn unpack_scalar(f: Format, b: &[u8]) -> ([i32; QK], f32, f32) {
+    let mut w = [0i32; QK];
+    let nib = |qs: &[u8], w: &mut [i32; QK]| {
+        for j in 0..QK / 2 {
+            w[j] = (qs[j] & 0x0f) as i32;
+            w[j + QK / 2] = (qs[j] >> 4) as i32;
+        }
+    };
+    let high = |qh: u32, w: &mut [i32; QK]| {
+        for (j, v) in w.iter_mut().enumerate() {
+            *v |= (((qh >> j) & 1) << 4) as i32;
+        }
+    };
+    let qh_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    match f {
+        Format::Q4_0 => {
+            nib(&b[2..18], &mut w);
+            w.iter_mut().for_each(|v| *v -= 8);
+            (w, f16_at(b, 0), 0.0)
+        }
+        Format::Q4_1 => {
+            nib(&b[4..20], &mut w);
+            (w, f16_at(b, 0), f16_at(b, 2))
+        }
+        Format::Q5_0 => {
+            nib(&b[6..22], &mut w);
+            high(qh_at(2), &mut w);
+            w.iter_mut().for_each(|v| *v -= 16);
+            (w, f16_at(b, 0), 0.0)
+        }
+        Format::Q5_1 => {
+            nib(&b[8..24], &mut w);
+            high(qh_at(4), &mut w);
+            (w, f16_at(b, 0), f16_at(b, 2))
+        }
+        Format::Q8_0 => {
+            for (v, &q) in w.iter_mut().zip(&b[2..34]) {
+                *v = q as i8 as i32;
+            }
+            (w, f16_at(b, 0), 0.0)
+        }
+        Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
+    }
+}
+
+/// Portable dot products of one weight row with `acts.len()` activation rows.
+pub(crate) fn dot_rows_scalar(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
+    let bb = f.block_bytes();
+    let mut acc = [0f32; GROUP];
+    let mut mins = [0f32; GROUP];
+    for (i, wb) in wrow.chunks_exact(bb).enumerate() {
+        let (w, d, m) = unpack_scalar(f, wb);
+        for (r, a) in acts.iter().enumerate() {
+            let a = &a[i];
+            let sumi: i32 = w.iter().zip(&a.qs).map(|(&x, &y)| x * y as i32).sum();
+            acc[r] += (d * a.d) * sumi as f32;
+            if f.has_min() {
+                mins[r] += m * a.s();
+            }
+        }
+    }
+    for r in 0..acts.len() {
+        out[r] = acc[r] + mins[r];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::{ActBlock, Format, GROUP_AVX2};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn f16(p: *const u8) -> f32 {
+        let h = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    /// 32 nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in bytes 16..32.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn nibbles(p: *const u8) -> __m256i {
+        let q = _mm_loadu_si128(p as *const __m128i);
+        let lo = _mm_and_si128(q, _mm_set1_epi8(0x0f));
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0f));
+        _mm256_set_m128i(hi, lo)
+    }
+
+    /// 32 bits → 32 bytes of 0xff (bit set) or 0x00 (llama.cpp's `bytes_from_bits_32`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn bits(p: *const u8) -> __m256i {
+        let x = (p as *const u32).read_unaligned();
+        let shuf = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+
+    /// A block's 32 weights as bytes (signed for the `_0` formats, unsigned for `_1`), its
+    /// scale and its minimum.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn unpack(f: Format, p: *const u8) -> (__m256i, f32, f32) {
+        match f {
+            Format::Q4_0 => (
+                _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)),
+                f16(p),
+                0.0,
+            ),
+            Format::Q4_1 => (nibbles(p.add(4)), f16(p), f16(p.add(2))),
+            Format::Q5_0 => {
+                // (nibble | bit << 4) - 16 == nibble | (bit ? 0 : 0xf0) as i8.
+                let hi = _mm256_andnot_si256(bits(p.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
+                (_mm256_or_si256(nibbles(p.add(6)), hi), f16(p), 0.0)
+            }
+            Format::Q5_1 => {
+                let hi = _mm256_and_si256(bits(p.add(4)), _mm256_set1_epi8(0x10));
+                (
+                    _mm256_or_si256(nibbles(p.add(8)), hi),
+                    f16(p),
+                    f16(p.add(2)),
+                )
+            }
+            Format::Q8_0 => (_mm256_loadu_si256(p.add(2) as *const __m256i), f16(p), 0.0),
+            Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Dot products of one weight row with up to [`GROUP_AVX2`] activation rows; each row's
+    /// arithmetic is independent of how many rows share the call.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `wrow` holds `acts[r].len()` blocks of `f`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActBlock]], out: &mut [f32]) {
+        // Monomorphized per format and row count, so the format's unpacking is straight-line
+        // code and the accumulators live in registers.
+        macro_rules! rows {
+            ($fmt:expr) => {
+                match acts.len() {
+                    1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
+                    2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
+                    3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
+                    _ => dot_impl::<{ $fmt }, GROUP_AVX2>(wrow, acts, out),
+                }
+            };
+        }
+        match f {
+            Format::Q4_0 => rows!(0),
+            Format::Q4_1 => rows!(1),
+            Format::Q5_0 => rows!(2),
+            Format::Q5_1 => rows!(3),
+            Format::Q8_0 => rows!(4),
+            Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
+        }
+    }
+
+    pub(crate) const fn format(code: u8) -> Format {
+        match code {
+            0 => Format::Q4_0,
+            1 => Format::Q4_1,
+            2 => Format::Q5_0,
+            3 => Format::Q5_1,
+            _ => Format::Q8_0,
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_impl<const FMT: u8, const R: usize>(
+        wrow: &[u8],
+        acts: &[&[ActBlock]],
+        out: &mut [f32],
+    ) {
+        let f = const { format(FMT) };
+        let bb = f.block_bytes();
+        let nb = wrow.len() / bb;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0f32; R];
+        let signed = !f.has_min();
+        let a: [*const ActBlock; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        for i in 0..nb {
+            let (w, d, m) = unpack(f, wrow.as_ptr().add(i * bb));
+            // maddubs multiplies unsigned by signed bytes: for signed weights move the sign
+            // onto the activations (|w| · sign(w)·a), as llama.cpp does.
+            let wabs = if signed { _mm256_sign_epi8(w, w) } else { w };
+            for r in 0..R {
+                let a = &*a[r].add(i);
+                let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                let av = if signed { _mm256_sign_epi8(av, w) } else { av };
+                let dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, av), ones);
+                let scale = _mm256_set1_ps(d * a.d);
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(dot), acc[r]);
+                if !signed {
+                    mins[r] += m * a.s();
+                }
+            }
+        }
+        for r in 0..R {
+            out[r] = hsum(acc[r]) + mins[r];
+        }
+    }
+}
+
+/// Activations for the AVX-512 path: two consecutive blocks in one entry, their 64 values
+/// contiguous (one 512-bit load) and their scales and scaled sums side by side.
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+pub struct ActPair {
+    qs: [i8; 2 * QK],
+    d: [f32; 2],
+    s: [f32; 2],
+}
+
+impl ActPair {
+    pub(crate) const ZERO: Self = Self {
+        qs: [0; 2 * QK],
+        d: [0.0; 2],
+        s: [0.0; 2],
+    };
+}
+
+/// Regroups one row of quantized blocks into pairs (an odd last block gets an all-zero
+/// partner, which adds exact zeros).
+pub(crate) fn pair_row(blocks: &[ActBlock], out: &mut [ActPair]) {
+    debug_assert_eq!(out.len(), blocks.len().div_ceil(2));
+    for (p, bs) in out.iter_mut().zip(blocks.chunks(2)) {
+        *p = ActPair::ZERO;
+        for (j, b) in bs.iter().enumerate() {
+            p.qs[j * QK..(j + 1) * QK].copy_from_slice(&b.qs);
+            p.d[j] = b.d;
+            p.s[j] = b.s();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::avx2::{format, unpack};
+    use super::{ActPair, Format, GROUP};
+    use std::arch::x86_64::*;
+
+    /// Dot products of one weight row with up to [`GROUP`] activation rows, two blocks per
+    /// 512-bit vector with VNNI `vpdpbusd`; each row's lanes and block order are independent
+    /// of how many rows share the call.
+    ///
+    /// # Safety
+    /// The CPU must have the features of [`crate::Isa::Avx512`]; `wrow` holds
+    /// `2 · acts[r].len()` or one block fewer of `f`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActPair]], out: &mut [f32]) {
+        macro_rules! rows {
+            ($fmt:expr) => {
+                match acts.len() {
+                    1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
+                    2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
+                    3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
+                    4 => dot_impl::<{ $fmt }, 4>(wrow, acts, out),
+                    5 => dot_impl::<{ $fmt }, 5>(wrow, acts, out),
+                    6 => dot_impl::<{ $fmt }, 6>(wrow, acts, out),
+                    7 => dot_impl::<{ $fmt }, 7>(wrow, acts, out),
+                    8 => dot_impl::<{ $fmt }, 8>(wrow, acts, out),
+                    9 => dot_impl::<{ $fmt }, 9>(wrow, acts, out),
+                    10 => dot_impl::<{ $fmt }, 10>(wrow, acts, out),
+                    11 => dot_impl::<{ $fmt }, 11>(wrow, acts, out),
+                    12 => dot_impl::<{ $fmt }, 12>(wrow, acts, out),
+                    _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
+                }
+            };
+        }
+        match f {
+            Format::Q4_0 => rows!(0),
+            Format::Q4_1 => rows!(1),
+            Format::Q5_0 => rows!(2),
+            Format::Q5_1 => rows!(3),
+            Format::Q8_0 => rows!(4),
+            Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+
+    /// `[a ×8 | b ×8]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn halves(a: f32, b: f32) -> __m512 {
+        _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b))
+    }
+
+    /// `[p[0] ×8 | p[1] ×8]` from two floats in memory.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn spread(p: &[f32; 2], idx: __m512i) -> __m512 {
+        let v = _mm_castsi128_ps(_mm_loadl_epi64(p.as_ptr() as *const __m128i));
+        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot_impl<const FMT: u8, const R: usize>(
+        wrow: &[u8],
+        acts: &[&[ActPair]],
+        out: &mut [f32],
+    ) {
+        let f = const { format(FMT) };
+        let bb = f.block_bytes();
+        let nb = wrow.len() / bb;
+        let np = nb.div_ceil(2);
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= np));
+        let signed = !f.has_min();
+        let zero = _mm512_setzero_si512();
+        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut mins = [_mm512_setzero_ps(); R];
+        let a: [*const ActPair; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        for i in 0..np {
+            // Two blocks (the second absent, all zero, for an odd tail).
+            let b = 2 * i;
+            let (w0, d0, m0) = unpack(f, wrow.as_ptr().add(b * bb));
+            let (w1, d1, m1) = if b + 1 < nb {
+                unpack(f, wrow.as_ptr().add((b + 1) * bb))
+            } else {
+                (_mm256_setzero_si256(), 0.0, 0.0)
+            };
+            let w = join(w0, w1);
+            let dv = halves(d0, d1);
+            // The minimum term m · s of a block, spread over its 8 lanes (÷ 8 is exact).
+            let mv = halves(m0 * 0.125, m1 * 0.125);
+            // vpdpbusd multiplies unsigned by signed bytes: for signed weights move the sign
+            // onto the activations (|w| · sign(w)·a), as the AVX2 path does.
+            let (wabs, neg) = if signed {
+                (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+            } else {
+                (w, 0)
+            };
+            for r in 0..R {
+                let p = &*a[r].add(i);
+                let av = _mm512_loadu_si512(p.qs.as_ptr() as *const __m512i);
+                let av = if signed {
+                    _mm512_mask_sub_epi8(av, neg, zero, av)
+                } else {
+                    av
+                };
+                let dot = _mm512_dpbusd_epi32(zero, wabs, av);
+                let scale = _mm512_mul_ps(dv, spread(&p.d, idx));
+                acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[r]);
+                if !signed {
+                    mins[r] = _mm512_fmadd_ps(mv, spread(&p.s, idx), mins[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(mins[r]);
+        }
+    }
+}

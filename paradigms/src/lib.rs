@@ -1,6 +1,7 @@
 //! ianvs paradigms: the `Paradigm` trait, the module traits each paradigm calls, typed records,
 //! datasets, and one file per collaboration flow.
 
+pub mod auto_gamma;
 pub mod cloud_verifier;
 pub mod data;
 pub mod device;

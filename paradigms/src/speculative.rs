@@ -35,7 +35,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::cloud_verifier::{time_pass, CloudError, CloudVerifier, LocalVerifier, Next};
+pub use crate::auto_gamma::{best_gamma, expected_tokens, predicted_rate, AutoPlanner};
+use crate::cloud_verifier::{CloudError, CloudVerifier, LocalVerifier, Next};
 use crate::hp::{HpKind, HpSpec, Hyperparameters};
 use crate::link::{Link, LinkSpec};
 use crate::modules::{LanguageModel, LmSession};
@@ -90,7 +91,7 @@ pub fn drafter_hps() -> Vec<HpSpec> {
             hp_names::SCHEDULE,
             HpKind::Choice(&["constant", "adaptive", "auto"]),
             json!("constant"),
-            "constant γ; adaptive: +1 after a fully accepted round, −1 after a rejection; auto: before each round the γ ≤ max_draft_tokens maximising the predicted speed-up from the measured acceptance rate α and the costs c and v (measured per prompt)",
+            "constant γ; adaptive: +1 after a fully accepted round, −1 after a rejection; auto: before each round the γ ≤ max_draft_tokens maximising the predicted speed-up from the measured acceptance rate α and the costs c and v(k) (measured once per case, then tracked over its rounds)",
         ),
         HpSpec::new(
             hp_names::MAX_DRAFT_TOKENS,
@@ -279,61 +280,11 @@ pub enum Schedule {
         max: usize,
     },
     /// Before every round, the γ in [1, max] that maximises [`predicted_rate`] for the
-    /// acceptance rate measured so far and the costs c and v measured once per prompt.
+    /// acceptance rate measured so far and the costs c and v measured once per case and
+    /// tracked over its rounds ([`AutoPlanner`]).
     Auto {
         max: usize,
     },
-}
-
-/// Expected tokens committed per round with γ drafts when each is accepted independently with
-/// probability α (Leviathan et al. 2023, eq. 1): (1 − α^(γ+1)) / (1 − α).
-pub fn expected_tokens(alpha: f64, gamma: usize) -> f64 {
-    let a = alpha.clamp(0.0, 1.0);
-    if a >= 1.0 - 1e-12 {
-        return (gamma + 1) as f64;
-    }
-    (1.0 - a.powi(gamma as i32 + 1)) / (1.0 - a)
-}
-
-/// Predicted speed-up over verifier-only decoding with γ drafts per round: expected tokens per
-/// round over the round's cost in verifier one-token steps, γ·c (drafting, c = drafter step /
-/// verifier step) + v(γ+1) (one pass over the γ drafts and the token before them, in
-/// verifier steps; v(1) = 1). The link is not in the model.
-pub fn predicted_rate(alpha: f64, gamma: usize, c: f64, v: impl Fn(usize) -> f64) -> f64 {
-    expected_tokens(alpha, gamma) / (gamma as f64 * c + v(gamma + 1))
-}
-
-/// The γ in `1..=max` with the highest [`predicted_rate`] (the smallest on a tie).
-pub fn best_gamma(alpha: f64, c: f64, v: impl Fn(usize) -> f64, max: usize) -> usize {
-    let mut best = (1, f64::NEG_INFINITY);
-    for g in 1..=max.max(1) {
-        let r = predicted_rate(alpha, g, c, &v);
-        if r > best.1 {
-            best = (g, r);
-        }
-    }
-    best.0
-}
-
-/// Costs an `auto` schedule plans with, measured at the start of a prompt.
-#[derive(Debug, Clone, Copy)]
-struct Costs {
-    /// Drafter one-token step / verifier one-token step.
-    c: f64,
-    /// Verifier pass over `max + 1` tokens / one-token step.
-    v_max: f64,
-    max: usize,
-}
-
-impl Costs {
-    /// v(k), linear between the two measured points (v(1) = 1 and v(max + 1)); verify passes
-    /// of a few rows cost close to linearly in the rows on a CPU.
-    fn v(&self, k: usize) -> f64 {
-        if self.max == 0 {
-            return 1.0;
-        }
-        1.0 + (self.v_max - 1.0) * (k.saturating_sub(1)) as f64 / self.max as f64
-    }
 }
 
 /// Verification rule.
@@ -514,7 +465,8 @@ pub fn autoregressive(
 }
 
 /// Speculative decoding of one prompt with the verifier in this process, behind the emulated
-/// link.
+/// link; an `auto` schedule calibrates on this prompt alone (see [`speculative_planned`] to
+/// share one planner between the prompts of a case).
 #[allow(clippy::too_many_arguments)]
 pub fn speculative(
     drafter: &dyn LanguageModel,
@@ -526,6 +478,27 @@ pub fn speculative(
     rule: Verification,
     link: &mut Link,
     index: usize,
+) -> anyhow::Result<SpeculativeRecord> {
+    speculative_planned(
+        drafter, verifier, prompt, gen, gamma0, schedule, rule, link, index, None,
+    )
+}
+
+/// [`speculative`] with the case's `auto` planner: it is calibrated on the first prompt that
+/// reaches it uncalibrated, and every round of every prompt teaches it; `None` plans with a
+/// fresh planner for this prompt alone.
+#[allow(clippy::too_many_arguments)]
+pub fn speculative_planned(
+    drafter: &dyn LanguageModel,
+    verifier: &dyn LanguageModel,
+    prompt: &[u32],
+    gen: &Generation,
+    gamma0: usize,
+    schedule: Schedule,
+    rule: Verification,
+    link: &mut Link,
+    index: usize,
+    planner: Option<&mut AutoPlanner>,
 ) -> anyhow::Result<SpeculativeRecord> {
     let greedy = gen.params.is_greedy() || rule == Verification::Greedy;
     let mut cloud = LocalVerifier::new(verifier, link, gen.params, greedy);
@@ -540,6 +513,7 @@ pub fn speculative(
         rule,
         OnFailure::Fail,
         index,
+        planner,
     )?;
     rec.text = verifier.decode(&rec.output_tokens)?;
     Ok(rec)
@@ -549,6 +523,7 @@ pub fn speculative(
 /// `ianvs serve` worker). When the cloud misses (real link) the policy decides: `Fail` fails
 /// the case; `Fallback` finishes the prompt drafter-only, every such token counted in
 /// `fallback_tokens` (and the output is then not called lossless). `text` is left empty.
+/// `planner` as in [`speculative_planned`].
 #[allow(clippy::too_many_arguments)]
 pub fn speculative_with(
     drafter: &dyn LanguageModel,
@@ -561,6 +536,7 @@ pub fn speculative_with(
     rule: Verification,
     on_miss: OnFailure,
     index: usize,
+    planner: Option<&mut AutoPlanner>,
 ) -> anyhow::Result<SpeculativeRecord> {
     let mut rec = empty_record(index, "speculative", prompt.len());
     let seed = gen.params.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -632,12 +608,23 @@ pub fn speculative_with(
     rec.token_times_s.push(clock);
     let done = finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, eog);
 
-    // `auto`: measure c and v on these sessions (each pass rolled back; not on the clock,
-    // recorded as calibration time), as a deployment would once at start-up.
-    let costs = match schedule {
-        Schedule::Auto { max } if !done => {
+    // `auto`: the case's planner, measured the first time (each pass rolled back; not on the
+    // clock, recorded as calibration time), as a deployment would once at start-up. The
+    // verifier's pass over k = 1..=max+1 tokens is timed where it runs (the worker, on a real
+    // link), the drafter's step here.
+    let mut own_planner;
+    let mut planner = match (schedule, planner) {
+        (Schedule::Auto { .. }, Some(p)) => Some(p),
+        (Schedule::Auto { max }, None) => {
+            own_planner = AutoPlanner::new(max);
+            Some(&mut own_planner)
+        }
+        _ => None,
+    };
+    if let Some(p) = planner.as_deref_mut() {
+        if !done && !p.is_calibrated() {
             let t0 = Instant::now();
-            let (step, wide) = match cloud.calibrate(first, max) {
+            let verify_s = match cloud.calibrate(first, p.max()) {
                 Ok(x) => x,
                 // A miss here is a miss like any other: the drafter finishes the prompt.
                 Err(e) => {
@@ -660,27 +647,18 @@ pub fn speculative_with(
                     );
                 }
             };
-            let draft = time_pass(ds.as_mut(), &[first], 2)?;
+            p.calibrate_with(ds.as_mut(), first, verify_s)?;
             rec.calibration_s = t0.elapsed().as_secs_f64();
-            Some(Costs {
-                c: draft / step,
-                v_max: wide / step,
-                max,
-            })
         }
-        _ => None,
-    };
+    }
 
     let mut unfed_d: Vec<u32> = vec![first];
     let mut unfed_v: Vec<u32> = vec![first];
     let mut gamma = gamma0;
     let mut more = !done;
     while more {
-        if let Some(costs) = &costs {
-            // Acceptance so far, with a uniform prior (α = 1/2 before any evidence).
-            let reached: usize = rec.reached_by_position.iter().sum();
-            let alpha = (rec.accepted as f64 + 1.0) / (reached as f64 + 2.0);
-            gamma = best_gamma(alpha, costs.c, |k| costs.v(k), costs.max);
+        if let Some(p) = planner.as_deref() {
+            gamma = p.gamma().min(max_gamma);
         }
         rec.gammas.push(gamma);
         // Edge: draft γ tokens.
@@ -688,6 +666,7 @@ pub fn speculative_with(
         let mut drafts = Vec::with_capacity(gamma);
         let mut qs: Vec<Vec<f32>> = Vec::with_capacity(gamma);
         let mut draft_s = 0.0;
+        let (steps_before, step_s_before) = (rec.draft_steps, rec.draft_step_s);
         let mut feed = std::mem::take(&mut unfed_d);
         let fed_before = feed.len();
         for i in 0..gamma {
@@ -788,6 +767,11 @@ pub fn speculative_with(
         rec.link_s += ex.link_s;
         rec.codec_s += ex.codec_s;
         clock += ex.link_s + ex.compute_s + ex.codec_s;
+        if let Some(p) = planner.as_deref_mut() {
+            let steps = rec.draft_steps - steps_before;
+            let step_s = (steps > 0).then(|| (rec.draft_step_s - step_s_before) / steps as f64);
+            p.observe(gamma, k, step_s, ex.compute_s, ex.link_s + ex.codec_s);
+        }
 
         // Commit d1..dk and t; the cloud cut its cache back itself, the drafter is cut here.
         let mut committed_now: Vec<u32> = drafts[..k].to_vec();
@@ -1184,6 +1168,7 @@ impl Paradigm for SpeculativeDecoding {
         };
 
         let mut records = Vec::with_capacity(n);
+        let mut planner: Option<AutoPlanner> = None;
         match (&drafter, &verifier) {
             (None, Some(_)) => {
                 records = reference
@@ -1222,12 +1207,17 @@ impl Paradigm for SpeculativeDecoding {
                 // ones, so load from other work hits both alike and the per-prompt ratios
                 // (bootstrapped over prompts in metrics.json) compare like with like.
                 let mut base_link = Link::new(spec.clone());
+                // `auto`: one planner for the whole case (calibrated on its first prompt).
+                planner = match schedule {
+                    Schedule::Auto { max } => Some(AutoPlanner::new(max)),
+                    _ => None,
+                };
                 for (i, p) in prompts.iter().enumerate() {
                     ctx.work().check_cancelled()?;
                     let ids = v.encode(p)?;
                     let mut run_spec = || {
                         with_usage(|| {
-                            speculative(
+                            speculative_planned(
                                 d.as_ref(),
                                 v.as_ref(),
                                 &ids,
@@ -1237,6 +1227,7 @@ impl Paradigm for SpeculativeDecoding {
                                 rule,
                                 &mut link,
                                 i,
+                                planner.as_mut(),
                             )
                         })
                     };
@@ -1326,6 +1317,13 @@ impl Paradigm for SpeculativeDecoding {
         if let Some(d) = &drafter {
             meta.insert("drafter_weight_bytes".to_string(), d.weight_bytes() as f64);
         }
+        if let Some(costs) = planner.as_ref().and_then(|p| p.costs()) {
+            // The `auto` calibration this case planned from (the rounds then corrected it).
+            meta.insert("auto-c".to_string(), costs.c());
+            for k in 2..=costs.verify_s.len() {
+                meta.insert(format!("auto-v{k}"), costs.v(k));
+            }
+        }
         out.measurements.extend(meta);
         // The models as loaded (file, weights, device, own threads and CPUs), for the record.
         let runtime = serde_json::json!({
@@ -1402,52 +1400,6 @@ mod tests {
             self.seq.truncate(len);
             Ok(())
         }
-    }
-
-    /// `auto` γ: the argmax of the documented cost model, and the extremes it must reach.
-    #[test]
-    fn best_gamma_maximises_the_predicted_rate() {
-        // Brute force over the same model, on a grid of α, c and v slopes.
-        for &alpha in &[0.0, 0.3, 0.6, 0.8, 0.95, 1.0] {
-            for &c in &[0.01, 0.1, 0.45, 1.5] {
-                for &slope in &[0.0, 0.1, 0.5, 1.0] {
-                    let v = |k: usize| 1.0 + slope * (k - 1) as f64;
-                    let g = best_gamma(alpha, c, v, 16);
-                    assert!((1..=16).contains(&g));
-                    for other in 1..=16 {
-                        assert!(
-                            predicted_rate(alpha, g, c, v) >= predicted_rate(alpha, other, c, v),
-                            "α {alpha} c {c} slope {slope}: γ {g} loses to {other}"
-                        );
-                    }
-                }
-            }
-        }
-        // Nothing is ever accepted: the shortest draft. Everything accepted, free drafting
-        // and verification: the longest.
-        assert_eq!(best_gamma(0.0, 0.1, |_| 1.0, 16), 1);
-        assert_eq!(best_gamma(1.0, 0.0, |_| 1.0, 16), 16);
-        // Leviathan et al.'s Table/figure regime: α 0.8, c 0.05, free verification → γ grows;
-        // costly drafting (c 0.5) keeps it short.
-        assert!(best_gamma(0.8, 0.05, |_| 1.0, 16) >= 5);
-        assert!(best_gamma(0.8, 0.5, |_| 1.0, 16) <= 3);
-        // A verify pass linear in the rows (v(k) = k) makes speculation a loss: γ = 1.
-        assert_eq!(best_gamma(0.8, 0.1, |k| k as f64, 16), 1);
-        // expected_tokens: 1 + α + … + α^γ.
-        assert!((expected_tokens(0.5, 2) - 1.75).abs() < 1e-12);
-        assert_eq!(expected_tokens(1.0, 4), 5.0);
-    }
-
-    #[test]
-    fn costs_interpolate_v_between_the_measured_points() {
-        let c = Costs {
-            c: 0.2,
-            v_max: 3.0,
-            max: 8,
-        };
-        assert_eq!(c.v(1), 1.0);
-        assert_eq!(c.v(9), 3.0);
-        assert!((c.v(5) - 2.0).abs() < 1e-12);
     }
 
     /// Generation stops at the first of any end-of-generation id, which is kept.
@@ -1535,6 +1487,48 @@ mod tests {
         assert_eq!(r.output_tokens, base.output_tokens);
         assert_eq!(r.accepted, r.drafted);
         assert_eq!(r.verifier_calls, 5);
+    }
+
+    /// A case's `auto` planner is calibrated on the first prompt only and carries what it
+    /// learnt (the acceptance rate) into the next prompts; outputs stay lossless.
+    #[test]
+    fn auto_planner_calibrates_once_per_case() {
+        let (draft, target) = (Toy { shift: 1 }, Toy { shift: 0 });
+        let mut planner = AutoPlanner::new(4);
+        let mut calibration = Vec::new();
+        for (i, text) in ["hello", "world", "again"].iter().enumerate() {
+            let prompt = target.encode(text).unwrap();
+            let lan = || Link::new(LinkSpec::lan(0));
+            let (base, _) =
+                autoregressive(&target, &prompt, &gen(12), Some(&mut lan()), i).unwrap();
+            let r = speculative_planned(
+                &draft,
+                &target,
+                &prompt,
+                &gen(12),
+                1,
+                Schedule::Auto { max: 4 },
+                Verification::Greedy,
+                &mut lan(),
+                i,
+                Some(&mut planner),
+            )
+            .unwrap();
+            assert_eq!(r.output_tokens, base.output_tokens, "prompt {i}");
+            assert!(r.gammas.iter().all(|g| (1..=4).contains(g)));
+            calibration.push(r.calibration_s);
+            if i == 0 {
+                assert!(planner.is_calibrated());
+                assert_ne!(
+                    planner.alpha(),
+                    0.5,
+                    "the first prompt's rounds were learnt"
+                );
+            }
+        }
+        assert!(calibration[0] > 0.0);
+        assert_eq!(&calibration[1..], &[0.0, 0.0]);
+        assert_eq!(planner.costs().unwrap().verify_s.len(), 5);
     }
 
     #[test]

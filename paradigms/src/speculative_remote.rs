@@ -16,8 +16,8 @@ use crate::net::{CloudClient, OnFailure, RealLink, RealLinkSpec};
 use crate::paradigm::{CaseContext, CaseSpec};
 use crate::records::{CaseOutput, Records};
 use crate::speculative::{
-    compare_greedy, drafting, empty_record, end, load_lm, speculative_with, with_usage, Generation,
-    SpeculativeRecord, Verification,
+    compare_greedy, drafting, empty_record, end, load_lm, speculative_with, with_usage,
+    AutoPlanner, Generation, Schedule, SpeculativeRecord, Verification,
 };
 use crate::wire::SetupHeader;
 
@@ -162,10 +162,16 @@ pub fn run(
         Some(d) => {
             let (gamma, schedule, rule) = drafting(case)?;
             let greedy = gen.params.is_greedy() || rule == Verification::Greedy;
+            // `auto`: one planner for the whole case (calibrated on its first prompt, the
+            // verifier's table timed in the worker).
+            let mut planner = match schedule {
+                Schedule::Auto { max } => Some(AutoPlanner::new(max)),
+                _ => None,
+            };
             for (i, ids) in prompts.iter().enumerate() {
                 ctx.work().check_cancelled()?;
                 let what = format!("prompt {i}: verifier-only baseline in the worker");
-                let run_spec = |client: &mut CloudClient| {
+                let mut run_spec = |client: &mut CloudClient| {
                     with_usage(|| {
                         let mut cloud = RemoteVerifier::new(client, gen.params, greedy);
                         speculative_with(
@@ -179,6 +185,7 @@ pub fn run(
                             rule,
                             policy,
                             i,
+                            planner.as_mut(),
                         )
                     })
                 };

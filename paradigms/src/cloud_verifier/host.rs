@@ -114,9 +114,8 @@ impl<'a> LmHost<'a> {
             CALIBRATE => {
                 let token = c.u32()?;
                 let max = c.u32()? as usize;
-                let (step, wide) = self.session(id)?.calibrate(token, max)?;
-                let mut out = step.to_le_bytes().to_vec();
-                out.extend_from_slice(&wide.to_le_bytes());
+                let table = self.session(id)?.calibrate(token, max)?;
+                let out: Vec<u8> = table.iter().flat_map(|s| s.to_le_bytes()).collect();
                 emit(out, ns(t))
             }
             GENERATE => {

@@ -13,7 +13,8 @@
 //!   `0 | token u32` (the correction or bonus token) or `1 | p f32 × vocabulary` (sampling, a
 //!   rejection: the edge, which holds q, draws from norm(max(0, p − q))). The worker cuts its
 //!   cache back to the accepted prefix itself.
-//! - `CALIBRATE`: token u32, max u32 → one-token step and (max+1)-token pass seconds, f64 each
+//! - `CALIBRATE`: token u32, max u32 → the verifier's pass over k = 1..=max+1 tokens, seconds,
+//!   max+1 f64s (`auto_gamma::verify_table`)
 //!   (the `auto` schedule's v; the passes are rolled back).
 //! - `GENERATE` (verifier-only): seed u64, temperature f32, top_k u32, top_p f32, max_new u32,
 //!   stop_at_eos u8, prompt tokens → one response per generated token, streamed as it is made:
@@ -124,8 +125,9 @@ impl std::fmt::Display for CloudError {
 pub trait CloudVerifier {
     /// Starts the generation: the verifier prefills the prompt and returns the first token.
     fn open(&mut self, seed: u64, prompt: &[u32]) -> Result<Exchanged<u32>, CloudError>;
-    /// Times a one-token step and a `max + 1`-token pass after the cache (rolled back).
-    fn calibrate(&mut self, token: u32, max: usize) -> Result<(f64, f64), CloudError>;
+    /// Times the verifier's pass over k = 1..=max+1 tokens after the cache (rolled back):
+    /// [`crate::auto_gamma::verify_table`], seconds for each k.
+    fn calibrate(&mut self, token: u32, max: usize) -> Result<Vec<f64>, CloudError>;
     /// Verifies `feed` (`feed.len() - qx_or_drafts` committed tokens, then `n_drafts` drafts).
     fn verify(
         &mut self,
@@ -232,11 +234,10 @@ impl<'a> VerifySession<'a> {
         Ok(Verdict { accepted: k, next })
     }
 
-    /// Best-of-two times of a one-token step and a `max + 1`-token pass, rolled back.
-    pub fn calibrate(&mut self, token: u32, max: usize) -> anyhow::Result<(f64, f64)> {
-        let step = time_pass(self.sess.as_mut(), &[token], 2)?;
-        let wide = time_pass(self.sess.as_mut(), &vec![token; max + 1], 2)?;
-        Ok((step, wide))
+    /// The verifier's pass over k = 1..=max+1 tokens, rolled back
+    /// ([`crate::auto_gamma::verify_table`]).
+    pub fn calibrate(&mut self, token: u32, max: usize) -> anyhow::Result<Vec<f64>> {
+        crate::auto_gamma::verify_table(self.sess.as_mut(), token, max)
     }
 }
 
@@ -314,7 +315,7 @@ impl CloudVerifier for LocalVerifier<'_, '_> {
         })
     }
 
-    fn calibrate(&mut self, token: u32, max: usize) -> Result<(f64, f64), CloudError> {
+    fn calibrate(&mut self, token: u32, max: usize) -> Result<Vec<f64>, CloudError> {
         Ok(self.session()?.calibrate(token, max)?)
     }
 
@@ -574,7 +575,7 @@ mod tests {
         fn open(&mut self, seed: u64, prompt: &[u32]) -> Result<Exchanged<u32>, CloudError> {
             self.inner.open(seed, prompt)
         }
-        fn calibrate(&mut self, t: u32, max: usize) -> Result<(f64, f64), CloudError> {
+        fn calibrate(&mut self, t: u32, max: usize) -> Result<Vec<f64>, CloudError> {
             if self.budget == 0 {
                 return Err(CloudError::Miss(Miss::Deadline));
             }
@@ -624,6 +625,7 @@ mod tests {
                 Verification::Greedy,
                 policy,
                 0,
+                None,
             )
         };
         let fallback = crate::net::OnFailure::Fallback;

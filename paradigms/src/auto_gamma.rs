@@ -156,7 +156,11 @@ impl AutoPlanner {
         token: u32,
         verify_s: Vec<f64>,
     ) -> anyhow::Result<()> {
-        if verify_s.len() != self.max + 1 || verify_s.iter().any(|t| !(*t > 0.0)) {
+        if verify_s.len() != self.max + 1
+            || verify_s
+                .iter()
+                .any(|t| t.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        {
             anyhow::bail!(
                 "auto γ calibration: expected {} positive verify times (k = 1..={}), got {:?}",
                 self.max + 1,

@@ -25,7 +25,9 @@ use serde_json::json;
 
 use crate::data::Dataset;
 use crate::hp::{HpKind, HpSpec};
-use crate::link::{decode_answer, encode_answer, InputCodec, Link, LinkSpec, Timing};
+use crate::link::{
+    decode_answer, encode_answer, Exchange, Hop, InputCodec, Link, LinkSpec, Timing,
+};
 use crate::modules::{BaseModel, BuildContext, TrainReport};
 use crate::net::{CloudClient, Miss, OnFailure, RealLink, RealLinkSpec};
 use crate::paradigm::{CaseContext, CaseSpec, DataSplits, ModuleSlot, Paradigm, ResolvedModule};
@@ -711,25 +713,7 @@ impl Flow<'_> {
         let t = Instant::now();
         let probs = self.cloud.predict_sample(path)?;
         let cloud_s = t.elapsed().as_secs_f64();
-        let (class, p) = argmax(&probs);
-        let t = Instant::now();
-        let answer = encode_answer(class as u32, p);
-        let mut codec_s = t.elapsed().as_secs_f64();
-        let down = ex.down(answer.len());
-        let t = Instant::now();
-        let (prediction, confidence) = decode_answer(&answer);
-        codec_s += t.elapsed().as_secs_f64();
-        Ok(CloudAnswer {
-            prediction,
-            confidence,
-            cloud_s,
-            codec_s,
-            uplink_s: up.seconds,
-            downlink_s: down.seconds,
-            uplink_bytes: up.bytes,
-            downlink_bytes: down.bytes,
-            network_s: 0.0,
-        })
+        Ok(answer_back(&probs, cloud_s, 0.0, &mut ex, up))
     }
 
     fn ask_cloud(&self, x: &[f32], link: &mut Link) -> anyhow::Result<CloudAnswer> {
@@ -745,25 +729,7 @@ impl Flow<'_> {
         let t = Instant::now();
         let probs = self.cloud.predict_proba(&received)?;
         let cloud_s = t.elapsed().as_secs_f64();
-        let (class, p) = argmax(&probs);
-        let t = Instant::now();
-        let answer = encode_answer(class as u32, p);
-        codec_s += t.elapsed().as_secs_f64();
-        let down = ex.down(answer.len());
-        let t = Instant::now();
-        let (prediction, confidence) = decode_answer(&answer);
-        codec_s += t.elapsed().as_secs_f64();
-        Ok(CloudAnswer {
-            prediction,
-            confidence,
-            cloud_s,
-            codec_s,
-            uplink_s: up.seconds,
-            downlink_s: down.seconds,
-            uplink_bytes: up.bytes,
-            downlink_bytes: down.bytes,
-            network_s: 0.0,
-        })
+        Ok(answer_back(&probs, cloud_s, codec_s, &mut ex, up))
     }
 
     /// The cloud's part over a real link: `Ok(Err(..))` when it missed and the policy is to
@@ -948,5 +914,35 @@ impl Flow<'_> {
             Timing::Sleep => t_sample.elapsed().as_secs_f64(),
         };
         Ok(r)
+    }
+}
+
+/// The cloud's answer to `probs` carried back down `ex`: encoded, sent, decoded on the edge;
+/// `codec_s` is the codec time of the way up, to which the answer's is added.
+fn answer_back(
+    probs: &[f32],
+    cloud_s: f64,
+    mut codec_s: f64,
+    ex: &mut Exchange<'_>,
+    up: Hop,
+) -> CloudAnswer {
+    let (class, p) = argmax(probs);
+    let t = Instant::now();
+    let answer = encode_answer(class as u32, p);
+    codec_s += t.elapsed().as_secs_f64();
+    let down = ex.down(answer.len());
+    let t = Instant::now();
+    let (prediction, confidence) = decode_answer(&answer);
+    codec_s += t.elapsed().as_secs_f64();
+    CloudAnswer {
+        prediction,
+        confidence,
+        cloud_s,
+        codec_s,
+        uplink_s: up.seconds,
+        downlink_s: down.seconds,
+        uplink_bytes: up.bytes,
+        downlink_bytes: down.bytes,
+        network_s: 0.0,
     }
 }

@@ -206,6 +206,14 @@ impl std::fmt::Display for Miss {
     }
 }
 
+/// A request on the wire: its id, the seconds spent framing it, its bytes and when it left.
+struct Sent {
+    id: u64,
+    framing_s: f64,
+    wire_up: usize,
+    at: Instant,
+}
+
 /// A cloud answer with the time split the edge can measure.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -478,14 +486,10 @@ impl CloudClient {
         Ok(())
     }
 
-    /// Sends one request and waits for its answer until the deadline. A broken connection is
-    /// reopened (within the same deadline) at the next request.
-    pub fn request(&mut self, payload: &[u8]) -> Result<Reply, Miss> {
-        self.counters.requests += 1;
-        let t_start = Instant::now();
-        let until = t_start + self.deadline;
+    /// Connects when not connected (a reconnect may not wait longer than a request's own
+    /// deadline), frames `payload` under a new id and sends it.
+    fn send_request(&mut self, payload: &[u8]) -> Result<Sent, Miss> {
         if self.conn.is_none() {
-            // A reconnect may not wait longer than the request's own deadline.
             if let Err(e) = self.open(self.deadline) {
                 self.counters.connection_failures += 1;
                 return Err(Miss::Down(e));
@@ -499,9 +503,9 @@ impl CloudClient {
             payload: payload.to_vec(),
         }
         .encode();
-        let mut framing_s = t.elapsed().as_secs_f64();
+        let framing_s = t.elapsed().as_secs_f64();
         let conn = self.conn.as_mut().expect("connected above");
-        let t_sent = Instant::now();
+        let at = Instant::now();
         if let Err(e) = conn
             .stream
             .write_all(&frame)
@@ -511,6 +515,26 @@ impl CloudClient {
             self.counters.connection_failures += 1;
             return Err(Miss::Down(format!("send: {e}")));
         }
+        Ok(Sent {
+            id,
+            framing_s,
+            wire_up: frame.len(),
+            at,
+        })
+    }
+
+    /// Sends one request and waits for its answer until the deadline. A broken connection is
+    /// reopened (within the same deadline) at the next request.
+    pub fn request(&mut self, payload: &[u8]) -> Result<Reply, Miss> {
+        self.counters.requests += 1;
+        let until = Instant::now() + self.deadline;
+        let Sent {
+            id,
+            mut framing_s,
+            wire_up,
+            at: t_sent,
+        } = self.send_request(payload)?;
+        let conn = self.conn.as_mut().expect("sent above");
         loop {
             match conn.reader.next(&mut conn.stream, until) {
                 Ok(Some(Frame::Response {
@@ -535,7 +559,7 @@ impl CloudClient {
                         round_trip_s,
                         compute_s: compute_ns as f64 / 1e9,
                         framing_s,
-                        wire_up: frame.len(),
+                        wire_up,
                         wire_down,
                     });
                 }
@@ -595,32 +619,13 @@ impl CloudClient {
         on_frame: &mut dyn FnMut(&[u8], f64, u64) -> bool,
     ) -> Result<Reply, Miss> {
         self.counters.requests += 1;
-        if self.conn.is_none() {
-            if let Err(e) = self.open(self.deadline) {
-                self.counters.connection_failures += 1;
-                return Err(Miss::Down(e));
-            }
-        }
-        let id = self.next_id;
-        self.next_id += 1;
-        let t = Instant::now();
-        let frame = Frame::Request {
+        let Sent {
             id,
-            payload: payload.to_vec(),
-        }
-        .encode();
-        let mut framing_s = t.elapsed().as_secs_f64();
-        let conn = self.conn.as_mut().expect("connected above");
-        let t_sent = Instant::now();
-        if let Err(e) = conn
-            .stream
-            .write_all(&frame)
-            .and_then(|_| conn.stream.flush())
-        {
-            self.conn = None;
-            self.counters.connection_failures += 1;
-            return Err(Miss::Down(format!("send: {e}")));
-        }
+            mut framing_s,
+            wire_up,
+            at: t_sent,
+        } = self.send_request(payload)?;
+        let conn = self.conn.as_mut().expect("sent above");
         let mut wire_down = 0;
         let mut compute_ns_total = 0u64;
         let mut until = t_sent + self.deadline;
@@ -644,7 +649,7 @@ impl CloudClient {
                             round_trip_s: arrival,
                             compute_s: compute_ns_total as f64 / 1e9,
                             framing_s,
-                            wire_up: frame.len(),
+                            wire_up,
                             wire_down,
                         });
                     }

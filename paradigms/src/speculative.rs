@@ -464,6 +464,24 @@ pub fn autoregressive(
     Ok((rec, margins))
 }
 
+/// The prompts a case runs (`sample_size` of the test texts, 0 = all) and how many of them
+/// are warm-up (`warmup_samples`, which must leave at least one measured).
+pub(crate) fn case_prompts<'a>(
+    case: &CaseSpec,
+    ctx: &CaseContext<'a>,
+) -> anyhow::Result<(&'a [String], usize)> {
+    let all = &ctx.data.test.texts;
+    let n = match case.settings.usize("sample_size")? {
+        0 => all.len(),
+        k => k.min(all.len()),
+    };
+    let warmup = case.settings.usize("warmup_samples")?;
+    if warmup >= n {
+        anyhow::bail!("warmup_samples ({warmup}) leaves no measured prompt out of {n}");
+    }
+    Ok((&all[..n], warmup))
+}
+
 /// Speculative decoding of one prompt with the verifier in this process, behind the emulated
 /// link; an `auto` schedule calibrates on this prompt alone (see [`speculative_planned`] to
 /// share one planner between the prompts of a case).
@@ -1117,16 +1135,8 @@ impl Paradigm for SpeculativeDecoding {
         let drafter = load_lm(ctx.registry, case, "drafter")?;
         let verifier = load_lm(ctx.registry, case, "verifier")?;
         let spec = link_spec(ctx.registry, case)?;
-        let prompts_all = &ctx.data.test.texts;
-        let n = match case.settings.usize("sample_size")? {
-            0 => prompts_all.len(),
-            k => k.min(prompts_all.len()),
-        };
-        let warmup = case.settings.usize("warmup_samples")?;
-        if warmup >= n {
-            anyhow::bail!("warmup_samples ({warmup}) leaves no measured prompt out of {n}");
-        }
-        let prompts = &prompts_all[..n];
+        let (prompts, warmup) = case_prompts(case, ctx)?;
+        let n = prompts.len();
         ctx.progress.set_length(n as u64);
         ctx.progress.set_position(0);
 

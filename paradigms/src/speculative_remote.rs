@@ -16,8 +16,8 @@ use crate::net::{CloudClient, OnFailure, RealLink, RealLinkSpec};
 use crate::paradigm::{CaseContext, CaseSpec};
 use crate::records::{CaseOutput, Records};
 use crate::speculative::{
-    compare_greedy, drafting, empty_record, end, load_lm, speculative_with, with_usage,
-    AutoPlanner, Generation, Schedule, SpeculativeRecord, Verification,
+    case_prompts, compare_greedy, drafting, empty_record, end, load_lm, speculative_with,
+    with_usage, AutoPlanner, Generation, Schedule, SpeculativeRecord, Verification,
 };
 use crate::wire::SetupHeader;
 
@@ -84,15 +84,8 @@ pub fn run(
 ) -> anyhow::Result<CaseOutput> {
     let drafter = load_lm(ctx.registry, case, "drafter")?;
     let vm = case.require("verifier")?;
-    let prompts_all = &ctx.data.test.texts;
-    let n = match case.settings.usize("sample_size")? {
-        0 => prompts_all.len(),
-        k => k.min(prompts_all.len()),
-    };
-    let warmup = case.settings.usize("warmup_samples")?;
-    if warmup >= n {
-        anyhow::bail!("warmup_samples ({warmup}) leaves no measured prompt out of {n}");
-    }
+    let (texts, warmup) = case_prompts(case, ctx)?;
+    let n = texts.len();
     let policy = spec.on_failure;
     let header = SetupHeader {
         module_type: "verifier".into(),
@@ -128,7 +121,7 @@ pub fn run(
         }
     }
     // Prompts are tokenized by the worker (the verifier's tokenizer), before the clock starts.
-    let prompts: Vec<Vec<u32>> = prompts_all[..n]
+    let prompts: Vec<Vec<u32>> = texts
         .iter()
         .map(|p| cloud_verifier::encode(&mut real.client, p))
         .collect::<anyhow::Result<_>>()?;

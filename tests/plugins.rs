@@ -547,17 +547,8 @@ fn plugins_mnist_reaches_the_accuracy_of_the_plain_python_run() {
         .find(|r| r.to_string().contains("numpy-mlp-plugin"))
         .and_then(|r| r.get("accuracy").and_then(Value::as_f64))
         .unwrap_or_else(|| panic!("no accuracy for the plug-in case in {text}"));
-    let py = std::process::Command::new("python3")
-        .arg(root.join("testenvs/plugins-mnist/scripts/run_like_ianvs.py"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&py.stdout);
-    let direct: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("accuracy "))
-        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&py.stderr)))
-        .parse()
-        .unwrap();
+    let direct =
+        accuracy_printed_by(&root.join("testenvs/plugins-mnist/scripts/run_like_ianvs.py"));
     assert!(
         (plugin_acc - direct).abs() < 1e-4,
         "ianvs {plugin_acc} vs plain Python {direct}"
@@ -987,17 +978,7 @@ fn plugins_images_reaches_the_accuracy_of_ianvs_on_the_same_index_files() {
     };
     let plugin_acc = acc_of(64);
     // The same files run the way Ianvs does (its index rewrite and Sedna's TxtDataParse).
-    let py = std::process::Command::new("python3")
-        .arg(scenario.join("scripts/run_like_ianvs.py"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&py.stdout);
-    let direct: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("accuracy "))
-        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&py.stderr)))
-        .parse()
-        .unwrap();
+    let direct = accuracy_printed_by(&scenario.join("scripts/run_like_ianvs.py"));
     assert!(
         (plugin_acc - direct).abs() < 1e-9,
         "ianvs {plugin_acc} vs Ianvs's flow in Python {direct}"
@@ -1125,4 +1106,21 @@ fn other_hyperparameters_files_reach_a_plugin_constructor_listed_values_winning(
     let (code, err) = validate(&job, None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("bogus"), "{err}");
+}
+
+/// Runs a Python script that runs a scenario's files the way Ianvs does and returns the
+/// accuracy it prints (`accuracy <value>`).
+fn accuracy_printed_by(script: &Path) -> f64 {
+    let py = std::process::Command::new("python3")
+        .arg(script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&py.stdout);
+    let direct: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy "))
+        .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&py.stderr)))
+        .parse()
+        .unwrap();
+    direct
 }

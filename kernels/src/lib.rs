@@ -611,6 +611,30 @@ mod tests {
         }
     }
 
+    /// The SIMD activation quantizer gives the portable one's bytes and scale: ties at .5
+    /// (rounded away from zero), saturation, zeros, a NaN and an infinity included.
+    #[test]
+    fn simd_activation_quantization_equals_portable() {
+        let mut x = random(64 * 32, 31);
+        // Block 0: scale exactly 1 (max 127), so x·id lands on halves.
+        for (i, v) in x[..32].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) + 0.5;
+        }
+        x[0] = 127.0;
+        x[32..64].fill(0.0);
+        x[70] = f32::NAN;
+        x[100] = f32::INFINITY;
+        x[130] = -1e30;
+        for (b, c) in x.chunks_exact(32).enumerate() {
+            let mut want = [0i8; 32];
+            let mut got = [0i8; 32];
+            let dw = q32::quantize_block_scalar(c, &mut want);
+            let dg = q32::quantize_block(c, &mut got);
+            assert_eq!(dw.to_bits(), dg.to_bits(), "block {b}");
+            assert_eq!(want, got, "block {b}");
+        }
+    }
+
     #[test]
     fn kernel_set_names_parse() {
         assert_eq!(Isa::parse("portable"), Ok(Isa::Portable));

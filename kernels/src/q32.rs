@@ -34,18 +34,30 @@ impl ActBlock {
 pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in b.qs.iter_mut().zip(xs) {
-            let r = (v * id).round() as i8;
-            *q = r;
-            sum += r as i32;
-        }
-        b.d = d;
-        b.isum = sum;
+        b.d = quantize_block(xs, &mut b.qs);
+        b.isum = b.qs.iter().map(|&q| q as i32).sum();
     }
+}
+
+/// `qs = round(x / d)` (half away from zero) with `d = max |x| / 127`; returns `d`. The
+/// SIMD version gives the same bytes: activations do not depend on the kernel set.
+pub(crate) fn quantize_block(xs: &[f32], qs: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::Avx2.available() {
+        // SAFETY: AVX2, FMA and F16C were detected.
+        return unsafe { avx2::quantize_block(xs, qs) };
+    }
+    quantize_block_scalar(xs, qs)
+}
+
+pub(crate) fn quantize_block_scalar(xs: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(xs) {
+        *q = (v * id).round() as i8;
+    }
+    d
 }
 
 /// The 32 integer weights of a block (the `_0` formats signed, the `_1` formats unsigned),
@@ -126,6 +138,60 @@ pub(crate) mod avx2 {
     pub(crate) unsafe fn f16(p: *const u8) -> f32 {
         let h = (p as *const u16).read_unaligned();
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    /// [`super::quantize_block`] for a multiple of 32 values, 32 at a time: the same product
+    /// `v · id`, rounded half away from zero exactly (truncate, then step away from zero when
+    /// the exact remainder is at least one half; `f32::round` is a libm call per value
+    /// without SSE4.1), saturated to i8 as `as i8` does.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn quantize_block(xs: &[f32], qs: &mut [i8]) -> f32 {
+        debug_assert!(xs.len() == qs.len() && xs.len().is_multiple_of(32));
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut mx = _mm256_setzero_ps();
+        for c in xs.chunks_exact(8) {
+            let v = _mm256_and_ps(_mm256_loadu_ps(c.as_ptr()), abs);
+            // max(m, v) with m first: a NaN value is skipped, as `f32::max` does.
+            mx = _mm256_max_ps(v, mx);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
+        let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+        let round = |v: __m256| {
+            let x = _mm256_mul_ps(v, idv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+            let rem = _mm256_and_ps(_mm256_sub_ps(x, t), abs);
+            let step = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(rem, half), one);
+            let r = _mm256_add_ps(t, _mm256_or_ps(step, _mm256_and_ps(x, sign)));
+            // Clamp as `as i8` saturates, and a NaN product gives 0 as `as i8` does.
+            let r = _mm256_min_ps(
+                _mm256_max_ps(r, _mm256_set1_ps(-128.0)),
+                _mm256_set1_ps(127.0),
+            );
+            _mm256_cvttps_epi32(_mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(x, x)))
+        };
+        let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (c, q) in xs.chunks_exact(32).zip(qs.chunks_exact_mut(32)) {
+            let p = c.as_ptr();
+            let a = round(_mm256_loadu_ps(p));
+            let b = round(_mm256_loadu_ps(p.add(8)));
+            let e = round(_mm256_loadu_ps(p.add(16)));
+            let f = round(_mm256_loadu_ps(p.add(24)));
+            let ab = _mm256_packs_epi32(a, b);
+            let ef = _mm256_packs_epi32(e, f);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, ef), perm);
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, bytes);
+        }
+        d
     }
 
     /// 32 nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in bytes 16..32.

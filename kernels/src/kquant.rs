@@ -641,38 +641,44 @@ pub(crate) mod avx512 {
         let nb = wrow.len() / bb;
         debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
         let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
-        let m4 = _mm512_set1_epi8(0x0f);
-        let one = _mm512_set1_epi8(1);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let one = _mm256_set1_epi8(1);
         // Low nibbles in the lower half (sub-block 2j), high nibbles in the upper (2j + 1).
-        let nib_shift = join(_mm256_set1_epi16(0), _mm256_set1_epi16(4));
+        let sel: [__m512i; 4] = std::array::from_fn(|j| {
+            join(
+                _mm256_set1_epi16(2 * j as i16),
+                _mm256_set1_epi16(2 * j as i16 + 1),
+            )
+        });
         let mut fl = Floats::<R>::new(&a);
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (d, dmin) = (f16(p), f16(p.add(2)));
             let (sc, m) = scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
             let (qh, qs) = if HIGH {
-                let h = _mm256_loadu_si256(p.add(16) as *const __m256i);
-                (_mm512_broadcast_i64x4(h), p.add(48))
+                (_mm256_loadu_si256(p.add(16) as *const __m256i), p.add(48))
             } else {
-                (_mm512_setzero_si512(), p.add(16))
+                (_mm256_setzero_si256(), p.add(16))
             };
+            // The 8 scales as i16 lanes; each 64-value step picks its two by a permute.
+            let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+                sc.as_ptr() as *const __m128i
+            )));
             let mut sumi = [_mm512_setzero_si512(); R];
-            for j in 0..4 {
+            for (j, &sel) in sel.iter().enumerate() {
+                // Low nibbles (sub-block 2j) in the lower half, high (2j + 1) in the upper:
+                // 256-bit shifts and one insert (no variable 16-bit shift).
                 let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-                let mut w =
-                    _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(q), nib_shift), m4);
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                 if HIGH {
-                    let sh = join(
-                        _mm256_set1_epi16(2 * j as i16),
-                        _mm256_set1_epi16(2 * j as i16 + 1),
-                    );
-                    let h = _mm512_and_si512(_mm512_srlv_epi16(qh, sh), one);
-                    w = _mm512_or_si512(w, _mm512_slli_epi16(h, 4));
+                    let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32));
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                    let h = _mm256_srli_epi16(h, 1);
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
                 }
-                let s = join(
-                    _mm256_set1_epi16(sc[2 * j] as i16),
-                    _mm256_set1_epi16(sc[2 * j + 1] as i16),
-                );
+                let w = join(lo, hi);
+                let s = _mm512_permutexvar_epi16(sel, sc16);
                 for r in 0..R {
                     let ap = (*a[r].add(i)).qs.as_ptr().add(64 * j);
                     let av = _mm512_loadu_si512(ap as *const __m512i);
@@ -699,12 +705,15 @@ pub(crate) mod avx512 {
         )
     }
 
-    /// Two high bits of every byte of `h >> sh` moved to bits 4-5.
+    /// Two high bits of every byte of `h >> SA` (lower half) and `h >> SB` (upper half)
+    /// moved to bits 4-5: 256-bit shifts and one insert (a variable 16-bit shift of a
+    /// 512-bit vector is several times slower on Zen 4).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
-    unsafe fn high2(h: __m512i, sh: __m512i) -> __m512i {
+    unsafe fn high2<const SA: i32, const SB: i32>(h: __m256i) -> __m512i {
         let m2 = _mm512_set1_epi8(3);
-        _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, sh), m2), 4)
+        let hv = join(_mm256_srli_epi16::<SA>(h), _mm256_srli_epi16::<SB>(h));
+        _mm512_slli_epi16::<4>(_mm512_and_si512(hv, m2))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -714,10 +723,6 @@ pub(crate) mod avx512 {
         debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
         let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
         let m4 = _mm512_set1_epi8(0x0f);
-        // High-bit shifts: values 0..32 use bits 0-1, 32..64 bits 2-3 (first vector), 64..96
-        // bits 4-5, 96..128 bits 6-7 (second vector).
-        let sh01 = join(_mm256_set1_epi16(0), _mm256_set1_epi16(2));
-        let sh23 = join(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
         // Scale index per 16-bit lane: one 16-value group (one scale) per 128-bit lane.
         let idx = [
             scale_index(0),
@@ -735,12 +740,13 @@ pub(crate) mod avx512 {
             let mut sumi = [_mm512_setzero_si512(); R];
             for n in 0..2 {
                 let l = _mm512_loadu_si512(ql.add(64 * n) as *const __m512i);
-                let h =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256(qh.add(32 * n) as *const __m256i));
-                let w01 = _mm512_or_si512(_mm512_and_si512(l, m4), high2(h, sh01));
+                let h = _mm256_loadu_si256(qh.add(32 * n) as *const __m256i);
+                // High bits: values 0..32 use bits 0-1, 32..64 bits 2-3 (first vector),
+                // 64..96 bits 4-5, 96..128 bits 6-7 (second vector).
+                let w01 = _mm512_or_si512(_mm512_and_si512(l, m4), high2::<0, 2>(h));
                 let w23 = _mm512_or_si512(
                     _mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                    high2(h, sh23),
+                    high2::<4, 6>(h),
                 );
                 for (c, &w) in [w01, w23].iter().enumerate() {
                     let s = _mm512_permutexvar_epi16(idx[2 * n + c], sc16);

@@ -287,6 +287,7 @@ pub(crate) mod avx2 {
         let one = _mm256_set1_epi8(1);
         let mut acc = [0f32; R];
         let mut mins = [0f32; R];
+        let mut lanes = Lanes::<R>::new();
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (d, dmin) = (f16(p), f16(p.add(2)));
@@ -320,22 +321,24 @@ pub(crate) mod avx2 {
                 }
             }
             let m16 = mins16(&m);
-            for r in 0..R {
-                let blk = &*a[r].add(i);
+            if R == 1 {
+                let blk = &*a[0].add(i);
                 let summ = min_sum(m16, blk);
-                accumulate(
-                    &mut acc[r],
-                    &mut mins[r],
-                    d,
-                    dmin,
-                    blk.d,
-                    hsum_i32(sumi[r]),
-                    summ,
-                );
+                let si = hsum_i32(sumi[0]);
+                accumulate(&mut acc[0], &mut mins[0], d, dmin, blk.d, si, summ);
+            } else {
+                let summ: [__m256i; R] = std::array::from_fn(|r| {
+                    let bs = _mm256_loadu_si256((*a[r].add(i)).bsums.as_ptr() as *const __m256i);
+                    _mm256_madd_epi16(m16, bs)
+                });
+                let (si, sm) = hsum4(&sumi, &summ);
+                lanes.step(&a, i, d, dmin, si, sm);
             }
         }
-        for r in 0..R {
-            out[r] = acc[r] - mins[r];
+        if R == 1 {
+            out[0] = acc[0] - mins[0];
+        } else {
+            lanes.finish(out);
         }
     }
 
@@ -348,6 +351,7 @@ pub(crate) mod avx2 {
         let m4 = _mm256_set1_epi8(0x0f);
         let mut acc = [0f32; R];
         let mut mins = [0f32; R];
+        let mut lanes = Lanes::<R>::new();
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (ql, qh, sc) = (p, p.add(128), p.add(192));
@@ -384,15 +388,92 @@ pub(crate) mod avx2 {
                 }
             }
             let s16 = scales16(sc);
-            for r in 0..R {
-                let blk = &*a[r].add(i);
+            if R == 1 {
+                let blk = &*a[0].add(i);
                 // The weights were taken as q + 32 (unsigned): remove 32 · Σ sc · a.
-                let sumi = hsum_i32(sumi[r]) - 32 * scale_bsum(s16, blk);
-                accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
+                let sumi = hsum_i32(sumi[0]) - 32 * scale_bsum(s16, blk);
+                accumulate(&mut acc[0], &mut mins[0], d, 0.0, blk.d, sumi, 0);
+            } else {
+                // The same correction as Σ (−32 · sc) · bsums, summed with the products.
+                let s16 = _mm256_mullo_epi16(s16, _mm256_set1_epi16(-32));
+                let corr: [__m256i; R] = std::array::from_fn(|r| {
+                    let bs = _mm256_loadu_si256((*a[r].add(i)).bsums.as_ptr() as *const __m256i);
+                    _mm256_madd_epi16(s16, bs)
+                });
+                let (si, co) = hsum4(&sumi, &corr);
+                lanes.step(&a, i, d, 0.0, _mm_add_epi32(si, co), _mm_setzero_si128());
             }
         }
-        for r in 0..R {
-            out[r] = acc[r] - mins[r];
+        if R == 1 {
+            out[0] = acc[0] - mins[0];
+        } else {
+            lanes.finish(out);
+        }
+    }
+
+    /// The exact sums of the 8 i32 lanes of each of up to 4 `x` and 4 `y` vectors: lane r of
+    /// the first result is row r's `x` sum, of the second its `y` sum (rows share the adds).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn hsum4<const R: usize>(x: &[__m256i; R], y: &[__m256i; R]) -> (__m128i, __m128i) {
+        const { assert!(R <= 4) };
+        let z = _mm256_setzero_si256();
+        let at = |v: &[__m256i; R], r: usize| if r < R { v[r] } else { z };
+        let a = _mm256_hadd_epi32(at(x, 0), at(x, 1));
+        let b = _mm256_hadd_epi32(at(x, 2), at(x, 3));
+        let c = _mm256_hadd_epi32(at(y, 0), at(y, 1));
+        let e = _mm256_hadd_epi32(at(y, 2), at(y, 3));
+        // [x0 x1 x2 x3 | x0' x1' x2' x3'], the halves of each row's sum in the two lanes.
+        let xs = _mm256_hadd_epi32(a, b);
+        let ys = _mm256_hadd_epi32(c, e);
+        let lo = _mm256_permute2x128_si256::<0x20>(xs, ys);
+        let hi = _mm256_permute2x128_si256::<0x31>(xs, ys);
+        let s = _mm256_add_epi32(lo, hi);
+        (_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
+    }
+
+    /// The float side for 2 to 4 rows, one row per lane: `acc += (d · a.d) · sumi`,
+    /// `mins += (dmin · a.d) · summ` (multiply, multiply, add: the portable expression).
+    struct Lanes<const R: usize> {
+        acc: __m128,
+        mins: __m128,
+    }
+
+    impl<const R: usize> Lanes<R> {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn new() -> Self {
+            Self {
+                acc: _mm_setzero_ps(),
+                mins: _mm_setzero_ps(),
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn step(
+            &mut self,
+            a: &[*const ActBlockK; R],
+            i: usize,
+            d: f32,
+            dmin: f32,
+            si: __m128i,
+            sm: __m128i,
+        ) {
+            let ad = |r: usize| if r < R { (*a[r].add(i)).d } else { 0.0 };
+            let ad = _mm_setr_ps(ad(0), ad(1), ad(2), ad(3));
+            let t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(d), ad), _mm_cvtepi32_ps(si));
+            self.acc = _mm_add_ps(self.acc, t);
+            let t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dmin), ad), _mm_cvtepi32_ps(sm));
+            self.mins = _mm_add_ps(self.mins, t);
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn finish(&self, out: &mut [f32]) {
+            let mut v = [0f32; 4];
+            _mm_storeu_ps(v.as_mut_ptr(), _mm_sub_ps(self.acc, self.mins));
+            out[..R].copy_from_slice(&v[..R]);
         }
     }
 }

@@ -367,8 +367,9 @@ pub(crate) fn pair_row(blocks: &[ActBlock], out: &mut [ActPair]) {
     for (p, bs) in out.iter_mut().zip(blocks.chunks(2)) {
         *p = ActPair::ZERO;
         for (j, b) in bs.iter().enumerate() {
+            // a + 128 as a byte is a with its top bit flipped (a vectorizable loop).
             for (q, &v) in p.qs[j * QK..(j + 1) * QK].iter_mut().zip(&b.qs) {
-                *q = (v as i16 + 128) as u8;
+                *q = v as u8 ^ 0x80;
             }
             p.d[8 * j..8 * j + 8].fill(b.d);
             p.s[8 * j..8 * j + 8].fill(b.s());

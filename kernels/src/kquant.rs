@@ -195,6 +195,8 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -614,6 +616,20 @@ pub(crate) mod avx512 {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         #[inline]
         unsafe fn new(a: &[*const ActBlockK; R]) -> Self {
+            if !Self::VECTOR {
+                // Once per column: building the lane tables through memory would cost a
+                // one-row product about a sixth of its time.
+                let z = _mm512_setzero_si512();
+                return Self {
+                    acc: _mm512_setzero_ps(),
+                    mins: _mm512_setzero_ps(),
+                    sacc: [0.0; R],
+                    smins: [0.0; R],
+                    offs: z,
+                    isel: z,
+                    msel: z,
+                };
+            }
             let mut o = [0i32; 16];
             let mut is = [0i32; 16];
             let mut ms = [0i32; 16];

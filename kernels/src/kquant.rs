@@ -195,8 +195,6 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
     pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
         let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));

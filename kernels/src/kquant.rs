@@ -480,7 +480,7 @@ pub(crate) mod avx2 {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::avx2::{f16, hsum_i32, mins16, scales16};
+    use super::avx2::{f16, hsum_i32, mins16, scale_bsum, scales16};
     use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP};
     use std::arch::x86_64::*;
 
@@ -825,6 +825,7 @@ pub(crate) mod avx512 {
             scale_index(8),
             scale_index(12),
         ];
+        let (mut acc1, mut mins1) = (0f32, 0f32);
         let mut fl = Floats::<R>::new(&a);
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
@@ -852,6 +853,13 @@ pub(crate) mod avx512 {
                     }
                 }
             }
+            if R == 1 {
+                // A lone row: the plain expression, accumulators in registers.
+                let blk = &*a[0].add(i);
+                let si = _mm512_reduce_add_epi32(sumi[0]) - 32 * scale_bsum(scales16(sc), blk);
+                accumulate(&mut acc1, &mut mins1, d, 0.0, blk.d, si, 0);
+                continue;
+            }
             // The weights were taken as q + 32 (unsigned): remove 32 · Σ sc · a, computed
             // here as Σ (−32 · sc) · bsums and summed exactly with the products.
             let s16 = _mm256_mullo_epi16(scales16(sc), _mm256_set1_epi16(-32));
@@ -861,6 +869,10 @@ pub(crate) mod avx512 {
             });
             fl.step::<true>(&a, i, d, 0.0, &sumi, &corr);
         }
-        fl.finish(out);
+        if R == 1 {
+            out[0] = acc1 - mins1;
+        } else {
+            fl.finish(out);
+        }
     }
 }

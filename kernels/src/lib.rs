@@ -18,7 +18,14 @@
 //! - rows are handled in groups of up to 13 (AVX-512) or 4 rows: each weight block is unpacked once and
 //!   used for every row of the group, while each row keeps its own accumulator, updated in
 //!   block order with the same instruction sequence as when the row is alone. Chunk results
-//!   are therefore bit-identical to one-row results by construction, for any chunk length;
+//!   are therefore bit-identical to one-row results by construction, for any chunk length.
+//!   What rows share is only data movement or exact integer work: the AVX-512 32-value path
+//!   takes activations offset to unsigned bytes so `vpdpbusd` needs no per-row sign fix-up
+//!   (a per-weight correction removes the offset exactly), and sums every row's lanes in one
+//!   shuffle tree (the same tree per row); the K-quant paths reduce every row's block sums
+//!   in one i32 tree and run the per-block float step for all rows in vector lanes (the
+//!   same multiply, multiply, add per row as the portable path);
+//! - activation quantization is SIMD where AVX2 is present, with the portable path's bytes;
 //! - AVX-512 (F, BW, VL, VNNI) or AVX2 + FMA + F16C when the CPU has them (runtime
 //!   detection), a portable scalar path otherwise; `IANVS_KERNELS=avx512|avx2|portable`
 //!   forces one. For the 32-value formats the paths round differently, so a process uses one

@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench -p ianvs-kernels --bench kernels`. `IANVS_KERNELS_BENCH_THREADS` (default
 //! 1: the kernel's own speed, least disturbed by other work) and `IANVS_KERNELS_BENCH_REPS`
-//! (default 30). The best repetition is printed: on a shared machine other work only ever
+//! (default 30); `IANVS_KERNELS_BENCH_FORMATS` (e.g. `q8_0,q4k`) and `IANVS_KERNELS_BENCH_ISAS`
+//! (e.g. `avx512,avx2`) pick rows of the table. The best repetition is printed: on a shared machine other work only ever
 //! adds time, and a two-thread product waits for a descheduled worker, so medians measure the
 //! machine's load, not the kernel. Compare rows of one run.
 
@@ -49,10 +50,22 @@ fn main() {
         GgmlDType::Q5K,
         GgmlDType::Q6K,
     ];
+    let pick = |var: &str, name: &str| match std::env::var(var) {
+        Ok(list) => list
+            .split(',')
+            .any(|n| n.trim().replace('_', "").eq_ignore_ascii_case(name)),
+        Err(_) => true,
+    };
     let ms = [1usize, 2, 4, 9, 17];
     println!("| format | kernels | layer MACs/row | best 1-row µs | GMAC/s (1 row) | GMAC/s (9 rows) | v(2) | v(4) | v(9) | v(17) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for dtype in formats {
+        if !pick(
+            "IANVS_KERNELS_BENCH_FORMATS",
+            &format!("{dtype:?}").replace('_', ""),
+        ) {
+            continue;
+        }
         let h = if dtype.block_size() == 256 { 768 } else { 576 };
         let inter = 1536;
         // (out, in): q, k, v, o, gate, up, down.
@@ -80,6 +93,9 @@ fn main() {
         let macs: usize = shapes.iter().map(|(n, k)| n * k).sum();
         let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| random(17 * k, 99)).collect();
         for isa in Isa::available_all() {
+            if !pick("IANVS_KERNELS_BENCH_ISAS", isa.name()) {
+                continue;
+            }
             let mut med = Vec::new();
             for &m in &ms {
                 let mut times = Vec::with_capacity(reps);

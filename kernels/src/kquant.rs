@@ -35,12 +35,7 @@ impl ActBlockK {
 pub fn quantize_row_k(x: &[f32], out: &mut [ActBlockK]) {
     debug_assert_eq!(x.len(), out.len() * QK_K);
     for (xs, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        for (q, &v) in b.qs.iter_mut().zip(xs) {
-            *q = (v * id).round() as i8;
-        }
+        let d = crate::q32::quantize_block(xs, &mut b.qs);
         for (s, g) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
             *s = g.iter().map(|&q| q as i16).sum();
         }
@@ -292,6 +287,7 @@ pub(crate) mod avx2 {
         let one = _mm256_set1_epi8(1);
         let mut acc = [0f32; R];
         let mut mins = [0f32; R];
+        let mut lanes = Lanes::<R>::new();
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (d, dmin) = (f16(p), f16(p.add(2)));
@@ -325,22 +321,24 @@ pub(crate) mod avx2 {
                 }
             }
             let m16 = mins16(&m);
-            for r in 0..R {
-                let blk = &*a[r].add(i);
+            if R == 1 {
+                let blk = &*a[0].add(i);
                 let summ = min_sum(m16, blk);
-                accumulate(
-                    &mut acc[r],
-                    &mut mins[r],
-                    d,
-                    dmin,
-                    blk.d,
-                    hsum_i32(sumi[r]),
-                    summ,
-                );
+                let si = hsum_i32(sumi[0]);
+                accumulate(&mut acc[0], &mut mins[0], d, dmin, blk.d, si, summ);
+            } else {
+                let summ: [__m256i; R] = std::array::from_fn(|r| {
+                    let bs = _mm256_loadu_si256((*a[r].add(i)).bsums.as_ptr() as *const __m256i);
+                    _mm256_madd_epi16(m16, bs)
+                });
+                let (si, sm) = hsum4(&sumi, &summ);
+                lanes.step(&a, i, d, dmin, si, sm);
             }
         }
-        for r in 0..R {
-            out[r] = acc[r] - mins[r];
+        if R == 1 {
+            out[0] = acc[0] - mins[0];
+        } else {
+            lanes.finish(out);
         }
     }
 
@@ -353,6 +351,7 @@ pub(crate) mod avx2 {
         let m4 = _mm256_set1_epi8(0x0f);
         let mut acc = [0f32; R];
         let mut mins = [0f32; R];
+        let mut lanes = Lanes::<R>::new();
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (ql, qh, sc) = (p, p.add(128), p.add(192));
@@ -389,22 +388,99 @@ pub(crate) mod avx2 {
                 }
             }
             let s16 = scales16(sc);
-            for r in 0..R {
-                let blk = &*a[r].add(i);
+            if R == 1 {
+                let blk = &*a[0].add(i);
                 // The weights were taken as q + 32 (unsigned): remove 32 · Σ sc · a.
-                let sumi = hsum_i32(sumi[r]) - 32 * scale_bsum(s16, blk);
-                accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
+                let sumi = hsum_i32(sumi[0]) - 32 * scale_bsum(s16, blk);
+                accumulate(&mut acc[0], &mut mins[0], d, 0.0, blk.d, sumi, 0);
+            } else {
+                // The same correction as Σ (−32 · sc) · bsums, summed with the products.
+                let s16 = _mm256_mullo_epi16(s16, _mm256_set1_epi16(-32));
+                let corr: [__m256i; R] = std::array::from_fn(|r| {
+                    let bs = _mm256_loadu_si256((*a[r].add(i)).bsums.as_ptr() as *const __m256i);
+                    _mm256_madd_epi16(s16, bs)
+                });
+                let (si, co) = hsum4(&sumi, &corr);
+                lanes.step(&a, i, d, 0.0, _mm_add_epi32(si, co), _mm_setzero_si128());
             }
         }
-        for r in 0..R {
-            out[r] = acc[r] - mins[r];
+        if R == 1 {
+            out[0] = acc[0] - mins[0];
+        } else {
+            lanes.finish(out);
+        }
+    }
+
+    /// The exact sums of the 8 i32 lanes of each of up to 4 `x` and 4 `y` vectors: lane r of
+    /// the first result is row r's `x` sum, of the second its `y` sum (rows share the adds).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn hsum4<const R: usize>(x: &[__m256i; R], y: &[__m256i; R]) -> (__m128i, __m128i) {
+        const { assert!(R <= 4) };
+        let z = _mm256_setzero_si256();
+        let at = |v: &[__m256i; R], r: usize| if r < R { v[r] } else { z };
+        let a = _mm256_hadd_epi32(at(x, 0), at(x, 1));
+        let b = _mm256_hadd_epi32(at(x, 2), at(x, 3));
+        let c = _mm256_hadd_epi32(at(y, 0), at(y, 1));
+        let e = _mm256_hadd_epi32(at(y, 2), at(y, 3));
+        // [x0 x1 x2 x3 | x0' x1' x2' x3'], the halves of each row's sum in the two lanes.
+        let xs = _mm256_hadd_epi32(a, b);
+        let ys = _mm256_hadd_epi32(c, e);
+        let lo = _mm256_permute2x128_si256::<0x20>(xs, ys);
+        let hi = _mm256_permute2x128_si256::<0x31>(xs, ys);
+        let s = _mm256_add_epi32(lo, hi);
+        (_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
+    }
+
+    /// The float side for 2 to 4 rows, one row per lane: `acc += (d · a.d) · sumi`,
+    /// `mins += (dmin · a.d) · summ` (multiply, multiply, add: the portable expression).
+    struct Lanes<const R: usize> {
+        acc: __m128,
+        mins: __m128,
+    }
+
+    impl<const R: usize> Lanes<R> {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn new() -> Self {
+            Self {
+                acc: _mm_setzero_ps(),
+                mins: _mm_setzero_ps(),
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn step(
+            &mut self,
+            a: &[*const ActBlockK; R],
+            i: usize,
+            d: f32,
+            dmin: f32,
+            si: __m128i,
+            sm: __m128i,
+        ) {
+            let ad = |r: usize| if r < R { (*a[r].add(i)).d } else { 0.0 };
+            let ad = _mm_setr_ps(ad(0), ad(1), ad(2), ad(3));
+            let t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(d), ad), _mm_cvtepi32_ps(si));
+            self.acc = _mm_add_ps(self.acc, t);
+            let t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(dmin), ad), _mm_cvtepi32_ps(sm));
+            self.mins = _mm_add_ps(self.mins, t);
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[inline]
+        unsafe fn finish(&self, out: &mut [f32]) {
+            let mut v = [0f32; 4];
+            _mm_storeu_ps(v.as_mut_ptr(), _mm_sub_ps(self.acc, self.mins));
+            out[..R].copy_from_slice(&v[..R]);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::avx2::{f16, min_sum, mins16, scale_bsum, scales16};
+    use super::avx2::{f16, hsum_i32, mins16, scale_bsum, scales16};
     use super::{accumulate, scale_min_k4, ActBlockK, KFormat, GROUP};
     use std::arch::x86_64::*;
 
@@ -452,6 +528,197 @@ pub(crate) mod avx512 {
         q45k::<true, R>(wrow, acts, out)
     }
 
+    /// The exact sums of each row's 16 `sumi` lanes and 8 `summ` lanes, as [`Floats`]
+    /// reads them: item `q` (sumi rows first, then summ rows from item `2·⌈R/2⌉`) lies in
+    /// lane `4·(q mod 16 mod 4) + q mod 16 / 4` of vector `q / 16`.
+    ///
+    /// The rows share the work: four levels of shuffles and adds, each halving the lanes per
+    /// row and doubling the rows per register (integer sums, so any tree gives the same
+    /// result).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn hsum_rows<const R: usize>(sumi: &[__m512i; R], summ: &[__m256i; R]) -> [__m512i; 2] {
+        const { assert!(R <= 16) };
+        let z = _mm512_setzero_si512();
+        // Level 1: [a_lo8 + a_hi8 | b_lo8 + b_hi8] for sumi; summ rows are 8 lanes already.
+        let h = R.div_ceil(2);
+        let mut l1 = [z; 16];
+        for t in 0..h {
+            let a = sumi[2 * t];
+            let b = if 2 * t + 1 < R { sumi[2 * t + 1] } else { z };
+            l1[t] = _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0x44>(a, b),
+                _mm512_shuffle_i32x4::<0xee>(a, b),
+            );
+            let c = summ[2 * t];
+            let d = if 2 * t + 1 < R {
+                summ[2 * t + 1]
+            } else {
+                _mm256_setzero_si256()
+            };
+            l1[h + t] = join(c, d);
+        }
+        // Level 2: 4 lanes per row.
+        let n2 = h;
+        let mut l2 = [z; 8];
+        for t in 0..n2 {
+            let (a, b) = (l1[2 * t], l1[2 * t + 1]);
+            l2[t] = _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0x88>(a, b),
+                _mm512_shuffle_i32x4::<0xdd>(a, b),
+            );
+        }
+        // Level 3: 2 lanes per row.
+        let n3 = n2.div_ceil(2);
+        let mut l3 = [z; 4];
+        for t in 0..n3 {
+            let (a, b) = (l2[2 * t], l2[2 * t + 1]);
+            l3[t] = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+        }
+        // Level 4: 1 lane per row, 16 rows per vector.
+        let n4 = n3.div_ceil(2);
+        let mut v = [z; 2];
+        for t in 0..n4 {
+            let (a, b) = (l3[2 * t], l3[2 * t + 1]);
+            v[t] = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+        }
+        v
+    }
+
+    /// Where [`hsum_rows`] leaves item `q`, as an index into its two vectors.
+    const fn item(q: usize) -> usize {
+        16 * (q / 16) + 4 * (q % 16 % 4) + q % 16 / 4
+    }
+
+    /// The float side of a K-quant row group: per row `acc += (d · a.d) · sumi` and
+    /// `mins += (dmin · a.d) · summ` (a multiply, a multiply, an add: the portable path's
+    /// expression, rounded the same), with the rows in the lanes of one vector when there are
+    /// enough of them to pay for gathering their activation scales.
+    struct Floats<const R: usize> {
+        acc: __m512,
+        mins: __m512,
+        sacc: [f32; R],
+        smins: [f32; R],
+        /// Byte offset of row r's activation scale from row 0's.
+        offs: __m512i,
+        /// Lane r: where row r's sumi (`isel`) and summ (`msel`) lie in [`hsum_rows`]' output.
+        isel: __m512i,
+        msel: __m512i,
+    }
+
+    impl<const R: usize> Floats<R> {
+        /// Rows from which the lanes beat one scalar expression per row.
+        const VECTOR: bool = R >= 3;
+        const MASK: __mmask16 = ((1u32 << R) - 1) as __mmask16;
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        #[inline]
+        unsafe fn new(a: &[*const ActBlockK; R]) -> Self {
+            if !Self::VECTOR {
+                // Once per column: building the lane tables through memory would cost a
+                // one-row product about a sixth of its time.
+                let z = _mm512_setzero_si512();
+                return Self {
+                    acc: _mm512_setzero_ps(),
+                    mins: _mm512_setzero_ps(),
+                    sacc: [0.0; R],
+                    smins: [0.0; R],
+                    offs: z,
+                    isel: z,
+                    msel: z,
+                };
+            }
+            let mut o = [0i32; 16];
+            let mut is = [0i32; 16];
+            let mut ms = [0i32; 16];
+            for r in 0..R {
+                o[r] = (a[r] as isize - a[0] as isize) as i32;
+                is[r] = item(r) as i32;
+                ms[r] = item(2 * R.div_ceil(2) + r) as i32;
+            }
+            let v = |x: &[i32; 16]| _mm512_loadu_si512(x.as_ptr() as *const __m512i);
+            Self {
+                acc: _mm512_setzero_ps(),
+                mins: _mm512_setzero_ps(),
+                sacc: [0.0; R],
+                smins: [0.0; R],
+                offs: v(&o),
+                isel: v(&is),
+                msel: v(&ms),
+            }
+        }
+
+        /// Block `i`'s step; with `FOLD` (Q6_K) the summ items are
+        /// added to the sumi ones in i32 (exact) and there is no minimum.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        #[inline]
+        unsafe fn step<const FOLD: bool>(
+            &mut self,
+            a: &[*const ActBlockK; R],
+            i: usize,
+            d: f32,
+            dmin: f32,
+            sumi: &[__m512i; R],
+            summ: &[__m256i; R],
+        ) {
+            if Self::VECTOR {
+                let v = hsum_rows(sumi, summ);
+                let base = std::ptr::addr_of!((*a[0].add(i)).d);
+                let ad =
+                    _mm512_mask_i32gather_ps::<1>(_mm512_setzero_ps(), Self::MASK, self.offs, base);
+                let si = _mm512_permutex2var_epi32(v[0], self.isel, v[1]);
+                let sm = _mm512_permutex2var_epi32(v[0], self.msel, v[1]);
+                if FOLD {
+                    let iv = _mm512_cvtepi32_ps(_mm512_add_epi32(si, sm));
+                    let t = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(d), ad), iv);
+                    self.acc = _mm512_add_ps(self.acc, t);
+                } else {
+                    let t =
+                        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(d), ad), _mm512_cvtepi32_ps(si));
+                    self.acc = _mm512_add_ps(self.acc, t);
+                    let t = _mm512_mul_ps(
+                        _mm512_mul_ps(_mm512_set1_ps(dmin), ad),
+                        _mm512_cvtepi32_ps(sm),
+                    );
+                    self.mins = _mm512_add_ps(self.mins, t);
+                }
+            } else {
+                // One or two rows: each row's own horizontal sums are cheaper than sharing.
+                for r in 0..R {
+                    let ad = (*a[r].add(i)).d;
+                    let (si, sm) = (_mm512_reduce_add_epi32(sumi[r]), hsum_i32(summ[r]));
+                    if FOLD {
+                        accumulate(
+                            &mut self.sacc[r],
+                            &mut self.smins[r],
+                            d,
+                            0.0,
+                            ad,
+                            si + sm,
+                            0,
+                        );
+                    } else {
+                        accumulate(&mut self.sacc[r], &mut self.smins[r], d, dmin, ad, si, sm);
+                    }
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        #[inline]
+        unsafe fn finish(&self, out: &mut [f32]) {
+            if Self::VECTOR {
+                let mut v = [0f32; 16];
+                _mm512_storeu_ps(v.as_mut_ptr(), _mm512_sub_ps(self.acc, self.mins));
+                out[..R].copy_from_slice(&v[..R]);
+            } else {
+                for ((o, a), m) in out.iter_mut().zip(&self.sacc).zip(&self.smins) {
+                    *o = a - m;
+                }
+            }
+        }
+    }
+
     /// Two 256-bit halves as one 512-bit vector.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
@@ -469,39 +736,44 @@ pub(crate) mod avx512 {
         let nb = wrow.len() / bb;
         debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
         let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
-        let m4 = _mm512_set1_epi8(0x0f);
-        let one = _mm512_set1_epi8(1);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let one = _mm256_set1_epi8(1);
         // Low nibbles in the lower half (sub-block 2j), high nibbles in the upper (2j + 1).
-        let nib_shift = join(_mm256_set1_epi16(0), _mm256_set1_epi16(4));
-        let mut acc = [0f32; R];
-        let mut mins = [0f32; R];
+        let sel: [__m512i; 4] = std::array::from_fn(|j| {
+            join(
+                _mm256_set1_epi16(2 * j as i16),
+                _mm256_set1_epi16(2 * j as i16 + 1),
+            )
+        });
+        let mut fl = Floats::<R>::new(&a);
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (d, dmin) = (f16(p), f16(p.add(2)));
             let (sc, m) = scale_min_k4(std::slice::from_raw_parts(p.add(4), 12));
             let (qh, qs) = if HIGH {
-                let h = _mm256_loadu_si256(p.add(16) as *const __m256i);
-                (_mm512_broadcast_i64x4(h), p.add(48))
+                (_mm256_loadu_si256(p.add(16) as *const __m256i), p.add(48))
             } else {
-                (_mm512_setzero_si512(), p.add(16))
+                (_mm256_setzero_si256(), p.add(16))
             };
+            // The 8 scales as i16 lanes; each 64-value step picks its two by a permute.
+            let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(
+                sc.as_ptr() as *const __m128i
+            )));
             let mut sumi = [_mm512_setzero_si512(); R];
-            for j in 0..4 {
+            for (j, &sel) in sel.iter().enumerate() {
+                // Low nibbles (sub-block 2j) in the lower half, high (2j + 1) in the upper:
+                // 256-bit shifts and one insert (no variable 16-bit shift).
                 let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-                let mut w =
-                    _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(q), nib_shift), m4);
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                 if HIGH {
-                    let sh = join(
-                        _mm256_set1_epi16(2 * j as i16),
-                        _mm256_set1_epi16(2 * j as i16 + 1),
-                    );
-                    let h = _mm512_and_si512(_mm512_srlv_epi16(qh, sh), one);
-                    w = _mm512_or_si512(w, _mm512_slli_epi16(h, 4));
+                    let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j as i32));
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                    let h = _mm256_srli_epi16(h, 1);
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
                 }
-                let s = join(
-                    _mm256_set1_epi16(sc[2 * j] as i16),
-                    _mm256_set1_epi16(sc[2 * j + 1] as i16),
-                );
+                let w = join(lo, hi);
+                let s = _mm512_permutexvar_epi16(sel, sc16);
                 for r in 0..R {
                     let ap = (*a[r].add(i)).qs.as_ptr().add(64 * j);
                     let av = _mm512_loadu_si512(ap as *const __m512i);
@@ -509,16 +781,13 @@ pub(crate) mod avx512 {
                 }
             }
             let m16 = mins16(&m);
-            for r in 0..R {
-                let blk = &*a[r].add(i);
-                let summ = min_sum(m16, blk);
-                let si = _mm512_reduce_add_epi32(sumi[r]);
-                accumulate(&mut acc[r], &mut mins[r], d, dmin, blk.d, si, summ);
-            }
+            let summ: [__m256i; R] = std::array::from_fn(|r| {
+                let bs = _mm256_load_si256((*a[r].add(i)).bsums.as_ptr() as *const __m256i);
+                _mm256_madd_epi16(m16, bs)
+            });
+            fl.step::<false>(&a, i, d, dmin, &sumi, &summ);
         }
-        for r in 0..R {
-            out[r] = acc[r] - mins[r];
-        }
+        fl.finish(out);
     }
 
     /// Lane `l` of 16-bit lanes gets `base + l / 8`: one Q6_K scale per 128-bit lane.
@@ -531,12 +800,15 @@ pub(crate) mod avx512 {
         )
     }
 
-    /// Two high bits of every byte of `h >> sh` moved to bits 4-5.
+    /// Two high bits of every byte of `h >> SA` (lower half) and `h >> SB` (upper half)
+    /// moved to bits 4-5: 256-bit shifts and one insert (a variable 16-bit shift of a
+    /// 512-bit vector is several times slower on Zen 4).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
-    unsafe fn high2(h: __m512i, sh: __m512i) -> __m512i {
+    unsafe fn high2<const SA: i32, const SB: i32>(h: __m256i) -> __m512i {
         let m2 = _mm512_set1_epi8(3);
-        _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, sh), m2), 4)
+        let hv = join(_mm256_srli_epi16::<SA>(h), _mm256_srli_epi16::<SB>(h));
+        _mm512_slli_epi16::<4>(_mm512_and_si512(hv, m2))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -546,10 +818,6 @@ pub(crate) mod avx512 {
         debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nb));
         let a: [*const ActBlockK; R] = std::array::from_fn(|r| acts[r].as_ptr());
         let m4 = _mm512_set1_epi8(0x0f);
-        // High-bit shifts: values 0..32 use bits 0-1, 32..64 bits 2-3 (first vector), 64..96
-        // bits 4-5, 96..128 bits 6-7 (second vector).
-        let sh01 = join(_mm256_set1_epi16(0), _mm256_set1_epi16(2));
-        let sh23 = join(_mm256_set1_epi16(4), _mm256_set1_epi16(6));
         // Scale index per 16-bit lane: one 16-value group (one scale) per 128-bit lane.
         let idx = [
             scale_index(0),
@@ -557,8 +825,8 @@ pub(crate) mod avx512 {
             scale_index(8),
             scale_index(12),
         ];
-        let mut acc = [0f32; R];
-        let mut mins = [0f32; R];
+        let (mut acc1, mut mins1) = (0f32, 0f32);
+        let mut fl = Floats::<R>::new(&a);
         for i in 0..nb {
             let p = wrow.as_ptr().add(i * bb);
             let (ql, qh, sc) = (p, p.add(128), p.add(192));
@@ -568,12 +836,13 @@ pub(crate) mod avx512 {
             let mut sumi = [_mm512_setzero_si512(); R];
             for n in 0..2 {
                 let l = _mm512_loadu_si512(ql.add(64 * n) as *const __m512i);
-                let h =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256(qh.add(32 * n) as *const __m256i));
-                let w01 = _mm512_or_si512(_mm512_and_si512(l, m4), high2(h, sh01));
+                let h = _mm256_loadu_si256(qh.add(32 * n) as *const __m256i);
+                // High bits: values 0..32 use bits 0-1, 32..64 bits 2-3 (first vector),
+                // 64..96 bits 4-5, 96..128 bits 6-7 (second vector).
+                let w01 = _mm512_or_si512(_mm512_and_si512(l, m4), high2::<0, 2>(h));
                 let w23 = _mm512_or_si512(
                     _mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                    high2(h, sh23),
+                    high2::<4, 6>(h),
                 );
                 for (c, &w) in [w01, w23].iter().enumerate() {
                     let s = _mm512_permutexvar_epi16(idx[2 * n + c], sc16);
@@ -584,15 +853,26 @@ pub(crate) mod avx512 {
                     }
                 }
             }
-            let s16 = scales16(sc);
-            for r in 0..R {
-                let blk = &*a[r].add(i);
-                let sumi = _mm512_reduce_add_epi32(sumi[r]) - 32 * scale_bsum(s16, blk);
-                accumulate(&mut acc[r], &mut mins[r], d, 0.0, blk.d, sumi, 0);
+            if R == 1 {
+                // A lone row: the plain expression, accumulators in registers.
+                let blk = &*a[0].add(i);
+                let si = _mm512_reduce_add_epi32(sumi[0]) - 32 * scale_bsum(scales16(sc), blk);
+                accumulate(&mut acc1, &mut mins1, d, 0.0, blk.d, si, 0);
+                continue;
             }
+            // The weights were taken as q + 32 (unsigned): remove 32 · Σ sc · a, computed
+            // here as Σ (−32 · sc) · bsums and summed exactly with the products.
+            let s16 = _mm256_mullo_epi16(scales16(sc), _mm256_set1_epi16(-32));
+            let corr: [__m256i; R] = std::array::from_fn(|r| {
+                let bs = _mm256_load_si256((*a[r].add(i)).bsums.as_ptr() as *const __m256i);
+                _mm256_madd_epi16(s16, bs)
+            });
+            fl.step::<true>(&a, i, d, 0.0, &sumi, &corr);
         }
-        for r in 0..R {
-            out[r] = acc[r] - mins[r];
+        if R == 1 {
+            out[0] = acc1 - mins1;
+        } else {
+            fl.finish(out);
         }
     }
 }

@@ -18,7 +18,14 @@
 //! - rows are handled in groups of up to 13 (AVX-512) or 4 rows: each weight block is unpacked once and
 //!   used for every row of the group, while each row keeps its own accumulator, updated in
 //!   block order with the same instruction sequence as when the row is alone. Chunk results
-//!   are therefore bit-identical to one-row results by construction, for any chunk length;
+//!   are therefore bit-identical to one-row results by construction, for any chunk length.
+//!   What rows share is only data movement or exact integer work: the AVX-512 32-value path
+//!   takes activations offset to unsigned bytes so `vpdpbusd` needs no per-row sign fix-up
+//!   (a per-weight correction removes the offset exactly), and sums every row's lanes in one
+//!   shuffle tree (the same tree per row); the K-quant paths reduce every row's block sums
+//!   in one i32 tree and run the per-block float step for all rows in vector lanes (the
+//!   same multiply, multiply, add per row as the portable path);
+//! - activation quantization is SIMD where AVX2 is present, with the portable path's bytes;
 //! - AVX-512 (F, BW, VL, VNNI) or AVX2 + FMA + F16C when the CPU has them (runtime
 //!   detection), a portable scalar path otherwise; `IANVS_KERNELS=avx512|avx2|portable`
 //!   forces one. For the 32-value formats the paths round differently, so a process uses one
@@ -608,6 +615,30 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The SIMD activation quantizer gives the portable one's bytes and scale: ties at .5
+    /// (rounded away from zero), saturation, zeros, a NaN and an infinity included.
+    #[test]
+    fn simd_activation_quantization_equals_portable() {
+        let mut x = random(64 * 32, 31);
+        // Block 0: scale exactly 1 (max 127), so x·id lands on halves.
+        for (i, v) in x[..32].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) + 0.5;
+        }
+        x[0] = 127.0;
+        x[32..64].fill(0.0);
+        x[70] = f32::NAN;
+        x[100] = f32::INFINITY;
+        x[130] = -1e30;
+        for (b, c) in x.chunks_exact(32).enumerate() {
+            let mut want = [0i8; 32];
+            let mut got = [0i8; 32];
+            let dw = q32::quantize_block_scalar(c, &mut want);
+            let dg = q32::quantize_block(c, &mut got);
+            assert_eq!(dw.to_bits(), dg.to_bits(), "block {b}");
+            assert_eq!(want, got, "block {b}");
         }
     }
 

@@ -34,18 +34,30 @@ impl ActBlock {
 pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (xs, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in b.qs.iter_mut().zip(xs) {
-            let r = (v * id).round() as i8;
-            *q = r;
-            sum += r as i32;
-        }
-        b.d = d;
-        b.isum = sum;
+        b.d = quantize_block(xs, &mut b.qs);
+        b.isum = b.qs.iter().map(|&q| q as i32).sum();
     }
+}
+
+/// `qs = round(x / d)` (half away from zero) with `d = max |x| / 127`; returns `d`. The
+/// SIMD version gives the same bytes: activations do not depend on the kernel set.
+pub(crate) fn quantize_block(xs: &[f32], qs: &mut [i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::Isa::Avx2.available() {
+        // SAFETY: AVX2, FMA and F16C were detected.
+        return unsafe { avx2::quantize_block(xs, qs) };
+    }
+    quantize_block_scalar(xs, qs)
+}
+
+pub(crate) fn quantize_block_scalar(xs: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(xs) {
+        *q = (v * id).round() as i8;
+    }
+    d
 }
 
 /// The 32 integer weights of a block (the `_0` formats signed, the `_1` formats unsigned),
@@ -126,6 +138,60 @@ pub(crate) mod avx2 {
     pub(crate) unsafe fn f16(p: *const u8) -> f32 {
         let h = (p as *const u16).read_unaligned();
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    /// [`super::quantize_block`] for a multiple of 32 values, 32 at a time: the same product
+    /// `v · id`, rounded half away from zero exactly (truncate, then step away from zero when
+    /// the exact remainder is at least one half; `f32::round` is a libm call per value
+    /// without SSE4.1), saturated to i8 as `as i8` does.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn quantize_block(xs: &[f32], qs: &mut [i8]) -> f32 {
+        debug_assert!(xs.len() == qs.len() && xs.len().is_multiple_of(32));
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let mut mx = _mm256_setzero_ps();
+        for c in xs.chunks_exact(8) {
+            let v = _mm256_and_ps(_mm256_loadu_ps(c.as_ptr()), abs);
+            // max(m, v) with m first: a NaN value is skipped, as `f32::max` does.
+            mx = _mm256_max_ps(v, mx);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), mx);
+        let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+        let round = |v: __m256| {
+            let x = _mm256_mul_ps(v, idv);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+            let rem = _mm256_and_ps(_mm256_sub_ps(x, t), abs);
+            let step = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(rem, half), one);
+            let r = _mm256_add_ps(t, _mm256_or_ps(step, _mm256_and_ps(x, sign)));
+            // Clamp as `as i8` saturates, and a NaN product gives 0 as `as i8` does.
+            let r = _mm256_min_ps(
+                _mm256_max_ps(r, _mm256_set1_ps(-128.0)),
+                _mm256_set1_ps(127.0),
+            );
+            _mm256_cvttps_epi32(_mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(x, x)))
+        };
+        let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (c, q) in xs.chunks_exact(32).zip(qs.chunks_exact_mut(32)) {
+            let p = c.as_ptr();
+            let a = round(_mm256_loadu_ps(p));
+            let b = round(_mm256_loadu_ps(p.add(8)));
+            let e = round(_mm256_loadu_ps(p.add(16)));
+            let f = round(_mm256_loadu_ps(p.add(24)));
+            let ab = _mm256_packs_epi32(a, b);
+            let ef = _mm256_packs_epi32(e, f);
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, ef), perm);
+            _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, bytes);
+        }
+        d
     }
 
     /// 32 nibbles → 32 bytes: low nibbles in bytes 0..16, high nibbles in bytes 16..32.
@@ -271,20 +337,26 @@ pub(crate) mod avx2 {
 }
 
 /// Activations for the AVX-512 path: two consecutive blocks in one entry, their 64 values
-/// contiguous (one 512-bit load) and their scales and scaled sums side by side.
+/// contiguous (one 512-bit load) and stored offset by 128 as unsigned bytes, so VNNI
+/// `vpdpbusd` takes them as they are (the weights give the signed operand, and a per-weight
+/// correction, shared by every row, removes the offset exactly); their scales and scaled
+/// sums already spread over the 8 lanes each block's products land in, so a row's scale
+/// step is one multiply with a memory operand.
 #[derive(Clone, Copy)]
-#[repr(C, align(16))]
+#[repr(C, align(64))]
 pub struct ActPair {
-    qs: [i8; 2 * QK],
-    d: [f32; 2],
-    s: [f32; 2],
+    qs: [u8; 2 * QK],
+    /// `[d0 ×8 | d1 ×8]`.
+    d: [f32; 16],
+    /// `[s0 ×8 | s1 ×8]`, `s = d · Σ qs`.
+    s: [f32; 16],
 }
 
 impl ActPair {
     pub(crate) const ZERO: Self = Self {
-        qs: [0; 2 * QK],
-        d: [0.0; 2],
-        s: [0.0; 2],
+        qs: [128; 2 * QK],
+        d: [0.0; 16],
+        s: [0.0; 16],
     };
 }
 
@@ -295,9 +367,12 @@ pub(crate) fn pair_row(blocks: &[ActBlock], out: &mut [ActPair]) {
     for (p, bs) in out.iter_mut().zip(blocks.chunks(2)) {
         *p = ActPair::ZERO;
         for (j, b) in bs.iter().enumerate() {
-            p.qs[j * QK..(j + 1) * QK].copy_from_slice(&b.qs);
-            p.d[j] = b.d;
-            p.s[j] = b.s();
+            // a + 128 as a byte is a with its top bit flipped (a vectorizable loop).
+            for (q, &v) in p.qs[j * QK..(j + 1) * QK].iter_mut().zip(&b.qs) {
+                *q = v as u8 ^ 0x80;
+            }
+            p.d[8 * j..8 * j + 8].fill(b.d);
+            p.s[8 * j..8 * j + 8].fill(b.s());
         }
     }
 }
@@ -352,21 +427,6 @@ pub(crate) mod avx512 {
         _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
     }
 
-    /// `[a ×8 | b ×8]`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn halves(a: f32, b: f32) -> __m512 {
-        _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b))
-    }
-
-    /// `[p[0] ×8 | p[1] ×8]` from two floats in memory.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn spread(p: &[f32; 2], idx: __m512i) -> __m512 {
-        let v = _mm_castsi128_ps(_mm_loadl_epi64(p.as_ptr() as *const __m128i));
-        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v))
-    }
-
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot_impl<const FMT: u8, const R: usize>(
         wrow: &[u8],
@@ -378,50 +438,118 @@ pub(crate) mod avx512 {
         let nb = wrow.len() / bb;
         let np = nb.div_ceil(2);
         debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= np));
-        let signed = !f.has_min();
+        let min = f.has_min();
         let zero = _mm512_setzero_si512();
-        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let offset = _mm512_set1_epi8(-128);
+        let idx_d = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let idx_m = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+        let eighth = _mm512_set1_ps(0.125);
         let mut acc = [_mm512_setzero_ps(); R];
         let mut mins = [_mm512_setzero_ps(); R];
         let a: [*const ActPair; R] = std::array::from_fn(|r| acts[r].as_ptr());
         for i in 0..np {
             // Two blocks (the second absent, all zero, for an odd tail).
             let b = 2 * i;
-            let (w0, d0, m0) = unpack(f, wrow.as_ptr().add(b * bb));
-            let (w1, d1, m1) = if b + 1 < nb {
-                unpack(f, wrow.as_ptr().add((b + 1) * bb))
+            let p0 = wrow.as_ptr().add(b * bb);
+            let two = b + 1 < nb;
+            let w0 = unpack(f, p0).0;
+            let w1 = if two {
+                unpack(f, p0.add(bb)).0
             } else {
-                (_mm256_setzero_si256(), 0.0, 0.0)
+                _mm256_setzero_si256()
             };
+            // Every weight fits a signed byte (the `_1` formats' 0..31 too).
             let w = join(w0, w1);
-            let dv = halves(d0, d1);
+            // Both blocks' scale (and minimum) halves in one conversion, moved in from a
+            // general register: a lane insert would wait on whatever the register last held.
+            let half = |at: usize| (p0.add(at) as *const u16).read_unaligned() as u64;
+            let bits = half(0)
+                | if two { half(bb) << 16 } else { 0 }
+                | if min { half(2) << 32 } else { 0 }
+                | if min && two { half(bb + 2) << 48 } else { 0 };
+            let dm = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)));
+            let dv = _mm512_permutexvar_ps(idx_d, dm);
             // The minimum term m · s of a block, spread over its 8 lanes (÷ 8 is exact).
-            let mv = halves(m0 * 0.125, m1 * 0.125);
-            // vpdpbusd multiplies unsigned by signed bytes: for signed weights move the sign
-            // onto the activations (|w| · sign(w)·a), as the AVX2 path does.
-            let (wabs, neg) = if signed {
-                (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
-            } else {
-                (w, 0)
-            };
+            let mv = _mm512_mul_ps(_mm512_permutexvar_ps(idx_m, dm), eighth);
+            // The activations come as a + 128: start every lane at −128 · Σ w over its four
+            // weights, so `vpdpbusd` leaves exactly Σ a · w (the same i32 lanes as a signed
+            // product would, in one instruction per row).
+            let base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, w));
             for r in 0..R {
                 let p = &*a[r].add(i);
-                let av = _mm512_loadu_si512(p.qs.as_ptr() as *const __m512i);
-                let av = if signed {
-                    _mm512_mask_sub_epi8(av, neg, zero, av)
-                } else {
-                    av
-                };
-                let dot = _mm512_dpbusd_epi32(zero, wabs, av);
-                let scale = _mm512_mul_ps(dv, spread(&p.d, idx));
+                let av = _mm512_load_si512(p.qs.as_ptr() as *const __m512i);
+                let dot = _mm512_dpbusd_epi32(base, av, w);
+                let scale = _mm512_mul_ps(dv, _mm512_load_ps(p.d.as_ptr()));
                 acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[r]);
-                if !signed {
-                    mins[r] = _mm512_fmadd_ps(mv, spread(&p.s, idx), mins[r]);
+                if min {
+                    mins[r] = _mm512_fmadd_ps(mv, _mm512_load_ps(p.s.as_ptr()), mins[r]);
                 }
             }
         }
-        for r in 0..R {
-            out[r] = _mm512_reduce_add_ps(acc[r]) + _mm512_reduce_add_ps(mins[r]);
+        // Horizontal sums of every row at once (the same tree for each row as alone).
+        let sums = hsum_rows(&acc);
+        if min {
+            let m = hsum_rows(&mins);
+            for r in 0..R {
+                out[r] = sums[r] + m[r];
+            }
+        } else {
+            for r in 0..R {
+                out[r] = sums[r] + 0.0;
+            }
         }
+    }
+
+    /// The sums of the 16 lanes of each of `v` (up to [`GROUP`] vectors), in order.
+    ///
+    /// Every vector is summed by the tree `_mm512_reduce_add_ps` uses (lane i + lane i+8,
+    /// then +4, +2, +1), whatever the others hold, so a row's sum does not depend on its
+    /// neighbours; the vectors share the shuffles and adds: four levels, each halving the
+    /// lanes per vector and doubling the vectors per register.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn hsum_rows<const R: usize>(v: &[__m512; R]) -> [f32; R] {
+        const { assert!(R <= 16) };
+        let z = _mm512_setzero_ps();
+        // Padded with zero vectors: a pair or a lane group never straddles the padding
+        // into a real vector's sum, it only fills the lanes nobody reads.
+        let mut l0 = [z; 16];
+        l0[..R].copy_from_slice(v);
+        // Level 1: [a_lo8 + a_hi8 | b_lo8 + b_hi8].
+        let n1 = R.div_ceil(2);
+        let mut l1 = [z; 8];
+        for t in 0..n1 {
+            let (a, b) = (l0[2 * t], l0[2 * t + 1]);
+            l1[t] = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(a, b),
+                _mm512_shuffle_f32x4::<0xee>(a, b),
+            );
+        }
+        // Level 2: four vectors of 4 lanes each.
+        let n2 = n1.div_ceil(2);
+        let mut l2 = [z; 4];
+        for t in 0..n2 {
+            let (a, b) = (l1[2 * t], l1[2 * t + 1]);
+            l2[t] = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, b),
+                _mm512_shuffle_f32x4::<0xdd>(a, b),
+            );
+        }
+        // Level 3: lanes [p0+p2, q0+q2, p1+p3, q1+q3] in each 128-bit lane.
+        let n3 = n2.div_ceil(2);
+        let mut l3 = [z; 2];
+        for t in 0..n3 {
+            let (a, b) = (l2[2 * t], l2[2 * t + 1]);
+            l3[t] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        }
+        // Level 4: vector q (of 16) ends in lane 4·(q mod 4) + q / 4.
+        let (a, b) = (_mm512_castps_pd(l3[0]), _mm512_castps_pd(l3[1]));
+        let s = _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+        );
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), s);
+        std::array::from_fn(|q| lanes[4 * (q % 4) + q / 4])
     }
 }

@@ -32,6 +32,24 @@ use super::profile::{self, Op, Timer};
 use super::weights::{Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource};
 use super::{gguf, hf};
 
+/// The own kernels' pool of the models that have no threads of their own: one per process,
+/// every core. (candle's process-wide barrier pool did this before; on a 2-core machine busy
+/// with other work it waits at every parallel region for workers that are not running, and
+/// SmolLM2 Q4_1 decoded at 16 tokens/s with it against 38-41 with an own pool of 2, whose
+/// caller skips workers that have not joined; `results/forward-s5-busy.md`.)
+fn shared_pool() -> Result<Arc<ianvs_kernels::Pool>> {
+    static POOL: std::sync::OnceLock<Arc<ianvs_kernels::Pool>> = std::sync::OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool.clone());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = ianvs_kernels::Pool::new(threads, Vec::new()).map_err(|e| {
+        LlmError::Unsupported(format!("cannot start {threads} kernel threads: {e}"))
+    })?;
+    // A racing loader may have set it meanwhile: keep one pool per process.
+    Ok(POOL.get_or_init(|| Arc::new(pool)).clone())
+}
+
 /// Hands out a distinct id per loaded model so a cache cannot be fed to another model.
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -66,7 +84,7 @@ pub struct LoadOptions {
     /// this CPU runs unless `IANVS_KERNELS` says otherwise). Tests use it to cover every path.
     pub kernel_isa: Option<ianvs_kernels::Isa>,
     /// CPU only: threads for this model's matmuls (own kernels) and attention. `None` (the
-    /// default): every core, through candle's process-wide pool shared by all models.
+    /// default): every core, through one process-wide pool shared by all such models.
     /// `Some(n)`: the model's own pool of `n` threads, so a drafter and a verifier in one
     /// process can be given different counts. Results never depend on it.
     pub threads: Option<usize>,
@@ -311,6 +329,9 @@ impl LlmModel {
             factory.set_pool(pool.clone());
             Some(pool)
         } else {
+            if device.is_cpu() {
+                factory.set_pool(shared_pool()?);
+            }
             None
         };
         let q_dim = c.n_heads * c.head_dim;

@@ -10,7 +10,8 @@
 //! - matmuls run through candle's quantized kernels, which compute each output as one dot
 //!   product (float weights are stored as F32 `QTensor`s; see `weights.rs`), with kernels that
 //!   switch paths by row count detected at load time and run row by row;
-//! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise in candle;
+//! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise (on CPU computed
+//!   on host vectors by `forward_host`, with candle's operations in candle's order);
 //! - RoPE and attention are computed here in plain Rust ("host attention"): one query row at a
 //!   time, with a fixed summation order over keys, against a position-major cache.
 //!
@@ -34,8 +35,8 @@ use super::{gguf, hf};
 
 /// The own kernels' pool of the models that have no threads of their own: one per process,
 /// every core. (candle's process-wide barrier pool did this before; on a 2-core machine busy
-/// with other work it waits at every parallel region for workers that are not running, and
-/// SmolLM2 Q4_1 decoded at 16 tokens/s with it against 38-41 with an own pool of 2, whose
+/// with other work it waits at every parallel region for workers that are not running:
+/// SmolLM2 Q4_1 decoded at 3.6-7.8 tokens/s with it against 34.6-80.6 with this pool, whose
 /// caller skips workers that have not joined; `results/forward-s5-busy.md`.)
 fn shared_pool() -> Result<Arc<ianvs_kernels::Pool>> {
     static POOL: std::sync::OnceLock<Arc<ianvs_kernels::Pool>> = std::sync::OnceLock::new();

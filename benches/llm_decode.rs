@@ -43,6 +43,10 @@
 //! pool. On a machine busy with other work, 1 thread is the steadier comparison: a product
 //! split over two threads waits whenever one of them is descheduled.
 //!
+//! Profile: `IANVS_PROFILE=1` also prints, per model row, where a one-row step and 5- and
+//! 9-row passes spend their time by operation class (matmuls by kind, attention, norms, pool
+//! barrier waits; `ianvs_algorithms::llm::profile`).
+//!
 //! Run: `cargo bench --bench llm_decode` (`IANVS_BENCH_DEVICE=cuda` with `--features cuda` to
 //! put the models on the GPU; the bandwidth row is still the CPU's then).
 
@@ -55,7 +59,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::quantized::QTensor;
 use candle_core::Device;
 use ianvs_algorithms::llm::kernels::{self as ianvs_kernels, Isa};
-use ianvs_algorithms::llm::{LlmModel, LoadOptions};
+use ianvs_algorithms::llm::{profile, LlmModel, LoadOptions};
 use ianvs_paradigms::device::select_device;
 
 /// Read bandwidth in bytes/s: all threads summing disjoint slices of one large buffer.
@@ -186,6 +190,37 @@ fn measure(model: &LlmModel, plan: &Plan) -> anyhow::Result<Measured> {
 }
 
 use ianvs_paradigms::speculative::{load_1m, process_cpu_s};
+
+/// `IANVS_PROFILE=1`: where a one-row step and 5- and 9-row passes after a 32-token context
+/// spend their time, per operation class (printed as Markdown tables).
+fn profile_passes(model: &LlmModel, label: &str) -> anyhow::Result<()> {
+    let vocab = model.config().vocab_size;
+    let mut cache = model.new_cache();
+    model.forward(&tokens(32, vocab, 1), &mut cache)?;
+    let base = cache.len();
+    let chunk = tokens(9, vocab, 5);
+    const REPS: u32 = 40;
+    for k in [1, 5, 9] {
+        for _ in 0..3 {
+            model.forward(&chunk[..k], &mut cache)?;
+            cache.truncate(base)?;
+        }
+        let _ = profile::take();
+        let t0 = Instant::now();
+        for _ in 0..REPS {
+            model.forward(&chunk[..k], &mut cache)?;
+            cache.truncate(base)?;
+        }
+        let wall = t0.elapsed().as_secs_f64() / REPS as f64;
+        println!(
+            "\nprofile: {label}, {k}-row pass after 32 positions ({REPS} passes, {:.0} µs wall \
+             per pass):\n\n{}",
+            wall * 1e6,
+            profile::take()
+        );
+    }
+    Ok(())
+}
 
 fn fmt_opt(x: Option<f64>) -> String {
     x.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
@@ -347,6 +382,9 @@ fn main() -> anyhow::Result<()> {
                 let (cpu0, t0) = (process_cpu_s(), Instant::now());
                 let (steps, v, prefill_tps) = measure(&model, &plan)?;
                 let wall = t0.elapsed().as_secs_f64();
+                if profile::enabled() {
+                    profile_passes(&model, &format!("{label} {fname}, {kern} kernels"))?;
+                }
                 let cpu_per_wall = cpu0.zip(process_cpu_s()).map(|(a, b)| (b - a) / wall);
                 let row = Row {
                     name: format!("{label} {fname}, {kern} kernels ({})", choice.label),

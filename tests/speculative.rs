@@ -220,3 +220,57 @@ fn a_drafter_with_another_vocabulary_is_refused_before_any_case_runs() {
     assert!(err.contains("do not share a tokenizer"), "stderr: {err}");
     assert!(!dir.path().join("ws").exists(), "nothing written");
 }
+
+/// A `cpus` entry naming a CPU this process may not run on is a configuration error found by
+/// `ianvs validate` (exit 2, file, line, key, value and the allowed CPUs), not a failed case.
+#[test]
+fn a_cpu_outside_the_allowed_set_is_a_config_error() {
+    let Some(allowed) = ianvs_paradigms::hp::allowed_cpus() else {
+        eprintln!("skipping: the allowed CPUs are only known on Linux");
+        return;
+    };
+    let bad = (0..1024u64).find(|c| !allowed.contains(c)).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("benchmark.yaml"),
+        "benchmarkingjob:\n  name: \"cpus\"\n  workspace: \"./workspace\"\n  testenv: \"./testenv.yaml\"\n  test_object:\n    algorithms:\n      - name: \"speculative\"\n        url: \"./speculative.yaml\"\n  rank:\n    sort_by:\n      - { \"token-throughput\": \"descend\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("testenv.yaml"),
+        format!(
+            "testenv:\n  dataset:\n    test_data: \"{}\"\n  metrics:\n    - name: \"token-throughput\"\n",
+            root.join("testenvs/speculative-decoding/prompts.jsonl").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("speculative.yaml"),
+        format!(
+            "algorithm:\n  paradigm_type: \"speculativedecoding\"\n  modules:\n    - type: \"drafter\"\n      name: \"LLM\"\n      hyperparameters:\n        - model:\n            values: [\"{draft}\"]\n        - cpus:\n            values: [[{ok}], [{ok}, {bad}]]\n    - type: \"verifier\"\n      name: \"LLM\"\n      hyperparameters:\n        - model:\n            values: [\"{verifier}\"]\n",
+            draft = root.join("datasets/lm/draft").display(),
+            verifier = root.join("datasets/lm/verifier").display(),
+            ok = allowed[0],
+        ),
+    )
+    .unwrap();
+    let out = Command::cargo_bin("ianvs")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["validate", "-f", "benchmark.yaml"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    // The second value of the list, on line 10 of the algorithm file.
+    assert!(stderr.contains("speculative.yaml:10"), "{stderr}");
+    assert!(stderr.contains("cpus.values[1]"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("CPU {bad} is not one this process may run on")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("allowed CPUs: "), "{stderr}");
+    assert!(!dir.path().join("workspace").exists());
+}

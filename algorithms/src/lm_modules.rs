@@ -37,7 +37,7 @@ fn model_hps(device: HpSpec) -> Vec<HpSpec> {
         device,
         weights_hp(),
         HpSpec::new("threads", HpKind::Int { min: 0, max: 1024 }, json!(0), "CPU threads for this model's matmuls and attention; 0 (the default) = every core, through one pool shared by all models of the process; n > 0 = the model's own n threads (a drafter and a verifier can then differ). Results do not depend on it"),
-        HpSpec::new("cpus", HpKind::IntList { min: 0, max: 1023 }, json!([]), "pin this model's threads to these CPUs (Linux; e.g. [0] for the drafter and [1] for the verifier on a 2-core machine, so neither is charged for the other); [] (the default) = not pinned; with threads 0, one thread per listed CPU"),
+        HpSpec::new("cpus", HpKind::CpuList, json!([]), "pin this model's threads to these CPUs (Linux; e.g. [0] for the drafter and [1] for the verifier on a 2-core machine, so neither is charged for the other); [] (the default) = not pinned; with threads 0, one thread per listed CPU"),
     ]
 }
 

@@ -6,8 +6,16 @@
 //! changes its result (every kernel computes a column from start to end on one thread).
 //! Idle workers spin briefly (the next matmul of a forward pass follows within microseconds),
 //! then park.
+//!
+//! Late workers are not waited for. A forward pass of a small model is a few hundred parallel
+//! regions of tens of microseconds; on a machine shared with other work a worker is often not
+//! running when a region starts. The calling thread then takes every chunk itself and closes
+//! the region: a worker joins a region only before it is closed (one atomic word holds the
+//! generation, a closed flag and the count of joined workers), and the caller waits only for
+//! the workers that joined, instead of for a descheduled thread to wake up and find nothing
+//! left to do.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -15,12 +23,22 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before parking.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// `state` layout: generation in the high 32 bits, the closed flag, then the joined count.
+const GEN_SHIFT: u32 = 32;
+const CLOSED: u64 = 1 << 31;
+const COUNT: u64 = CLOSED - 1;
+
+/// Profiling of the caller's barrier wait (see `Pool::set_profiling`).
+static PROFILING: AtomicBool = AtomicBool::new(false);
+static PROFILE_REGIONS: AtomicU64 = AtomicU64::new(0);
+static PROFILE_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+
 type Job = dyn Fn(usize) + Sync + 'static;
 
 struct Shared {
-    /// Bumped once per call; workers run the job of every new generation.
-    generation: AtomicUsize,
-    /// Workers that finished the current generation.
+    /// Generation (bumped once per call), closed flag and joined-worker count (see `GEN_SHIFT`).
+    state: AtomicU64,
+    /// Joined workers that finished the current generation.
     done: AtomicUsize,
     /// The current job, valid while a call is in flight (`call` waits for every worker).
     job: Mutex<Option<&'static Job>>,
@@ -45,7 +63,7 @@ impl Pool {
     pub fn new(threads: usize, cpus: Vec<usize>) -> std::io::Result<Self> {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             job: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -85,6 +103,20 @@ impl Pool {
         &self.cpus
     }
 
+    /// Times how long callers wait at the end of each parallel region for the workers that
+    /// joined it (process-wide, every pool; off by default, one relaxed load per region then).
+    pub fn set_profiling(on: bool) {
+        PROFILING.store(on, Ordering::Relaxed);
+    }
+
+    /// (parallel regions, total caller wait) since the last call, while profiling was on.
+    pub fn take_profile() -> (u64, Duration) {
+        (
+            PROFILE_REGIONS.swap(0, Ordering::Relaxed),
+            Duration::from_nanos(PROFILE_WAIT_NS.swap(0, Ordering::Relaxed)),
+        )
+    }
+
     /// Runs `f(range)` over `0..n_items` in chunks, on every thread of the pool.
     pub fn execute_chunked<F: Fn(std::ops::Range<usize>) + Sync>(&self, n_items: usize, f: F) {
         if n_items == 0 {
@@ -116,15 +148,22 @@ impl Pool {
             unsafe { std::mem::transmute::<&'a (dyn Fn(usize) + Sync + 'a), &'static Job>(job) };
         *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_static);
         sh.done.store(0, Ordering::Release);
-        sh.generation.fetch_add(1, Ordering::AcqRel);
+        // Every worker of the previous generation has either finished (it was waited for) or
+        // never joined (and cannot: its generation is gone), so the new word starts at 0 joined.
+        let generation = (sh.state.load(Ordering::Acquire) >> GEN_SHIFT) + 1;
+        sh.state
+            .store((generation & 0xffff_ffff) << GEN_SHIFT, Ordering::Release);
         for (_, t) in &self.workers {
             t.unpark();
         }
-        struct Finish<'a>(&'a Shared, usize);
+        struct Finish<'a>(&'a Shared);
         impl Drop for Finish<'_> {
             fn drop(&mut self) {
+                let t0 = PROFILING.load(Ordering::Relaxed).then(Instant::now);
+                // Close the region: workers that have not joined yet skip it.
+                let joined = (self.0.state.fetch_or(CLOSED, Ordering::AcqRel) & COUNT) as usize;
                 let mut spins = 0u32;
-                while self.0.done.load(Ordering::Acquire) < self.1 {
+                while self.0.done.load(Ordering::Acquire) < joined {
                     // Spin, then yield: on an oversubscribed machine the workers we wait
                     // for may need this CPU.
                     if spins < 2000 {
@@ -135,9 +174,13 @@ impl Pool {
                     }
                 }
                 *self.0.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                if let Some(t0) = t0 {
+                    PROFILE_REGIONS.fetch_add(1, Ordering::Relaxed);
+                    PROFILE_WAIT_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
             }
         }
-        let finish = Finish(sh, self.workers.len());
+        let finish = Finish(sh);
         job(0);
         drop(finish);
         if sh.panicked.swap(false, Ordering::AcqRel) {
@@ -162,16 +205,17 @@ impl Pool {
 }
 
 fn worker(sh: &Shared, tid: usize) {
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     loop {
         let started = Instant::now();
+        let mut state;
         loop {
             if sh.stop.load(Ordering::Acquire) {
                 return;
             }
-            let g = sh.generation.load(Ordering::Acquire);
-            if g != seen {
-                seen = g;
+            state = sh.state.load(Ordering::Acquire);
+            if state >> GEN_SHIFT != seen {
+                seen = state >> GEN_SHIFT;
                 break;
             }
             let idle = started.elapsed();
@@ -182,6 +226,24 @@ fn worker(sh: &Shared, tid: usize) {
             } else {
                 std::thread::park_timeout(Duration::from_millis(50));
             }
+        }
+        // Join the region unless the caller closed it (or has already started the next one).
+        let joined = loop {
+            if state >> GEN_SHIFT != seen || state & CLOSED != 0 {
+                break false;
+            }
+            match sh.state.compare_exchange_weak(
+                state,
+                state + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break true,
+                Err(now) => state = now,
+            }
+        };
+        if !joined {
+            continue;
         }
         let job = *sh.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = job {
@@ -272,6 +334,26 @@ mod tests {
                     "{threads} {n}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn back_to_back_regions_run_every_item_once() {
+        // Many short regions in a row: workers join some, miss others (closed before they
+        // looked), and must never run a region twice or touch one that has ended.
+        let pool = Pool::new(3, vec![]).unwrap();
+        for round in 0..20_000usize {
+            let n = 1 + round % 13;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.execute_chunked(n, |r| {
+                for i in r {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "round {round}"
+            );
         }
     }
 

@@ -30,6 +30,10 @@ pub enum HpKind {
         min: i64,
         max: i64,
     },
+    /// A list of CPU numbers in `[0, 1023]` that this process may run on (on Linux, the
+    /// `Cpus_allowed_list` of `/proc/self/status`: a CPU outside it would fail only when the
+    /// case runs); a single integer is accepted as a one-item list.
+    CpuList,
     /// Free text (a model name, a path relative to the YAML file that names it, ...).
     Text,
     /// A file or folder path; resolved relative to the YAML file that names it.
@@ -44,6 +48,14 @@ impl fmt::Display for HpKind {
             HpKind::Bool => write!(f, "true | false"),
             HpKind::Choice(c) => write!(f, "one of {}", c.join(" | ")),
             HpKind::IntList { min, max } => write!(f, "list of integers in [{min}, {max}]"),
+            HpKind::CpuList => match allowed_cpus() {
+                Some(cpus) => write!(
+                    f,
+                    "list of CPUs this process may run on ({})",
+                    cpu_ranges(&cpus)
+                ),
+                None => write!(f, "list of CPU numbers in [0, {MAX_CPU}]"),
+            },
             HpKind::Text => write!(f, "text"),
             HpKind::Path => write!(f, "path"),
         }
@@ -113,10 +125,73 @@ impl HpSpec {
                 }
                 Ok(value.clone())
             }
+            (HpKind::CpuList, Value::Number(_)) => self.check(&Value::Array(vec![value.clone()])),
+            (HpKind::CpuList, Value::Array(items)) => {
+                let allowed = allowed_cpus();
+                for item in items {
+                    let cpu = item
+                        .as_u64()
+                        .filter(|&c| c <= MAX_CPU)
+                        .ok_or_else(|| format!("{item} is not a CPU number in [0, {MAX_CPU}]"))?;
+                    if let Some(allowed) = &allowed {
+                        if !allowed.contains(&cpu) {
+                            return Err(format!(
+                                "CPU {cpu} is not one this process may run on (allowed CPUs: {})",
+                                cpu_ranges(allowed)
+                            ));
+                        }
+                    }
+                }
+                Ok(value.clone())
+            }
             (HpKind::Text | HpKind::Path, Value::String(_)) => Ok(value.clone()),
             (kind, other) => Err(format!("expected {kind}, found {}", describe(other))),
         }
     }
+}
+
+/// The highest CPU number a [`HpKind::CpuList`] accepts (Linux's default `CPU_SETSIZE` − 1).
+const MAX_CPU: u64 = 1023;
+
+/// The CPUs this process may run on: Linux's `Cpus_allowed_list` (`None` elsewhere, or when it
+/// cannot be read).
+pub fn allowed_cpus() -> Option<Vec<u64>> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    parse_cpu_list(list.trim())
+}
+
+/// Parses Linux's CPU list format (`0-3,8,10-11`).
+fn parse_cpu_list(list: &str) -> Option<Vec<u64>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.trim().parse::<u64>().ok()?..=b.trim().parse().ok()?),
+            None => cpus.push(part.trim().parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// `[0, 1, 2, 5]` → `0-2, 5`.
+fn cpu_ranges(cpus: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if j == i {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 /// A short description of a JSON value's type for error messages.
@@ -424,6 +499,28 @@ mod tests {
         let l = HpSpec::new("hidden", HpKind::IntList { min: 1, max: 10 }, None, "");
         assert_eq!(l.check(&json!(4)).unwrap(), json!([4]));
         assert!(l.check(&json!([4, 11])).is_err());
+    }
+
+    #[test]
+    fn cpu_lists_are_checked_against_the_cpus_this_process_may_use() {
+        assert_eq!(parse_cpu_list("0-2,5,7-8"), Some(vec![0, 1, 2, 5, 7, 8]));
+        assert_eq!(parse_cpu_list("x"), None);
+        assert_eq!(cpu_ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        let s = HpSpec::new("cpus", HpKind::CpuList, json!([]), "");
+        assert!(s.check(&json!([-1])).unwrap_err().contains("[0, 1023]"));
+        assert!(s.check(&json!("0")).is_err());
+        assert_eq!(s.check(&json!([])).unwrap(), json!([]));
+        let Some(allowed) = allowed_cpus() else {
+            return; // not Linux: only the range is checked
+        };
+        assert_eq!(s.check(&json!(allowed[0])).unwrap(), json!([allowed[0]]));
+        let outside = (0..=MAX_CPU).find(|c| !allowed.contains(c)).unwrap();
+        let err = s.check(&json!([allowed[0], outside])).unwrap_err();
+        assert!(
+            err.contains(&format!("CPU {outside} is not one this process may run on"))
+                && err.contains(&cpu_ranges(&allowed)),
+            "{err}"
+        );
     }
 
     crate::hyperparameters! {

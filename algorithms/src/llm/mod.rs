@@ -23,6 +23,7 @@ mod error;
 mod gguf;
 mod hf;
 mod model;
+pub mod profile;
 pub mod sampling;
 mod tokenizer;
 mod weights;

@@ -10,7 +10,8 @@
 //! - matmuls run through candle's quantized kernels, which compute each output as one dot
 //!   product (float weights are stored as F32 `QTensor`s; see `weights.rs`), with kernels that
 //!   switch paths by row count detected at load time and run row by row;
-//! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise in candle;
+//! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise (on CPU computed
+//!   on host vectors by `forward_host`, with candle's operations in candle's order);
 //! - RoPE and attention are computed here in plain Rust ("host attention"): one query row at a
 //!   time, with a fixed summation order over keys, against a position-major cache.
 //!
@@ -28,8 +29,27 @@ use candle_core::{DType, Device, Tensor};
 use super::cache::{KvCache, LayerKv};
 use super::config::{Arch, LlmConfig, RopeStyle};
 use super::error::{LlmError, Result};
+use super::profile::{self, Op, Timer};
 use super::weights::{Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource};
 use super::{gguf, hf};
+
+/// The own kernels' pool of the models that have no threads of their own: one per process,
+/// every core. (candle's process-wide barrier pool did this before; on a 2-core machine busy
+/// with other work it waits at every parallel region for workers that are not running:
+/// SmolLM2 Q4_1 decoded at 3.6-7.8 tokens/s with it against 34.6-80.6 with this pool, whose
+/// caller skips workers that have not joined; `results/forward-s5-busy.md`.)
+fn shared_pool() -> Result<Arc<ianvs_kernels::Pool>> {
+    static POOL: std::sync::OnceLock<Arc<ianvs_kernels::Pool>> = std::sync::OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool.clone());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = ianvs_kernels::Pool::new(threads, Vec::new()).map_err(|e| {
+        LlmError::Unsupported(format!("cannot start {threads} kernel threads: {e}"))
+    })?;
+    // A racing loader may have set it meanwhile: keep one pool per process.
+    Ok(POOL.get_or_init(|| Arc::new(pool)).clone())
+}
 
 /// Hands out a distinct id per loaded model so a cache cannot be fed to another model.
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -65,7 +85,7 @@ pub struct LoadOptions {
     /// this CPU runs unless `IANVS_KERNELS` says otherwise). Tests use it to cover every path.
     pub kernel_isa: Option<ianvs_kernels::Isa>,
     /// CPU only: threads for this model's matmuls (own kernels) and attention. `None` (the
-    /// default): every core, through candle's process-wide pool shared by all models.
+    /// default): every core, through one process-wide pool shared by all such models.
     /// `Some(n)`: the model's own pool of `n` threads, so a drafter and a verifier in one
     /// process can be given different counts. Results never depend on it.
     pub threads: Option<usize>,
@@ -184,6 +204,9 @@ pub struct LlmModel {
     host_attention: bool,
     /// The model's own threads (`LoadOptions::threads`/`cpus`), if any.
     pool: Option<Arc<ianvs_kernels::Pool>>,
+    /// [`LlmModel::threads`], found once at load: `available_parallelism` reads cgroup files,
+    /// too slow to ask once per layer.
+    threads: usize,
     id: u64,
     source: PathBuf,
     weight_bytes: usize,
@@ -307,6 +330,9 @@ impl LlmModel {
             factory.set_pool(pool.clone());
             Some(pool)
         } else {
+            if device.is_cpu() {
+                factory.set_pool(shared_pool()?);
+            }
             None
         };
         let q_dim = c.n_heads * c.head_dim;
@@ -414,6 +440,10 @@ impl LlmModel {
             lm_head,
             inv_freq,
             host_attention,
+            threads: match &pool {
+                Some(p) => p.threads(),
+                None => std::thread::available_parallelism().map_or(1, |p| p.get()),
+            },
             pool,
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             source: src.path().to_path_buf(),
@@ -439,10 +469,7 @@ impl LlmModel {
 
     /// Threads a forward pass uses on the CPU (`LoadOptions::threads`; every core by default).
     pub fn threads(&self) -> usize {
-        match &self.pool {
-            Some(p) => p.threads(),
-            None => std::thread::available_parallelism().map_or(1, |p| p.get()),
-        }
+        self.threads
     }
 
     /// Whether the model has its own threads (`LoadOptions::threads`/`cpus`) rather than the
@@ -512,9 +539,17 @@ impl LlmModel {
                 max: self.config.max_seq_len,
             });
         }
+        let mut run = || {
+            profile::pass();
+            if self.host_attention {
+                self.forward_host(new_tokens, cache)
+            } else {
+                self.forward_inner(new_tokens, cache)
+            }
+        };
         let result = match &self.pool {
-            Some(pool) => pool.pinned(|| self.forward_inner(new_tokens, cache)),
-            None => self.forward_inner(new_tokens, cache),
+            Some(pool) => pool.pinned(run),
+            None => run(),
         };
         match result {
             Ok(logits) => {
@@ -526,6 +561,75 @@ impl LlmModel {
                 Err(e)
             }
         }
+    }
+
+    /// The CPU forward pass on host vectors: the same operations in the same order as
+    /// [`LlmModel::forward_inner`] (so the same bits), without building a tensor per operation.
+    /// Matmuls go straight to the own kernels where a layer has them.
+    fn forward_host(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let c = &self.config;
+        let start = cache.len();
+        let n = tokens.len();
+        let mut t = Timer::start();
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.forward(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+        t.lap(Op::Embed);
+        let (cos, sin) = self.rope_tables(start, n);
+        let mut h = vec![0f32; x.len()];
+        let mut scores = Vec::new();
+        t.lap(Op::Other);
+        for (block, layer_kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let LayerKv::Host { k: kc, v: vc } = layer_kv else {
+                return Err(LlmError::Cache(
+                    "a host-attention model was given a tensor cache".into(),
+                ));
+            };
+            block.attn_norm.forward_host(&x, &mut h);
+            t.lap(Op::Norm);
+            let mut q = block.q.forward_host(&h, n)?;
+            let mut k = block.k.forward_host(&h, n)?;
+            let v = block.v.forward_host(&h, n)?;
+            t.lap(Op::Qkv);
+            apply_rope(&mut q, c.n_heads, c.head_dim, &cos, &sin, c.rope_style);
+            apply_rope(&mut k, c.n_kv_heads, c.head_dim, &cos, &sin, c.rope_style);
+            kc.extend_from_slice(&k);
+            vc.extend_from_slice(&v);
+            let shape = AttnShape {
+                n,
+                start,
+                heads: c.n_heads,
+                kv_heads: c.n_kv_heads,
+                hd: c.head_dim,
+            };
+            let attn = host_attention(&q, kc, vc, shape, self.threads, &mut scores);
+            t.lap(Op::Attention);
+            let o = block.o.forward_host(&attn, n)?;
+            t.lap(Op::O);
+            add_in_place(&mut x, &o);
+            t.lap(Op::Residual);
+            block.ffn_norm.forward_host(&x, &mut h);
+            t.lap(Op::Norm);
+            let mut gate = block.gate.forward_host(&h, n)?;
+            let up = block.up.forward_host(&h, n)?;
+            t.lap(Op::GateUp);
+            for (g, &u) in gate.iter_mut().zip(&up) {
+                // candle's `silu` then `mul`, element by element.
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            t.lap(Op::SiluMul);
+            let down = block.down.forward_host(&gate, n)?;
+            t.lap(Op::Down);
+            add_in_place(&mut x, &down);
+            t.lap(Op::Residual);
+        }
+        self.norm.forward_host(&x, &mut h);
+        t.lap(Op::Norm);
+        let logits = self.lm_head.forward_host(&h, n)?;
+        t.lap(Op::Head);
+        let vocab = logits.len() / n;
+        let out = Tensor::from_vec(logits, (n, vocab), &Device::Cpu)?;
+        t.lap(Op::Other);
+        Ok(out)
     }
 
     fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
@@ -540,8 +644,10 @@ impl LlmModel {
             let k = block.k.forward(&h)?;
             let v = block.v.forward(&h)?;
             let attn = match layer_kv {
-                LayerKv::Host { k: kc, v: vc } => {
-                    self.attention_host(&q, &k, &v, kc, vc, start, &cos, &sin)?
+                LayerKv::Host { .. } => {
+                    return Err(LlmError::Cache(
+                        "a tensor-attention model was given a host cache".into(),
+                    ))
                 }
                 LayerKv::Tensor { k: kc, v: vc } => {
                     self.attention_tensor(&q, &k, &v, kc, vc, start, &cos, &sin)?
@@ -574,40 +680,6 @@ impl LlmModel {
             }
         }
         (cos, sin)
-    }
-
-    /// Batch-invariant attention on CPU (see the module docs). `q`: `[n, heads * hd]`,
-    /// `k`, `v`: `[n, kv_heads * hd]`; returns `[n, heads * hd]`.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_host(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        k_cache: &mut Vec<f32>,
-        v_cache: &mut Vec<f32>,
-        start: usize,
-        cos: &[f32],
-        sin: &[f32],
-    ) -> Result<Tensor> {
-        let c = &self.config;
-        let (n, hd, heads, kv_heads) = (q.dim(0)?, c.head_dim, c.n_heads, c.n_kv_heads);
-        let mut q = q.flatten_all()?.to_vec1::<f32>()?;
-        let mut k = k.flatten_all()?.to_vec1::<f32>()?;
-        let v = v.flatten_all()?.to_vec1::<f32>()?;
-        apply_rope(&mut q, heads, hd, cos, sin, c.rope_style);
-        apply_rope(&mut k, kv_heads, hd, cos, sin, c.rope_style);
-        k_cache.extend_from_slice(&k);
-        v_cache.extend_from_slice(&v);
-        let shape = AttnShape {
-            n,
-            start,
-            heads,
-            kv_heads,
-            hd,
-        };
-        let out = host_attention(&q, k_cache, v_cache, shape, self.threads());
-        Ok(Tensor::from_vec(out, (n, heads * hd), &Device::Cpu)?)
     }
 
     /// Attention with candle tensor ops, for any device.
@@ -737,49 +809,65 @@ struct AttnShape {
 /// costs more than it saves for single-token decode.
 const PARALLEL_ATTENTION_WORK: usize = 1 << 20;
 
+/// `x += y` element by element (a residual connection).
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
 /// Causal attention of `n` new rows over `start + n` cached keys/values (position-major,
 /// `[pos][kv_head][hd]`). Each output row is computed alone with a fixed summation order, so
-/// it does not depend on `n`. Heads are split over threads for long prompts; that only changes
-/// which thread computes a head, not how.
-fn host_attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, threads: usize) -> Vec<f32> {
+/// it does not depend on `n`. The heads that share a key/value head are done together in one
+/// pass over the cache (see [`attend_group`]); groups are split over threads for long prompts,
+/// which only changes which thread computes a head, not how. `scores`: scratch, reused.
+fn host_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: AttnShape,
+    threads: usize,
+    scores: &mut Vec<f32>,
+) -> Vec<f32> {
     let AttnShape {
         n,
         start,
         heads,
+        kv_heads,
         hd,
-        ..
     } = s;
     let mut out = vec![0f32; n * heads * hd];
     let work = n * (start + n) * heads * hd;
-    if threads <= 1 || work < PARALLEL_ATTENTION_WORK {
-        let mut scratch = Vec::new();
-        for h in 0..heads {
-            attend_head(q, k, v, s, h, &mut out, &mut scratch);
+    if threads <= 1 || work < PARALLEL_ATTENTION_WORK || kv_heads == 1 {
+        for g in 0..kv_heads {
+            attend_group(q, k, v, s, g, &mut out, scores);
         }
         return out;
     }
-    // Each thread gets whole heads and returns (head, [n][hd]) blocks to scatter.
-    let per_thread = heads.div_ceil(threads);
+    // Each thread gets whole groups and returns (head, [n][hd]) blocks to scatter.
+    let rep = heads / kv_heads;
+    let per_thread = kv_heads.div_ceil(threads);
     let blocks: Vec<(usize, Vec<f32>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..heads)
+        let handles: Vec<_> = (0..kv_heads)
             .step_by(per_thread)
-            .map(|h0| {
+            .map(|g0| {
                 scope.spawn(move || {
                     let mut scratch = Vec::new();
                     let mut local = vec![0f32; n * heads * hd];
-                    let hs = h0..(h0 + per_thread).min(heads);
-                    for h in hs.clone() {
-                        attend_head(q, k, v, s, h, &mut local, &mut scratch);
+                    let gs = g0..(g0 + per_thread).min(kv_heads);
+                    for g in gs.clone() {
+                        attend_group(q, k, v, s, g, &mut local, &mut scratch);
                     }
-                    hs.map(|h| {
-                        let mut block = Vec::with_capacity(n * hd);
-                        for i in 0..n {
-                            let at = (i * heads + h) * hd;
-                            block.extend_from_slice(&local[at..at + hd]);
-                        }
-                        (h, block)
-                    })
-                    .collect::<Vec<_>>()
+                    (gs.start * rep..gs.end * rep)
+                        .map(|h| {
+                            let mut block = Vec::with_capacity(n * hd);
+                            for i in 0..n {
+                                let at = (i * heads + h) * hd;
+                                block.extend_from_slice(&local[at..at + hd]);
+                            }
+                            (h, block)
+                        })
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -797,13 +885,18 @@ fn host_attention(q: &[f32], k: &[f32], v: &[f32], s: AttnShape, threads: usize)
     out
 }
 
-/// One head of [`host_attention`], writing rows `[i][h]` of `out`.
-fn attend_head(
+/// The heads of key/value group `g` for every new row, writing rows `[i][h]` of `out`.
+///
+/// One pass over the cache for all of them: each cached key and value is read once and used by
+/// every (head, row) that sees it. Per (head, row) the operations and their order are those of
+/// attending alone: scores in position order, max, `exp` and sum in position order, then the
+/// weighted values added in position order and scaled by `1 / sum`.
+fn attend_group(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     s: AttnShape,
-    h: usize,
+    g: usize,
     out: &mut [f32],
     scores: &mut Vec<f32>,
 ) {
@@ -814,34 +907,60 @@ fn attend_head(
         kv_heads,
         hd,
     } = s;
-    let g = h / (heads / kv_heads);
+    let rep = heads / kv_heads;
+    let total = start + n;
     let scale = 1.0 / (hd as f32).sqrt();
     let kv_row = |pos: usize| (pos * kv_heads + g) * hd;
-    for i in 0..n {
-        let qi = &q[(i * heads + h) * hd..][..hd];
-        let visible = start + i + 1;
-        scores.clear();
-        let mut max = f32::NEG_INFINITY;
-        for pos in 0..visible {
-            let sc = dot(qi, &k[kv_row(pos)..][..hd]) * scale;
-            max = max.max(sc);
-            scores.push(sc);
-        }
-        let mut sum = 0f32;
-        for sc in scores.iter_mut() {
-            *sc = (*sc - max).exp();
-            sum += *sc;
-        }
-        let o = &mut out[(i * heads + h) * hd..][..hd];
-        o.fill(0.0);
-        for (pos, &w) in scores.iter().enumerate() {
-            for (acc, &val) in o.iter_mut().zip(&v[kv_row(pos)..][..hd]) {
-                *acc += w * val;
+    // Row `i` sees positions `0..=start + i`: a position `pos` is seen by rows
+    // `pos.saturating_sub(start)..n`.
+    let first_row = |pos: usize| pos.saturating_sub(start);
+    // Scores `[rep][n][total]`, then `1 / sum` per (head, row).
+    scores.clear();
+    scores.resize(rep * n * total + rep * n, 0.0);
+    let (scores, inv) = scores.split_at_mut(rep * n * total);
+    let at = |r: usize, i: usize| (r * n + i) * total;
+    for pos in 0..total {
+        let key = &k[kv_row(pos)..][..hd];
+        for r in 0..rep {
+            let h = g * rep + r;
+            for i in first_row(pos)..n {
+                let qi = &q[(i * heads + h) * hd..][..hd];
+                scores[at(r, i) + pos] = dot(qi, key) * scale;
             }
         }
-        let inv = 1.0 / sum;
-        for acc in o.iter_mut() {
-            *acc *= inv;
+    }
+    for r in 0..rep {
+        for i in 0..n {
+            let row = &mut scores[at(r, i)..][..start + i + 1];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &sc| m.max(sc));
+            let mut sum = 0f32;
+            for sc in row.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            inv[r * n + i] = 1.0 / sum;
+            out[(i * heads + g * rep + r) * hd..][..hd].fill(0.0);
+        }
+    }
+    for pos in 0..total {
+        let val = &v[kv_row(pos)..][..hd];
+        for r in 0..rep {
+            let h = g * rep + r;
+            for i in first_row(pos)..n {
+                let w = scores[at(r, i) + pos];
+                let o = &mut out[(i * heads + h) * hd..][..hd];
+                for (acc, &x) in o.iter_mut().zip(val) {
+                    *acc += w * x;
+                }
+            }
+        }
+    }
+    for r in 0..rep {
+        for i in 0..n {
+            let f = inv[r * n + i];
+            for acc in &mut out[(i * heads + g * rep + r) * hd..][..hd] {
+                *acc *= f;
+            }
         }
     }
 }
@@ -907,7 +1026,102 @@ mod tests {
             hd: 2,
         };
         let q = vec![0.3, -0.2, 1.0, 2.0];
-        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s, 1);
+        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s, 1, &mut Vec::new());
         assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
+    }
+
+    /// Attention of one head and one row at a time, as before the one-pass grouping: the
+    /// grouped pass must give the same bits.
+    fn attend_alone(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
+        let AttnShape {
+            n,
+            start,
+            heads,
+            kv_heads,
+            hd,
+        } = s;
+        let mut out = vec![0f32; n * heads * hd];
+        let scale = 1.0 / (hd as f32).sqrt();
+        for h in 0..heads {
+            let g = h / (heads / kv_heads);
+            let kv_row = |pos: usize| (pos * kv_heads + g) * hd;
+            for i in 0..n {
+                let qi = &q[(i * heads + h) * hd..][..hd];
+                let mut scores = Vec::new();
+                let mut max = f32::NEG_INFINITY;
+                for pos in 0..start + i + 1 {
+                    let sc = dot(qi, &k[kv_row(pos)..][..hd]) * scale;
+                    max = max.max(sc);
+                    scores.push(sc);
+                }
+                let mut sum = 0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let o = &mut out[(i * heads + h) * hd..][..hd];
+                for (pos, &w) in scores.iter().enumerate() {
+                    for (acc, &val) in o.iter_mut().zip(&v[kv_row(pos)..][..hd]) {
+                        *acc += w * val;
+                    }
+                }
+                let inv = 1.0 / sum;
+                for acc in o.iter_mut() {
+                    *acc *= inv;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn grouped_attention_matches_one_head_one_row_at_a_time_bit_for_bit() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 40) as f32 / (1u64 << 22) as f32 - 2.0
+                })
+                .collect()
+        };
+        // (heads, kv_heads, hd, start, n), with threads 1 and 2 and a long prompt that takes
+        // the threaded path.
+        for (heads, kv_heads, hd, start, n) in [
+            (9, 3, 64, 0, 1),
+            (9, 3, 64, 31, 1),
+            (9, 3, 64, 31, 9),
+            (14, 2, 64, 5, 5),
+            (4, 4, 16, 3, 7),
+            (4, 1, 8, 0, 17),
+            (8, 2, 64, 40, 300),
+        ] {
+            let s = AttnShape {
+                n,
+                start,
+                heads,
+                kv_heads,
+                hd,
+            };
+            let q = rand(n * heads * hd);
+            let k = rand((start + n) * kv_heads * hd);
+            let v = rand((start + n) * kv_heads * hd);
+            let want: Vec<u32> = attend_alone(&q, &k, &v, s)
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            for threads in [1, 2] {
+                let got: Vec<u32> = host_attention(&q, &k, &v, s, threads, &mut Vec::new())
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect();
+                assert!(
+                    got == want,
+                    "heads {heads}/{kv_heads} hd {hd} start {start} n {n} threads {threads}"
+                );
+            }
+        }
     }
 }

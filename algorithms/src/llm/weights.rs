@@ -212,6 +212,7 @@ impl LinearFactory {
             // (`weights: f32`) were lossless there; the LLM module warns about the rest.
             split_rows: false,
             own: None,
+            bias_host: None,
             bytes: bytes + bias_len * 4,
             params: dims.iter().product::<usize>() + bias_len,
         })
@@ -220,6 +221,7 @@ impl LinearFactory {
     /// A CPU linear layer over an existing `QTensor` (shared with a tied embedding).
     pub(crate) fn shared(&mut self, qt: Arc<QTensor>, bias: Option<Tensor>) -> Result<Linear> {
         let bias_len = bias.as_ref().map_or(0, |b| b.elem_count());
+        let bias_host = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
         let (n, k) = qt.shape().dims2()?;
         if self.own_kernels {
             if let Some(own) = QMatrix::new(qt.dtype(), n, k, qt.data()?.into_owned()) {
@@ -238,6 +240,7 @@ impl LinearFactory {
                     weight: QMatMul::QTensor(qt),
                     own: Some(own),
                     bias,
+                    bias_host,
                     split_rows: false,
                 });
             }
@@ -249,6 +252,7 @@ impl LinearFactory {
             weight: QMatMul::QTensor(qt),
             own: None,
             bias,
+            bias_host,
             split_rows,
         })
     }
@@ -334,6 +338,8 @@ pub(crate) struct Linear {
     /// The same weights for the runtime's own kernels, which then do every product.
     own: Option<QMatrix>,
     bias: Option<Tensor>,
+    /// The bias on the host, for [`Linear::forward_host`] with the own kernels.
+    bias_host: Option<Vec<f32>>,
     /// Run chunks of `2..=MAX_INVARIANT_ROWS` rows one row at a time (see module docs).
     split_rows: bool,
     bytes: usize,
@@ -341,6 +347,26 @@ pub(crate) struct Linear {
 }
 
 impl Linear {
+    /// [`Linear::forward`] on host rows (CPU): `x` holds `n` rows of `in` values; returns `n`
+    /// rows of `out`. With the own kernels no tensor is built; the bits are those of `forward`.
+    pub(crate) fn forward_host(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let Some(own) = &self.own else {
+            let k = x.len() / n.max(1);
+            let t = Tensor::from_slice(x, (n, k), &Device::Cpu)?;
+            return Ok(self.forward(&t)?.flatten_all()?.to_vec1::<f32>()?);
+        };
+        let mut y = own.matmul(x, n);
+        if let Some(b) = &self.bias_host {
+            // The same single add per element as `broadcast_add`.
+            for row in y.chunks_exact_mut(b.len()) {
+                for (v, &bj) in row.iter_mut().zip(b) {
+                    *v += bj;
+                }
+            }
+        }
+        Ok(y)
+    }
+
     /// `x`: `[n, in]` → `[n, out]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
@@ -414,14 +440,37 @@ impl Embedding {
 /// Root-mean-square layer norm with a learned scale.
 pub(crate) struct RmsNorm {
     weight: Tensor,
+    /// The scale on the host, for [`RmsNorm::forward_host`] (CPU models only).
+    host: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
     pub(crate) fn new(weight: Tensor, eps: f64) -> Self {
+        let host = if weight.device().is_cpu() {
+            weight.to_vec1::<f32>().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         Self {
             weight,
+            host,
             eps: eps as f32,
+        }
+    }
+
+    /// [`RmsNorm::forward`] on host rows, into `out` (same length as `x`): the same operations
+    /// in the same order as candle's CPU `rms_norm`, so the same bits.
+    pub(crate) fn forward_host(&self, x: &[f32], out: &mut [f32]) {
+        let d = self.host.len();
+        debug_assert!(d > 0 && x.len() == out.len() && x.len().is_multiple_of(d));
+        for (src, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            // A sequential sum, as `Iterator::sum` in candle's `rms_row`.
+            let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
+            let m = (sum2 / d as f32 + self.eps).sqrt();
+            for ((o, &s), &a) in dst.iter_mut().zip(src).zip(&self.host) {
+                *o = s / m * a;
+            }
         }
     }
 

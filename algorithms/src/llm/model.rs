@@ -28,7 +28,9 @@ use candle_core::{DType, Device, Tensor};
 use super::cache::{KvCache, LayerKv};
 use super::config::{Arch, LlmConfig, RopeStyle};
 use super::error::{LlmError, Result};
-use super::weights::{Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource};
+use super::weights::{
+    select_rows, Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource,
+};
 use super::{gguf, hf};
 
 /// Hands out a distinct id per loaded model so a cache cannot be fed to another model.
@@ -73,6 +75,71 @@ pub struct LoadOptions {
     /// `forward` only while it runs), so two models in one process do not compete for cores.
     /// Empty (the default): not pinned. Implies an own pool of `threads` (default: one per CPU).
     pub cpus: Vec<usize>,
+    /// CPU only: also build a trimmed output head for drafting ([`LlmModel::forward_draft`]);
+    /// `None` (the default): none. [`LlmModel::forward`] always uses the full head.
+    pub draft_vocab: Option<DraftVocab>,
+}
+
+/// The token ids a drafter's trimmed output head keeps (FR-Spec, Zhao et al. 2025,
+/// "frequency-ranked speculative sampling"): the `lowest` ids — byte-level BPE vocabularies
+/// are ordered by merge rank, roughly by frequency — plus `also` (the caller passes the
+/// tokenizer's special and end-of-generation ids) and every EOS id the model configuration
+/// declares. Ids past the vocabulary are ignored; a set that covers the whole vocabulary
+/// builds no trimmed head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftVocab {
+    pub lowest: usize,
+    pub also: Vec<u32>,
+}
+
+/// A trimmed output head: rows `ids` of the full head, same type and kernels, so the logit of
+/// a kept id is the full head's to the bit.
+struct DraftHead {
+    /// Kept token ids, ascending; row `j` of `head` is token `ids[j]`.
+    ids: Vec<u32>,
+    head: Linear,
+}
+
+impl DraftHead {
+    fn build(
+        vocab: &DraftVocab,
+        config: &LlmConfig,
+        full: &Linear,
+        factory: &mut LinearFactory,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        if vocab.lowest == 0 {
+            return Err(LlmError::Unsupported(
+                "a trimmed draft head needs at least one token (draft_vocab >= 1)".into(),
+            ));
+        }
+        if !device.is_cpu() {
+            return Err(LlmError::Unsupported(format!(
+                "a trimmed draft head is implemented for the CPU only, but the model device is \
+                 {device:?}"
+            )));
+        }
+        let n = config.vocab_size;
+        let mut ids: Vec<u32> = (0..vocab.lowest.min(n) as u32).collect();
+        ids.extend(
+            vocab
+                .also
+                .iter()
+                .chain(&config.eos_token_ids)
+                .copied()
+                .filter(|&id| (id as usize) < n),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() >= n {
+            return Ok(None);
+        }
+        let qt = full.qtensor().ok_or_else(|| {
+            LlmError::Unsupported("the output head has no quantized CPU weight to trim".into())
+        })?;
+        let head = factory.shared(Arc::new(select_rows(qt, &ids)?), None)?;
+        Ok(Some(Self { ids, head }))
+    }
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -180,6 +247,8 @@ pub struct LlmModel {
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
+    /// The drafter's trimmed head (`LoadOptions::draft_vocab`), beside the full one.
+    draft_head: Option<DraftHead>,
     inv_freq: Vec<f32>,
     host_attention: bool,
     /// The model's own threads (`LoadOptions::threads`/`cpus`), if any.
@@ -377,6 +446,11 @@ impl LlmModel {
             c.rms_norm_eps,
         );
 
+        let draft_head = match &options.draft_vocab {
+            Some(v) => DraftHead::build(v, &config, &lm_head, &mut factory, device)?,
+            None => None,
+        };
+
         let norm_bytes = |n: &RmsNorm| n.num_parameters() * 4;
         let weight_bytes = blocks
             .iter()
@@ -412,6 +486,7 @@ impl LlmModel {
             blocks,
             norm,
             lm_head,
+            draft_head,
             inv_freq,
             host_attention,
             pool,
@@ -478,6 +553,20 @@ impl LlmModel {
         self.weight_bytes
     }
 
+    /// [`LlmModel::weight_bytes`] of a [`LlmModel::forward_draft`] step: the trimmed head
+    /// instead of the full one (`None` without a trimmed head).
+    pub fn draft_weight_bytes(&self) -> Option<usize> {
+        self.draft_head
+            .as_ref()
+            .map(|d| self.weight_bytes - self.lm_head.weight_bytes() + d.head.weight_bytes())
+    }
+
+    /// The token ids [`LlmModel::forward_draft`] returns logits for, ascending (`None`:
+    /// no trimmed head was built).
+    pub fn draft_ids(&self) -> Option<&[u32]> {
+        self.draft_head.as_ref().map(|d| d.ids.as_slice())
+    }
+
     /// Number of parameters (a tied output head is counted once).
     pub fn num_parameters(&self) -> usize {
         self.num_parameters
@@ -488,6 +577,22 @@ impl LlmModel {
     ///
     /// On success the cache grows by `new_tokens.len()`; on error it is left as it was.
     pub fn forward(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.forward_head(new_tokens, cache, false)
+    }
+
+    /// [`LlmModel::forward`] through the trimmed draft head: shape
+    /// `[new_tokens.len(), draft_ids().len()]`, column `j` the logit of token `draft_ids()[j]`,
+    /// bit-identical to that column of `forward`. An error when no trimmed head was built.
+    pub fn forward_draft(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if self.draft_head.is_none() {
+            return Err(LlmError::Unsupported(
+                "this model has no trimmed draft head (LoadOptions::draft_vocab)".into(),
+            ));
+        }
+        self.forward_head(new_tokens, cache, true)
+    }
+
+    fn forward_head(&self, new_tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
         if cache.owner != self.id {
             return Err(LlmError::Cache(
                 "this cache was created by another model; use this model's new_cache()".into(),
@@ -513,8 +618,8 @@ impl LlmModel {
             });
         }
         let result = match &self.pool {
-            Some(pool) => pool.pinned(|| self.forward_inner(new_tokens, cache)),
-            None => self.forward_inner(new_tokens, cache),
+            Some(pool) => pool.pinned(|| self.forward_inner(new_tokens, cache, draft)),
+            None => self.forward_inner(new_tokens, cache, draft),
         };
         match result {
             Ok(logits) => {
@@ -528,7 +633,7 @@ impl LlmModel {
         }
     }
 
-    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
         let start = cache.len();
         let n = tokens.len();
         let ids = Tensor::new(tokens, &self.device)?;
@@ -553,10 +658,11 @@ impl LlmModel {
             x = (x + block.down.forward(&act)?)?;
         }
         let x = self.norm.forward(&x)?;
-        self.lm_head
-            .forward(&x)?
-            .to_dtype(DType::F32)
-            .map_err(Into::into)
+        let head = match (&self.draft_head, draft) {
+            (Some(d), true) => &d.head,
+            _ => &self.lm_head,
+        };
+        head.forward(&x)?.to_dtype(DType::F32).map_err(Into::into)
     }
 
     /// cos/sin of every (new position, frequency) pair, `[n][head_dim / 2]` row-major.

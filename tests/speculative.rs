@@ -274,3 +274,98 @@ fn a_cpu_outside_the_allowed_set_is_a_config_error() {
     assert!(stderr.contains("allowed CPUs: "), "{stderr}");
     assert!(!dir.path().join("workspace").exists());
 }
+
+/// The trained pair with the drafter's trimmed output head (`draft_vocab: 512` of 4096):
+/// greedy speculative output still equals verifier-only output on every prompt, rejection
+/// sampling runs at the verifier's temperature, and runtime.json names the trimmed head.
+#[test]
+fn a_trimmed_drafter_head_keeps_greedy_lossless_and_sampling_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ws = tempfile::tempdir().unwrap();
+    let rows = run_json(
+        &root.join("tests/fixtures/spec-pair/benchmark-trimmed.yaml"),
+        ws.path(),
+    );
+    assert_eq!(rows.len(), 4, "2 verifier-only + greedy + sampled");
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        let acc = r["acceptance-rate"].as_f64();
+        match r["algorithm"].as_str().unwrap() {
+            "verifier-only" => {}
+            "speculative-trimmed" => {
+                assert_eq!(r["lossless"].as_f64(), Some(1.0), "greedy, trimmed: {r}");
+                assert_eq!(r["near-tie-divergences"].as_f64(), Some(0.0));
+                assert!(acc.unwrap() > 0.05 && acc.unwrap() <= 1.0, "{r}");
+            }
+            "speculative-trimmed-sampling" => {
+                assert!(r["lossless"].is_null(), "{r}");
+                assert!(acc.unwrap() > 0.05 && acc.unwrap() <= 1.0, "{r}");
+                assert!(r["mean-accepted-length"].as_f64().unwrap() >= 1.0);
+            }
+            other => panic!("unexpected row {other}: {r}"),
+        }
+    }
+    for algo in ["speculative-trimmed", "speculative-trimmed-sampling"] {
+        let case = std::fs::read_dir(ws.path().join("spec-pair-trimmed").join(algo))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let runtime: Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("runtime.json")).unwrap())
+                .unwrap();
+        let drafter = runtime["drafter"].as_str().unwrap();
+        assert!(
+            drafter.contains("draft head of 512 of 4096 tokens"),
+            "{drafter}"
+        );
+        let verifier = runtime["verifier"].as_str().unwrap();
+        assert!(!verifier.contains("draft head"), "{verifier}");
+    }
+}
+
+/// `draft_vocab` trims the drafter's head only: given to the verifier it is refused before any
+/// case runs, naming the file, the key and where it belongs.
+#[test]
+fn draft_vocab_on_the_verifier_is_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let algo = std::fs::read_to_string(
+        root.join("tests/fixtures/spec-pair/algorithms/speculative-trimmed.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "            values: [\"../../../../datasets/lm/verifier\"]\n",
+        "            values: [\"../../../../datasets/lm/verifier\"]\n        - draft_vocab:\n            values: [1024]\n",
+    )
+    .replace("../../../../", &format!("{}/", root.display()));
+    let err = refused(dir.path(), &algo);
+    assert!(
+        err.contains("algo.yaml")
+            && err.contains("verifier module \"LLM\" has no hyperparameter `draft_vocab`")
+            && err.contains("`drafter` LLM module only"),
+        "stderr: {err}"
+    );
+    assert!(!dir.path().join("ws").exists(), "nothing written");
+}
+
+/// `draft_vocab: 0` is out of range: refused before any case runs, with the bad value.
+#[test]
+fn draft_vocab_zero_is_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let algo = std::fs::read_to_string(
+        root.join("tests/fixtures/spec-pair/algorithms/speculative-trimmed.yaml"),
+    )
+    .unwrap()
+    .replace("values: [512]", "values: [0]")
+    .replace("../../../../", &format!("{}/", root.display()));
+    let err = refused(dir.path(), &algo);
+    assert!(
+        err.contains("algo.yaml")
+            && err.contains("draft_vocab")
+            && err.contains("0 is out of range"),
+        "stderr: {err}"
+    );
+}

@@ -14,7 +14,7 @@ use ianvs_paradigms::modules::{LanguageModel, LmSession};
 use ianvs_paradigms::speculative::{self, hp_names};
 use serde_json::json;
 
-use crate::llm::{KvCache, LlmModel, LlmTokenizer, LoadOptions};
+use crate::llm::{DraftVocab, KvCache, LlmModel, LlmTokenizer, LoadOptions};
 
 /// A loaded model with its tokenizer.
 pub struct LoadedLm {
@@ -26,7 +26,7 @@ pub struct LoadedLm {
 }
 
 fn weights_hp() -> HpSpec {
-    HpSpec::new("weights", HpKind::Choice(&["native", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K, so this mainly trades memory for a little speed) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
+    HpSpec::new("weights", HpKind::Choice(&["native", "q4_0", "q8_0", "f32"]), json!("native"), "keep the file's weights (native) or convert GGUF weights at load time: q4_0 or q8_0 (CPU only; the runtime has its own SIMD kernels for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K; q4_0 reads the fewest bytes per token but re-rounds already quantized weights, q8_0 is near-lossless and reads about twice as many) or f32 (dense; on cuda the fast, batched choice for a verifier, since native quantized GPU layers verify one row at a time to match decode bit for bit)")
 }
 
 /// `device`: the drafter defaults to the CPU (it is the edge model), the verifier to `auto`
@@ -41,10 +41,15 @@ fn model_hps(device: HpSpec) -> Vec<HpSpec> {
     ]
 }
 
+/// The drafter's trimmed output head (FR-Spec); a drafter-only setting, so a verifier that
+/// names it is refused as an unknown hyperparameter of the verifier.
+pub const DRAFT_VOCAB: &str = "draft_vocab";
+
 /// The drafter: model settings here, speculative settings declared by the paradigm that reads
 /// them.
 pub fn drafter_hps() -> Vec<HpSpec> {
     let mut v = model_hps(device_hp());
+    v.push(HpSpec::new(DRAFT_VOCAB, HpKind::Int { min: 1, max: 1 << 24 }, Some(serde_json::Value::Null), "CPU only: draft over a trimmed output head of the N lowest token ids (BPE ids are ordered by merge rank, roughly by frequency) plus every special and end-of-generation token (FR-Spec, Zhao et al. 2025); the head is most of a small drafter's work on a large vocabulary. The verifier still decides every token, so greedy output stays lossless and rejection sampling exact (the drafter's q is zero outside the kept ids). Unset (the default) = the full head; N at or past the vocabulary = the full head, with a warning"));
     v.extend(speculative::drafter_hps());
     v
 }
@@ -63,18 +68,23 @@ static LOADED: LazyLock<Mutex<HashMap<String, ModelCell>>> = LazyLock::new(Defau
 
 /// Loads (or reuses) a model by path, device and weight option, on the shared threads.
 pub fn load_shared(path: &Path, device: &str, weights: &str) -> anyhow::Result<Arc<LoadedLm>> {
-    load_shared_with(path, device, weights, None, &[])
+    load_shared_with(path, device, weights, None, &[], None)
 }
 
-/// [`load_shared`] with the model's own threads and CPUs (`threads`/`cpus` settings).
+/// [`load_shared`] with the model's own threads and CPUs (`threads`/`cpus` settings) and a
+/// drafter's trimmed head of the `draft_vocab` lowest ids (plus the special ones).
 pub fn load_shared_with(
     path: &Path,
     device: &str,
     weights: &str,
     threads: Option<usize>,
     cpus: &[usize],
+    draft_vocab: Option<usize>,
 ) -> anyhow::Result<Arc<LoadedLm>> {
-    let key = format!("{}|{device}|{weights}|{threads:?}|{cpus:?}", path.display());
+    let key = format!(
+        "{}|{device}|{weights}|{threads:?}|{cpus:?}|{draft_vocab:?}",
+        path.display()
+    );
     let cell = LOADED
         .lock()
         .map_err(|_| anyhow::anyhow!("model cache poisoned"))?
@@ -89,20 +99,36 @@ pub fn load_shared_with(
     }
     let choice = select_device(device);
     let requantize = match weights {
+        "q4_0" => Some(GgmlDType::Q4_0),
         "q8_0" => Some(GgmlDType::Q8_0),
         "f32" => Some(GgmlDType::F32),
         _ => None,
     };
+    let tokenizer = LlmTokenizer::load(path)
+        .map_err(|e| anyhow::anyhow!("cannot load the tokenizer of {}: {e}", path.display()))?;
+    let draft_vocab = draft_vocab.map(|lowest| {
+        let mut also = tokenizer.special_ids();
+        also.extend_from_slice(tokenizer.eog_ids());
+        DraftVocab { lowest, also }
+    });
     let opts = LoadOptions {
         requantize,
         threads,
         cpus: cpus.to_vec(),
+        draft_vocab: draft_vocab.clone(),
         ..Default::default()
     };
     let model = LlmModel::load_with(path, &choice.device, &opts)
         .map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", path.display()))?;
-    let tokenizer = LlmTokenizer::load(path)
-        .map_err(|e| anyhow::anyhow!("cannot load the tokenizer of {}: {e}", path.display()))?;
+    if let (Some(v), None) = (&draft_vocab, model.draft_ids()) {
+        ianvs_paradigms::device::warn_once(&format!(
+            "drafter {}: draft_vocab {} keeps every token of its vocabulary ({}), so it drafts \
+             with the full output head",
+            path.display(),
+            v.lowest,
+            model.config().vocab_size
+        ));
+    }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for id in 0..tokenizer.vocab_size() as u32 {
         tokenizer.id_to_token(id).hash(&mut h);
@@ -112,7 +138,7 @@ pub fn load_shared_with(
         // The weight option is part of the identity: the verifier-only reference of a job is
         // cached by this label, and `native` and `f32` weights are different models.
         label: format!(
-            "{}{} on {}{}",
+            "{}{} on {}{}{}",
             path.display(),
             match weights {
                 "native" => String::new(),
@@ -120,6 +146,14 @@ pub fn load_shared_with(
             },
             choice.label,
             threads_label(&model),
+            match model.draft_ids() {
+                Some(ids) => format!(
+                    ", draft head of {} of {} tokens",
+                    ids.len(),
+                    model.config().vocab_size
+                ),
+                None => String::new(),
+            },
         ),
         fingerprint: h.finish(),
         add_bos,
@@ -153,12 +187,18 @@ pub fn build(hps: &Hyperparameters) -> anyhow::Result<Arc<dyn LanguageModel>> {
         .into_iter()
         .map(|c| c as usize)
         .collect();
+    // Declared for drafters only (`drafter_hps`): a verifier never has it.
+    let draft_vocab = match hps.0.get(DRAFT_VOCAB) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(_) => Some(hps.usize(DRAFT_VOCAB)?),
+    };
     let lm = load_shared_with(
         &path,
         hps.str("device")?,
         hps.str("weights")?,
         threads,
         &cpus,
+        draft_vocab,
     )?;
     let verifier = hps.str(hp_names::VERIFICATION).is_ok();
     let quantized = lm.model.weight_bytes() < 4 * lm.model.num_parameters();
@@ -210,7 +250,10 @@ impl LanguageModel for LoadedLm {
         ids
     }
     fn weight_bytes(&self) -> usize {
-        self.model.weight_bytes()
+        // A drafter with a trimmed head reads that head, not the full one.
+        self.model
+            .draft_weight_bytes()
+            .unwrap_or(self.model.weight_bytes())
     }
     fn new_session(&self) -> Box<dyn LmSession + '_> {
         Box::new(Session {
@@ -222,11 +265,25 @@ impl LanguageModel for LoadedLm {
 
 impl LmSession for Session<'_> {
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<Vec<f32>>> {
-        let logits = self.lm.model.forward(tokens, &mut self.cache)?;
-        Ok(logits
+        let model = &self.lm.model;
+        let Some(ids) = model.draft_ids() else {
+            let logits = model.forward(tokens, &mut self.cache)?;
+            return Ok(logits
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(&candle_core::Device::Cpu)?
+                .to_vec2::<f32>()?);
+        };
+        // A trimmed head: the kept ids get their logits (the full head's, bit for bit), every
+        // other id -inf, so argmax, the sampling distribution q (zero outside the kept ids)
+        // and the residual max(0, p - q) are all computed from what the drafter sampled.
+        let kept = model
+            .forward_draft(tokens, &mut self.cache)?
             .to_dtype(candle_core::DType::F32)?
-            .to_device(&candle_core::Device::Cpu)?
-            .to_vec2::<f32>()?)
+            .to_vec2::<f32>()?;
+        Ok(kept
+            .iter()
+            .map(|row| expand_draft_logits(row, ids, model.config().vocab_size))
+            .collect())
     }
     fn len(&self) -> usize {
         self.cache.len()
@@ -234,4 +291,14 @@ impl LmSession for Session<'_> {
     fn truncate(&mut self, len: usize) -> anyhow::Result<()> {
         Ok(self.cache.truncate(len)?)
     }
+}
+
+/// Logits over the whole vocabulary from a trimmed head's row: `row[j]` at `ids[j]`, -inf
+/// elsewhere.
+fn expand_draft_logits(row: &[f32], ids: &[u32], vocab_size: usize) -> Vec<f32> {
+    let mut full = vec![f32::NEG_INFINITY; vocab_size];
+    for (&id, &v) in ids.iter().zip(row) {
+        full[id as usize] = v;
+    }
+    full
 }

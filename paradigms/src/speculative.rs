@@ -1730,4 +1730,72 @@ mod tests {
             "first-token distribution: chi² = {chi}, counts {first:?}"
         );
     }
+
+    /// A drafter with a trimmed output head (FR-Spec: `draft_vocab`) gives -inf logits outside
+    /// the ids it keeps, so its q is a distribution over those ids only. Rejection sampling
+    /// stays exact: the second token still follows the verifier's p, including the ids the
+    /// drafter can never propose (they come from the residual max(0, p − q)).
+    #[test]
+    fn rejection_sampling_with_a_trimmed_drafter_head_preserves_the_verifier_distribution() {
+        let target = Smooth {
+            table: [
+                [0.4, 0.2, -0.5, 0.7, 0.9],
+                [0.1, 0.9, 0.3, -0.2, 0.4],
+                [0.5, 0.5, 0.5, 0.5, 2.0],
+                [-1.0, 0.0, 1.0, 0.3, 0.2],
+                [0.0, 0.3, 0.6, 0.9, 1.2],
+            ],
+        };
+        // Keeps ids 0..3, as `draft_vocab: 3` would: ids 3 and 4 are -inf in every row.
+        let x = f32::NEG_INFINITY;
+        let draft = Smooth {
+            table: [
+                [0.2, 1.0, 0.1, x, x],
+                [0.6, 0.2, 0.9, x, x],
+                [1.0, 0.0, 0.4, x, x],
+                [0.0, 0.5, 0.2, x, x],
+                [0.3, 0.3, 0.3, x, x],
+            ],
+        };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 5,
+        };
+        let g = Generation {
+            params,
+            max_new_tokens: 2,
+            stop_at_eos: false,
+        };
+        let p_next = sampling::probs(&target.table[0], &params).unwrap();
+        let q_next = sampling::probs(&draft.table[0], &params).unwrap();
+        assert_eq!((q_next[3], q_next[4]), (0.0, 0.0));
+        let mut counts = [0usize; 5];
+        for i in 0..30_000 {
+            let r = speculative(
+                &draft,
+                &target,
+                &[0],
+                &g,
+                2,
+                Schedule::Constant,
+                Verification::RejectionSampling,
+                &mut Link::new(LinkSpec::lan(0)),
+                i,
+            )
+            .unwrap();
+            if r.output_tokens[0] == 0 {
+                counts[r.output_tokens[1] as usize] += 1;
+            }
+        }
+        let n: usize = counts.iter().sum();
+        assert!(n > 3000, "enough conditioned samples ({n})");
+        assert!(counts[3] > 0 && counts[4] > 0, "{counts:?}");
+        let chi = chi_square(&counts, &p_next);
+        assert!(
+            chi < 18.47,
+            "trimmed drafter: chi² = {chi}, counts {counts:?}, p {p_next:?}"
+        );
+    }
 }

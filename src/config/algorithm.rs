@@ -140,7 +140,7 @@ pub(super) fn read_algorithm(
                         .choices(&mname, &registry.names(&mtype));
                         continue;
                     };
-                    if let Some(mc) = read_module_hps(&mut w, &mp, &mf, entry, seed) {
+                    if let Some(mc) = read_module_hps(&mut w, &mp, &mf, entry, registry, seed) {
                         modules.push(mc);
                     }
                 }
@@ -200,6 +200,7 @@ pub(super) fn read_module_hps(
     mp: &str,
     mf: &Fields,
     entry: &ianvs_paradigms::registry::ModuleEntry,
+    registry: &Registry,
     seed: u64,
 ) -> Option<ModuleConfig> {
     let hp_names: Vec<&str> = entry.hyperparameters.iter().map(|h| h.name).collect();
@@ -282,15 +283,34 @@ pub(super) fn read_module_hps(
                 continue;
             }
             let Some(spec) = entry.hp(&key) else {
-                w.err(
-                    Some(k.mark),
-                    &kp,
-                    format!(
-                        "{} module \"{}\" has no hyperparameter `{key}`",
-                        entry.module_type, entry.name
-                    ),
-                )
-                .choices(&key, &hp_names);
+                // A setting of the same module in another role (a drafter-only `draft_vocab`
+                // given to the verifier LLM): say where it belongs.
+                let owners: Vec<String> = registry
+                    .entries()
+                    .iter()
+                    .filter(|e| {
+                        e.module_type != entry.module_type
+                            && e.name.eq_ignore_ascii_case(entry.name)
+                            && e.hp(&key).is_some()
+                    })
+                    .map(|e| format!("`{}` {}", e.module_type, e.name))
+                    .collect();
+                let d = w
+                    .err(
+                        Some(k.mark),
+                        &kp,
+                        format!(
+                            "{} module \"{}\" has no hyperparameter `{key}`",
+                            entry.module_type, entry.name
+                        ),
+                    )
+                    .choices(&key, &hp_names);
+                if !owners.is_empty() {
+                    d.help(format!(
+                        "`{key}` is a setting of the {} module only: move it there",
+                        owners.join(", ")
+                    ));
+                }
                 ok = false;
                 continue;
             };

@@ -33,6 +33,6 @@ pub use config::{Arch, LlmConfig, RopeScaling, RopeStyle};
 pub use error::{LlmError, Result};
 /// The own CPU kernels ([`kernels::Isa`] names a kernel set for [`LoadOptions::kernel_isa`]).
 pub use ianvs_kernels as kernels;
-pub use model::{AttentionBackend, LlmModel, LoadOptions};
+pub use model::{AttentionBackend, DraftVocab, LlmModel, LoadOptions};
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::LlmTokenizer;

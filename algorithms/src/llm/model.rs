@@ -30,7 +30,9 @@ use super::cache::{KvCache, LayerKv};
 use super::config::{Arch, LlmConfig, RopeStyle};
 use super::error::{LlmError, Result};
 use super::profile::{self, Op, Timer};
-use super::weights::{Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource};
+use super::weights::{
+    select_rows, Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource,
+};
 use super::{gguf, hf};
 
 /// The own kernels' pool of the models that have no threads of their own: one per process,
@@ -93,6 +95,71 @@ pub struct LoadOptions {
     /// `forward` only while it runs), so two models in one process do not compete for cores.
     /// Empty (the default): not pinned. Implies an own pool of `threads` (default: one per CPU).
     pub cpus: Vec<usize>,
+    /// CPU only: also build a trimmed output head for drafting ([`LlmModel::forward_draft`]);
+    /// `None` (the default): none. [`LlmModel::forward`] always uses the full head.
+    pub draft_vocab: Option<DraftVocab>,
+}
+
+/// The token ids a drafter's trimmed output head keeps (FR-Spec, Zhao et al. 2025,
+/// "frequency-ranked speculative sampling"): the `lowest` ids — byte-level BPE vocabularies
+/// are ordered by merge rank, roughly by frequency — plus `also` (the caller passes the
+/// tokenizer's special and end-of-generation ids) and every EOS id the model configuration
+/// declares. Ids past the vocabulary are ignored; a set that covers the whole vocabulary
+/// builds no trimmed head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftVocab {
+    pub lowest: usize,
+    pub also: Vec<u32>,
+}
+
+/// A trimmed output head: rows `ids` of the full head, same type and kernels, so the logit of
+/// a kept id is the full head's to the bit.
+struct DraftHead {
+    /// Kept token ids, ascending; row `j` of `head` is token `ids[j]`.
+    ids: Vec<u32>,
+    head: Linear,
+}
+
+impl DraftHead {
+    fn build(
+        vocab: &DraftVocab,
+        config: &LlmConfig,
+        full: &Linear,
+        factory: &mut LinearFactory,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        if vocab.lowest == 0 {
+            return Err(LlmError::Unsupported(
+                "a trimmed draft head needs at least one token (draft_vocab >= 1)".into(),
+            ));
+        }
+        if !device.is_cpu() {
+            return Err(LlmError::Unsupported(format!(
+                "a trimmed draft head is implemented for the CPU only, but the model device is \
+                 {device:?}"
+            )));
+        }
+        let n = config.vocab_size;
+        let mut ids: Vec<u32> = (0..vocab.lowest.min(n) as u32).collect();
+        ids.extend(
+            vocab
+                .also
+                .iter()
+                .chain(&config.eos_token_ids)
+                .copied()
+                .filter(|&id| (id as usize) < n),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() >= n {
+            return Ok(None);
+        }
+        let qt = full.qtensor().ok_or_else(|| {
+            LlmError::Unsupported("the output head has no quantized CPU weight to trim".into())
+        })?;
+        let head = factory.shared(Arc::new(select_rows(qt, &ids)?), None)?;
+        Ok(Some(Self { ids, head }))
+    }
 }
 
 /// Tensor names of one file format, for the format-neutral builder.
@@ -200,6 +267,8 @@ pub struct LlmModel {
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
+    /// The drafter's trimmed head (`LoadOptions::draft_vocab`), beside the full one.
+    draft_head: Option<DraftHead>,
     inv_freq: Vec<f32>,
     host_attention: bool,
     /// The model's own threads (`LoadOptions::threads`/`cpus`), if any.
@@ -403,6 +472,11 @@ impl LlmModel {
             c.rms_norm_eps,
         );
 
+        let draft_head = match &options.draft_vocab {
+            Some(v) => DraftHead::build(v, &config, &lm_head, &mut factory, device)?,
+            None => None,
+        };
+
         let norm_bytes = |n: &RmsNorm| n.num_parameters() * 4;
         let weight_bytes = blocks
             .iter()
@@ -438,6 +512,7 @@ impl LlmModel {
             blocks,
             norm,
             lm_head,
+            draft_head,
             inv_freq,
             host_attention,
             threads: match &pool {
@@ -505,6 +580,20 @@ impl LlmModel {
         self.weight_bytes
     }
 
+    /// [`LlmModel::weight_bytes`] of a [`LlmModel::forward_draft`] step: the trimmed head
+    /// instead of the full one (`None` without a trimmed head).
+    pub fn draft_weight_bytes(&self) -> Option<usize> {
+        self.draft_head
+            .as_ref()
+            .map(|d| self.weight_bytes - self.lm_head.weight_bytes() + d.head.weight_bytes())
+    }
+
+    /// The token ids [`LlmModel::forward_draft`] returns logits for, ascending (`None`:
+    /// no trimmed head was built).
+    pub fn draft_ids(&self) -> Option<&[u32]> {
+        self.draft_head.as_ref().map(|d| d.ids.as_slice())
+    }
+
     /// Number of parameters (a tied output head is counted once).
     pub fn num_parameters(&self) -> usize {
         self.num_parameters
@@ -515,6 +604,22 @@ impl LlmModel {
     ///
     /// On success the cache grows by `new_tokens.len()`; on error it is left as it was.
     pub fn forward(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.forward_head(new_tokens, cache, false)
+    }
+
+    /// [`LlmModel::forward`] through the trimmed draft head: shape
+    /// `[new_tokens.len(), draft_ids().len()]`, column `j` the logit of token `draft_ids()[j]`,
+    /// bit-identical to that column of `forward`. An error when no trimmed head was built.
+    pub fn forward_draft(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if self.draft_head.is_none() {
+            return Err(LlmError::Unsupported(
+                "this model has no trimmed draft head (LoadOptions::draft_vocab)".into(),
+            ));
+        }
+        self.forward_head(new_tokens, cache, true)
+    }
+
+    fn forward_head(&self, new_tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
         if cache.owner != self.id {
             return Err(LlmError::Cache(
                 "this cache was created by another model; use this model's new_cache()".into(),
@@ -542,9 +647,9 @@ impl LlmModel {
         let mut run = || {
             profile::pass();
             if self.host_attention {
-                self.forward_host(new_tokens, cache)
+                self.forward_host(new_tokens, cache, draft)
             } else {
-                self.forward_inner(new_tokens, cache)
+                self.forward_inner(new_tokens, cache, draft)
             }
         };
         let result = match &self.pool {
@@ -566,7 +671,7 @@ impl LlmModel {
     /// The CPU forward pass on host vectors: the same operations in the same order as
     /// [`LlmModel::forward_inner`] (so the same bits), without building a tensor per operation.
     /// Matmuls go straight to the own kernels where a layer has them.
-    fn forward_host(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    fn forward_host(&self, tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
         let c = &self.config;
         let start = cache.len();
         let n = tokens.len();
@@ -624,7 +729,7 @@ impl LlmModel {
         }
         self.norm.forward_host(&x, &mut h);
         t.lap(Op::Norm);
-        let logits = self.lm_head.forward_host(&h, n)?;
+        let logits = self.head(draft).forward_host(&h, n)?;
         t.lap(Op::Head);
         let vocab = logits.len() / n;
         let out = Tensor::from_vec(logits, (n, vocab), &Device::Cpu)?;
@@ -632,7 +737,7 @@ impl LlmModel {
         Ok(out)
     }
 
-    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
         let start = cache.len();
         let n = tokens.len();
         let ids = Tensor::new(tokens, &self.device)?;
@@ -659,10 +764,19 @@ impl LlmModel {
             x = (x + block.down.forward(&act)?)?;
         }
         let x = self.norm.forward(&x)?;
-        self.lm_head
+        self.head(draft)
             .forward(&x)?
             .to_dtype(DType::F32)
             .map_err(Into::into)
+    }
+
+    /// The output head of a pass: the trimmed draft head when asked for and built, else the
+    /// full one.
+    fn head(&self, draft: bool) -> &Linear {
+        match (&self.draft_head, draft) {
+            (Some(d), true) => &d.head,
+            _ => &self.lm_head,
+        }
     }
 
     /// cos/sin of every (new position, frequency) pair, `[n][head_dim / 2]` row-major.

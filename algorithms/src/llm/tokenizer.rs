@@ -264,6 +264,20 @@ impl LlmTokenizer {
         self.eog.contains(&id)
     }
 
+    /// Ids of the added tokens marked special (chat markers, EOS/BOS, fill-in-the-middle
+    /// markers, ...), ascending.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Number of ids the tokenizer can produce, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -332,6 +332,32 @@ fn probe_slice(qt: &Arc<QTensor>) -> Result<Arc<QTensor>> {
     Ok(Arc::new(slice))
 }
 
+/// The rows `ids` (in that order) of a `[n, k]` CPU weight, same type, bytes copied as they
+/// are: each output of the new matrix is the same dot product as before (a drafter's trimmed
+/// output head).
+pub(crate) fn select_rows(qt: &QTensor, ids: &[u32]) -> Result<QTensor> {
+    let (n, k) = qt.shape().dims2()?;
+    let dtype = qt.dtype();
+    let row_bytes = k / dtype.block_size() * dtype.type_size();
+    let data = qt.data()?;
+    let mut out = Vec::with_capacity(ids.len() * row_bytes);
+    for &id in ids {
+        let id = id as usize;
+        if id >= n {
+            return Err(LlmError::Unsupported(format!(
+                "row {id} of a weight with {n} rows"
+            )));
+        }
+        out.extend_from_slice(&data[id * row_bytes..(id + 1) * row_bytes]);
+    }
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        &out,
+        vec![ids.len(), k],
+        &Device::Cpu,
+    )?)
+}
+
 /// `y = x Wᵀ (+ b)` with `W` stored `[out, in]`, quantized or float.
 pub(crate) struct Linear {
     weight: QMatMul,
@@ -391,6 +417,14 @@ impl Linear {
 
     pub(crate) fn weight_bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The weight as a `QTensor` (every CPU layer has one; see the module docs).
+    pub(crate) fn qtensor(&self) -> Option<&Arc<QTensor>> {
+        match &self.weight {
+            QMatMul::QTensor(q) => Some(q),
+            _ => None,
+        }
     }
 
     pub(crate) fn num_parameters(&self) -> usize {

@@ -1620,6 +1620,35 @@ mod tests {
         }
     }
 
+    /// Runs `runs` two-token rejection-sampling generations from the prompt `[0]` (seed = run
+    /// index) and counts the second token of those whose first token is 0.
+    fn second_token_counts(
+        draft: &Smooth,
+        target: &Smooth,
+        g: &Generation,
+        runs: usize,
+    ) -> [usize; 5] {
+        let mut counts = [0usize; 5];
+        for i in 0..runs {
+            let r = speculative(
+                draft,
+                target,
+                &[0],
+                g,
+                2,
+                Schedule::Constant,
+                Verification::RejectionSampling,
+                &mut Link::new(LinkSpec::lan(0)),
+                i,
+            )
+            .unwrap();
+            if r.output_tokens[0] == 0 {
+                counts[r.output_tokens[1] as usize] += 1;
+            }
+        }
+        counts
+    }
+
     fn chi_square(counts: &[usize], p: &[f32]) -> f64 {
         let n: usize = counts.iter().sum();
         counts
@@ -1670,25 +1699,10 @@ mod tests {
         // Condition on the first token: collect second tokens for first token == 0.
         let p_next = sampling::probs(&target.table[0], &params).unwrap();
         let q_next = sampling::probs(&draft.table[0], &params).unwrap();
-        let mut counts = [0usize; 5];
+        let counts = second_token_counts(&draft, &target, &g, 40_000);
         let mut wrong = [0usize; 5];
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for i in 0..40_000 {
-            let r = speculative(
-                &draft,
-                &target,
-                &[0],
-                &g,
-                2,
-                Schedule::Constant,
-                Verification::RejectionSampling,
-                &mut Link::new(LinkSpec::lan(0)),
-                i,
-            )
-            .unwrap();
-            if r.output_tokens[0] == 0 {
-                counts[r.output_tokens[1] as usize] += 1;
-            }
+        for _ in 0..40_000 {
             wrong[sampling::sample(&q_next, &mut rng).unwrap() as usize] += 1;
         }
         let n: usize = counts.iter().sum();
@@ -1771,24 +1785,7 @@ mod tests {
         let p_next = sampling::probs(&target.table[0], &params).unwrap();
         let q_next = sampling::probs(&draft.table[0], &params).unwrap();
         assert_eq!((q_next[3], q_next[4]), (0.0, 0.0));
-        let mut counts = [0usize; 5];
-        for i in 0..30_000 {
-            let r = speculative(
-                &draft,
-                &target,
-                &[0],
-                &g,
-                2,
-                Schedule::Constant,
-                Verification::RejectionSampling,
-                &mut Link::new(LinkSpec::lan(0)),
-                i,
-            )
-            .unwrap();
-            if r.output_tokens[0] == 0 {
-                counts[r.output_tokens[1] as usize] += 1;
-            }
-        }
+        let counts = second_token_counts(&draft, &target, &g, 30_000);
         let n: usize = counts.iter().sum();
         assert!(n > 3000, "enough conditioned samples ({n})");
         assert!(counts[3] > 0 && counts[4] > 0, "{counts:?}");

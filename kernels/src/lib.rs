@@ -420,6 +420,24 @@ impl QMatrix {
             let mut tmp = [0f32; GROUP];
             for tile in (0..m).step_by(ROW_TILE) {
                 let tile_end = m.min(tile + ROW_TILE);
+                if tile_end - tile <= group {
+                    // One group (every decode step and verify pass): its row slices are built
+                    // once, not once per column; the same `dot` calls as below.
+                    let cnt = tile_end - tile;
+                    let mut rows: [&[A]; GROUP] = [&[]; GROUP];
+                    for (slot, r) in rows.iter_mut().zip(tile..tile_end) {
+                        *slot = &acts[r * kb..(r + 1) * kb];
+                    }
+                    for col in cols.clone() {
+                        let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
+                        dot(wrow, &rows[..cnt], &mut tmp[..cnt]);
+                        for (j, r) in (tile..tile_end).enumerate() {
+                            // SAFETY: as below.
+                            unsafe { *(out_ptr as *mut f32).add(r * n + col) = tmp[j] };
+                        }
+                    }
+                    continue;
+                }
                 for col in cols.clone() {
                     let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
                     for g in (tile..tile_end).step_by(group) {

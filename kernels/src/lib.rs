@@ -538,6 +538,18 @@ mod tests {
 
     /// The kernels agree with dequantize + f32 matmul up to the activation quantization
     /// (8-bit, relative error ~0.4 % per value), and the SIMD path with the portable one
+    /// `x` (`m` rows of `k`) times the dequantized `qt`, transposed: the float reference.
+    fn dense_product(qt: &QTensor, x: &[f32], m: usize, k: usize) -> Vec<f32> {
+        let dense = qt.dequantize(&Device::Cpu).unwrap();
+        let xt = Tensor::from_vec(x.to_vec(), (m, k), &Device::Cpu).unwrap();
+        xt.matmul(&dense.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
     /// up to float reassociation.
     #[test]
     fn kernels_match_dequantized_matmul() {
@@ -545,15 +557,7 @@ mod tests {
         let x = random(m * k, 9);
         for dtype in TYPES {
             let (w, qt) = matrix(dtype, n, k, 4);
-            let dense = qt.dequantize(&Device::Cpu).unwrap();
-            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
-            let want: Vec<f32> = xt
-                .matmul(&dense.t().unwrap())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let want = dense_product(&qt, &x, m, k);
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
             let mut per_isa = Vec::new();
             for isa in isas() {
@@ -605,15 +609,7 @@ mod tests {
         let x = random(m * k, 21);
         for dtype in &TYPES[..5] {
             let (w, qt) = matrix(*dtype, n, k, 8);
-            let dense = qt.dequantize(&Device::Cpu).unwrap();
-            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
-            let want: Vec<f32> = xt
-                .matmul(&dense.t().unwrap())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let want = dense_product(&qt, &x, m, k);
             let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
             for isa in isas() {
                 let got = w.matmul_with(isa, &x, m);

@@ -34,6 +34,7 @@
 use candle_core::quantized::GgmlDType;
 
 mod kquant;
+pub mod ops;
 mod pool;
 mod q32;
 

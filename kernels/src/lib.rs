@@ -38,6 +38,7 @@
 use candle_core::quantized::GgmlDType;
 
 mod kquant;
+pub mod ops;
 mod pool;
 mod q32;
 

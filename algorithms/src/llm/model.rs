@@ -11,7 +11,8 @@
 //!   product (float weights are stored as F32 `QTensor`s; see `weights.rs`), with kernels that
 //!   switch paths by row count detected at load time and run row by row;
 //! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise (on CPU computed
-//!   on host vectors by `forward_host`, with candle's operations in candle's order);
+//!   on host vectors by `forward_host`; SiLU·up by `ianvs_kernels::ops`, vectorized with a fixed
+//!   lane layout, so its bits depend neither on the rows nor on the kernel set);
 //! - RoPE and attention are computed here in plain Rust ("host attention"): one query row at a
 //!   time, with a fixed summation order over keys, against a position-major cache.
 //!
@@ -51,6 +52,16 @@ fn shared_pool() -> Result<Arc<ianvs_kernels::Pool>> {
     })?;
     // A racing loader may have set it meanwhile: keep one pool per process.
     Ok(POOL.get_or_init(|| Arc::new(pool)).clone())
+}
+
+/// The process's kernel set: `IANVS_KERNELS` when set (an error, not a panic, when it names a
+/// set this CPU cannot run), else the fastest this CPU runs.
+fn default_isa() -> Result<ianvs_kernels::Isa> {
+    match std::env::var("IANVS_KERNELS") {
+        Ok(name) => ianvs_kernels::Isa::parse(&name)
+            .map_err(|e| LlmError::Unsupported(format!("IANVS_KERNELS: {e}"))),
+        Err(_) => Ok(ianvs_kernels::isa()),
+    }
 }
 
 /// Hands out a distinct id per loaded model so a cache cannot be fed to another model.
@@ -276,6 +287,9 @@ pub struct LlmModel {
     /// [`LlmModel::threads`], found once at load: `available_parallelism` reads cgroup files,
     /// too slow to ask once per layer.
     threads: usize,
+    /// The kernel set of the host pass's vectorized ops (`ianvs_kernels::ops`; every set gives
+    /// the same bits, so this only changes speed).
+    isa: ianvs_kernels::Isa,
     id: u64,
     source: PathBuf,
     weight_bytes: usize,
@@ -383,6 +397,10 @@ impl LlmModel {
             }
             factory.set_isa(isa);
         }
+        let isa = match options.kernel_isa {
+            Some(isa) => isa,
+            None => default_isa()?,
+        };
         let pool = if device.is_cpu() && (options.threads.is_some() || !options.cpus.is_empty()) {
             let threads = options.threads.unwrap_or(options.cpus.len()).max(1);
             if let Some(allowed) = ianvs_kernels::allowed_cpus() {
@@ -519,6 +537,7 @@ impl LlmModel {
                 Some(p) => p.threads(),
                 None => std::thread::available_parallelism().map_or(1, |p| p.get()),
             },
+            isa,
             pool,
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             source: src.path().to_path_buf(),
@@ -695,10 +714,12 @@ impl LlmModel {
         }
     }
 
-    /// The CPU forward pass on host vectors: the same operations in the same order as
-    /// [`LlmModel::forward_inner`] (so the same bits), without building a tensor per operation.
-    /// Matmuls go straight to the own kernels where a layer has them.
-    /// With `last_only`, the final norm and the head run on the last row only.
+    /// The CPU forward pass on host vectors: the function of [`LlmModel::forward_inner`],
+    /// without building a tensor per operation. Matmuls go straight to the own kernels where a
+    /// layer has them; SiLU·up runs vectorized (`ianvs_kernels::ops`: its own `exp`, so the bits
+    /// differ from candle's tensor path by float rounding, while every row keeps its own bits
+    /// whatever the chunk, thread count or kernel set). With `last_only`, the final norm and
+    /// the head run on the last row only.
     fn forward_host(
         &self,
         tokens: &[u32],
@@ -751,10 +772,7 @@ impl LlmModel {
             let mut gate = block.gate.forward_host(&h, n)?;
             let up = block.up.forward_host(&h, n)?;
             t.lap(Op::GateUp);
-            for (g, &u) in gate.iter_mut().zip(&up) {
-                // candle's `silu` then `mul`, element by element.
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            ianvs_kernels::ops::silu_mul(self.isa, &mut gate, &up);
             t.lap(Op::SiluMul);
             let down = block.down.forward_host(&gate, n)?;
             t.lap(Op::Down);

@@ -9,7 +9,9 @@
 //! (e.g. `avx512,avx2`) pick rows of the table; `IANVS_KERNELS_BENCH_SHAPES` replaces the
 //! layer by a list of `OUTxIN` matrices (e.g. `1536x1536,8960x1536,1536x8960`, Qwen2.5-1.5B's
 //! attention, gate/up and down; `IN` must be a multiple of the format's block, 256 for the
-//! K-quants). The best repetition is printed: on a shared machine other work only ever
+//! K-quants). `IANVS_KERNELS_BENCH_GROUPED=1` multiplies q/k/v and gate/up of the layer
+//! together ([`ianvs_kernels::matmul_many`], as the forward pass does; `IANVS_KERNELS_FUSE=0`
+//! then runs them one dispatch each, for a before/after). The best repetition is printed: on a shared machine other work only ever
 //! adds time, and a two-thread product waits for a descheduled worker, so medians measure the
 //! machine's load, not the kernel. Compare rows of one run.
 
@@ -19,7 +21,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 
-use ianvs_kernels::{Isa, Pool, QMatrix};
+use ianvs_kernels::{matmul_many, Isa, Pool, QMatrix};
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
@@ -137,14 +139,44 @@ fn main() {
             if !pick("IANVS_KERNELS_BENCH_ISAS", isa.name()) {
                 continue;
             }
+            // The layer's products grouped as the forward pass groups them
+            // (`IANVS_KERNELS_BENCH_GROUPED=1`, the default layer only).
+            let grouped: Option<Vec<QMatrix>> = (custom.is_none()
+                && std::env::var("IANVS_KERNELS_BENCH_GROUPED").is_ok_and(|v| v == "1"))
+            .then(|| {
+                shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(n, k))| {
+                        let w = Tensor::from_vec(random(n * k, i as u64 + 1), (n, k), &Device::Cpu)
+                            .unwrap();
+                        let qt = QTensor::quantize(&w, dtype).unwrap();
+                        QMatrix::new(dtype, n, k, qt.data().unwrap().to_vec())
+                            .unwrap()
+                            .with_pool(pool.clone())
+                            .with_isa(isa)
+                    })
+                    .collect()
+            });
             let mut med = Vec::new();
             for &m in &ms {
                 let mut times = Vec::with_capacity(reps);
                 for rep in 0..reps + 3 {
                     let t0 = Instant::now();
-                    for (w, x) in mats.iter().zip(&xs) {
-                        let k = x.len() / 17;
-                        std::hint::black_box(w.matmul_with(isa, &x[..m * k], m));
+                    if let Some(isa_mats) = &grouped {
+                        // q/k/v and gate/up as the forward pass runs them (one dispatch
+                        // each unless `IANVS_KERNELS_FUSE=0`), o and down alone.
+                        for group in [0..3, 3..4, 4..6, 6..7] {
+                            let x = &xs[group.start];
+                            let k = x.len() / 17;
+                            let refs: Vec<&QMatrix> = isa_mats[group].iter().collect();
+                            std::hint::black_box(matmul_many(&refs, &x[..m * k], m));
+                        }
+                    } else {
+                        for (w, x) in mats.iter().zip(&xs) {
+                            let k = x.len() / 17;
+                            std::hint::black_box(w.matmul_with(isa, &x[..m * k], m));
+                        }
                     }
                     if rep >= 3 {
                         times.push(t0.elapsed().as_secs_f64());

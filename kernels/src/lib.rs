@@ -351,54 +351,9 @@ impl QMatrix {
 
     /// `x`: `m` rows of `k` values → `m` rows of `n` outputs, with `isa`'s kernels.
     pub fn matmul_with(&self, isa: Isa, x: &[f32], m: usize) -> Vec<f32> {
-        assert!(isa.available(), "this CPU cannot run the {isa:?} kernels");
-        let k = self.k;
-        assert_eq!(x.len(), m * k, "activations do not match [{m}, {k}]");
-        match self.format.kquant() {
-            Some(kf) => {
-                let kb = k / QK_K;
-                let mut acts = vec![ActBlockK::ZERO; m * kb];
-                for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
-                    quantize_row_k(xr, ar);
-                }
-                // Up to 4 rows of Q4_K/Q5_K run faster on the AVX2 set (groups of 4) than on
-                // the AVX-512 one (groups of 13) on the Zen 4 this was tuned on (`cargo bench
-                // -p ianvs-kernels --bench kernels`: 2 rows 363 vs 437 µs, 4 rows 579 vs 647 µs
-                // for a Q4_K layer; 9 rows favour AVX-512). Every K-quant set gives the same
-                // bits, so a verify chunk still equals its rows one by one.
-                let isa = if isa == Isa::Avx512 && kf != KFormat::Q6K && m <= SMALL_K_ROWS {
-                    Isa::Avx2
-                } else {
-                    isa
-                };
-                self.drive(&acts, kb, m, isa.group(), |w, a, o| {
-                    dot_rows_k(isa, kf, w, a, o)
-                })
-            }
-            None => {
-                let kb = k / QK;
-                let mut acts = vec![ActBlock::ZERO; m * kb];
-                for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
-                    quantize_row(xr, ar);
-                }
-                let f = self.format;
-                #[cfg(target_arch = "x86_64")]
-                if isa == Isa::Avx512 {
-                    let kc = kb.div_ceil(q32::CHUNK);
-                    let mut chunks = vec![q32::ActChunk::ZERO; m * kc];
-                    for (ar, cr) in acts.chunks_exact(kb).zip(chunks.chunks_exact_mut(kc)) {
-                        q32::chunk_row(ar, cr);
-                    }
-                    return self.drive(&chunks, kc, m, isa.group(), |w, a, o| {
-                        // SAFETY: `isa` is available (checked above).
-                        unsafe { q32::avx512::dot_rows(f, w, a, o) }
-                    });
-                }
-                self.drive(&acts, kb, m, isa.group(), |w, a, o| {
-                    dot_rows(isa, f, w, a, o)
-                })
-            }
-        }
+        multiply(&[self], isa, x, m)
+            .pop()
+            .expect("one product per matrix")
     }
 
     /// [`QMatrix::matmul_with`] on this matrix's kernels (the process default unless
@@ -407,66 +362,209 @@ impl QMatrix {
         self.matmul_with(self.isa, x, m)
     }
 
-    /// Runs `dot` over every (column, group of rows), threads splitting the columns; `acts`
-    /// holds `m` rows of `kb` entries.
-    fn drive<A: Sync>(
+    /// Whether `self` and `other` can share quantized activations and one pool dispatch
+    /// ([`matmul_many`]): the same `k`, kernel set, threads and activation layout.
+    fn shares_products_with(&self, other: &QMatrix) -> bool {
+        let same_pool = match (&self.pool, &other.pool) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.k == other.k
+            && self.isa == other.isa
+            && same_pool
+            && self.format.kquant().is_some() == other.format.kquant().is_some()
+    }
+}
+
+/// `x` (`m` rows of `k` values) times each of `mats` (all `[n_i, k]`), each on its own
+/// kernels: the products [`QMatrix::matmul`] gives, bit for bit. Matrices that can share
+/// (the same `k`, kernel set, pool and activation layout: the 32-value formats together, the
+/// K-quants together; q/k/v or gate/up of a layer) quantize `x` once and run in one pool
+/// dispatch whose threads split the union of their output columns, so a small verify pass
+/// pays one barrier instead of three; any others are multiplied one by one.
+///
+/// # Panics
+/// When `x` is not `m` rows of a matrix's `k`.
+///
+/// `IANVS_KERNELS_FUSE=0` (read once) multiplies every matrix on its own, for before/after
+/// measurements; the bits are the same either way.
+pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+    static FUSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let fuse = *FUSE.get_or_init(|| std::env::var("IANVS_KERNELS_FUSE").map_or(true, |v| v != "0"));
+    match mats.first() {
+        Some(first) if fuse && mats.iter().all(|w| first.shares_products_with(w)) => {
+            multiply(mats, first.isa, x, m)
+        }
+        _ => mats.iter().map(|w| w.matmul(x, m)).collect(),
+    }
+}
+
+/// The products of [`matmul_many`] for matrices that share `k`, the pool (`mats[0]`'s) and
+/// the activation layout, on `isa`'s kernels.
+fn multiply(mats: &[&QMatrix], isa: Isa, x: &[f32], m: usize) -> Vec<Vec<f32>> {
+    assert!(isa.available(), "this CPU cannot run the {isa:?} kernels");
+    let Some(first) = mats.first() else {
+        return Vec::new();
+    };
+    let k = first.k;
+    assert_eq!(x.len(), m * k, "activations do not match [{m}, {k}]");
+    if first.format.kquant().is_some() {
+        let kb = k / QK_K;
+        let mut acts = vec![ActBlockK::ZERO; m * kb];
+        for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
+            quantize_row_k(xr, ar);
+        }
+        // Up to 4 rows of Q4_K/Q5_K run faster on the AVX2 set (groups of 4) than on
+        // the AVX-512 one (groups of 13) on the Zen 4 this was tuned on (`cargo bench
+        // -p ianvs-kernels --bench kernels`: 2 rows 363 vs 437 µs, 4 rows 579 vs 647 µs
+        // for a Q4_K layer; 9 rows favour AVX-512). Every K-quant set gives the same
+        // bits, so a verify chunk still equals its rows one by one.
+        let pick = |kf: KFormat| {
+            if isa == Isa::Avx512 && kf != KFormat::Q6K && m <= SMALL_K_ROWS {
+                Isa::Avx2
+            } else {
+                isa
+            }
+        };
+        let kfs: Vec<KFormat> = mats
+            .iter()
+            .map(|w| {
+                w.format
+                    .kquant()
+                    .expect("only K-quants share K-quant activations")
+            })
+            .collect();
+        let groups: Vec<usize> = kfs.iter().map(|&kf| pick(kf).group()).collect();
+        return drive(mats, &acts, kb, m, &groups, |i, w, a, o| {
+            dot_rows_k(pick(kfs[i]), kfs[i], w, a, o)
+        });
+    }
+    let kb = k / QK;
+    let mut acts = vec![ActBlock::ZERO; m * kb];
+    for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
+        quantize_row(xr, ar);
+    }
+    let fs: Vec<Format> = mats.iter().map(|w| w.format).collect();
+    let groups = vec![isa.group(); mats.len()];
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let kc = kb.div_ceil(q32::CHUNK);
+        let mut chunks = vec![q32::ActChunk::ZERO; m * kc];
+        for (ar, cr) in acts.chunks_exact(kb).zip(chunks.chunks_exact_mut(kc)) {
+            q32::chunk_row(ar, cr);
+        }
+        return drive(mats, &chunks, kc, m, &groups, |i, w, a, o| {
+            // SAFETY: `isa` is available (checked above).
+            unsafe { q32::avx512::dot_rows(fs[i], w, a, o) }
+        });
+    }
+    drive(mats, &acts, kb, m, &groups, |i, w, a, o| {
+        dot_rows(isa, fs[i], w, a, o)
+    })
+}
+
+/// Runs `dot(matrix, weight row, rows, out)` over every (column, group of rows) of every
+/// matrix of `mats`, threads (`mats[0]`'s pool) splitting the union of their columns; `acts`
+/// holds `m` rows of `kb` entries, `groups[i]` is matrix `i`'s rows per group. A column is
+/// computed by the same `dot` calls whatever else shares the dispatch.
+fn drive<A: Sync>(
+    mats: &[&QMatrix],
+    acts: &[A],
+    kb: usize,
+    m: usize,
+    groups: &[usize],
+    dot: impl Fn(usize, &[u8], &[&[A]], &mut [f32]) + Sync,
+) -> Vec<Vec<f32>> {
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.n]).collect();
+    let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+    // Column `c` of the union is column `c − starts[i]` of matrix `i`.
+    let mut starts = Vec::with_capacity(mats.len() + 1);
+    starts.push(0usize);
+    for w in mats {
+        starts.push(starts.last().copied().unwrap_or(0) + w.n);
+    }
+    let total = *starts.last().unwrap_or(&0);
+    let work = |cols: std::ops::Range<usize>| {
+        for (i, w) in mats.iter().enumerate() {
+            let lo = cols.start.max(starts[i]);
+            let hi = cols.end.min(starts[i + 1]);
+            if lo < hi {
+                let dot = |wr: &[u8], rows: &[&[A]], o: &mut [f32]| dot(i, wr, rows, o);
+                w.sweep(
+                    acts,
+                    kb,
+                    m,
+                    groups[i],
+                    lo - starts[i]..hi - starts[i],
+                    ptrs[i],
+                    &dot,
+                );
+            }
+        }
+    };
+    match &mats.first().and_then(|w| w.pool.as_ref()) {
+        Some(pool) => pool.execute_chunked(total, work),
+        None => candle_core::utils::barrier_pool().execute_chunked(total, work),
+    }
+    outs
+}
+
+impl QMatrix {
+    /// Columns `cols` of this matrix for every row, written to the `m × n` output at `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn sweep<A, F: Fn(&[u8], &[&[A]], &mut [f32])>(
         &self,
         acts: &[A],
         kb: usize,
         m: usize,
         group: usize,
-        dot: impl Fn(&[u8], &[&[A]], &mut [f32]) + Sync,
-    ) -> Vec<f32> {
+        cols: std::ops::Range<usize>,
+        out_ptr: usize,
+        dot: &F,
+    ) {
         let n = self.n;
-        let mut out = vec![0f32; m * n];
         let row_bytes = self.k / self.format.block_values() * self.format.block_bytes();
-        let out_ptr = out.as_mut_ptr() as usize;
-        let work = |cols: std::ops::Range<usize>| {
-            let mut tmp = [0f32; GROUP];
-            for tile in (0..m).step_by(ROW_TILE) {
-                let tile_end = m.min(tile + ROW_TILE);
-                if tile_end - tile <= group {
-                    // One group (every decode step and verify pass): its row slices are built
-                    // once, not once per column; the same `dot` calls as below.
-                    let cnt = tile_end - tile;
-                    let mut rows: [&[A]; GROUP] = [&[]; GROUP];
-                    for (slot, r) in rows.iter_mut().zip(tile..tile_end) {
-                        *slot = &acts[r * kb..(r + 1) * kb];
-                    }
-                    for col in cols.clone() {
-                        let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
-                        dot(wrow, &rows[..cnt], &mut tmp[..cnt]);
-                        for (j, r) in (tile..tile_end).enumerate() {
-                            // SAFETY: as below.
-                            unsafe { *(out_ptr as *mut f32).add(r * n + col) = tmp[j] };
-                        }
-                    }
-                    continue;
+        let mut tmp = [0f32; GROUP];
+        for tile in (0..m).step_by(ROW_TILE) {
+            let tile_end = m.min(tile + ROW_TILE);
+            if tile_end - tile <= group {
+                // One group (every decode step and verify pass): its row slices are built
+                // once, not once per column; the same `dot` calls as below.
+                let cnt = tile_end - tile;
+                let mut rows: [&[A]; GROUP] = [&[]; GROUP];
+                for (slot, r) in rows.iter_mut().zip(tile..tile_end) {
+                    *slot = &acts[r * kb..(r + 1) * kb];
                 }
                 for col in cols.clone() {
                     let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
-                    for g in (tile..tile_end).step_by(group) {
-                        let g_end = tile_end.min(g + group);
-                        let mut rows: [&[A]; GROUP] = [&[]; GROUP];
-                        for (slot, r) in rows.iter_mut().zip(g..g_end) {
-                            *slot = &acts[r * kb..(r + 1) * kb];
-                        }
-                        let cnt = g_end - g;
-                        dot(wrow, &rows[..cnt], &mut tmp[..cnt]);
-                        for (j, r) in (g..g_end).enumerate() {
-                            // SAFETY: column `col` of every row is written by exactly this
-                            // work item, and `out` outlives the pool call.
-                            unsafe { *(out_ptr as *mut f32).add(r * n + col) = tmp[j] };
-                        }
+                    dot(wrow, &rows[..cnt], &mut tmp[..cnt]);
+                    for (j, r) in (tile..tile_end).enumerate() {
+                        // SAFETY: as below.
+                        unsafe { *(out_ptr as *mut f32).add(r * n + col) = tmp[j] };
+                    }
+                }
+                continue;
+            }
+            for col in cols.clone() {
+                let wrow = &self.data[col * row_bytes..(col + 1) * row_bytes];
+                for g in (tile..tile_end).step_by(group) {
+                    let g_end = tile_end.min(g + group);
+                    let mut rows: [&[A]; GROUP] = [&[]; GROUP];
+                    for (slot, r) in rows.iter_mut().zip(g..g_end) {
+                        *slot = &acts[r * kb..(r + 1) * kb];
+                    }
+                    let cnt = g_end - g;
+                    dot(wrow, &rows[..cnt], &mut tmp[..cnt]);
+                    for (j, r) in (g..g_end).enumerate() {
+                        // SAFETY: column `col` of every row is written by exactly this
+                        // work item (the pool hands out each column once), and the output
+                        // (`m × n`, owned by `drive`) outlives the pool call.
+                        unsafe { *(out_ptr as *mut f32).add(r * n + col) = tmp[j] };
                     }
                 }
             }
-        };
-        match &self.pool {
-            Some(pool) => pool.execute_chunked(n, work),
-            None => candle_core::utils::barrier_pool().execute_chunked(n, work),
         }
-        out
     }
 }
 
@@ -584,6 +682,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Several matrices in one dispatch (q/k/v-like: different widths and formats of one
+    /// family, the K-quants mixed as a Q4_K_M file mixes them) give, bit for bit, the
+    /// products each gives alone, for every row count and kernel set; a mix that cannot
+    /// share activations (32-value with K-quant formats) falls back to separate products.
+    #[test]
+    fn fused_products_equal_separate_products_bit_for_bit() {
+        let k = 768;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let sets: [&[(GgmlDType, usize)]; 4] = [
+            &[
+                (GgmlDType::Q4_1, 40),
+                (GgmlDType::Q4_1, 13),
+                (GgmlDType::Q4_1, 13),
+            ],
+            &[
+                (GgmlDType::Q8_0, 29),
+                (GgmlDType::Q5_0, 31),
+                (GgmlDType::Q5_1, 7),
+            ],
+            &[
+                (GgmlDType::Q4K, 24),
+                (GgmlDType::Q4K, 8),
+                (GgmlDType::Q6K, 8),
+            ],
+            &[(GgmlDType::Q4_0, 11), (GgmlDType::Q5K, 9)],
+        ];
+        let x = random(17 * k, 41);
+        for (si, set) in sets.iter().enumerate() {
+            for isa in isas() {
+                let mats: Vec<QMatrix> = set
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(dt, n))| matrix(dt, n, k, 50 + i as u64).0.with_isa(isa))
+                    .collect();
+                let refs: Vec<&QMatrix> = mats.iter().collect();
+                for m in [1, 2, 5, 9, 17] {
+                    let fused = matmul_many(&refs, &x[..m * k], m);
+                    assert_eq!(fused.len(), mats.len());
+                    for (w, got) in mats.iter().zip(&fused) {
+                        let want = w.matmul(&x[..m * k], m);
+                        assert_eq!(bits(got), bits(&want), "set {si} {isa:?} rows {m}");
+                    }
+                }
+            }
+        }
+        assert!(matmul_many(&[], &x[..k], 1).is_empty());
     }
 
     /// The K-quant kernels compute each block exactly in integers and share one float

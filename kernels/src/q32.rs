@@ -451,7 +451,7 @@ pub(crate) mod avx512 {
         // The `_1` formats' minimum term, 4 blocks at a time (lane t: block 4q + t of the
         // chunk), apart from the integer products.
         let mut mins = [_mm_setzero_ps(); R];
-        let mut mbits = 0u64;
+        let mut prev = _mm_setzero_ps();
         let a: [*const ActChunk; R] = std::array::from_fn(|r| acts[r].as_ptr());
         for i in 0..np {
             let (c, j) = (i / (CHUNK / 2), i % (CHUNK / 2));
@@ -467,24 +467,28 @@ pub(crate) mod avx512 {
             };
             // Every weight fits a signed byte (the `_1` formats' 0..31 too).
             let w = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-            // Both blocks' scales in one conversion, moved in from a general register: a
-            // lane insert would wait on whatever the register last held.
+            // Both blocks' scales (and minimums) in one conversion, moved in from a general
+            // register: a lane insert would wait on whatever the register last held.
             let half = |at: usize| (p0.add(at) as *const u16).read_unaligned() as u64;
-            let bits = half(0) | if two { half(bb) << 16 } else { 0 };
-            let dm = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)));
-            let dv = _mm512_permutexvar_ps(idx_d, dm);
+            let bits = half(0)
+                | if two { half(bb) << 16 } else { 0 }
+                | if min { half(2) << 32 } else { 0 }
+                | if min && two { half(bb + 2) << 48 } else { 0 };
+            let dm = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
+            let dv = _mm512_permutexvar_ps(idx_d, _mm512_castps128_ps512(dm));
             // The minimums of this pair join those of the previous one; every second pair
             // (and the last) they meet 4 block sums of each row.
             let step_min = min && (j % 2 == 1 || i + 1 == np);
-            if min {
-                let mh = half(2) | if two { half(bb + 2) << 16 } else { 0 };
-                mbits = if j % 2 == 0 { mh } else { mbits | mh << 32 };
-            }
-            let mv = if step_min {
-                _mm_cvtph_ps(_mm_cvtsi64_si128(mbits as i64))
-            } else {
+            let mv = if !step_min {
                 _mm_setzero_ps()
+            } else if j % 2 == 1 {
+                _mm_shuffle_ps::<0xee>(prev, dm)
+            } else {
+                _mm_movehl_ps(_mm_setzero_ps(), dm)
             };
+            if min && j % 2 == 0 {
+                prev = dm;
+            }
             // The activations come as a + 128: start every lane at −128 · Σ w over its four
             // weights, so `vpdpbusd` leaves exactly Σ a · w (the same i32 lanes as a signed
             // product would, in one instruction per row).

@@ -746,9 +746,8 @@ impl LlmModel {
             };
             block.attn_norm.forward_host(&x, &mut h);
             t.lap(Op::Norm);
-            let mut q = block.q.forward_host(&h, n)?;
-            let mut k = block.k.forward_host(&h, n)?;
-            let v = block.v.forward_host(&h, n)?;
+            let [mut q, mut k, v] =
+                Linear::forward_host_many([&block.q, &block.k, &block.v], &h, n)?;
             t.lap(Op::Qkv);
             apply_rope(&mut q, c.n_heads, c.head_dim, &cos, &sin, c.rope_style);
             apply_rope(&mut k, c.n_kv_heads, c.head_dim, &cos, &sin, c.rope_style);
@@ -769,8 +768,7 @@ impl LlmModel {
             t.lap(Op::Residual);
             block.ffn_norm.forward_host(&x, &mut h);
             t.lap(Op::Norm);
-            let mut gate = block.gate.forward_host(&h, n)?;
-            let up = block.up.forward_host(&h, n)?;
+            let [mut gate, up] = Linear::forward_host_many([&block.gate, &block.up], &h, n)?;
             t.lap(Op::GateUp);
             ianvs_kernels::ops::silu_mul(self.isa, &mut gate, &up);
             t.lap(Op::SiluMul);

@@ -382,6 +382,40 @@ impl Linear {
             return Ok(self.forward(&t)?.flatten_all()?.to_vec1::<f32>()?);
         };
         let mut y = own.matmul(x, n);
+        self.add_bias_host(&mut y);
+        Ok(y)
+    }
+
+    /// [`Linear::forward_host`] of several layers on the same input (q/k/v, gate/up), with
+    /// each layer's bits. Where every layer runs on the own kernels, the input is quantized
+    /// once and the products share one pool dispatch ([`ianvs_kernels::matmul_many`], which
+    /// itself multiplies one by one what cannot share); otherwise each layer runs alone.
+    pub(crate) fn forward_host_many<const N: usize>(
+        layers: [&Linear; N],
+        x: &[f32],
+        n: usize,
+    ) -> Result<[Vec<f32>; N]> {
+        let owns: Option<Vec<&QMatrix>> = layers.iter().map(|l| l.own.as_ref()).collect();
+        let ys = match owns {
+            Some(owns) => {
+                let mut ys = ianvs_kernels::matmul_many(&owns, x, n);
+                for (l, y) in layers.iter().zip(ys.iter_mut()) {
+                    l.add_bias_host(y);
+                }
+                ys
+            }
+            None => layers
+                .iter()
+                .map(|l| l.forward_host(x, n))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(ys
+            .try_into()
+            .expect("matmul_many returns one product per matrix"))
+    }
+
+    /// Adds the host bias to every row of `y` (own kernels).
+    fn add_bias_host(&self, y: &mut [f32]) {
         if let Some(b) = &self.bias_host {
             // The same single add per element as `broadcast_add`.
             for row in y.chunks_exact_mut(b.len()) {
@@ -390,7 +424,6 @@ impl Linear {
                 }
             }
         }
-        Ok(y)
     }
 
     /// `x`: `[n, in]` → `[n, out]`.
@@ -532,6 +565,52 @@ mod tests {
             })
             .collect();
         Ok(Tensor::from_vec(v, (rows, cols), &Device::Cpu)?)
+    }
+
+    /// Layers multiplied together (`forward_host_many`: q/k/v with biases, a Q4_K_M-like mix,
+    /// a float layer that runs on candle) give each layer's own `forward_host` bits.
+    #[test]
+    fn fused_layers_equal_separate_layers_bit_for_bit() -> Result<()> {
+        let k = 512;
+        let x = random(9, k, 17)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut factory = LinearFactory::new(&Device::Cpu, None, true);
+        let mut layer = |dtype: GgmlDType, n: usize, seed: u64, bias: bool| -> Result<Linear> {
+            let q = QTensor::quantize(&random(n, k, seed)?, dtype)?;
+            let b = if bias {
+                Some(random(1, n, seed + 100)?.flatten_all()?)
+            } else {
+                None
+            };
+            factory.linear(RawTensor::Quant(q), b)
+        };
+        let sets = [
+            [
+                layer(GgmlDType::Q4_1, 64, 1, true)?,
+                layer(GgmlDType::Q4_1, 32, 2, true)?,
+                layer(GgmlDType::Q4_1, 32, 3, true)?,
+            ],
+            [
+                layer(GgmlDType::Q4K, 64, 4, false)?,
+                layer(GgmlDType::Q4K, 32, 5, false)?,
+                layer(GgmlDType::Q6K, 32, 6, false)?,
+            ],
+            [
+                layer(GgmlDType::Q8_0, 64, 7, true)?,
+                layer(GgmlDType::F32, 32, 8, true)?,
+                layer(GgmlDType::Q5K, 32, 9, false)?,
+            ],
+        ];
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for (si, [a, b, c]) in sets.iter().enumerate() {
+            for n in [1, 2, 9] {
+                let x = &x[..n * k];
+                let fused = Linear::forward_host_many([a, b, c], x, n)?;
+                for (l, got) in [a, b, c].into_iter().zip(&fused) {
+                    assert_eq!(bits(got), bits(&l.forward_host(x, n)?), "set {si} rows {n}");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every weight type must give bit-identical rows whether multiplied alone or in a chunk,

@@ -1071,7 +1071,15 @@ mod tests {
             };
             let kv = (s.start + i + 1) * s.kv_heads * s.hd;
             let q = &q[i * row..][..row];
-            out.extend(host_attention(q, &k[..kv], &v[..kv], one, 1, isa, &mut Vec::new()));
+            out.extend(host_attention(
+                q,
+                &k[..kv],
+                &v[..kv],
+                one,
+                1,
+                isa,
+                &mut Vec::new(),
+            ));
         }
         out
     }
@@ -1111,7 +1119,13 @@ mod tests {
             let k = rand((start + n) * kv_heads * hd);
             let v = rand((start + n) * kv_heads * hd);
             let bits = |x: Vec<f32>| x.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
-            let want = bits(one_row_at_a_time(&q, &k, &v, s, ianvs_kernels::Isa::Portable));
+            let want = bits(one_row_at_a_time(
+                &q,
+                &k,
+                &v,
+                s,
+                ianvs_kernels::Isa::Portable,
+            ));
             for isa in ianvs_kernels::Isa::available_all() {
                 assert!(
                     bits(one_row_at_a_time(&q, &k, &v, s, isa)) == want,

@@ -1063,6 +1063,7 @@ pub fn rms_norm(isa: Isa, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) 
 ///
 /// # Panics
 /// When the slices do not match `s`, or `isa` is not available on this CPU.
+#[allow(clippy::too_many_arguments)]
 pub fn attend_group(
     isa: Isa,
     q: &[f32],

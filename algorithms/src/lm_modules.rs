@@ -285,6 +285,23 @@ impl LmSession for Session<'_> {
             .map(|row| expand_draft_logits(row, ids, model.config().vocab_size))
             .collect())
     }
+    fn forward_last(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        let model = &self.lm.model;
+        let Some(ids) = model.draft_ids() else {
+            let logits = model.forward_last(tokens, &mut self.cache)?;
+            return Ok(logits
+                .to_dtype(candle_core::DType::F32)?
+                .to_device(&candle_core::Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?);
+        };
+        let kept = model
+            .forward_draft_last(tokens, &mut self.cache)?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(expand_draft_logits(&kept, ids, model.config().vocab_size))
+    }
     fn len(&self) -> usize {
         self.cache.len()
     }

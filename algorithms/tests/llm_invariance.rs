@@ -285,6 +285,15 @@ fn invariance_failure(model: &LlmModel, vocab: usize) -> Result<Option<String>> 
         let feed = &toks[cached..cached + chunk];
         let mut c = base.clone();
         let batched = model.forward(feed, &mut c)?.to_vec2::<f32>()?;
+        // A prefill / catch-up feed that asks for the last row's logits only gets that row,
+        // bit for bit, and leaves the cache where a full forward does.
+        let mut cl = base.clone();
+        let last = model.forward_last(feed, &mut cl)?.to_vec2::<f32>()?;
+        if last.len() != 1 || bits(&last[0]) != bits(&batched[chunk - 1]) || cl.len() != c.len() {
+            return Ok(Some(format!(
+                "cache {cached}, chunk {chunk}: forward_last differs from the last row of forward"
+            )));
+        }
         let mut c = base.clone();
         for (i, &t) in feed.iter().enumerate() {
             let one = model.forward(&[t], &mut c)?.to_vec2::<f32>()?;

@@ -6,7 +6,10 @@
 //! Run: `cargo bench -p ianvs-kernels --bench kernels`. `IANVS_KERNELS_BENCH_THREADS` (default
 //! 1: the kernel's own speed, least disturbed by other work) and `IANVS_KERNELS_BENCH_REPS`
 //! (default 30); `IANVS_KERNELS_BENCH_FORMATS` (e.g. `q8_0,q4k`) and `IANVS_KERNELS_BENCH_ISAS`
-//! (e.g. `avx512,avx2`) pick rows of the table. The best repetition is printed: on a shared machine other work only ever
+//! (e.g. `avx512,avx2`) pick rows of the table; `IANVS_KERNELS_BENCH_SHAPES` replaces the
+//! layer by a list of `OUTxIN` matrices (e.g. `1536x1536,8960x1536,1536x8960`, Qwen2.5-1.5B's
+//! attention, gate/up and down; `IN` must be a multiple of the format's block, 256 for the
+//! K-quants). The best repetition is printed: on a shared machine other work only ever
 //! adds time, and a two-thread product waits for a descheduled worker, so medians measure the
 //! machine's load, not the kernel. Compare rows of one run.
 
@@ -45,6 +48,7 @@ fn main() {
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
         GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
         GgmlDType::Q8_0,
         GgmlDType::Q4K,
         GgmlDType::Q5K,
@@ -56,6 +60,33 @@ fn main() {
             .any(|n| n.trim().replace('_', "").eq_ignore_ascii_case(name)),
         Err(_) => true,
     };
+    let custom: Option<Vec<(usize, usize)>> =
+        std::env::var("IANVS_KERNELS_BENCH_SHAPES")
+            .ok()
+            .map(|list| {
+                list.split(',')
+                    .map(|s| {
+                        let parsed = s.trim().split_once('x').and_then(|(n, k)| {
+                            Some((
+                                n.trim().parse::<usize>().ok()?,
+                                k.trim().parse::<usize>().ok()?,
+                            ))
+                        });
+                        match parsed {
+                            Some((n, k)) if n > 0 && k > 0 => (n, k),
+                            _ => {
+                                eprintln!(
+                                "IANVS_KERNELS_BENCH_SHAPES: `{s}` is not OUTxIN (e.g. 1536x8960)"
+                            );
+                                std::process::exit(2)
+                            }
+                        }
+                    })
+                    .collect()
+            });
+    if let Some(list) = &custom {
+        println!("shapes (out x in): {list:?}");
+    }
     let ms = [1usize, 2, 4, 9, 17];
     println!("| format | kernels | layer MACs/row | best 1-row µs | GMAC/s (1 row) | GMAC/s (9 rows) | v(2) | v(4) | v(9) | v(17) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -69,15 +100,25 @@ fn main() {
         let h = if dtype.block_size() == 256 { 768 } else { 576 };
         let inter = 1536;
         // (out, in): q, k, v, o, gate, up, down.
-        let shapes = [
-            (h, h),
-            (h / 3, h),
-            (h / 3, h),
-            (h, h),
-            (inter, h),
-            (inter, h),
-            (h, inter),
-        ];
+        let shapes = match &custom {
+            Some(list) => list.clone(),
+            None => vec![
+                (h, h),
+                (h / 3, h),
+                (h / 3, h),
+                (h, h),
+                (inter, h),
+                (inter, h),
+                (h, inter),
+            ],
+        };
+        if let Some(&(_, k)) = shapes.iter().find(|(_, k)| k % dtype.block_size() != 0) {
+            println!(
+                "| {dtype:?} | skipped: rows of {k} values are not a multiple of {} |",
+                dtype.block_size()
+            );
+            continue;
+        }
         let mats: Vec<QMatrix> = shapes
             .iter()
             .enumerate()

@@ -336,43 +336,52 @@ pub(crate) mod avx2 {
     }
 }
 
-/// Activations for the AVX-512 path: two consecutive blocks in one entry, their 64 values
-/// contiguous (one 512-bit load) and stored offset by 128 as unsigned bytes, so VNNI
-/// `vpdpbusd` takes them as they are (the weights give the signed operand, and a per-weight
-/// correction, shared by every row, removes the offset exactly); their scales and scaled
-/// sums already spread over the 8 lanes each block's products land in, so a row's scale
-/// step is one multiply with a memory operand.
+/// Blocks per [`ActChunk`].
+pub(crate) const CHUNK: usize = 16;
+
+/// Activations for the AVX-512 path, 16 blocks (8 pairs) of one row at a time.
+///
+/// - `qs[j]`: blocks `2j` and `2j + 1`, their 64 values contiguous (one 512-bit load) and
+///   stored offset by 128 as unsigned bytes, so VNNI `vpdpbusd` takes them as they are (the
+///   weights give the signed operand, and a per-weight correction, shared by every row,
+///   removes the offset exactly);
+/// - `d[j]`: the two blocks' scales spread over the 8 lanes each block's products land in
+///   (`[d0 ×8 | d1 ×8]`), so a row's scale step is one multiply with a memory operand;
+/// - `s`: each block's `d · Σ qs`, contiguous, so the `_1` formats' minimum term is a plain
+///   16-lane float dot product of a row's `s` with the weight row's minimums, apart from the
+///   integer products.
+///
+/// 68 bytes per block (96 when the block sums shared the pairs' line),
+/// and blocks past the row's end are zero (`qs` 128, `d` and `s` 0), adding exact zeros.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-pub struct ActPair {
-    qs: [u8; 2 * QK],
-    /// `[d0 ×8 | d1 ×8]`.
-    d: [f32; 16],
-    /// `[s0 ×8 | s1 ×8]`, `s = d · Σ qs`.
-    s: [f32; 16],
+pub struct ActChunk {
+    qs: [[u8; 2 * QK]; CHUNK / 2],
+    d: [[f32; 16]; CHUNK / 2],
+    s: [f32; CHUNK],
 }
 
-impl ActPair {
+impl ActChunk {
     pub(crate) const ZERO: Self = Self {
-        qs: [128; 2 * QK],
-        d: [0.0; 16],
-        s: [0.0; 16],
+        qs: [[128; 2 * QK]; CHUNK / 2],
+        d: [[0.0; 16]; CHUNK / 2],
+        s: [0.0; CHUNK],
     };
 }
 
-/// Regroups one row of quantized blocks into pairs (an odd last block gets an all-zero
-/// partner, which adds exact zeros).
-pub(crate) fn pair_row(blocks: &[ActBlock], out: &mut [ActPair]) {
-    debug_assert_eq!(out.len(), blocks.len().div_ceil(2));
-    for (p, bs) in out.iter_mut().zip(blocks.chunks(2)) {
-        *p = ActPair::ZERO;
-        for (j, b) in bs.iter().enumerate() {
+/// Regroups one row of quantized blocks into chunks (`out.len()` = blocks / 16, rounded up).
+pub(crate) fn chunk_row(blocks: &[ActBlock], out: &mut [ActChunk]) {
+    debug_assert_eq!(out.len(), blocks.len().div_ceil(CHUNK));
+    for (c, bs) in out.iter_mut().zip(blocks.chunks(CHUNK)) {
+        *c = ActChunk::ZERO;
+        for (i, b) in bs.iter().enumerate() {
+            let (j, half) = (i / 2, i % 2);
             // a + 128 as a byte is a with its top bit flipped (a vectorizable loop).
-            for (q, &v) in p.qs[j * QK..(j + 1) * QK].iter_mut().zip(&b.qs) {
+            for (q, &v) in c.qs[j][half * QK..(half + 1) * QK].iter_mut().zip(&b.qs) {
                 *q = v as u8 ^ 0x80;
             }
-            p.d[8 * j..8 * j + 8].fill(b.d);
-            p.s[8 * j..8 * j + 8].fill(b.s());
+            c.d[j][8 * half..8 * half + 8].fill(b.d);
+            c.s[i] = b.s();
         }
     }
 }
@@ -380,18 +389,19 @@ pub(crate) fn pair_row(blocks: &[ActBlock], out: &mut [ActPair]) {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use super::avx2::{format, unpack};
-    use super::{ActPair, Format, GROUP};
+    use super::{ActChunk, Format, CHUNK, GROUP};
     use std::arch::x86_64::*;
 
     /// Dot products of one weight row with up to [`GROUP`] activation rows, two blocks per
-    /// 512-bit vector with VNNI `vpdpbusd`; each row's lanes and block order are independent
-    /// of how many rows share the call.
+    /// 512-bit vector with VNNI `vpdpbusd`, and for the `_1` formats the minimum term apart
+    /// (see [`ActChunk`]); each row's lanes and block order are independent of how many rows
+    /// share the call.
     ///
     /// # Safety
-    /// The CPU must have the features of [`crate::Isa::Avx512`]; `wrow` holds
-    /// `2 · acts[r].len()` or one block fewer of `f`.
+    /// The CPU must have the features of [`crate::Isa::Avx512`]; `wrow` holds at most
+    /// `16 · acts[r].len()` blocks of `f`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActPair]], out: &mut [f32]) {
+    pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActChunk]], out: &mut [f32]) {
         macro_rules! rows {
             ($fmt:expr) => {
                 match acts.len() {
@@ -422,32 +432,29 @@ pub(crate) mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
-        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot_impl<const FMT: u8, const R: usize>(
         wrow: &[u8],
-        acts: &[&[ActPair]],
+        acts: &[&[ActChunk]],
         out: &mut [f32],
     ) {
         let f = const { format(FMT) };
         let bb = f.block_bytes();
         let nb = wrow.len() / bb;
         let np = nb.div_ceil(2);
-        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= np));
+        let nc = nb.div_ceil(CHUNK);
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() >= nc));
         let min = f.has_min();
         let zero = _mm512_setzero_si512();
         let offset = _mm512_set1_epi8(-128);
         let idx_d = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let idx_m = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
-        let eighth = _mm512_set1_ps(0.125);
         let mut acc = [_mm512_setzero_ps(); R];
-        let mut mins = [_mm512_setzero_ps(); R];
-        let a: [*const ActPair; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        // The `_1` formats' minimum term, 4 blocks at a time (lane t: block 4q + t of the
+        // chunk), apart from the integer products.
+        let mut mins = [_mm_setzero_ps(); R];
+        let mut mbits = 0u64;
+        let a: [*const ActChunk; R] = std::array::from_fn(|r| acts[r].as_ptr());
         for i in 0..np {
+            let (c, j) = (i / (CHUNK / 2), i % (CHUNK / 2));
             // Two blocks (the second absent, all zero, for an odd tail).
             let b = 2 * i;
             let p0 = wrow.as_ptr().add(b * bb);
@@ -459,37 +466,45 @@ pub(crate) mod avx512 {
                 _mm256_setzero_si256()
             };
             // Every weight fits a signed byte (the `_1` formats' 0..31 too).
-            let w = join(w0, w1);
-            // Both blocks' scale (and minimum) halves in one conversion, moved in from a
-            // general register: a lane insert would wait on whatever the register last held.
+            let w = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+            // Both blocks' scales in one conversion, moved in from a general register: a
+            // lane insert would wait on whatever the register last held.
             let half = |at: usize| (p0.add(at) as *const u16).read_unaligned() as u64;
-            let bits = half(0)
-                | if two { half(bb) << 16 } else { 0 }
-                | if min { half(2) << 32 } else { 0 }
-                | if min && two { half(bb + 2) << 48 } else { 0 };
+            let bits = half(0) | if two { half(bb) << 16 } else { 0 };
             let dm = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)));
             let dv = _mm512_permutexvar_ps(idx_d, dm);
-            // The minimum term m · s of a block, spread over its 8 lanes (÷ 8 is exact).
-            let mv = _mm512_mul_ps(_mm512_permutexvar_ps(idx_m, dm), eighth);
+            // The minimums of this pair join those of the previous one; every second pair
+            // (and the last) they meet 4 block sums of each row.
+            let step_min = min && (j % 2 == 1 || i + 1 == np);
+            if min {
+                let mh = half(2) | if two { half(bb + 2) << 16 } else { 0 };
+                mbits = if j % 2 == 0 { mh } else { mbits | mh << 32 };
+            }
+            let mv = if step_min {
+                _mm_cvtph_ps(_mm_cvtsi64_si128(mbits as i64))
+            } else {
+                _mm_setzero_ps()
+            };
             // The activations come as a + 128: start every lane at −128 · Σ w over its four
             // weights, so `vpdpbusd` leaves exactly Σ a · w (the same i32 lanes as a signed
             // product would, in one instruction per row).
             let base = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, w));
             for r in 0..R {
-                let p = &*a[r].add(i);
-                let av = _mm512_load_si512(p.qs.as_ptr() as *const __m512i);
+                let p = &*a[r].add(c);
+                let av = _mm512_load_si512(p.qs[j].as_ptr() as *const __m512i);
                 let dot = _mm512_dpbusd_epi32(base, av, w);
-                let scale = _mm512_mul_ps(dv, _mm512_load_ps(p.d.as_ptr()));
+                let scale = _mm512_mul_ps(dv, _mm512_load_ps(p.d[j].as_ptr()));
                 acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot), acc[r]);
-                if min {
-                    mins[r] = _mm512_fmadd_ps(mv, _mm512_load_ps(p.s.as_ptr()), mins[r]);
+                if step_min {
+                    let s = _mm_load_ps(p.s.as_ptr().add(4 * (j / 2)));
+                    mins[r] = _mm_fmadd_ps(mv, s, mins[r]);
                 }
             }
         }
         // Horizontal sums of every row at once (the same tree for each row as alone).
         let sums = hsum_rows(&acc);
         if min {
-            let m = hsum_rows(&mins);
+            let m = hsum_rows(&mins.map(|v| _mm512_zextps128_ps512(v)));
             for r in 0..R {
                 out[r] = sums[r] + m[r];
             }

@@ -131,6 +131,14 @@ pub trait LmSession {
     /// Feeds `tokens` after what is cached and returns logits for every one of them
     /// (`tokens.len()` rows of `vocab_size`), in host memory (so any device is synced).
     fn forward(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<Vec<f32>>>;
+    /// Feeds `tokens` like [`LmSession::forward`] and returns the logits of the last one only
+    /// (a prefill or a catch-up feed needs no other row). Equal to the last row of `forward`;
+    /// a runtime overrides it to skip the other rows' output-head products.
+    fn forward_last(&mut self, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.forward(tokens)?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("the model returned no logits"))
+    }
     /// Tokens in the cache.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {

@@ -421,7 +421,7 @@ pub fn autoregressive(
     let mut first = true;
     loop {
         let t0 = Instant::now();
-        let rows = sess.forward(&feed)?;
+        let logits = sess.forward_last(&feed)?;
         let dt = t0.elapsed().as_secs_f64();
         compute += dt;
         if !first {
@@ -429,11 +429,8 @@ pub fn autoregressive(
             rec.verify_step_s += dt;
         }
         first = false;
-        let logits = rows
-            .last()
-            .ok_or_else(|| anyhow::anyhow!("the model returned no logits"))?;
-        margins.push(top2_margin(logits));
-        let (tok, _) = pick(logits, gen, &mut rng)?;
+        margins.push(top2_margin(&logits));
+        let (tok, _) = pick(&logits, gen, &mut rng)?;
         rec.output_tokens.push(tok);
         rec.token_times_s.push(up_s + compute + down_s);
         if finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, &eog) {
@@ -585,7 +582,7 @@ pub fn speculative_with(
     // that token, so no draft is ever computed from (or verified in) a prompt-sized chunk,
     // and time to first token is drafter prefill + link + verifier-only TTFT.
     let t0 = Instant::now();
-    let prefill_rows = ds.forward(prompt)?;
+    let prefill_last = ds.forward_last(prompt)?;
     let draft_prefill_s = t0.elapsed().as_secs_f64();
     rec.draft_s += draft_prefill_s;
     let mut clock = draft_prefill_s;
@@ -607,10 +604,7 @@ pub fn speculative_with(
             let waited = t_ask.elapsed().as_secs_f64();
             rec.link_s += waited;
             clock += waited;
-            let logits = prefill_rows
-                .last()
-                .ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
-            let (tok, _) = pick(logits, gen, &mut edge_rng)?;
+            let (tok, _) = pick(&prefill_last, gen, &mut edge_rng)?;
             rec.output_tokens.push(tok);
             rec.token_times_s.push(clock);
             let rest = Rest {
@@ -621,7 +615,7 @@ pub fn speculative_with(
             return drafter_only_rest(ds.as_mut(), rest, rec, gen, eog, &mut edge_rng, cloud);
         }
     };
-    drop(prefill_rows);
+    drop(prefill_last);
     rec.output_tokens.push(first);
     rec.token_times_s.push(clock);
     let done = finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, eog);
@@ -689,7 +683,9 @@ pub fn speculative_with(
         let fed_before = feed.len();
         for i in 0..gamma {
             let t0 = Instant::now();
-            let rows = ds.forward(&feed)?;
+            // Only the last row's logits: a 2-token catch-up feed skips the head for the
+            // first row (the largest matrix of a small drafter).
+            let logits = ds.forward_last(&feed)?;
             let dt = t0.elapsed().as_secs_f64();
             draft_s += dt;
             // A 2-token feed (the last draft and the correction after a full acceptance)
@@ -698,13 +694,10 @@ pub fn speculative_with(
                 rec.draft_steps += 1;
                 rec.draft_step_s += dt;
             }
-            let logits = rows
-                .last()
-                .ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
             let (tok, q) = if greedy {
-                (sampling::argmax(logits)?, Vec::new())
+                (sampling::argmax(&logits)?, Vec::new())
             } else {
-                let q = sampling::probs(logits, &gen.params)?;
+                let q = sampling::probs(&logits, &gen.params)?;
                 (sampling::sample(&q, &mut edge_rng)?, q)
             };
             drafts.push(tok);
@@ -849,11 +842,8 @@ fn drafter_only_rest(
     let (mut feed, mut clock) = (rest.feed, rest.clock);
     while !finish(&mut rec.output_tokens, &mut rec.token_times_s, gen, eog) {
         let t0 = Instant::now();
-        let rows = ds.forward(&feed)?;
-        let logits = rows
-            .last()
-            .ok_or_else(|| anyhow::anyhow!("the drafter returned no logits"))?;
-        let (tok, _) = pick(logits, gen, rng)?;
+        let logits = ds.forward_last(&feed)?;
+        let (tok, _) = pick(&logits, gen, rng)?;
         let dt = t0.elapsed().as_secs_f64();
         rec.draft_s += dt;
         clock += dt;

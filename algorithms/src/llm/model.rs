@@ -626,7 +626,28 @@ impl LlmModel {
     ///
     /// On success the cache grows by `new_tokens.len()`; on error it is left as it was.
     pub fn forward(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        self.forward_head(new_tokens, cache, false)
+        self.forward_head(new_tokens, cache, false, false)
+    }
+
+    /// [`LlmModel::forward`] that returns the logits of the last new token only (shape
+    /// `[1, vocab_size]`): a prompt prefill or a drafter's catch-up feed needs no other row, and
+    /// the output head is the largest matrix of a small model (Qwen2.5-0.5B: 136M of 494M
+    /// weights), so the other rows' head products are skipped. On the host path the row is
+    /// bit-identical to the last row of `forward` (the own kernels give each row the same bits
+    /// whatever the row count).
+    pub fn forward_last(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        self.forward_head(new_tokens, cache, false, true)
+    }
+
+    /// [`LlmModel::forward_last`] through the trimmed draft head (see
+    /// [`LlmModel::forward_draft`]).
+    pub fn forward_draft_last(&self, new_tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        if self.draft_head.is_none() {
+            return Err(LlmError::Unsupported(
+                "this model has no trimmed draft head (LoadOptions::draft_vocab)".into(),
+            ));
+        }
+        self.forward_head(new_tokens, cache, true, true)
     }
 
     /// [`LlmModel::forward`] through the trimmed draft head: shape
@@ -638,10 +659,16 @@ impl LlmModel {
                 "this model has no trimmed draft head (LoadOptions::draft_vocab)".into(),
             ));
         }
-        self.forward_head(new_tokens, cache, true)
+        self.forward_head(new_tokens, cache, true, false)
     }
 
-    fn forward_head(&self, new_tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
+    fn forward_head(
+        &self,
+        new_tokens: &[u32],
+        cache: &mut KvCache,
+        draft: bool,
+        last_only: bool,
+    ) -> Result<Tensor> {
         if cache.owner != self.id {
             return Err(LlmError::Cache(
                 "this cache was created by another model; use this model's new_cache()".into(),
@@ -669,9 +696,9 @@ impl LlmModel {
         let mut run = || {
             profile::pass();
             if self.host_attention {
-                self.forward_host(new_tokens, cache, draft)
+                self.forward_host(new_tokens, cache, draft, last_only)
             } else {
-                self.forward_inner(new_tokens, cache, draft)
+                self.forward_inner(new_tokens, cache, draft, last_only)
             }
         };
         let result = match &self.pool {
@@ -695,8 +722,14 @@ impl LlmModel {
     /// layer has them; RMSNorm, SiLU·up and attention run vectorized (`ianvs_kernels::ops`: its
     /// own `exp` and summation order, so the bits differ from candle's tensor path by float
     /// rounding, while every row keeps its own bits whatever the chunk, thread count or kernel
-    /// set).
-    fn forward_host(&self, tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
+    /// set). With `last_only`, the final norm and the head run on the last row only.
+    fn forward_host(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        draft: bool,
+        last_only: bool,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let start = cache.len();
         let n = tokens.len();
@@ -749,17 +782,26 @@ impl LlmModel {
             add_in_place(&mut x, &down);
             t.lap(Op::Residual);
         }
-        self.norm.forward_host(self.isa, &x, &mut h);
+        let rows = if last_only { 1 } else { n };
+        let x = &x[(n - rows) * c.hidden_size..];
+        h.truncate(x.len());
+        self.norm.forward_host(self.isa, x, &mut h);
         t.lap(Op::Norm);
-        let logits = self.head(draft).forward_host(&h, n)?;
+        let logits = self.head(draft).forward_host(&h, rows)?;
         t.lap(Op::Head);
-        let vocab = logits.len() / n;
-        let out = Tensor::from_vec(logits, (n, vocab), &Device::Cpu)?;
+        let vocab = logits.len() / rows;
+        let out = Tensor::from_vec(logits, (rows, vocab), &Device::Cpu)?;
         t.lap(Op::Other);
         Ok(out)
     }
 
-    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache, draft: bool) -> Result<Tensor> {
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        draft: bool,
+        last_only: bool,
+    ) -> Result<Tensor> {
         let start = cache.len();
         let n = tokens.len();
         let ids = Tensor::new(tokens, &self.device)?;
@@ -785,6 +827,7 @@ impl LlmModel {
             let act = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
             x = (x + block.down.forward(&act)?)?;
         }
+        let x = if last_only { x.narrow(0, n - 1, 1)? } else { x };
         let x = self.norm.forward(&x)?;
         self.head(draft)
             .forward(&x)?

@@ -133,15 +133,12 @@ impl<'a> LmHost<'a> {
                 let mut n = 0;
                 loop {
                     let t = Instant::now();
-                    let rows = sess.forward(&feed)?;
-                    let logits = rows
-                        .last()
-                        .ok_or_else(|| anyhow::anyhow!("the verifier returned no logits"))?;
-                    let margin = crate::speculative::top2_margin(logits);
+                    let logits = sess.forward_last(&feed)?;
+                    let margin = crate::speculative::top2_margin(&logits);
                     let tok = if params.is_greedy() {
-                        sampling::argmax(logits)?
+                        sampling::argmax(&logits)?
                     } else {
-                        sampling::sample(&sampling::probs(logits, &params)?, &mut rng)?
+                        sampling::sample(&sampling::probs(&logits, &params)?, &mut rng)?
                     };
                     n += 1;
                     let last = n >= max_new || (stop_at_eos && eog.contains(&tok));

@@ -166,14 +166,11 @@ impl<'a> VerifySession<'a> {
 
     /// Prefills the prompt; its last row gives the first token.
     pub fn prefill(&mut self, prompt: &[u32]) -> anyhow::Result<u32> {
-        let rows = self.sess.forward(prompt)?;
-        let logits = rows
-            .last()
-            .ok_or_else(|| anyhow::anyhow!("the verifier returned no logits"))?;
+        let logits = self.sess.forward_last(prompt)?;
         Ok(if self.greedy {
-            sampling::argmax(logits)?
+            sampling::argmax(&logits)?
         } else {
-            sampling::sample(&sampling::probs(logits, &self.params)?, &mut self.rng)?
+            sampling::sample(&sampling::probs(&logits, &self.params)?, &mut self.rng)?
         })
     }
 

@@ -174,7 +174,11 @@ unsafe fn exp_g<L: Lanes>(x: &mut [f32]) {
     }
     if at < len {
         let rest = len - at;
-        L::store_part(p.add(at), rest, exp::<L>(L::load_part(p.add(at), rest, 0.0)));
+        L::store_part(
+            p.add(at),
+            rest,
+            exp::<L>(L::load_part(p.add(at), rest, 0.0)),
+        );
     }
 }
 
@@ -678,11 +682,17 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn fma(a: Pair, b: Pair, c: Pair) -> Pair {
-            Pair(_mm256_fmadd_ps(a.0, b.0, c.0), _mm256_fmadd_ps(a.1, b.1, c.1))
+            Pair(
+                _mm256_fmadd_ps(a.0, b.0, c.0),
+                _mm256_fmadd_ps(a.1, b.1, c.1),
+            )
         }
         #[inline(always)]
         unsafe fn fnma(a: Pair, b: Pair, c: Pair) -> Pair {
-            Pair(_mm256_fnmadd_ps(a.0, b.0, c.0), _mm256_fnmadd_ps(a.1, b.1, c.1))
+            Pair(
+                _mm256_fnmadd_ps(a.0, b.0, c.0),
+                _mm256_fnmadd_ps(a.1, b.1, c.1),
+            )
         }
         #[inline(always)]
         unsafe fn max(a: Pair, b: Pair) -> Pair {
@@ -695,9 +705,8 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn shl23(a: Pair) -> Pair {
-            let f = |x: __m256| {
-                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(x)))
-            };
+            let f =
+                |x: __m256| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(x)));
             Pair(f(a.0), f(a.1))
         }
         #[inline(always)]
@@ -740,7 +749,10 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn select(m: Pair, a: Pair, b: Pair) -> Pair {
-            Pair(_mm256_blendv_ps(b.0, a.0, m.0), _mm256_blendv_ps(b.1, a.1, m.1))
+            Pair(
+                _mm256_blendv_ps(b.0, a.0, m.0),
+                _mm256_blendv_ps(b.1, a.1, m.1),
+            )
         }
         #[inline(always)]
         unsafe fn reduce_add(v: Pair) -> f32 {
@@ -1051,6 +1063,7 @@ pub fn rms_norm(isa: Isa, x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) 
 ///
 /// # Panics
 /// When the slices do not match `s`, or `isa` is not available on this CPU.
+#[allow(clippy::too_many_arguments)]
 pub fn attend_group(
     isa: Isa,
     q: &[f32],
@@ -1062,7 +1075,11 @@ pub fn attend_group(
     scores: &mut Vec<f32>,
 ) {
     s.check(q, k, v, out, g);
-    dispatch!(isa, attend_group, attend_group_g(q, k, v, s, g, out, scores))
+    dispatch!(
+        isa,
+        attend_group,
+        attend_group_g(q, k, v, s, g, out, scores)
+    )
 }
 
 #[cfg(test)]
@@ -1093,8 +1110,23 @@ mod tests {
         let mut x = rand(4099, &mut seed, 90.0);
         // Edges: the range ends, subnormal results, overflow, zeros, infinities, NaN.
         x.extend([
-            0.0, -0.0, 1.0, -1.0, 88.7, 88.73, 89.0, -87.3, -100.0, -103.9, -104.0, -150.0,
-            f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-30, -1e-30,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            88.7,
+            88.73,
+            89.0,
+            -87.3,
+            -100.0,
+            -103.9,
+            -104.0,
+            -150.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e-30,
+            -1e-30,
         ]);
         let mut want = None;
         for isa in Isa::available_all() {
@@ -1108,7 +1140,10 @@ mod tests {
                     assert_eq!(e, f32::INFINITY, "{isa:?}: exp({a})");
                 } else if r < f32::MIN_POSITIVE as f64 {
                     // Subnormal results: within two of the smallest steps.
-                    assert!((e as f64 - r).abs() <= 2.0 * 1.4e-45, "{isa:?}: exp({a}) = {e}");
+                    assert!(
+                        (e as f64 - r).abs() <= 2.0 * 1.4e-45,
+                        "{isa:?}: exp({a}) = {e}"
+                    );
                 } else {
                     let rel = (e as f64 - r).abs() / r;
                     assert!(rel < 2.5e-7, "{isa:?}: exp({a}) = {e}, want {r} ({rel:e})");
@@ -1119,8 +1154,13 @@ mod tests {
                 None => want = Some(got),
                 Some(w) => {
                     for (j, (a, b)) in w.iter().zip(&got).enumerate() {
-                        assert!(a == b || (f32::from_bits(*a).is_nan() && f32::from_bits(*b).is_nan()),
-                            "{isa:?}: exp({}) = {} differs from the first ISA's {}", x[j], f32::from_bits(*b), f32::from_bits(*a));
+                        assert!(
+                            a == b || (f32::from_bits(*a).is_nan() && f32::from_bits(*b).is_nan()),
+                            "{isa:?}: exp({}) = {} differs from the first ISA's {}",
+                            x[j],
+                            f32::from_bits(*b),
+                            f32::from_bits(*a)
+                        );
                     }
                 }
             }
@@ -1163,7 +1203,11 @@ mod tests {
             let w = rand(len, &mut seed, 1.5);
             let x = rand(3 * len, &mut seed, 4.0);
             let exact: f64 = a.iter().zip(&b).map(|(&p, &q)| p as f64 * q as f64).sum();
-            let mag: f64 = a.iter().zip(&b).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
+            let mag: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                .sum();
             let mut want: Option<(u32, Vec<u32>)> = None;
             for isa in Isa::available_all() {
                 let d = dot(isa, &a, &b);
@@ -1198,7 +1242,11 @@ mod tests {
         let qi = &q[(i * s.heads + h) * s.hd..][..s.hd];
         let scores: Vec<f64> = (0..=s.start + i)
             .map(|pos| {
-                let d: f64 = qi.iter().zip(&k[row(pos)..][..s.hd]).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let d: f64 = qi
+                    .iter()
+                    .zip(&k[row(pos)..][..s.hd])
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum();
                 d / (s.hd as f64).sqrt()
             })
             .collect();
@@ -1206,7 +1254,13 @@ mod tests {
         let w: Vec<f64> = scores.iter().map(|&x| (x - max).exp()).collect();
         let sum: f64 = w.iter().sum();
         (0..s.hd)
-            .map(|c| w.iter().enumerate().map(|(pos, &wp)| wp * v[row(pos) + c] as f64).sum::<f64>() / sum)
+            .map(|c| {
+                w.iter()
+                    .enumerate()
+                    .map(|(pos, &wp)| wp * v[row(pos) + c] as f64)
+                    .sum::<f64>()
+                    / sum
+            })
             .collect()
     }
 
@@ -1242,7 +1296,11 @@ mod tests {
                 // Each row alone, with the cache cut at its position.
                 let row_len = heads * hd;
                 for i in 0..n {
-                    let one = AttnShape { n: 1, start: start + i, ..s };
+                    let one = AttnShape {
+                        n: 1,
+                        start: start + i,
+                        ..s
+                    };
                     let kv = (start + i + 1) * kv_heads * hd;
                     let mut alone = vec![0f32; row_len];
                     for g in 0..kv_heads {
@@ -1265,7 +1323,10 @@ mod tests {
                         let r = attend_f64(&q, &k, &v, s, i, h);
                         let got = &out[(i * heads + h) * hd..][..hd];
                         for (c, (&x, &y)) in got.iter().zip(&r).enumerate() {
-                            assert!((x as f64 - y).abs() < 2e-5, "{isa:?} {s:?} row {i} head {h} col {c}: {x} vs {y}");
+                            assert!(
+                                (x as f64 - y).abs() < 2e-5,
+                                "{isa:?} {s:?} row {i} head {h} col {c}: {x} vs {y}"
+                            );
                         }
                     }
                 }

@@ -11,10 +11,12 @@
 //!   product (float weights are stored as F32 `QTensor`s; see `weights.rs`), with kernels that
 //!   switch paths by row count detected at load time and run row by row;
 //! - RMSNorm, SiLU, residual adds and bias adds are row-wise or element-wise (on CPU computed
-//!   on host vectors by `forward_host`; SiLU·up by `ianvs_kernels::ops`, vectorized with a fixed
-//!   lane layout, so its bits depend neither on the rows nor on the kernel set);
-//! - RoPE and attention are computed here in plain Rust ("host attention"): one query row at a
-//!   time, with a fixed summation order over keys, against a position-major cache.
+//!   on host vectors by `forward_host`; RMSNorm and SiLU·up by `ianvs_kernels::ops`, vectorized
+//!   with a fixed lane layout and reduction tree, so their bits depend neither on the rows nor
+//!   on the kernel set);
+//! - RoPE and attention are computed on the host ("host attention"; the attention core is
+//!   `ianvs_kernels::ops::attend_group`): one query row at a time, with a fixed summation order
+//!   over keys, against a position-major cache.
 //!
 //! On other devices (CUDA), attention uses candle tensor ops (matmul, mask, softmax) and dense
 //! matmuls; results then agree to float tolerance but are not guaranteed bit-identical across
@@ -35,6 +37,7 @@ use super::weights::{
     select_rows, Embedding, Linear, LinearFactory, RawTensor, RmsNorm, TensorSource,
 };
 use super::{gguf, hf};
+use ianvs_kernels::ops::{attend_group, AttnShape};
 
 /// The own kernels' pool of the models that have no threads of their own: one per process,
 /// every core. (candle's process-wide barrier pool did this before; on a 2-core machine busy
@@ -716,10 +719,10 @@ impl LlmModel {
 
     /// The CPU forward pass on host vectors: the function of [`LlmModel::forward_inner`],
     /// without building a tensor per operation. Matmuls go straight to the own kernels where a
-    /// layer has them; SiLU·up runs vectorized (`ianvs_kernels::ops`: its own `exp`, so the bits
-    /// differ from candle's tensor path by float rounding, while every row keeps its own bits
-    /// whatever the chunk, thread count or kernel set). With `last_only`, the final norm and
-    /// the head run on the last row only.
+    /// layer has them; RMSNorm, SiLU·up and attention run vectorized (`ianvs_kernels::ops`: its
+    /// own `exp` and summation order, so the bits differ from candle's tensor path by float
+    /// rounding, while every row keeps its own bits whatever the chunk, thread count or kernel
+    /// set). With `last_only`, the final norm and the head run on the last row only.
     fn forward_host(
         &self,
         tokens: &[u32],
@@ -744,7 +747,7 @@ impl LlmModel {
                     "a host-attention model was given a tensor cache".into(),
                 ));
             };
-            block.attn_norm.forward_host(&x, &mut h);
+            block.attn_norm.forward_host(self.isa, &x, &mut h);
             t.lap(Op::Norm);
             let [mut q, mut k, v] =
                 Linear::forward_host_many([&block.q, &block.k, &block.v], &h, n)?;
@@ -760,13 +763,13 @@ impl LlmModel {
                 kv_heads: c.n_kv_heads,
                 hd: c.head_dim,
             };
-            let attn = host_attention(&q, kc, vc, shape, self.threads, &mut scores);
+            let attn = host_attention(&q, kc, vc, shape, self.threads, self.isa, &mut scores);
             t.lap(Op::Attention);
             let o = block.o.forward_host(&attn, n)?;
             t.lap(Op::O);
             add_in_place(&mut x, &o);
             t.lap(Op::Residual);
-            block.ffn_norm.forward_host(&x, &mut h);
+            block.ffn_norm.forward_host(self.isa, &x, &mut h);
             t.lap(Op::Norm);
             let [mut gate, up] = Linear::forward_host_many([&block.gate, &block.up], &h, n)?;
             t.lap(Op::GateUp);
@@ -780,7 +783,7 @@ impl LlmModel {
         let rows = if last_only { 1 } else { n };
         let x = &x[(n - rows) * c.hidden_size..];
         h.truncate(x.len());
-        self.norm.forward_host(x, &mut h);
+        self.norm.forward_host(self.isa, x, &mut h);
         t.lap(Op::Norm);
         let logits = self.head(draft).forward_host(&h, rows)?;
         t.lap(Op::Head);
@@ -968,17 +971,6 @@ fn apply_rope(x: &mut [f32], heads: usize, hd: usize, cos: &[f32], sin: &[f32], 
     }
 }
 
-#[derive(Clone, Copy)]
-struct AttnShape {
-    /// New query rows.
-    n: usize,
-    /// Cached positions before them.
-    start: usize,
-    heads: usize,
-    kv_heads: usize,
-    hd: usize,
-}
-
 /// Below this many multiply-adds a layer's attention runs on the calling thread: spawning
 /// costs more than it saves for single-token decode.
 const PARALLEL_ATTENTION_WORK: usize = 1 << 20;
@@ -992,15 +984,16 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
 
 /// Causal attention of `n` new rows over `start + n` cached keys/values (position-major,
 /// `[pos][kv_head][hd]`). Each output row is computed alone with a fixed summation order, so
-/// it does not depend on `n`. The heads that share a key/value head are done together in one
-/// pass over the cache (see [`attend_group`]); groups are split over threads for long prompts,
-/// which only changes which thread computes a head, not how. `scores`: scratch, reused.
+/// it does not depend on `n` (see [`attend_group`], vectorized on `isa` with the same bits on
+/// every kernel set); key/value groups are split over threads for long prompts, which only
+/// changes which thread computes a head, not how. `scores`: scratch, reused.
 fn host_attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     s: AttnShape,
     threads: usize,
+    isa: ianvs_kernels::Isa,
     scores: &mut Vec<f32>,
 ) -> Vec<f32> {
     let AttnShape {
@@ -1014,7 +1007,7 @@ fn host_attention(
     let work = n * (start + n) * heads * hd;
     if threads <= 1 || work < PARALLEL_ATTENTION_WORK || kv_heads == 1 {
         for g in 0..kv_heads {
-            attend_group(q, k, v, s, g, &mut out, scores);
+            attend_group(isa, q, k, v, s, g, &mut out, scores);
         }
         return out;
     }
@@ -1030,7 +1023,7 @@ fn host_attention(
                     let mut local = vec![0f32; n * heads * hd];
                     let gs = g0..(g0 + per_thread).min(kv_heads);
                     for g in gs.clone() {
-                        attend_group(q, k, v, s, g, &mut local, &mut scratch);
+                        attend_group(isa, q, k, v, s, g, &mut local, &mut scratch);
                     }
                     (gs.start * rep..gs.end * rep)
                         .map(|h| {
@@ -1059,103 +1052,6 @@ fn host_attention(
     out
 }
 
-/// The heads of key/value group `g` for every new row, writing rows `[i][h]` of `out`.
-///
-/// One pass over the cache for all of them: each cached key and value is read once and used by
-/// every (head, row) that sees it. Per (head, row) the operations and their order are those of
-/// attending alone: scores in position order, max, `exp` and sum in position order, then the
-/// weighted values added in position order and scaled by `1 / sum`.
-fn attend_group(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    s: AttnShape,
-    g: usize,
-    out: &mut [f32],
-    scores: &mut Vec<f32>,
-) {
-    let AttnShape {
-        n,
-        start,
-        heads,
-        kv_heads,
-        hd,
-    } = s;
-    let rep = heads / kv_heads;
-    let total = start + n;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let kv_row = |pos: usize| (pos * kv_heads + g) * hd;
-    // Row `i` sees positions `0..=start + i`: a position `pos` is seen by rows
-    // `pos.saturating_sub(start)..n`.
-    let first_row = |pos: usize| pos.saturating_sub(start);
-    // Scores `[rep][n][total]`, then `1 / sum` per (head, row).
-    scores.clear();
-    scores.resize(rep * n * total + rep * n, 0.0);
-    let (scores, inv) = scores.split_at_mut(rep * n * total);
-    let at = |r: usize, i: usize| (r * n + i) * total;
-    for pos in 0..total {
-        let key = &k[kv_row(pos)..][..hd];
-        for r in 0..rep {
-            let h = g * rep + r;
-            for i in first_row(pos)..n {
-                let qi = &q[(i * heads + h) * hd..][..hd];
-                scores[at(r, i) + pos] = dot(qi, key) * scale;
-            }
-        }
-    }
-    for r in 0..rep {
-        for i in 0..n {
-            let row = &mut scores[at(r, i)..][..start + i + 1];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &sc| m.max(sc));
-            let mut sum = 0f32;
-            for sc in row.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            inv[r * n + i] = 1.0 / sum;
-            out[(i * heads + g * rep + r) * hd..][..hd].fill(0.0);
-        }
-    }
-    for pos in 0..total {
-        let val = &v[kv_row(pos)..][..hd];
-        for r in 0..rep {
-            let h = g * rep + r;
-            for i in first_row(pos)..n {
-                let w = scores[at(r, i) + pos];
-                let o = &mut out[(i * heads + h) * hd..][..hd];
-                for (acc, &x) in o.iter_mut().zip(val) {
-                    *acc += w * x;
-                }
-            }
-        }
-    }
-    for r in 0..rep {
-        for i in 0..n {
-            let f = inv[r * n + i];
-            for acc in &mut out[(i * heads + g * rep + r) * hd..][..hd] {
-                *acc *= f;
-            }
-        }
-    }
-}
-
-/// Dot product with eight independent accumulators (vectorizes well; the order is fixed).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1166,14 +1062,6 @@ mod tests {
     fn model_and_cache_are_send_sync() {
         assert_send_sync::<LlmModel>();
         assert_send_sync::<KvCache>();
-    }
-
-    #[test]
-    fn dot_matches_naive() {
-        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-4);
     }
 
     #[test]
@@ -1200,56 +1088,45 @@ mod tests {
             hd: 2,
         };
         let q = vec![0.3, -0.2, 1.0, 2.0];
-        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s, 1, &mut Vec::new());
+        let isa = ianvs_kernels::isa();
+        let out = host_attention(&q, &[0.5, 0.5], &[7.0, -1.0], s, 1, isa, &mut Vec::new());
         assert_eq!(out, vec![7.0, -1.0, 7.0, -1.0]);
     }
 
-    /// Attention of one head and one row at a time, as before the one-pass grouping: the
-    /// grouped pass must give the same bits.
-    fn attend_alone(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> Vec<f32> {
-        let AttnShape {
-            n,
-            start,
-            heads,
-            kv_heads,
-            hd,
-        } = s;
-        let mut out = vec![0f32; n * heads * hd];
-        let scale = 1.0 / (hd as f32).sqrt();
-        for h in 0..heads {
-            let g = h / (heads / kv_heads);
-            let kv_row = |pos: usize| (pos * kv_heads + g) * hd;
-            for i in 0..n {
-                let qi = &q[(i * heads + h) * hd..][..hd];
-                let mut scores = Vec::new();
-                let mut max = f32::NEG_INFINITY;
-                for pos in 0..start + i + 1 {
-                    let sc = dot(qi, &k[kv_row(pos)..][..hd]) * scale;
-                    max = max.max(sc);
-                    scores.push(sc);
-                }
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let o = &mut out[(i * heads + h) * hd..][..hd];
-                for (pos, &w) in scores.iter().enumerate() {
-                    for (acc, &val) in o.iter_mut().zip(&v[kv_row(pos)..][..hd]) {
-                        *acc += w * val;
-                    }
-                }
-                let inv = 1.0 / sum;
-                for acc in o.iter_mut() {
-                    *acc *= inv;
-                }
-            }
+    /// Attention of one row at a time, each with the cache cut after its own position (as
+    /// token-by-token decoding computes it): a chunk must give the same bits.
+    fn one_row_at_a_time(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttnShape,
+        isa: ianvs_kernels::Isa,
+    ) -> Vec<f32> {
+        let row = s.heads * s.hd;
+        let mut out = Vec::with_capacity(s.n * row);
+        for i in 0..s.n {
+            let one = AttnShape {
+                n: 1,
+                start: s.start + i,
+                ..s
+            };
+            let kv = (s.start + i + 1) * s.kv_heads * s.hd;
+            let q = &q[i * row..][..row];
+            out.extend(host_attention(
+                q,
+                &k[..kv],
+                &v[..kv],
+                one,
+                1,
+                isa,
+                &mut Vec::new(),
+            ));
         }
         out
     }
 
     #[test]
-    fn grouped_attention_matches_one_head_one_row_at_a_time_bit_for_bit() {
+    fn attention_chunks_equal_rows_one_at_a_time_on_every_isa_and_thread_count() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |len: usize| -> Vec<f32> {
             (0..len)
@@ -1282,19 +1159,23 @@ mod tests {
             let q = rand(n * heads * hd);
             let k = rand((start + n) * kv_heads * hd);
             let v = rand((start + n) * kv_heads * hd);
-            let want: Vec<u32> = attend_alone(&q, &k, &v, s)
-                .iter()
-                .map(|x| x.to_bits())
-                .collect();
-            for threads in [1, 2] {
-                let got: Vec<u32> = host_attention(&q, &k, &v, s, threads, &mut Vec::new())
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect();
+            let bits = |x: Vec<f32>| x.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let want = bits(one_row_at_a_time(
+                &q,
+                &k,
+                &v,
+                s,
+                ianvs_kernels::Isa::Portable,
+            ));
+            for isa in ianvs_kernels::Isa::available_all() {
                 assert!(
-                    got == want,
-                    "heads {heads}/{kv_heads} hd {hd} start {start} n {n} threads {threads}"
+                    bits(one_row_at_a_time(&q, &k, &v, s, isa)) == want,
+                    "{isa:?} {s:?}: one row at a time differs from the portable path"
                 );
+                for threads in [1, 2] {
+                    let got = bits(host_attention(&q, &k, &v, s, threads, isa, &mut Vec::new()));
+                    assert!(got == want, "{isa:?} {s:?} threads {threads}");
+                }
             }
         }
     }

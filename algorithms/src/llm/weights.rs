@@ -526,19 +526,12 @@ impl RmsNorm {
         }
     }
 
-    /// [`RmsNorm::forward`] on host rows, into `out` (same length as `x`): the same operations
-    /// in the same order as candle's CPU `rms_norm`, so the same bits.
-    pub(crate) fn forward_host(&self, x: &[f32], out: &mut [f32]) {
-        let d = self.host.len();
-        debug_assert!(d > 0 && x.len() == out.len() && x.len().is_multiple_of(d));
-        for (src, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            // A sequential sum, as `Iterator::sum` in candle's `rms_row`.
-            let sum2 = src.iter().map(|&v| v * v).sum::<f32>();
-            let m = (sum2 / d as f32 + self.eps).sqrt();
-            for ((o, &s), &a) in dst.iter_mut().zip(src).zip(&self.host) {
-                *o = s / m * a;
-            }
-        }
+    /// [`RmsNorm::forward`] on host rows, into `out` (same length as `x`), vectorized on the
+    /// `isa` kernels (`ianvs_kernels::ops::rms_norm`: the sum of squares in a fixed lane
+    /// layout, so a row's bits depend neither on the other rows nor on the kernel set; they
+    /// differ from candle's sequential sum by float rounding).
+    pub(crate) fn forward_host(&self, isa: ianvs_kernels::Isa, x: &[f32], out: &mut [f32]) {
+        ianvs_kernels::ops::rms_norm(isa, x, &self.host, self.eps, out);
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {

@@ -36,7 +36,11 @@
 //! Side by side with llama.cpp: `bash scripts/build-llama-cpp.sh` builds `llama-bench` from the
 //! llama-cpp-python sdist (PyPI) under `target/llama.cpp/`; with
 //! `IANVS_LLAMA_BENCH=target/llama.cpp/bin/llama-bench` the bench also runs it on each GGUF file
-//! as published, with the same thread count, and prints both rates and their ratio.
+//! as published, with the same thread count, and prints both rates and their ratio. Measured
+//! one after the other, that ratio carries whatever the machine did in between; with
+//! `IANVS_BENCH_ROUNDS=R` the bench then also runs R alternating rounds per file (ianvs
+//! decode and v(9), then llama-bench `-p 0 -n 32 -d 32 -r 1`, the order swapped every round)
+//! and prints each round's ratio and the median and range over rounds.
 //!
 //! Threads: `IANVS_BENCH_THREADS=n` gives every model its own pool of n threads (the `threads`
 //! module setting) and runs llama.cpp with `-t n`; by default every core, through the shared
@@ -449,6 +453,15 @@ fn main() -> anyhow::Result<()> {
     );
     if let Some(exe) = std::env::var_os("IANVS_LLAMA_BENCH") {
         side_by_side(Path::new(&exe), &paths, &rows, &plan, threads)?;
+        let rounds: usize = match std::env::var("IANVS_BENCH_ROUNDS") {
+            Ok(v) => v.parse().ok().filter(|&r| r > 0).ok_or_else(|| {
+                anyhow::anyhow!("IANVS_BENCH_ROUNDS: `{v}` is not a positive number of rounds")
+            })?,
+            Err(_) => 0,
+        };
+        if rounds > 0 {
+            alternating_rounds(Path::new(&exe), &paths, &choice.device, own_threads, threads, rounds)?;
+        }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if rows.iter().any(|r| r.load.is_some_and(|l| l > cpus + 0.5)) {
@@ -594,6 +607,156 @@ fn side_by_side(
             ours.prefill_tps,
             fmt_opt(pp),
             ratio(ours.prefill_tps, pp)
+        );
+    }
+    Ok(())
+}
+
+/// One round's numbers for one GGUF file: ianvs decode tokens/s and v(9), llama.cpp tg tokens/s.
+struct Round {
+    ours_tg: f64,
+    v9: f64,
+    llama_tg: Option<f64>,
+}
+
+/// ianvs one-token decode after a 32-token context: tokens/s from the median of `steps` steps
+/// after 4 warm-up steps; and v(9), the median 9-row pass over the median one-row step, the
+/// two interleaved at the same cache length (5 pairs).
+fn decode_and_v9(model: &LlmModel, steps: usize, seed: u32) -> anyhow::Result<(f64, f64)> {
+    let vocab = model.config().vocab_size;
+    let mut cache = model.new_cache();
+    model.forward(&tokens(32, vocab, 1), &mut cache)?;
+    let base = cache.len();
+    let chunk = tokens(9, vocab, 3);
+    let (mut one, mut nine) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let (r, dt) = time(|| model.forward(&chunk[..1], &mut cache));
+        r?;
+        cache.truncate(base)?;
+        one.push(dt);
+        let (r, dt) = time(|| model.forward(&chunk, &mut cache));
+        r?;
+        cache.truncate(base)?;
+        nine.push(dt);
+    }
+    let v9 = median(nine) / median(one);
+    let mut times = Vec::new();
+    for (i, t) in tokens(steps + 4, vocab, seed).iter().enumerate() {
+        let (r, dt) = time(|| model.forward(&[*t], &mut cache));
+        r?;
+        if i >= 4 {
+            times.push(dt);
+        }
+    }
+    Ok((1.0 / median(times), v9))
+}
+
+/// llama-bench's decode rate at the same depth: `-p 0 -n 32 -d 32 -r 1`.
+fn llama_tg(exe: &Path, path: &Path, threads: usize) -> anyhow::Result<Option<f64>> {
+    let out = std::process::Command::new(exe)
+        .arg("-m")
+        .arg(path)
+        .args(["-t", &threads.to_string()])
+        .args(["-p", "0", "-n", "32", "-d", "32", "-r", "1", "-o", "json"])
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        eprintln!(
+            "llama-bench failed on {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        );
+        return Ok(None);
+    }
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(runs.iter().find_map(|r| r["avg_ts"].as_f64()))
+}
+
+/// `IANVS_BENCH_ROUNDS=R`: ianvs and llama.cpp decode the same GGUF file (as published, own
+/// kernels) in R rounds, taking turns — ianvs first in even rounds, llama.cpp first in odd
+/// ones — so a slow or fast moment of a shared machine hits both sides of a round alike. Each
+/// round gives a ratio; the summary is the median ratio over rounds and its range, with v(9)
+/// measured in every round too.
+fn alternating_rounds(
+    exe: &Path,
+    paths: &[PathBuf],
+    device: &Device,
+    own_threads: Option<usize>,
+    threads: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    println!();
+    println!("Alternating rounds ({rounds} per file, {threads} threads; ianvs first in even rounds): decode 32 tokens at depth 32 each side.");
+    println!();
+    println!("| GGUF | round | ianvs decode tokens/s | llama.cpp tg tokens/s | ianvs / llama.cpp | ianvs v(9) |");
+    println!("|---|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for path in paths.iter().filter(|p| p.is_file()) {
+        let label = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let opts = LoadOptions {
+            threads: own_threads,
+            ..Default::default()
+        };
+        let model = match LlmModel::load_with(path, device, &opts) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("| {label} | – | cannot load: {e} | | | |");
+                continue;
+            }
+        };
+        let mut got = Vec::new();
+        for r in 0..rounds {
+            let ours_first = r % 2 == 0;
+            let mut llama = None;
+            if !ours_first {
+                llama = llama_tg(exe, path, threads)?;
+            }
+            let (ours_tg, v9) = decode_and_v9(&model, 32, 10 + r as u32)?;
+            if ours_first {
+                llama = llama_tg(exe, path, threads)?;
+            }
+            let round = Round {
+                ours_tg,
+                v9,
+                llama_tg: llama,
+            };
+            println!(
+                "| {label} | {r} | {:.1} | {} | {} | {:.2} |",
+                round.ours_tg,
+                fmt_opt(round.llama_tg),
+                round
+                    .llama_tg
+                    .map_or("–".into(), |l| format!("{:.2}×", round.ours_tg / l)),
+                round.v9
+            );
+            got.push(round);
+        }
+        summary.push((label, got));
+    }
+    println!();
+    println!("| GGUF | rounds | ianvs / llama.cpp decode, median (min–max) | ianvs v(9), median (min–max) |");
+    println!("|---|---|---|---|");
+    for (label, got) in &summary {
+        let ratios: Vec<f64> = got
+            .iter()
+            .filter_map(|r| r.llama_tg.map(|l| r.ours_tg / l))
+            .collect();
+        let v9s: Vec<f64> = got.iter().map(|r| r.v9).collect();
+        let spread = |v: &[f64], unit: &str| {
+            if v.is_empty() {
+                return "–".to_string();
+            }
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{:.2}{unit} ({lo:.2}–{hi:.2})", median(v.to_vec()))
+        };
+        println!(
+            "| {label} | {} | {} | {} |",
+            got.len(),
+            spread(&ratios, "×"),
+            spread(&v9s, "")
         );
     }
     Ok(())

@@ -79,6 +79,11 @@ impl Isa {
 /// while every column of the thread's share is swept.
 const ROW_TILE: usize = 32;
 
+/// A verify chunk (2 to `GROUP` rows) over rows longer than this many values is multiplied
+/// slice by slice on AVX-512 (see `q32::avx512::dot_rows_sliced`): 2048 values of a row's
+/// activations are ~4.3 KiB there, so even 9 rows' slices stay near L1.
+const SLICE_VALUES: usize = 2048;
+
 /// A weight format with its own kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -454,6 +459,36 @@ fn multiply(mats: &[&QMatrix], isa: Isa, x: &[f32], m: usize) -> Vec<Vec<f32>> {
         for (ar, cr) in acts.chunks_exact(kb).zip(chunks.chunks_exact_mut(kc)) {
             q32::chunk_row(ar, cr);
         }
+        // A verify chunk over long rows: slice the rows so their activations stay in L1
+        // (the same bits as whole rows, see `q32::avx512::dot_rows_sliced`).
+        let slice_chunks = SLICE_VALUES / (q32::CHUNK * QK);
+        if (2..=GROUP).contains(&m) && kc > slice_chunks {
+            return drive_cols(mats, m, |i, w, cols, out_ptr| {
+                let row_bytes = w.k / QK * fs[i].block_bytes();
+                let rows: Vec<&[q32::ActChunk]> =
+                    (0..m).map(|r| &chunks[r * kc..(r + 1) * kc]).collect();
+                let mut put = |col: usize, v: &[f32]| {
+                    for (r, &x) in v.iter().enumerate() {
+                        // SAFETY: column `col` of every row is written by exactly this work
+                        // item, and the output (`m × n`, owned by `drive_cols`) outlives the
+                        // pool call.
+                        unsafe { *(out_ptr as *mut f32).add(r * w.n + col) = x };
+                    }
+                };
+                // SAFETY: `isa` is available (checked above).
+                unsafe {
+                    q32::avx512::dot_rows_sliced(
+                        fs[i],
+                        &w.data,
+                        row_bytes,
+                        cols,
+                        &rows,
+                        slice_chunks,
+                        &mut put,
+                    )
+                }
+            });
+        }
         return drive(mats, &chunks, kc, m, &groups, |i, w, a, o| {
             // SAFETY: `isa` is available (checked above).
             unsafe { q32::avx512::dot_rows(fs[i], w, a, o) }
@@ -476,6 +511,19 @@ fn drive<A: Sync>(
     groups: &[usize],
     dot: impl Fn(usize, &[u8], &[&[A]], &mut [f32]) + Sync,
 ) -> Vec<Vec<f32>> {
+    drive_cols(mats, m, |i, w, cols, out_ptr| {
+        let dot = |wr: &[u8], rows: &[&[A]], o: &mut [f32]| dot(i, wr, rows, o);
+        w.sweep(acts, kb, m, groups[i], cols, out_ptr, &dot);
+    })
+}
+
+/// The threads of `mats[0]`'s pool split the union of the matrices' columns; `sweep(i,
+/// matrix, its columns, its output)` computes one matrix's share into its `m × n` output.
+fn drive_cols(
+    mats: &[&QMatrix],
+    m: usize,
+    sweep: impl Fn(usize, &QMatrix, std::ops::Range<usize>, usize) + Sync,
+) -> Vec<Vec<f32>> {
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.n]).collect();
     let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
     // Column `c` of the union is column `c − starts[i]` of matrix `i`.
@@ -490,16 +538,7 @@ fn drive<A: Sync>(
             let lo = cols.start.max(starts[i]);
             let hi = cols.end.min(starts[i + 1]);
             if lo < hi {
-                let dot = |wr: &[u8], rows: &[&[A]], o: &mut [f32]| dot(i, wr, rows, o);
-                w.sweep(
-                    acts,
-                    kb,
-                    m,
-                    groups[i],
-                    lo - starts[i]..hi - starts[i],
-                    ptrs[i],
-                    &dot,
-                );
+                sweep(i, w, lo - starts[i]..hi - starts[i], ptrs[i]);
             }
         }
     };
@@ -616,9 +655,22 @@ mod tests {
     /// the bits it has when multiplied alone, on every kernel set this CPU runs.
     #[test]
     fn chunk_rows_equal_single_rows_bit_for_bit() {
-        let (n, k, m) = (37, 256, 33);
+        // Short rows; long rows that verify chunks multiply slice by slice on AVX-512 (4864
+        // values: 9.5 chunks; 4896: an odd block count, 32-value formats only).
+        let shapes: [(usize, usize, &[GgmlDType]); 3] = [
+            (37, 256, &TYPES),
+            (21, 4864, &TYPES),
+            (13, 4896, &TYPES[..5]),
+        ];
+        for (n, k, types) in shapes {
+            chunk_rows_equal_single_rows(n, k, types);
+        }
+    }
+
+    fn chunk_rows_equal_single_rows(n: usize, k: usize, types: &[GgmlDType]) {
+        let m = 33;
         let x = random(m * k, 5);
-        for dtype in TYPES {
+        for &dtype in types {
             let (w, _) = matrix(dtype, n, k, 3);
             for isa in isas() {
                 let singles: Vec<Vec<f32>> = (0..m)
@@ -632,7 +684,7 @@ mod tests {
                             .map(|v| v.to_bits())
                             .collect();
                         let want: Vec<u32> = singles[r].iter().map(|v| v.to_bits()).collect();
-                        assert_eq!(got, want, "{dtype:?} {isa:?}: row {r} of {rows}");
+                        assert_eq!(got, want, "{dtype:?} {isa:?} k {k}: row {r} of {rows}");
                     }
                 }
             }

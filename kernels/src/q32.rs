@@ -437,6 +437,152 @@ pub(crate) mod avx512 {
         acts: &[&[ActChunk]],
         out: &mut [f32],
     ) {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut mins = [_mm_setzero_ps(); R];
+        dot_loop::<FMT, R>(wrow, acts, &mut acc, &mut mins);
+        finish::<R>(const { format(FMT) }.has_min(), &acc, &mins, out);
+    }
+
+    /// The rows' sums of [`dot_loop`]'s accumulators (the same tree for each row as alone).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn finish<const R: usize>(
+        min: bool,
+        acc: &[__m512; R],
+        mins: &[__m128; R],
+        out: &mut [f32],
+    ) {
+        // Horizontal sums of every row at once (the same tree for each row as alone).
+        let sums = hsum_rows(acc);
+        if min {
+            let m = hsum_rows(&mins.map(|v| _mm512_zextps128_ps512(v)));
+            for r in 0..R {
+                out[r] = sums[r] + m[r];
+            }
+        } else {
+            for r in 0..R {
+                out[r] = sums[r] + 0.0;
+            }
+        }
+    }
+
+    /// The columns `cols` of a matrix (`data`: rows of `row_bytes`) against `acts` (2 to
+    /// [`GROUP`] rows of whole-row chunks), the row cut into slices of `slice_chunks` chunks:
+    /// per block of columns, one slice of every column, then the next slice, each (column,
+    /// row)'s accumulators carried from slice to slice. So a slice's activations stay in L1
+    /// across the block's columns (a long row's activations of several rows do not fit L1),
+    /// while every row gets exactly the operations, in the order, of [`dot_rows`] on the whole
+    /// row — the same bits as the row alone. `put(column, sums)` takes each column's results.
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_rows_sliced(
+        f: Format,
+        data: &[u8],
+        row_bytes: usize,
+        cols: std::ops::Range<usize>,
+        acts: &[&[ActChunk]],
+        slice_chunks: usize,
+        put: &mut dyn FnMut(usize, &[f32]),
+    ) {
+        macro_rules! rows {
+            ($fmt:expr) => {
+                match acts.len() {
+                    1 => sliced_impl::<{ $fmt }, 1>(data, row_bytes, cols, acts, slice_chunks, put),
+                    2 => sliced_impl::<{ $fmt }, 2>(data, row_bytes, cols, acts, slice_chunks, put),
+                    3 => sliced_impl::<{ $fmt }, 3>(data, row_bytes, cols, acts, slice_chunks, put),
+                    4 => sliced_impl::<{ $fmt }, 4>(data, row_bytes, cols, acts, slice_chunks, put),
+                    5 => sliced_impl::<{ $fmt }, 5>(data, row_bytes, cols, acts, slice_chunks, put),
+                    6 => sliced_impl::<{ $fmt }, 6>(data, row_bytes, cols, acts, slice_chunks, put),
+                    7 => sliced_impl::<{ $fmt }, 7>(data, row_bytes, cols, acts, slice_chunks, put),
+                    8 => sliced_impl::<{ $fmt }, 8>(data, row_bytes, cols, acts, slice_chunks, put),
+                    9 => sliced_impl::<{ $fmt }, 9>(data, row_bytes, cols, acts, slice_chunks, put),
+                    10 => {
+                        sliced_impl::<{ $fmt }, 10>(data, row_bytes, cols, acts, slice_chunks, put)
+                    }
+                    11 => {
+                        sliced_impl::<{ $fmt }, 11>(data, row_bytes, cols, acts, slice_chunks, put)
+                    }
+                    12 => {
+                        sliced_impl::<{ $fmt }, 12>(data, row_bytes, cols, acts, slice_chunks, put)
+                    }
+                    _ => sliced_impl::<{ $fmt }, GROUP>(
+                        data,
+                        row_bytes,
+                        cols,
+                        acts,
+                        slice_chunks,
+                        put,
+                    ),
+                }
+            };
+        }
+        match f {
+            Format::Q4_0 => rows!(0),
+            Format::Q4_1 => rows!(1),
+            Format::Q5_0 => rows!(2),
+            Format::Q5_1 => rows!(3),
+            Format::Q8_0 => rows!(4),
+            Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
+        }
+    }
+
+    /// Columns per block of [`dot_rows_sliced`].
+    const COL_BLOCK: usize = 8;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn sliced_impl<const FMT: u8, const R: usize>(
+        data: &[u8],
+        row_bytes: usize,
+        cols: std::ops::Range<usize>,
+        acts: &[&[ActChunk]],
+        slice_chunks: usize,
+        put: &mut dyn FnMut(usize, &[f32]),
+    ) {
+        let f = const { format(FMT) };
+        let bb = f.block_bytes();
+        let nc = (row_bytes / bb).div_ceil(CHUNK);
+        let slices = nc.div_ceil(slice_chunks.max(1));
+        let mut acc = [[_mm512_setzero_ps(); R]; COL_BLOCK];
+        let mut mins = [[_mm_setzero_ps(); R]; COL_BLOCK];
+        let mut col = cols.start;
+        while col < cols.end {
+            let cb = (cols.end - col).min(COL_BLOCK);
+            for c in 0..cb {
+                acc[c] = [_mm512_setzero_ps(); R];
+                mins[c] = [_mm_setzero_ps(); R];
+            }
+            for s in 0..slices {
+                let c0 = s * slice_chunks;
+                let c1 = (c0 + slice_chunks).min(nc);
+                let (b0, b1) = (c0 * CHUNK * bb, (c1 * CHUNK * bb).min(row_bytes));
+                let rows: [&[ActChunk]; R] = std::array::from_fn(|r| &acts[r][c0..c1]);
+                for c in 0..cb {
+                    let at = (col + c) * row_bytes;
+                    dot_loop::<FMT, R>(&data[at + b0..at + b1], &rows, &mut acc[c], &mut mins[c]);
+                }
+            }
+            let mut out = [0f32; R];
+            for c in 0..cb {
+                finish::<R>(f.has_min(), &acc[c], &mins[c], &mut out);
+                put(col + c, &out);
+            }
+            col += cb;
+        }
+    }
+
+    /// The loop of [`dot_impl`] over the blocks of `wrow` (whole chunks, except at the row's
+    /// end), adding into the rows' accumulators: a row cut at chunk boundaries and fed slice
+    /// by slice gets the same operations in the same order as the whole row at once.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_loop<const FMT: u8, const R: usize>(
+        wrow: &[u8],
+        acts: &[&[ActChunk]],
+        acc: &mut [__m512; R],
+        mins: &mut [__m128; R],
+    ) {
         let f = const { format(FMT) };
         let bb = f.block_bytes();
         let nb = wrow.len() / bb;
@@ -447,10 +593,8 @@ pub(crate) mod avx512 {
         let zero = _mm512_setzero_si512();
         let offset = _mm512_set1_epi8(-128);
         let idx_d = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let mut acc = [_mm512_setzero_ps(); R];
-        // The `_1` formats' minimum term, 4 blocks at a time (lane t: block 4q + t of the
-        // chunk), apart from the integer products.
-        let mut mins = [_mm_setzero_ps(); R];
+        // `mins`: the `_1` formats' minimum term, 4 blocks at a time (lane t: block 4q + t of
+        // the chunk), apart from the integer products.
         let mut prev = _mm_setzero_ps();
         let a: [*const ActChunk; R] = std::array::from_fn(|r| acts[r].as_ptr());
         for i in 0..np {
@@ -503,18 +647,6 @@ pub(crate) mod avx512 {
                     let s = _mm_load_ps(p.s.as_ptr().add(4 * (j / 2)));
                     mins[r] = _mm_fmadd_ps(mv, s, mins[r]);
                 }
-            }
-        }
-        // Horizontal sums of every row at once (the same tree for each row as alone).
-        let sums = hsum_rows(&acc);
-        if min {
-            let m = hsum_rows(&mins.map(|v| _mm512_zextps128_ps512(v)));
-            for r in 0..R {
-                out[r] = sums[r] + m[r];
-            }
-        } else {
-            for r in 0..R {
-                out[r] = sums[r] + 0.0;
             }
         }
     }

@@ -460,7 +460,14 @@ fn main() -> anyhow::Result<()> {
             Err(_) => 0,
         };
         if rounds > 0 {
-            alternating_rounds(Path::new(&exe), &paths, &choice.device, own_threads, threads, rounds)?;
+            alternating_rounds(
+                Path::new(&exe),
+                &paths,
+                &choice.device,
+                own_threads,
+                threads,
+                rounds,
+            )?;
         }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -664,7 +671,10 @@ fn llama_tg(exe: &Path, path: &Path, threads: usize) -> anyhow::Result<Option<f6
         eprintln!(
             "llama-bench failed on {}: {}",
             path.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
         return Ok(None);
     }

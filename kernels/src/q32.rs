@@ -392,6 +392,41 @@ pub(crate) mod avx512 {
     use super::{ActChunk, Format, CHUNK, GROUP};
     use std::arch::x86_64::*;
 
+    /// `$func::<FMT, R>(args)` for the runtime 32-value format `$f`, `R` the row count `$r`.
+    macro_rules! by_format {
+        ($f:expr, $r:expr, $func:ident, ($($arg:expr),*)) => {
+            match $f {
+                Format::Q4_0 => $func::<0, { $r }>($($arg),*),
+                Format::Q4_1 => $func::<1, { $r }>($($arg),*),
+                Format::Q5_0 => $func::<2, { $r }>($($arg),*),
+                Format::Q5_1 => $func::<3, { $r }>($($arg),*),
+                Format::Q8_0 => $func::<4, { $r }>($($arg),*),
+                Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
+            }
+        };
+    }
+
+    /// [`by_format!`] for a runtime row count `$n` in 1..=[`GROUP`].
+    macro_rules! by_rows {
+        ($f:expr, $n:expr, $func:ident, $args:tt) => {
+            match $n {
+                1 => by_format!($f, 1, $func, $args),
+                2 => by_format!($f, 2, $func, $args),
+                3 => by_format!($f, 3, $func, $args),
+                4 => by_format!($f, 4, $func, $args),
+                5 => by_format!($f, 5, $func, $args),
+                6 => by_format!($f, 6, $func, $args),
+                7 => by_format!($f, 7, $func, $args),
+                8 => by_format!($f, 8, $func, $args),
+                9 => by_format!($f, 9, $func, $args),
+                10 => by_format!($f, 10, $func, $args),
+                11 => by_format!($f, 11, $func, $args),
+                12 => by_format!($f, 12, $func, $args),
+                _ => by_format!($f, GROUP, $func, $args),
+            }
+        };
+    }
+
     /// Dot products of one weight row with up to [`GROUP`] activation rows, two blocks per
     /// 512-bit vector with VNNI `vpdpbusd`, and for the `_1` formats the minimum term apart
     /// (see [`ActChunk`]); each row's lanes and block order are independent of how many rows
@@ -402,33 +437,7 @@ pub(crate) mod avx512 {
     /// `16 · acts[r].len()` blocks of `f`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(crate) unsafe fn dot_rows(f: Format, wrow: &[u8], acts: &[&[ActChunk]], out: &mut [f32]) {
-        macro_rules! rows {
-            ($fmt:expr) => {
-                match acts.len() {
-                    1 => dot_impl::<{ $fmt }, 1>(wrow, acts, out),
-                    2 => dot_impl::<{ $fmt }, 2>(wrow, acts, out),
-                    3 => dot_impl::<{ $fmt }, 3>(wrow, acts, out),
-                    4 => dot_impl::<{ $fmt }, 4>(wrow, acts, out),
-                    5 => dot_impl::<{ $fmt }, 5>(wrow, acts, out),
-                    6 => dot_impl::<{ $fmt }, 6>(wrow, acts, out),
-                    7 => dot_impl::<{ $fmt }, 7>(wrow, acts, out),
-                    8 => dot_impl::<{ $fmt }, 8>(wrow, acts, out),
-                    9 => dot_impl::<{ $fmt }, 9>(wrow, acts, out),
-                    10 => dot_impl::<{ $fmt }, 10>(wrow, acts, out),
-                    11 => dot_impl::<{ $fmt }, 11>(wrow, acts, out),
-                    12 => dot_impl::<{ $fmt }, 12>(wrow, acts, out),
-                    _ => dot_impl::<{ $fmt }, GROUP>(wrow, acts, out),
-                }
-            };
-        }
-        match f {
-            Format::Q4_0 => rows!(0),
-            Format::Q4_1 => rows!(1),
-            Format::Q5_0 => rows!(2),
-            Format::Q5_1 => rows!(3),
-            Format::Q8_0 => rows!(4),
-            Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
-        }
+        by_rows!(f, acts.len(), dot_impl, (wrow, acts, out))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -486,46 +495,12 @@ pub(crate) mod avx512 {
         slice_chunks: usize,
         put: &mut dyn FnMut(usize, &[f32]),
     ) {
-        macro_rules! rows {
-            ($fmt:expr) => {
-                match acts.len() {
-                    1 => sliced_impl::<{ $fmt }, 1>(data, row_bytes, cols, acts, slice_chunks, put),
-                    2 => sliced_impl::<{ $fmt }, 2>(data, row_bytes, cols, acts, slice_chunks, put),
-                    3 => sliced_impl::<{ $fmt }, 3>(data, row_bytes, cols, acts, slice_chunks, put),
-                    4 => sliced_impl::<{ $fmt }, 4>(data, row_bytes, cols, acts, slice_chunks, put),
-                    5 => sliced_impl::<{ $fmt }, 5>(data, row_bytes, cols, acts, slice_chunks, put),
-                    6 => sliced_impl::<{ $fmt }, 6>(data, row_bytes, cols, acts, slice_chunks, put),
-                    7 => sliced_impl::<{ $fmt }, 7>(data, row_bytes, cols, acts, slice_chunks, put),
-                    8 => sliced_impl::<{ $fmt }, 8>(data, row_bytes, cols, acts, slice_chunks, put),
-                    9 => sliced_impl::<{ $fmt }, 9>(data, row_bytes, cols, acts, slice_chunks, put),
-                    10 => {
-                        sliced_impl::<{ $fmt }, 10>(data, row_bytes, cols, acts, slice_chunks, put)
-                    }
-                    11 => {
-                        sliced_impl::<{ $fmt }, 11>(data, row_bytes, cols, acts, slice_chunks, put)
-                    }
-                    12 => {
-                        sliced_impl::<{ $fmt }, 12>(data, row_bytes, cols, acts, slice_chunks, put)
-                    }
-                    _ => sliced_impl::<{ $fmt }, GROUP>(
-                        data,
-                        row_bytes,
-                        cols,
-                        acts,
-                        slice_chunks,
-                        put,
-                    ),
-                }
-            };
-        }
-        match f {
-            Format::Q4_0 => rows!(0),
-            Format::Q4_1 => rows!(1),
-            Format::Q5_0 => rows!(2),
-            Format::Q5_1 => rows!(3),
-            Format::Q8_0 => rows!(4),
-            Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants use kquant.rs"),
-        }
+        by_rows!(
+            f,
+            acts.len(),
+            sliced_impl,
+            (data, row_bytes, cols, acts, slice_chunks, put)
+        )
     }
 
     /// Columns per block of [`dot_rows_sliced`].

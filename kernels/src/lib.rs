@@ -39,6 +39,7 @@ use candle_core::quantized::GgmlDType;
 
 mod kquant;
 pub mod ops;
+mod packed;
 mod pool;
 mod q32;
 
@@ -298,12 +299,16 @@ fn dot_rows_k(isa: Isa, f: KFormat, wrow: &[u8], acts: &[&[ActBlockK]], out: &mu
     }
 }
 
-/// A weight matrix `[n, k]` in one of the [`Format`]s, stored as the file had it.
+/// A weight matrix `[n, k]` in one of the [`Format`]s: stored as the file had it, or, for
+/// the AVX-512 kernels of the 32-value formats when `n` is a multiple of 16, 16 columns
+/// interleaved (`packed.rs`; the same bytes, rearranged once at load).
 pub struct QMatrix {
     format: Format,
     n: usize,
     k: usize,
+    /// The file's layout (empty when `packed` holds the matrix).
     data: Vec<u8>,
+    packed: Option<packed::Packed>,
     isa: Isa,
     /// The model's own threads (`None`: candle's process-wide pool).
     pool: Option<std::sync::Arc<Pool>>,
@@ -318,14 +323,61 @@ impl QMatrix {
         if !k.is_multiple_of(bv) || data.len() != n * k / bv * format.block_bytes() {
             return None;
         }
-        Some(Self {
-            format,
-            n,
-            k,
+        Some(
+            Self {
+                format,
+                n,
+                k,
+                data,
+                packed: None,
+                isa: isa(),
+                pool: None,
+            }
+            .laid_out(),
+        )
+    }
+
+    /// Whether `isa`'s kernels take this matrix in the interleaved layout.
+    fn wants_packed(&self, isa: Isa) -> bool {
+        isa == Isa::Avx512 && packed::fits(self.format, self.n)
+    }
+
+    /// This matrix in the layout its kernel set takes.
+    fn laid_out(mut self) -> Self {
+        match (self.wants_packed(self.isa), self.packed.is_some()) {
+            (true, false) => {
+                self.packed = Some(packed::pack(self.format, self.n, self.k, &self.data));
+                self.data = Vec::new();
+            }
+            (false, true) => {
+                self.data = self
+                    .packed
+                    .take()
+                    .map(|p| packed::unpack(&p))
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// A copy in the layout `isa`'s kernels take (for a product on another kernel set than
+    /// the matrix's own: tests and benches).
+    fn relaid(&self, isa: Isa) -> QMatrix {
+        let data = match &self.packed {
+            Some(p) => packed::unpack(p),
+            None => self.data.clone(),
+        };
+        QMatrix {
+            format: self.format,
+            n: self.n,
+            k: self.k,
             data,
-            isa: isa(),
-            pool: None,
-        })
+            packed: None,
+            isa,
+            pool: self.pool.clone(),
+        }
+        .laid_out()
     }
 
     /// The same matrix multiplied on `pool`'s threads.
@@ -338,7 +390,7 @@ impl QMatrix {
     pub fn with_isa(mut self, isa: Isa) -> Self {
         assert!(isa.available(), "this CPU cannot run the {isa:?} kernels");
         self.isa = isa;
-        self
+        self.laid_out()
     }
 
     /// Output features (`n`).
@@ -351,7 +403,7 @@ impl QMatrix {
     }
 
     pub fn size_in_bytes(&self) -> usize {
-        self.data.len()
+        self.n * self.k / self.format.block_values() * self.format.block_bytes()
     }
 
     /// `x`: `m` rows of `k` values → `m` rows of `n` outputs, with `isa`'s kernels.
@@ -409,9 +461,33 @@ pub fn matmul_many(mats: &[&QMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
 /// the activation layout, on `isa`'s kernels.
 fn multiply(mats: &[&QMatrix], isa: Isa, x: &[f32], m: usize) -> Vec<Vec<f32>> {
     assert!(isa.available(), "this CPU cannot run the {isa:?} kernels");
+    // Matrices stored in another layout than `isa`'s kernels take: a copy in that layout.
+    if mats
+        .iter()
+        .any(|w| w.packed.is_some() != w.wants_packed(isa))
+    {
+        let copies: Vec<QMatrix> = mats.iter().map(|w| w.relaid(isa)).collect();
+        let refs: Vec<&QMatrix> = copies.iter().collect();
+        return multiply(&refs, isa, x, m);
+    }
+    // Packed and file-layout matrices in one call (widths of 16 and others): each on its own.
+    if mats.len() > 1
+        && mats
+            .iter()
+            .any(|w| w.packed.is_some() != mats[0].packed.is_some())
+    {
+        return mats
+            .iter()
+            .map(|w| multiply(&[w], isa, x, m).pop().expect("one product"))
+            .collect();
+    }
     let Some(first) = mats.first() else {
         return Vec::new();
     };
+    #[cfg(target_arch = "x86_64")]
+    if first.packed.is_some() {
+        return multiply_packed(mats, x, m);
+    }
     let k = first.k;
     assert_eq!(x.len(), m * k, "activations do not match [{m}, {k}]");
     if first.format.kquant().is_some() {
@@ -497,6 +573,85 @@ fn multiply(mats: &[&QMatrix], isa: Isa, x: &[f32], m: usize) -> Vec<Vec<f32>> {
     drive(mats, &acts, kb, m, &groups, |i, w, a, o| {
         dot_rows(isa, fs[i], w, a, o)
     })
+}
+
+/// The products of matrices in the interleaved layout (AVX-512, 32-value formats): threads
+/// split the union of the matrices' 16-column groups; a thread runs a group for every row,
+/// [`GROUP`] rows at a time, the same kernel per row whatever the row count.
+#[cfg(target_arch = "x86_64")]
+fn multiply_packed(mats: &[&QMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+    let k = mats[0].k;
+    assert_eq!(x.len(), m * k, "activations do not match [{m}, {k}]");
+    let kb = k / QK;
+    let mut acts = vec![ActBlock::ZERO; m * kb];
+    for (xr, ar) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
+        quantize_row(xr, ar);
+    }
+    let formats: Vec<Format> = mats.iter().map(|w| w.format).collect();
+    let extras = packed::Extras::new(&formats, &acts);
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.n]).collect();
+    let ptrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+    let mut starts = vec![0usize];
+    for w in mats {
+        starts.push(starts.last().copied().unwrap_or(0) + w.n / packed::COLS);
+    }
+    let total = *starts.last().unwrap_or(&0);
+    let work = |groups: std::ops::Range<usize>| {
+        let mut res = [[0f32; packed::COLS]; GROUP];
+        for (i, w) in mats.iter().enumerate() {
+            let (lo, hi) = (groups.start.max(starts[i]), groups.end.min(starts[i + 1]));
+            let Some(p) = w.packed.as_ref().filter(|_| lo < hi) else {
+                continue;
+            };
+            let corr = extras.corr(w.format);
+            for tile in (0..m).step_by(ROW_TILE) {
+                let tile_end = m.min(tile + ROW_TILE);
+                for g in lo - starts[i]..hi - starts[i] {
+                    for r0 in (tile..tile_end).step_by(GROUP) {
+                        let r1 = tile_end.min(r0 + GROUP);
+                        let cnt = r1 - r0;
+                        let mut rows: [&[ActBlock]; GROUP] = [&[]; GROUP];
+                        let mut cs: [&[i32]; GROUP] = [&[]; GROUP];
+                        let mut ss: [&[f32]; GROUP] = [&[]; GROUP];
+                        for (j, r) in (r0..r1).enumerate() {
+                            rows[j] = &acts[r * kb..(r + 1) * kb];
+                            cs[j] = corr.get(r * kb..(r + 1) * kb).unwrap_or(&[]);
+                            ss[j] = extras.sums.get(r * kb..(r + 1) * kb).unwrap_or(&[]);
+                        }
+                        // SAFETY: packed matrices exist only for `Isa::Avx512` (`laid_out`),
+                        // which is used only when available.
+                        unsafe {
+                            packed::avx512::group(
+                                p,
+                                g,
+                                &rows[..cnt],
+                                &cs[..cnt],
+                                &ss[..cnt],
+                                &mut res[..cnt],
+                            )
+                        };
+                        for (j, r) in (r0..r1).enumerate() {
+                            // SAFETY: columns 16g..16g+16 of every row are written by exactly
+                            // this work item, and the output (`m × n`, owned here) outlives
+                            // the pool call.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    res[j].as_ptr(),
+                                    (ptrs[i] as *mut f32).add(r * w.n + g * packed::COLS),
+                                    packed::COLS,
+                                )
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    };
+    match &mats[0].pool {
+        Some(pool) => pool.execute_chunked(total, work),
+        None => candle_core::utils::barrier_pool().execute_chunked(total, work),
+    }
+    outs
 }
 
 /// Runs `dot(matrix, weight row, rows, out)` over every (column, group of rows) of every
@@ -657,10 +812,14 @@ mod tests {
     fn chunk_rows_equal_single_rows_bit_for_bit() {
         // Short rows; long rows that verify chunks multiply slice by slice on AVX-512 (4864
         // values: 9.5 chunks; 4896: an odd block count, 32-value formats only).
-        let shapes: [(usize, usize, &[GgmlDType]); 3] = [
+        // Widths of 16 columns take the interleaved layout on AVX-512 (48, 32, 16).
+        let shapes: [(usize, usize, &[GgmlDType]); 6] = [
             (37, 256, &TYPES),
             (21, 4864, &TYPES),
             (13, 4896, &TYPES[..5]),
+            (48, 256, &TYPES[..5]),
+            (32, 4864, &TYPES[..5]),
+            (16, 4896, &TYPES[..5]),
         ];
         for (n, k, types) in shapes {
             chunk_rows_equal_single_rows(n, k, types);
@@ -708,7 +867,13 @@ mod tests {
     /// up to float reassociation.
     #[test]
     fn kernels_match_dequantized_matmul() {
-        let (n, k, m) = (19, 512, 3);
+        for n in [19, 48] {
+            kernels_match_dequantized(n);
+        }
+    }
+
+    fn kernels_match_dequantized(n: usize) {
+        let (k, m) = (512, 3);
         let x = random(m * k, 9);
         for dtype in TYPES {
             let (w, qt) = matrix(dtype, n, k, 4);
@@ -744,7 +909,15 @@ mod tests {
     fn fused_products_equal_separate_products_bit_for_bit() {
         let k = 768;
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        let sets: [&[(GgmlDType, usize)]; 4] = [
+        let sets: [&[(GgmlDType, usize)]; 6] = [
+            // Interleaved on AVX-512 (widths of 16), formats mixed.
+            &[
+                (GgmlDType::Q8_0, 32),
+                (GgmlDType::Q5_1, 16),
+                (GgmlDType::Q4_0, 48),
+            ],
+            // Interleaved and file-layout widths in one call.
+            &[(GgmlDType::Q4_1, 32), (GgmlDType::Q5_0, 13)],
             &[
                 (GgmlDType::Q4_1, 40),
                 (GgmlDType::Q4_1, 13),
@@ -810,12 +983,14 @@ mod tests {
     #[test]
     fn odd_block_counts_work_on_every_kernel_set() {
         for k in [96, 1120] {
-            odd_block_count(k);
+            for n in [9, 16] {
+                odd_block_count(n, k);
+            }
         }
     }
 
-    fn odd_block_count(k: usize) {
-        let (n, m) = (9, 5);
+    fn odd_block_count(n: usize, k: usize) {
+        let m = 5;
         let x = random(m * k, 21);
         for dtype in &TYPES[..5] {
             let (w, qt) = matrix(*dtype, n, k, 8);

@@ -11,9 +11,9 @@ use crate::{f16_at, Format, GROUP, GROUP_AVX2, QK};
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 pub struct ActBlock {
-    d: f32,
-    isum: i32,
-    qs: [i8; QK],
+    pub(crate) d: f32,
+    pub(crate) isum: i32,
+    pub(crate) qs: [i8; QK],
 }
 
 impl ActBlock {
@@ -25,7 +25,7 @@ impl ActBlock {
 
     /// `d · Σ qs`, the term a block minimum multiplies (same bits on every path).
     #[inline(always)]
-    fn s(&self) -> f32 {
+    pub(crate) fn s(&self) -> f32 {
         self.d * self.isum as f32
     }
 }

@@ -1,0 +1,525 @@
+//! The AVX-512 layout of the 32-value formats: 16 output columns interleaved, so one
+//! `vpdpbusd` multiplies 4 values of one activation row (broadcast) with 4 values of each of
+//! 16 columns, and a block's float step (convert, scale, accumulate) serves 16 columns.
+//!
+//! In the file's layout a block's 32 products land in the lanes of one vector and its float
+//! step serves one column: a row costs `vpdpbusd`, a scale load, a multiply, a convert and a
+//! multiply-add per 64 values, which makes a verify pass compute-bound long before it reads
+//! the weights (a 9-row pass of 1536-wide rows: 14 multiply-adds per cycle). Here a row costs
+//! 8 `vpdpbusd` and the same 3 float operations per 512 values (16 columns × one block), and
+//! each column's sum ends in its own lane: no horizontal sums.
+//!
+//! Layout, per group of 16 columns (`g`) and block (`b`), in `q`: the block's values as
+//! unsigned integers `u` (`w = d·(u − off)` for the `_0` formats, off = 128 for Q8_0, 8 for
+//! Q4_0, 16 for Q5_0; `w = d·u + m` for the `_1` formats):
+//! - Q8_0, 8 lines of 64 bytes: line `t`, lane `c` (bytes `4c..4c+4`) = values `4t..4t+4` of
+//!   column `c`;
+//! - Q4_0/Q4_1, 4 lines: line `j`, lane `c`: the low nibbles are values `4j..4j+4`, the high
+//!   nibbles values `16+4j..16+4j+4`;
+//! - Q5_0/Q5_1, those 4 lines and a fifth: byte `i` of lane `c`, bit `t`, is the fifth bit of
+//!   value `4t + i` (step `t` of the 8 below: low nibbles of line `t`, then high nibbles).
+//!
+//! The scales `d` (and minimums `m`) are f16, 16 per (group, block), in arrays of their own;
+//! a matrix takes exactly its file's bytes. Packing is exact and reversible ([`unpack`]).
+//!
+//! Arithmetic per (row, group, block): `dot = Σ u·a` in i32 lanes (exact: unsigned weights,
+//! signed activations, 8 steps of 4 values), minus `off · Σ a` (exact), then
+//! `acc = fma(float(dot), d_w · d_a, acc)` and for the `_1` formats
+//! `acc = fma(m_w, d_a · Σ a, acc)`. Every row has its own accumulators and the same
+//! instruction sequence whatever shares the call, and a column's blocks are summed in order in
+//! one lane: the bits of a row never depend on the other rows, on the thread count or on how
+//! the columns are split.
+
+use crate::q32::ActBlock;
+use crate::{Format, QK};
+
+/// Columns per group.
+pub(crate) const COLS: usize = 16;
+
+/// One aligned 64-byte line (a 512-bit vector).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line([u8; 64]);
+
+/// A matrix in the interleaved layout (see the module).
+pub(crate) struct Packed {
+    pub(crate) format: Format,
+    n: usize,
+    k: usize,
+    q: Vec<Line>,
+    d: Vec<u16>,
+    m: Vec<u16>,
+}
+
+/// Lines of `q` per (group, block).
+const fn lines(f: Format) -> usize {
+    match f {
+        Format::Q8_0 => 8,
+        Format::Q4_0 | Format::Q4_1 => 4,
+        _ => 5,
+    }
+}
+
+/// The offset `u − q` of a `_0` format's unsigned values (0 for the `_1` formats).
+pub(crate) const fn offset(f: Format) -> i32 {
+    match f {
+        Format::Q8_0 => 128,
+        Format::Q4_0 => 8,
+        Format::Q5_0 => 16,
+        _ => 0,
+    }
+}
+
+/// Whether a `[n, k]` matrix of `f` can take this layout.
+pub(crate) fn fits(f: Format, n: usize) -> bool {
+    f.kquant().is_none() && n.is_multiple_of(COLS) && n > 0
+}
+
+/// A block's values as unsigned integers, its scale and minimum (f16 bits; 0 without one).
+fn raw(f: Format, b: &[u8]) -> ([u8; QK], u16, u16) {
+    let h = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let mut u = [0u8; QK];
+    let nib = |qs: &[u8], u: &mut [u8; QK]| {
+        for j in 0..QK / 2 {
+            u[j] = qs[j] & 0x0f;
+            u[j + QK / 2] = qs[j] >> 4;
+        }
+    };
+    let high = |qh: &[u8], u: &mut [u8; QK]| {
+        let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+        for (j, v) in u.iter_mut().enumerate() {
+            *v |= (((qh >> j) & 1) << 4) as u8;
+        }
+    };
+    match f {
+        Format::Q4_0 => {
+            nib(&b[2..18], &mut u);
+            (u, h(0), 0)
+        }
+        Format::Q4_1 => {
+            nib(&b[4..20], &mut u);
+            (u, h(0), h(2))
+        }
+        Format::Q5_0 => {
+            nib(&b[6..22], &mut u);
+            high(&b[2..6], &mut u);
+            (u, h(0), 0)
+        }
+        Format::Q5_1 => {
+            nib(&b[8..24], &mut u);
+            high(&b[4..8], &mut u);
+            (u, h(0), h(2))
+        }
+        Format::Q8_0 => {
+            for (v, &q) in u.iter_mut().zip(&b[2..34]) {
+                *v = q ^ 0x80;
+            }
+            (u, h(0), 0)
+        }
+        Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants keep the file layout"),
+    }
+}
+
+/// The file's bytes of one block from its unsigned values, scale and minimum ([`raw`]'s inverse).
+fn block(f: Format, u: &[u8; QK], d: u16, m: u16, out: &mut [u8]) {
+    out[..2].copy_from_slice(&d.to_le_bytes());
+    if f.has_min() {
+        out[2..4].copy_from_slice(&m.to_le_bytes());
+    }
+    let nib = |qs: &mut [u8]| {
+        for j in 0..QK / 2 {
+            qs[j] = (u[j] & 0x0f) | (u[j + QK / 2] << 4);
+        }
+    };
+    let qh = || {
+        u.iter()
+            .enumerate()
+            .fold(0u32, |h, (j, &v)| h | (((v >> 4) as u32 & 1) << j))
+            .to_le_bytes()
+    };
+    match f {
+        Format::Q4_0 => nib(&mut out[2..18]),
+        Format::Q4_1 => nib(&mut out[4..20]),
+        Format::Q5_0 => {
+            out[2..6].copy_from_slice(&qh());
+            nib(&mut out[6..22]);
+        }
+        Format::Q5_1 => {
+            out[4..8].copy_from_slice(&qh());
+            nib(&mut out[8..24]);
+        }
+        Format::Q8_0 => {
+            for (q, &v) in out[2..34].iter_mut().zip(u) {
+                *q = v ^ 0x80;
+            }
+        }
+        Format::Q4K | Format::Q5K | Format::Q6K => unreachable!("K-quants keep the file layout"),
+    }
+}
+
+/// `data` (`n` rows of `k / 32` blocks of `f`, the file's layout) in the interleaved layout;
+/// `n` must [`fits`].
+pub(crate) fn pack(f: Format, n: usize, k: usize, data: &[u8]) -> Packed {
+    debug_assert!(fits(f, n));
+    let (kb, bb, nl) = (k / QK, f.block_bytes(), lines(f));
+    let groups = n / COLS;
+    let mut q = vec![Line([0; 64]); groups * kb * nl];
+    let mut d = vec![0u16; groups * kb * COLS];
+    let mut m = if f.has_min() {
+        vec![0u16; groups * kb * COLS]
+    } else {
+        Vec::new()
+    };
+    for g in 0..groups {
+        for b in 0..kb {
+            let at = g * kb + b;
+            let ls = &mut q[at * nl..(at + 1) * nl];
+            for c in 0..COLS {
+                let col = g * COLS + c;
+                let src = &data[(col * kb + b) * bb..(col * kb + b + 1) * bb];
+                let (u, dh, mh) = raw(f, src);
+                d[at * COLS + c] = dh;
+                if f.has_min() {
+                    m[at * COLS + c] = mh;
+                }
+                for (kk, &v) in u.iter().enumerate() {
+                    let (i, t) = (kk % 4, kk / 4);
+                    if f == Format::Q8_0 {
+                        ls[t].0[4 * c + i] = v;
+                    } else {
+                        // Step t < 4: low nibble of line t; t ≥ 4: high nibble of line t − 4.
+                        ls[t % 4].0[4 * c + i] |= (v & 0x0f) << (4 * (t / 4));
+                        if nl == 5 {
+                            ls[4].0[4 * c + i] |= ((v >> 4) & 1) << t;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Packed {
+        format: f,
+        n,
+        k,
+        q,
+        d,
+        m,
+    }
+}
+
+/// The file's layout of a packed matrix ([`pack`]'s exact inverse).
+pub(crate) fn unpack(p: &Packed) -> Vec<u8> {
+    let f = p.format;
+    let (kb, bb, nl) = (p.k / QK, f.block_bytes(), lines(f));
+    let mut data = vec![0u8; p.n * kb * bb];
+    for g in 0..p.n / COLS {
+        for b in 0..kb {
+            let at = g * kb + b;
+            let ls = &p.q[at * nl..(at + 1) * nl];
+            for c in 0..COLS {
+                let mut u = [0u8; QK];
+                for (kk, v) in u.iter_mut().enumerate() {
+                    let (i, t) = (kk % 4, kk / 4);
+                    *v = if f == Format::Q8_0 {
+                        ls[t].0[4 * c + i]
+                    } else {
+                        let mut x = (ls[t % 4].0[4 * c + i] >> (4 * (t / 4))) & 0x0f;
+                        if nl == 5 {
+                            x |= ((ls[4].0[4 * c + i] >> t) & 1) << 4;
+                        }
+                        x
+                    };
+                }
+                let mh = if f.has_min() { p.m[at * COLS + c] } else { 0 };
+                let col = g * COLS + c;
+                let out = &mut data[(col * kb + b) * bb..(col * kb + b + 1) * bb];
+                block(f, &u, p.d[at * COLS + c], mh, out);
+            }
+        }
+    }
+    data
+}
+
+/// Per-row extras of the activations a packed product needs besides the blocks: the `_0`
+/// formats' integer correction `−off · Σ a` (one array per offset in use) and the `_1`
+/// formats' `d_a · Σ a`.
+pub(crate) struct Extras {
+    /// `(offset, m × kb values)`.
+    pub(crate) corr: Vec<(i32, Vec<i32>)>,
+    pub(crate) sums: Vec<f32>,
+}
+
+impl Extras {
+    pub(crate) fn new(formats: &[Format], acts: &[ActBlock]) -> Self {
+        let mut corr: Vec<(i32, Vec<i32>)> = Vec::new();
+        let mut sums = Vec::new();
+        for &f in formats {
+            let off = offset(f);
+            if off != 0 && !corr.iter().any(|(o, _)| *o == off) {
+                corr.push((off, acts.iter().map(|a| -off * a.isum).collect()));
+            }
+            if f.has_min() && sums.is_empty() {
+                sums = acts.iter().map(|a| a.s()).collect();
+            }
+        }
+        Self { corr, sums }
+    }
+
+    pub(crate) fn corr(&self, f: Format) -> &[i32] {
+        let off = offset(f);
+        self.corr
+            .iter()
+            .find(|(o, _)| *o == off)
+            .map_or(&[][..], |(_, v)| v.as_slice())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::{lines, Packed, COLS};
+    use crate::q32::ActBlock;
+    use crate::{Format, QK};
+    use std::arch::x86_64::*;
+
+    /// Blocks ahead that a group's weight lines are prefetched: the hardware prefetcher alone
+    /// leaves a multi-row pass waiting on memory while it computes (`cargo bench -p
+    /// ianvs-kernels --bench kernels`, 2 threads, 78 MB of Q8_0 weights: 9 rows 148 → 245–258
+    /// GMAC/s at 8 blocks; 16 blocks about the same; one row unchanged).
+    const PREFETCH_BLOCKS: usize = 8;
+
+    const fn format(code: u8) -> Format {
+        match code {
+            0 => Format::Q4_0,
+            1 => Format::Q4_1,
+            2 => Format::Q5_0,
+            3 => Format::Q5_1,
+            _ => Format::Q8_0,
+        }
+    }
+
+    const fn code(f: Format) -> u8 {
+        match f {
+            Format::Q4_0 => 0,
+            Format::Q4_1 => 1,
+            Format::Q5_0 => 2,
+            Format::Q5_1 => 3,
+            _ => 4,
+        }
+    }
+
+    /// Column group `g` of `p` against `acts` (1 to [`crate::GROUP`] rows of `k / 32`
+    /// blocks; `corr`/`sums` the rows' [`super::Extras`] slices, empty where the format needs
+    /// none): `out[r][c]` = row `r` · column `16g + c`.
+    ///
+    /// # Safety
+    /// The CPU must have the features of [`crate::Isa::Avx512`].
+    pub(crate) unsafe fn group(
+        p: &Packed,
+        g: usize,
+        acts: &[&[ActBlock]],
+        corr: &[&[i32]],
+        sums: &[&[f32]],
+        out: &mut [[f32; COLS]],
+    ) {
+        macro_rules! rows {
+            ($($r:literal)*) => {
+                match acts.len() {
+                    $($r => by_format::<$r>(p, g, acts, corr, sums, out),)*
+                    n => unreachable!("{n} rows in one packed group"),
+                }
+            };
+        }
+        rows!(1 2 3 4 5 6 7 8 9 10 11 12 13)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn by_format<const R: usize>(
+        p: &Packed,
+        g: usize,
+        acts: &[&[ActBlock]],
+        corr: &[&[i32]],
+        sums: &[&[f32]],
+        out: &mut [[f32; COLS]],
+    ) {
+        const Q4_0: u8 = code(Format::Q4_0);
+        const Q4_1: u8 = code(Format::Q4_1);
+        const Q5_0: u8 = code(Format::Q5_0);
+        const Q5_1: u8 = code(Format::Q5_1);
+        const Q8_0: u8 = code(Format::Q8_0);
+        match code(p.format) {
+            Q4_0 => kernel::<Q4_0, R>(p, g, acts, corr, sums, out),
+            Q4_1 => kernel::<Q4_1, R>(p, g, acts, corr, sums, out),
+            Q5_0 => kernel::<Q5_0, R>(p, g, acts, corr, sums, out),
+            Q5_1 => kernel::<Q5_1, R>(p, g, acts, corr, sums, out),
+            Q8_0 => kernel::<Q8_0, R>(p, g, acts, corr, sums, out),
+            _ => unreachable!(),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn kernel<const FMT: u8, const R: usize>(
+        p: &Packed,
+        g: usize,
+        acts: &[&[ActBlock]],
+        corr: &[&[i32]],
+        sums: &[&[f32]],
+        out: &mut [[f32; COLS]],
+    ) {
+        let f = const { format(FMT) };
+        let nl = const { lines(format(FMT)) };
+        let off = super::offset(f) != 0;
+        let min = f.has_min();
+        let kb = p.k / QK;
+        debug_assert!(acts.len() == R && acts.iter().all(|a| a.len() == kb));
+        debug_assert!(!off || corr.iter().all(|c| c.len() == kb));
+        debug_assert!(!min || sums.iter().all(|s| s.len() == kb));
+        // Independent integer chains per row: a lone row's 8 steps would otherwise wait on
+        // each other's latency. Integer sums are exact, so the split never changes a bit.
+        let chains = match R {
+            1 => 4,
+            2 => 2,
+            _ => 1,
+        };
+        let qbase = p.q.as_ptr().add(g * kb * nl) as *const u8;
+        let dbase = p.d.as_ptr().add(g * kb * COLS);
+        let mbase = if min {
+            p.m.as_ptr().add(g * kb * COLS)
+        } else {
+            dbase
+        };
+        let a: [*const ActBlock; R] = std::array::from_fn(|r| acts[r].as_ptr());
+        let cp: [*const i32; R] = std::array::from_fn(|r| {
+            if off {
+                corr[r].as_ptr()
+            } else {
+                std::ptr::null()
+            }
+        });
+        let sp: [*const f32; R] = std::array::from_fn(|r| {
+            if min {
+                sums[r].as_ptr()
+            } else {
+                std::ptr::null()
+            }
+        });
+        let nib = _mm512_set1_epi8(0x0f);
+        let sixteen = _mm512_set1_epi8(16);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let pf = PREFETCH_BLOCKS;
+        for b in 0..kb {
+            let qb = qbase.add(b * nl * 64);
+            // Ahead of the hardware prefetcher: this group's weight stream (running on into
+            // the next group's, which follows it; a prefetch past the end is harmless).
+            let ahead = qb.wrapping_add(pf * nl * 64);
+            for l in 0..nl {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+            }
+            if b % 2 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(dbase.wrapping_add((b + pf) * COLS) as *const i8);
+                if min {
+                    _mm_prefetch::<_MM_HINT_T0>(mbase.wrapping_add((b + pf) * COLS) as *const i8);
+                }
+            }
+            let mut dot = [[_mm512_setzero_si512(); R]; 4];
+            if off {
+                for r in 0..R {
+                    dot[0][r] = _mm512_set1_epi32(*cp[r].add(b));
+                }
+            }
+            // Step t: the 4 values 4t..4t+4 of every column against each row's broadcast.
+            // (A macro, not a closure: a closure would not inherit the target features.)
+            macro_rules! step {
+                ($t:expr, $w:expr) => {{
+                    let (t, w) = ($t, $w);
+                    let ch = t % chains;
+                    for r in 0..R {
+                        let qs = (*a[r].add(b)).qs.as_ptr().add(4 * t) as *const i32;
+                        let x = _mm512_set1_epi32(qs.read_unaligned());
+                        dot[ch][r] = _mm512_dpbusd_epi32(dot[ch][r], w, x);
+                    }
+                }};
+            }
+            if nl == 8 {
+                for t in 0..8 {
+                    let w = _mm512_load_si512(qb.add(64 * t) as *const __m512i);
+                    step!(t, w);
+                }
+            } else {
+                let hi = if nl == 5 {
+                    _mm512_load_si512(qb.add(256) as *const __m512i)
+                } else {
+                    _mm512_setzero_si512()
+                };
+                for j in 0..4 {
+                    let l = _mm512_load_si512(qb.add(64 * j) as *const __m512i);
+                    let mut lo = _mm512_and_si512(l, nib);
+                    let mut up = _mm512_and_si512(_mm512_srli_epi16::<4>(l), nib);
+                    if nl == 5 {
+                        let ml = _mm512_test_epi8_mask(hi, _mm512_set1_epi8(1 << j));
+                        let mu = _mm512_test_epi8_mask(hi, _mm512_set1_epi8(1 << (j + 4)));
+                        lo = _mm512_mask_add_epi8(lo, ml, lo, sixteen);
+                        up = _mm512_mask_add_epi8(up, mu, up, sixteen);
+                    }
+                    step!(j, lo);
+                    step!(j + 4, up);
+                }
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(dbase.add(b * COLS) as *const __m256i));
+            let mw = if min {
+                _mm512_cvtph_ps(_mm256_loadu_si256(mbase.add(b * COLS) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for r in 0..R {
+                let mut s = dot[0][r];
+                for c in dot.iter().take(chains).skip(1) {
+                    s = _mm512_add_epi32(s, c[r]);
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps((*a[r].add(b)).d));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
+                if min {
+                    acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*sp[r].add(b)), acc[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    /// Packing keeps every byte of the file: unpacking gives it back exactly, for every
+    /// 32-value format (random weights, so every nibble and fifth bit occurs).
+    #[test]
+    fn pack_then_unpack_gives_the_file_bytes() {
+        let (n, k) = (48, 96);
+        let mut s = 7u64;
+        let w: Vec<f32> = (0..n * k)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.3
+            })
+            .collect();
+        let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        for dt in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+        ] {
+            let q = QTensor::quantize(&t, dt).unwrap();
+            let bytes = q.data().unwrap().to_vec();
+            let f = Format::of(dt).unwrap();
+            assert!(fits(f, n) && !fits(f, n + 3));
+            let p = pack(f, n, k, &bytes);
+            assert_eq!(unpack(&p), bytes, "{dt:?}");
+        }
+    }
+}

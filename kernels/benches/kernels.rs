@@ -139,6 +139,8 @@ fn main() {
             if !pick("IANVS_KERNELS_BENCH_ISAS", isa.name()) {
                 continue;
             }
+            // Each kernel set on the layout it takes (AVX-512 interleaves 16 columns).
+            let mats: Vec<QMatrix> = mats.iter().map(|w| w.on_isa(isa)).collect();
             // The layer's products grouped as the forward pass groups them
             // (`IANVS_KERNELS_BENCH_GROUPED=1`, the default layer only).
             let grouped: Option<Vec<QMatrix>> = (custom.is_none()

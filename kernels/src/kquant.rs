@@ -18,9 +18,9 @@ pub const QK_K: usize = 256;
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub struct ActBlockK {
-    qs: [i8; QK_K],
-    bsums: [i16; QK_K / 16],
-    d: f32,
+    pub(crate) qs: [i8; QK_K],
+    pub(crate) bsums: [i16; QK_K / 16],
+    pub(crate) d: f32,
 }
 
 impl ActBlockK {
@@ -63,7 +63,7 @@ impl KFormat {
 
 /// The 6-bit scales and minimums of the 8 sub-blocks of a Q4_K/Q5_K block (`get_scale_min_k4`).
 #[inline(always)]
-fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut m = [0u8; 8];
     for j in 0..8 {

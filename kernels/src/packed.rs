@@ -926,8 +926,18 @@ pub(crate) mod avx512k {
             let mut sumi = [_mm512_setzero_si512(); R];
             for j in 0..8 {
                 let qj = qb.add(4 * 64 * j);
-                for l in 0..4 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * (4 * j + l)) as *const i8);
+                // Every line of the block ahead (nibbles, high bits), its scales (4 lines),
+                // and every 4th block its `d`/`dmin` (one line per 2 blocks each).
+                for l in (j * nl / 8)..((j + 1) * nl / 8) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+                }
+                if j < 4 {
+                    let s_ahead = sb_.wrapping_add(PREFETCH_BLOCKS * 256 + 64 * j);
+                    _mm_prefetch::<_MM_HINT_T0>(s_ahead as *const i8);
+                } else if j == 4 && b % 2 == 0 {
+                    let at = (b + PREFETCH_BLOCKS) * COLS;
+                    _mm_prefetch::<_MM_HINT_T0>(dbase.wrapping_add(at) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(mbase.wrapping_add(at) as *const i8);
                 }
                 let ls: [__m512i; 4] =
                     std::array::from_fn(|l| _mm512_load_si512(qj.add(64 * l) as *const __m512i));

@@ -350,7 +350,7 @@ impl QMatrix {
 
     /// Whether `isa`'s kernels take this matrix in the interleaved layout.
     fn wants_packed(&self, isa: Isa) -> bool {
-        isa == Isa::Avx512 && packed::fits(self.format, self.n)
+        isa == Isa::Avx512 && packed::fits(self.n)
     }
 
     /// This matrix in the layout its kernel set takes.
@@ -375,16 +375,18 @@ impl QMatrix {
     /// A copy in the layout `isa`'s kernels take (for a product on another kernel set than
     /// the matrix's own: tests and benches).
     fn relaid(&self, isa: Isa) -> QMatrix {
-        let data = match &self.packed {
-            Some(p) => packed::unpack(p),
-            None => self.data.clone(),
+        // Already in `isa`'s layout: a plain copy; otherwise back to the file's, then on.
+        let (data, packed) = match &self.packed {
+            Some(p) if self.wants_packed(isa) => (Vec::new(), Some(p.clone())),
+            Some(p) => (packed::unpack(p), None),
+            None => (self.data.clone(), None),
         };
         QMatrix {
             format: self.format,
             n: self.n,
             k: self.k,
             data,
-            packed: None,
+            packed,
             isa,
             pool: self.pool.clone(),
         }
@@ -628,8 +630,10 @@ fn multiply_packed(mats: &[&QMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
         quantize_row(xr, ar);
     }
     let ex = packed::Extras::new(&formats, &acts);
-    run_groups(mats, m, |w, p, g, rows, res| {
-        let corr = ex.corr(w.format);
+    // Each matrix's offset correction, looked up once (not per column group).
+    let corrs: Vec<&[i32]> = mats.iter().map(|w| ex.corr(w.format)).collect();
+    run_groups(mats, m, |i, p, g, rows, res| {
+        let corr = corrs[i];
         let mut a: [&[ActBlock]; GROUP] = [&[]; GROUP];
         let mut cs: [&[i32]; GROUP] = [&[]; GROUP];
         let mut ss: [&[f32]; GROUP] = [&[]; GROUP];
@@ -645,14 +649,15 @@ fn multiply_packed(mats: &[&QMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
 }
 
 /// Threads split the union of the packed matrices' 16-column groups; a thread runs a group
-/// for every row, [`GROUP`] rows at a time (`kernel(matrix, packed, group, rows, results)`),
+/// for every row, [`GROUP`] rows at a time (`kernel(matrix index, packed, group, rows,
+/// results)`),
 /// the same kernel per row whatever the row count, and writes the results into each
 /// matrix's `m × n` output.
 #[cfg(target_arch = "x86_64")]
 fn run_groups(
     mats: &[&QMatrix],
     m: usize,
-    kernel: impl Fn(&QMatrix, &packed::Packed, usize, std::ops::Range<usize>, &mut [[f32; packed::COLS]])
+    kernel: impl Fn(usize, &packed::Packed, usize, std::ops::Range<usize>, &mut [[f32; packed::COLS]])
         + Sync,
 ) -> Vec<Vec<f32>> {
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.n]).collect();
@@ -674,7 +679,7 @@ fn run_groups(
                 for g in lo - starts[i]..hi - starts[i] {
                     for r0 in (tile..tile_end).step_by(GROUP) {
                         let r1 = tile_end.min(r0 + GROUP);
-                        kernel(w, p, g, r0..r1, &mut res[..r1 - r0]);
+                        kernel(i, p, g, r0..r1, &mut res[..r1 - r0]);
                         for (j, r) in (r0..r1).enumerate() {
                             // SAFETY: columns 16g..16g+16 of every row are written by exactly
                             // this work item, and the output (`m × n`, owned here) outlives
@@ -813,7 +818,7 @@ mod tests {
     use candle_core::quantized::QTensor;
     use candle_core::{Device, Tensor};
 
-    fn random(len: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn random(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed | 1;
         (0..len)
             .map(|_| {

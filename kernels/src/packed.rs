@@ -42,6 +42,7 @@ pub(crate) const COLS: usize = 16;
 pub(crate) struct Line([u8; 64]);
 
 /// A matrix in the interleaved layout (see the module).
+#[derive(Clone)]
 pub(crate) struct Packed {
     pub(crate) format: Format,
     n: usize,
@@ -53,12 +54,15 @@ pub(crate) struct Packed {
     s: Vec<u8>,
 }
 
-/// Lines of `q` per (group, block).
+/// Lines of `q` per (group, block): 64 bytes each (see the layouts above and below).
 const fn lines(f: Format) -> usize {
     match f {
         Format::Q8_0 => 8,
         Format::Q4_0 | Format::Q4_1 => 4,
-        _ => 5,
+        Format::Q5_0 | Format::Q5_1 => 5,
+        Format::Q4K => 32,
+        Format::Q5K => 40,
+        Format::Q6K => 48,
     }
 }
 
@@ -72,8 +76,8 @@ pub(crate) const fn offset(f: Format) -> i32 {
     }
 }
 
-/// Whether a `[n, k]` matrix of `f` can take this layout.
-pub(crate) fn fits(_f: Format, n: usize) -> bool {
+/// Whether a matrix of `n` output columns can take this layout (any format).
+pub(crate) fn fits(n: usize) -> bool {
     n.is_multiple_of(COLS) && n > 0
 }
 
@@ -162,7 +166,7 @@ fn block(f: Format, u: &[u8; QK], d: u16, m: u16, out: &mut [u8]) {
 /// `data` (`n` rows of `k / 32` blocks of `f`, the file's layout) in the interleaved layout;
 /// `n` must [`fits`].
 pub(crate) fn pack(f: Format, n: usize, k: usize, data: &[u8]) -> Packed {
-    debug_assert!(fits(f, n));
+    debug_assert!(fits(n));
     if f.kquant().is_some() {
         return pack_k(f, n, k, data);
     }
@@ -286,6 +290,7 @@ impl Extras {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use super::{lines, Packed, COLS};
+    use crate::q32::avx2::format;
     use crate::q32::ActBlock;
     use crate::{Format, QK};
     use std::arch::x86_64::*;
@@ -295,26 +300,6 @@ pub(crate) mod avx512 {
     /// ianvs-kernels --bench kernels`, 2 threads, 78 MB of Q8_0 weights: 9 rows 148 → 245–258
     /// GMAC/s at 8 blocks; 16 blocks about the same; one row unchanged).
     const PREFETCH_BLOCKS: usize = 8;
-
-    const fn format(code: u8) -> Format {
-        match code {
-            0 => Format::Q4_0,
-            1 => Format::Q4_1,
-            2 => Format::Q5_0,
-            3 => Format::Q5_1,
-            _ => Format::Q8_0,
-        }
-    }
-
-    const fn code(f: Format) -> u8 {
-        match f {
-            Format::Q4_0 => 0,
-            Format::Q4_1 => 1,
-            Format::Q5_0 => 2,
-            Format::Q5_1 => 3,
-            _ => 4,
-        }
-    }
 
     /// Column group `g` of `p` against `acts` (1 to [`crate::GROUP`] rows of `k / 32`
     /// blocks; `corr`/`sums` the rows' [`super::Extras`] slices, empty where the format needs
@@ -350,18 +335,14 @@ pub(crate) mod avx512 {
         sums: &[&[f32]],
         out: &mut [[f32; COLS]],
     ) {
-        const Q4_0: u8 = code(Format::Q4_0);
-        const Q4_1: u8 = code(Format::Q4_1);
-        const Q5_0: u8 = code(Format::Q5_0);
-        const Q5_1: u8 = code(Format::Q5_1);
-        const Q8_0: u8 = code(Format::Q8_0);
-        match code(p.format) {
-            Q4_0 => kernel::<Q4_0, R>(p, g, acts, corr, sums, out),
-            Q4_1 => kernel::<Q4_1, R>(p, g, acts, corr, sums, out),
-            Q5_0 => kernel::<Q5_0, R>(p, g, acts, corr, sums, out),
-            Q5_1 => kernel::<Q5_1, R>(p, g, acts, corr, sums, out),
-            Q8_0 => kernel::<Q8_0, R>(p, g, acts, corr, sums, out),
-            _ => unreachable!(),
+        // The codes of `q32::avx2::format`.
+        match p.format {
+            Format::Q4_0 => kernel::<0, R>(p, g, acts, corr, sums, out),
+            Format::Q4_1 => kernel::<1, R>(p, g, acts, corr, sums, out),
+            Format::Q5_0 => kernel::<2, R>(p, g, acts, corr, sums, out),
+            Format::Q5_1 => kernel::<3, R>(p, g, acts, corr, sums, out),
+            Format::Q8_0 => kernel::<4, R>(p, g, acts, corr, sums, out),
+            f => unreachable!("{f:?} is not a 32-value format"),
         }
     }
 
@@ -508,13 +489,7 @@ mod tests {
     #[test]
     fn pack_then_unpack_gives_the_file_bytes() {
         let (n, k) = (48, 96);
-        let mut s = 7u64;
-        let w: Vec<f32> = (0..n * k)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.3
-            })
-            .collect();
+        let w = crate::tests::random(n * k, 7);
         let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
         // K-quants need rows of 256: the same values, 3 blocks per row.
         let tk = t.reshape((n / 8, k * 8)).unwrap();
@@ -545,7 +520,7 @@ mod tests {
             }
             let q = QTensor::quantize(&t, dt).unwrap();
             let bytes = q.data().unwrap().to_vec();
-            assert!(fits(f, n) && !fits(f, n + 3));
+            assert!(fits(n) && !fits(n + 3));
             let p = pack(f, n, k, &bytes);
             assert_eq!(unpack(&p), bytes, "{dt:?}");
         }
@@ -568,15 +543,6 @@ mod tests {
 // A row's block result is the integers of `kquant.rs`, exactly (`sumi = Σ sc · Σ q·a`,
 // `summ = Σ m · Σ a`), then the same float expression, so the bits equal every other K-quant
 // kernel set's.
-
-/// Lines of `q` per (group, block) of a K-quant.
-const fn lines_k(f: Format) -> usize {
-    match f {
-        Format::Q4K => 32,
-        Format::Q5K => 40,
-        _ => 48,
-    }
-}
 
 /// A K-quant block's unsigned values, f16 scale (and `dmin`) bits, and sub-block scales and
 /// minimums (Q6_K: 16 signed scales as bytes, no minimums).
@@ -683,7 +649,7 @@ fn block_k(
 }
 
 fn pack_k(f: Format, n: usize, k: usize, data: &[u8]) -> Packed {
-    let (kb, bb, nl) = (k / 256, f.block_bytes(), lines_k(f));
+    let (kb, bb, nl) = (k / 256, f.block_bytes(), lines(f));
     let groups = n / COLS;
     let mut q = vec![Line([0; 64]); groups * kb * nl];
     let mut d = vec![0u16; groups * kb * COLS];
@@ -745,7 +711,7 @@ fn pack_k(f: Format, n: usize, k: usize, data: &[u8]) -> Packed {
 
 fn unpack_k(p: &Packed) -> Vec<u8> {
     let f = p.format;
-    let (kb, bb, nl) = (p.k / 256, f.block_bytes(), lines_k(f));
+    let (kb, bb, nl) = (p.k / 256, f.block_bytes(), lines(f));
     let mut data = vec![0u8; p.n * kb * bb];
     for g in 0..p.n / COLS {
         for b in 0..kb {
@@ -833,7 +799,7 @@ impl ExtrasK {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512k {
-    use super::{lines_k, Packed, COLS};
+    use super::{lines, Packed, COLS};
     use crate::{ActBlockK, Format};
     use std::arch::x86_64::*;
 
@@ -864,7 +830,10 @@ pub(crate) mod avx512k {
         rows!(1 2 3 4 5 6 7 8 9 10 11 12 13)
     }
 
-    /// Blocks ahead that a group's weight lines are prefetched (as the 32-value kernel).
+    /// Blocks ahead that a group's weight lines, scales and `d`/`dmin` are prefetched (a
+    /// K-quant block of 16 columns is 2–3.4 KB, so 2 blocks is about as far ahead as the
+    /// 32-value kernel's 8; kernel bench, 2 threads, one row: Q6_K 5.5–5.9 → 3.0–3.5 ms once
+    /// the high-bit lines, scales and `d` were prefetched too).
     const PREFETCH_BLOCKS: usize = 2;
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -877,7 +846,7 @@ pub(crate) mod avx512k {
         out: &mut [[f32; COLS]],
     ) {
         let nl = const {
-            lines_k(match FMT {
+            lines(match FMT {
                 0 => Format::Q4K,
                 1 => Format::Q5K,
                 _ => Format::Q6K,
@@ -946,17 +915,18 @@ pub(crate) mod avx512k {
                 } else {
                     _mm512_setzero_si512()
                 };
-                // Q4_K/Q5_K: the first half's dot, joined by the second's (one scale per 32).
-                let mut keep = [_mm512_setzero_si512(); R];
                 // The two halves of the sub-block: steps 0..4 (low nibbles), 4..8 (high).
+                // Q4_K/Q5_K sum both halves (one scale per 32 values); Q6_K scales each half
+                // (16 values) and starts it at its offset correction.
+                let mut dot = [[_mm512_setzero_si512(); R]; 4];
                 for half in 0..2 {
                     let hi6 = if q6 {
                         _mm512_load_si512(qb.add(64 * (32 + 2 * j + half)) as *const __m512i)
                     } else {
                         _mm512_setzero_si512()
                     };
-                    let mut dot = [[_mm512_setzero_si512(); R]; 4];
                     if q6 {
+                        dot = [[_mm512_setzero_si512(); R]; 4];
                         for r in 0..R {
                             dot[0][r] = _mm512_set1_epi32(*cp[r].add(16 * b + 2 * j + half));
                         }
@@ -986,39 +956,19 @@ pub(crate) mod avx512k {
                             dot[ch][r] = _mm512_dpbusd_epi32(dot[ch][r], w, x);
                         }
                     }
-                    if q6 {
-                        let scv = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                            sb_.add(16 * (2 * j + half)) as *const __m128i,
-                        ));
+                    if q6 || half == 1 {
+                        let scv = if q6 {
+                            let at = sb_.add(16 * (2 * j + half)) as *const __m128i;
+                            _mm512_cvtepi8_epi32(_mm_loadu_si128(at))
+                        } else {
+                            _mm512_cvtepu8_epi32(_mm_loadu_si128(sb_.add(16 * j) as *const __m128i))
+                        };
                         for r in 0..R {
                             let mut s = dot[0][r];
                             for c in dot.iter().take(chains).skip(1) {
                                 s = _mm512_add_epi32(s, c[r]);
                             }
                             sumi[r] = _mm512_add_epi32(sumi[r], _mm512_mullo_epi32(s, scv));
-                        }
-                    } else if half == 1 {
-                        // Both halves in one sum (one scale per 32 values): see below.
-                        let scv = _mm512_cvtepu8_epi32(_mm_loadu_si128(
-                            sb_.add(16 * j) as *const __m128i
-                        ));
-                        for r in 0..R {
-                            let mut s = dot[0][r];
-                            for c in dot.iter().take(chains).skip(1) {
-                                s = _mm512_add_epi32(s, c[r]);
-                            }
-                            sumi[r] = _mm512_add_epi32(
-                                sumi[r],
-                                _mm512_mullo_epi32(_mm512_add_epi32(s, keep[r]), scv),
-                            );
-                        }
-                    } else {
-                        for r in 0..R {
-                            let mut s = dot[0][r];
-                            for c in dot.iter().take(chains).skip(1) {
-                                s = _mm512_add_epi32(s, c[r]);
-                            }
-                            keep[r] = s;
                         }
                     }
                 }
